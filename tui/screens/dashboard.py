@@ -48,6 +48,7 @@ class DashboardScreen(Screen):
     def __init__(self) -> None:
         super().__init__()
         self.last_event_id = 0
+        self.targets: list[Any] = []  # what the last grant dialog was opened for
         self.header_state = HeaderState()
 
     # -- composition ------------------------------------------------------------------------------
@@ -264,6 +265,7 @@ class DashboardScreen(Screen):
             if choice is not None:
                 self.grant(targets, choice)
 
+        self.targets = targets
         self.app.push_screen(GrantModal(targets), done)
 
     def grant(self, targets: list[Any], choice: GrantChoice) -> None:
