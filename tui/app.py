@@ -11,6 +11,7 @@ from __future__ import annotations
 import getpass
 import threading
 import time
+from pathlib import Path
 from functools import partial
 from typing import Any, Callable, Iterable
 
@@ -43,7 +44,7 @@ class RegistryApp(App[None]):
     """
 
     TITLE = "client-registry"
-    CSS_PATH = "app.tcss"
+    CSS_PATH = Path(__file__).parent / "app.tcss"  # absolute: subclasses may live elsewhere
     BINDINGS = [
         Binding("q", "quit", "Quit", tooltip="Quit the dashboard"),
     ]
@@ -66,7 +67,7 @@ class RegistryApp(App[None]):
         self.embedded = embedded
         self.listener_backoff = listener_backoff
         self._stop_listener = threading.Event()
-        self.listener_state = "off"
+        self.listener_state = "off" if mqtt_target is None else "connecting"
 
     def get_default_screen(self) -> Screen:
         return DashboardScreen()
@@ -109,6 +110,8 @@ class RegistryApp(App[None]):
     def on_listener_state(self, message: ListenerState) -> None:
         self.listener_state = message.state
         dashboard = self.dashboard
+        if not dashboard.is_mounted:
+            return  # it reads listener_state when it mounts
         if message.state == "connected":
             self.call_registry(dashboard.full_resync)
         dashboard.set_broker_state(message.state, message.detail, message.retry_in)

@@ -84,7 +84,7 @@ class DashboardScreen(Screen):
 
     def on_mount(self) -> None:
         self.header_state.embedded = self.app.embedded
-        self.header_state.broker = "off" if self.app.mqtt_target is None else "connecting"
+        self.header_state.broker = self.app.listener_state
         self.header_state.broker_address = self.app.mqtt_target.address if self.app.mqtt_target else ""
         for table in (self.requests_table, self.users_table, self.audit_table):
             table.relayout(force=True)
