@@ -1,0 +1,11 @@
+"""The registry store: models, rules and the audit log. Knows nothing of MQTT, HTTP or screens."""
+
+from .crypto import pairing_code
+from .errors import RefusedError, StoreError
+from .registry import Registry, RegistryConfig, open_registry
+from .views import AttemptResult, EventView, ItemResult, RequestView, Status, UserView
+
+__all__ = [
+    "AttemptResult", "EventView", "ItemResult", "RefusedError", "Registry", "RegistryConfig", "RequestView",
+    "Status", "StoreError", "UserView", "open_registry", "pairing_code",
+]

@@ -1,0 +1,62 @@
+"""The console account: an admin the dashboard uses to log in to the broker without typing a password.
+
+Created on the server's first start with a random password kept beside the database (mode 0600), or taken
+from $CLIENT_REGISTRY_CONSOLE_PASSWORD.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+
+from .registry import Registry
+
+CONSOLE_USER = "client-registry-console"
+CREDENTIALS_FILE = "console.credentials"
+ENV_PASSWORD = "CLIENT_REGISTRY_CONSOLE_PASSWORD"
+
+
+@dataclass(frozen=True)
+class Credentials:
+    username: str
+    password: str
+
+    def __repr__(self) -> str:  # never print the password by accident
+        return f"Credentials(username={self.username!r}, password=***)"
+
+
+def read_console_credentials(reg: Registry) -> Credentials | None:
+    env = os.environ.get(ENV_PASSWORD)
+    if env:
+        return Credentials(CONSOLE_USER, env)
+    try:
+        password = (reg.data_dir / CREDENTIALS_FILE).read_text().strip()
+    except OSError:
+        return None
+    return Credentials(CONSOLE_USER, password) if password else None
+
+
+def _write_private(path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text + "\n")
+    os.chmod(path, 0o600)
+
+
+def ensure_console_account(reg: Registry) -> Credentials:
+    """The console admin exists, is enabled, and its password is the one on file (or in the environment)."""
+    creds = read_console_credentials(reg)
+    if creds is None:
+        creds = Credentials(CONSOLE_USER, secrets.token_urlsafe(24))
+        _write_private(reg.data_dir / CREDENTIALS_FILE, creds.password)
+    user = reg.user(CONSOLE_USER)
+    if user is None:
+        reg.add_user(CONSOLE_USER, creds.password, admin=True, actor="server", how="console")
+    elif not reg.authenticate(CONSOLE_USER, creds.password):
+        if user.disabled:
+            reg.enable_user(CONSOLE_USER, actor="server")
+        if not reg.authenticate(CONSOLE_USER, creds.password):
+            reg.set_password(CONSOLE_USER, creds.password, actor="server")
+    return creds

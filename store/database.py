@@ -1,0 +1,104 @@
+"""Opening the database: SQLite (WAL, busy timeout, foreign keys) or a server by URL; schema version."""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import contextmanager
+from pathlib import Path
+
+import peewee as pw
+from playhouse.db_url import connect as connect_url
+
+from .errors import StoreError
+from .location import is_url, sqlite_path
+from .models import SCHEMA_VERSION, make_models
+
+BUSY_TIMEOUT_MS = 5000
+SQLITE_PRAGMAS = {
+    "journal_mode": "wal",
+    "busy_timeout": BUSY_TIMEOUT_MS,
+    "foreign_keys": 1,
+    "synchronous": "normal",
+}
+
+
+def describe(exc: BaseException, location: str) -> str:
+    """One line for a database failure."""
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    lowered = text.lower()
+    if "locked" in lowered or "busy" in lowered:
+        return f"database {location} is locked by another process (waited {BUSY_TIMEOUT_MS // 1000} s); try again"
+    if "not a database" in lowered or "malformed" in lowered or "corrupt" in lowered:
+        return f"database {location} is corrupt or not a client-registry database ({text})"
+    if "readonly" in lowered or "read-only" in lowered:
+        return f"database {location} is read-only ({text})"
+    if "unable to open" in lowered:
+        return f"cannot open database {location} ({text})"
+    return f"database {location}: {text}"
+
+
+@contextmanager
+def translated(location: str):
+    """Turn driver errors into StoreError with one clear line."""
+    try:
+        yield
+    except StoreError:
+        raise
+    except (pw.PeeweeException, sqlite3.Error) as exc:
+        raise StoreError(describe(exc, location)) from exc
+
+
+def connect(location: str):
+    """Open (creating tables on first use) and return (database, models)."""
+    path = sqlite_path(location)
+    if not is_url(location):
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create the folder for {location}: {exc.strerror}") from exc
+        if path.is_dir():
+            raise StoreError(f"database {location} is a directory, not a file")
+        db = pw.SqliteDatabase(str(path), pragmas=SQLITE_PRAGMAS, timeout=BUSY_TIMEOUT_MS / 1000)
+    else:
+        if path is not None:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot create the folder for {location}: {exc.strerror}") from exc
+        try:
+            db = connect_url(location)
+        except Exception as exc:  # unknown scheme, missing driver: one line either way
+            raise StoreError(f"cannot open database {location}: {exc}") from exc
+        if isinstance(db, pw.SqliteDatabase):
+            db.init(db.database, pragmas=SQLITE_PRAGMAS, timeout=BUSY_TIMEOUT_MS / 1000)
+    models = make_models(db)
+    with translated(location):
+        db.connect(reuse_if_open=True)
+        _prepare_schema(db, models, location)
+    return db, models
+
+
+def _prepare_schema(db: pw.Database, models, location: str) -> None:
+    with db.atomic():
+        db.create_tables(models.all, safe=True)
+        row = models.Meta.get_or_none(models.Meta.key == "schema_version")
+        if row is None:
+            models.Meta.insert(key="schema_version", value=str(SCHEMA_VERSION)).on_conflict_ignore().execute()
+            row = models.Meta.get(models.Meta.key == "schema_version")
+        found = int(row.value)
+        if found > SCHEMA_VERSION:
+            raise StoreError(
+                f"database {location} was written by a newer client-registry (schema {found}); "
+                f"this version understands schema {SCHEMA_VERSION}: upgrade client-registry"
+            )
+        models.Window.insert(id=1).on_conflict_ignore().execute()
+
+
+def write_transaction(db: pw.Database):
+    """A transaction that takes the write lock at BEGIN: SQLite then waits (busy timeout) instead of failing
+    when two processes upgrade a read to a write at once."""
+    if isinstance(db, pw.SqliteDatabase):
+        return db.atomic(lock_type="IMMEDIATE")
+    return db.atomic()
+
+

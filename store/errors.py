@@ -1,0 +1,9 @@
+"""Errors the store raises. Each message is one line a user can act on."""
+
+
+class StoreError(Exception):
+    """The database could not be used (missing, corrupt, locked, too new)."""
+
+
+class RefusedError(StoreError):
+    """An operation was refused by a rule (unknown user, invalid pattern, ...)."""

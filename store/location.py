@@ -1,0 +1,48 @@
+"""Where the database lives: --db, else $CLIENT_REGISTRY_DB, else the XDG data directory."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ENV_DB = "CLIENT_REGISTRY_DB"
+APP_DIR = "client-registry"
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / APP_DIR
+
+
+def resolve(db: str | None) -> str:
+    """The location to open, as given (path or URL) or from the environment or the default."""
+    if db:
+        return db
+    env = os.environ.get(ENV_DB)
+    if env:
+        return env
+    return str(default_data_dir() / "registry.db")
+
+
+def is_url(location: str) -> bool:
+    return "://" in location
+
+
+def sqlite_path(location: str) -> Path | None:
+    """The file of an SQLite location, or None for a server database (PostgreSQL, ...)."""
+    if not is_url(location):
+        return Path(location).expanduser()
+    scheme, _, rest = location.partition("://")
+    if scheme.split("+")[0] != "sqlite":
+        return None
+    # sqlite:///relative.db -> "relative.db"; sqlite:////abs/path.db -> "/abs/path.db"
+    path = rest[1:] if rest.startswith("/") else rest
+    if path in ("", ":memory:"):
+        return None
+    return Path(path).expanduser()
+
+
+def data_dir_for(location: str) -> Path:
+    """The folder for files that belong beside the database (server secret, console credentials)."""
+    path = sqlite_path(location)
+    return path.parent if path is not None else default_data_dir()

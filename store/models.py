@@ -1,0 +1,99 @@
+"""Peewee models. Built per database by `make_models`, so two registries in one process never share a binding."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import peewee as pw
+
+SCHEMA_VERSION = 1
+
+
+def make_models(db: pw.Database) -> SimpleNamespace:
+    class Base(pw.Model):
+        class Meta:
+            database = db
+
+    class Meta(Base):
+        key = pw.CharField(primary_key=True, max_length=64)
+        value = pw.TextField()
+
+        class Meta:
+            table_name = "meta"
+
+    class User(Base):
+        name = pw.CharField(unique=True, max_length=128)
+        password_hash = pw.CharField(max_length=255)
+        admin = pw.BooleanField(default=False)
+        disabled = pw.BooleanField(default=False)
+        created_at = pw.DoubleField()
+        created_by = pw.CharField(max_length=128)
+        created_how = pw.CharField(max_length=32)  # cli | registration-mqtt | registration-http | console
+
+        class Meta:
+            table_name = "users"
+
+    class Permission(Base):
+        user = pw.ForeignKeyField(User, backref="permissions", on_delete="CASCADE")
+        pattern = pw.CharField(max_length=1024)
+        access = pw.CharField(max_length=16)  # read | write | readWrite
+
+        class Meta:
+            table_name = "permissions"
+            indexes = ((("user", "pattern"), True),)
+
+    class Request(Base):
+        username = pw.CharField(max_length=128, index=True)
+        password_hash = pw.CharField(max_length=255)
+        fingerprint = pw.CharField(max_length=64)
+        pairing_code = pw.CharField(max_length=8)
+        client_id = pw.CharField(max_length=1024, null=True)
+        peer = pw.CharField(max_length=128, null=True)
+        source = pw.CharField(max_length=8)  # mqtt | http
+        requested_permissions = pw.TextField(null=True)  # JSON
+        context = pw.TextField(null=True)  # JSON
+        first_seen = pw.DoubleField(index=True)
+        last_seen = pw.DoubleField()
+        attempts = pw.IntegerField(default=1)
+        status = pw.CharField(max_length=8, default="pending", index=True)
+        conflict = pw.BooleanField(default=False)
+        decided_by = pw.CharField(max_length=128, null=True)
+        decided_at = pw.DoubleField(null=True)
+
+        class Meta:
+            table_name = "requests"
+            indexes = ((("peer", "first_seen"), False),)
+
+    class Window(Base):
+        id = pw.IntegerField(primary_key=True)  # always 1
+        unlocked_until = pw.DoubleField(null=True)
+        unlocked_by = pw.CharField(max_length=128, null=True)
+
+        class Meta:
+            table_name = "window"
+
+    class Knock(Base):
+        """A device refused while locked: keyed by an HMAC of its name, so no device string is stored."""
+
+        key = pw.CharField(primary_key=True, max_length=64)
+        last_seen = pw.DoubleField(index=True)
+        count = pw.IntegerField(default=1)
+
+        class Meta:
+            table_name = "knocks"
+
+    class Event(Base):
+        id = pw.AutoField()
+        time = pw.DoubleField()
+        actor = pw.CharField(max_length=128)
+        kind = pw.CharField(max_length=64)
+        subject = pw.CharField(max_length=128, null=True, index=True)
+        detail = pw.TextField(default="{}")  # JSON, never a secret
+
+        class Meta:
+            table_name = "events"
+
+    return SimpleNamespace(
+        Meta=Meta, User=User, Permission=Permission, Request=Request, Window=Window, Knock=Knock, Event=Event,
+        all=[Meta, User, Permission, Request, Window, Knock, Event],
+    )

@@ -1,0 +1,95 @@
+"""What a registration may contain. Each check returns None or the one-line rule that was broken."""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+
+from .topics import ACCESS_VALUES, filter_problem
+
+USERNAME_MIN, USERNAME_MAX = 3, 128
+PASSWORD_MIN, PASSWORD_MAX = 5, 1024
+MAX_REQUESTED_PERMISSIONS = 100
+MAX_CONTEXT_BYTES = 16 * 1024
+
+
+def _has_control(text: str) -> bool:
+    return any(unicodedata.category(ch) == "Cc" for ch in text)
+
+
+def username_problem(username) -> str | None:
+    if not isinstance(username, str):
+        return "username must be a string"
+    if len(username) < USERNAME_MIN:
+        return f"username must be at least {USERNAME_MIN} characters"
+    if len(username) > USERNAME_MAX:
+        return f"username must be at most {USERNAME_MAX} characters"
+    if "+" in username or "#" in username:
+        return "username must not contain '+' or '#'"
+    if _has_control(username):  # includes NUL
+        return "username must not contain control characters"
+    if username != username.strip():
+        return "username must not start or end with whitespace"
+    return None
+
+
+def password_problem(password) -> str | None:
+    if not isinstance(password, str):
+        return "password must be a string"
+    if len(password) < PASSWORD_MIN:
+        return f"password must be at least {PASSWORD_MIN} characters"
+    if len(password) > PASSWORD_MAX:
+        return f"password must be at most {PASSWORD_MAX} characters"
+    return None
+
+
+def permission_problem(pattern, access) -> str | None:
+    if not isinstance(pattern, str):
+        return "topic pattern must be a string"
+    problem = filter_problem(pattern)
+    if problem:
+        return problem
+    if access not in ACCESS_VALUES:
+        return f"access must be one of {', '.join(ACCESS_VALUES)}"
+    return None
+
+
+def requested_permissions_problem(items) -> str | None:
+    """For the HTTP flow: [{"resource": pattern, "operation": access}, ...]."""
+    if items is None:
+        return None
+    if not isinstance(items, list):
+        return "permissions must be a list"
+    if len(items) > MAX_REQUESTED_PERMISSIONS:
+        return f"permissions must have at most {MAX_REQUESTED_PERMISSIONS} entries"
+    for index, item in enumerate(items):
+        if not isinstance(item, dict) or set(item) != {"resource", "operation"}:
+            return f"permissions[{index}] must be an object with exactly 'resource' and 'operation'"
+        problem = permission_problem(item["resource"], item["operation"])
+        if problem:
+            return f"permissions[{index}]: {problem}"
+    return None
+
+
+def context_problem(context) -> str | None:
+    if context is None:
+        return None
+    if not isinstance(context, dict):
+        return "context must be an object"
+    if len(json.dumps(context)) > MAX_CONTEXT_BYTES:
+        return f"context must be at most {MAX_CONTEXT_BYTES} bytes as JSON"
+    return None
+
+
+def parse_permission(text_or_pair) -> tuple[str, str]:
+    """'pattern=access' or (pattern, access) -> (pattern, access); ValueError with the rule when invalid."""
+    if isinstance(text_or_pair, str):
+        pattern, sep, access = text_or_pair.rpartition("=")
+        if not sep:
+            raise ValueError(f"permission {text_or_pair!r} must look like PATTERN=ACCESS")
+    else:
+        pattern, access = text_or_pair
+    problem = permission_problem(pattern, access)
+    if problem:
+        raise ValueError(f"permission {pattern!r}: {problem}")
+    return pattern, access

@@ -1,0 +1,112 @@
+"""Read-only snapshots handed to the CLI, the broker and the dashboard (never a hash or fingerprint)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass(frozen=True)
+class RequestView:
+    id: int
+    username: str
+    client_id: str | None
+    peer: str | None
+    source: str
+    requested_permissions: list | None
+    context: dict | None
+    first_seen: float
+    last_seen: float
+    attempts: int
+    status: str
+    conflict: bool
+    decided_by: str | None
+    decided_at: float | None
+    pairing_code: str
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def of(cls, row) -> "RequestView":
+        return cls(
+            id=row.id, username=row.username, client_id=row.client_id, peer=row.peer, source=row.source,
+            requested_permissions=_loads(row.requested_permissions), context=_loads(row.context),
+            first_seen=row.first_seen, last_seen=row.last_seen, attempts=row.attempts, status=row.status,
+            conflict=bool(row.conflict), decided_by=row.decided_by, decided_at=row.decided_at,
+            pairing_code=row.pairing_code,
+        )
+
+
+@dataclass(frozen=True)
+class UserView:
+    name: str
+    admin: bool
+    disabled: bool
+    created_at: float
+    created_by: str
+    created_how: str
+    permissions: list = field(default_factory=list)  # [(pattern, access)]
+
+    def as_dict(self) -> dict:
+        data = asdict(self)
+        data["permissions"] = [{"pattern": p, "access": a} for p, a in self.permissions]
+        return data
+
+
+@dataclass(frozen=True)
+class EventView:
+    id: int
+    time: float
+    actor: str
+    kind: str
+    subject: str | None
+    detail: dict
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def of(cls, row) -> "EventView":
+        return cls(id=row.id, time=row.time, actor=row.actor, kind=row.kind, subject=row.subject,
+                   detail=_loads(row.detail) or {})
+
+
+@dataclass(frozen=True)
+class Status:
+    unlocked: bool
+    remaining: float
+    unlocked_until: float | None
+    unlocked_by: str | None
+    pending: int
+    knocking: int
+    refused_recent: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class AttemptResult:
+    outcome: str  # pending | retry | conflict | denied | known_user | locked | invalid | flood
+    reason: str
+    field: str | None = None
+    request: RequestView | None = None
+    pairing_code: str | None = None
+
+    @property
+    def accepted(self) -> bool:
+        """Something is waiting for the operator."""
+        return self.outcome in ("pending", "retry", "conflict")
+
+
+@dataclass(frozen=True)
+class ItemResult:
+    item: str
+    ok: bool
+    message: str
+    request: RequestView | None = None
+
+
+def _loads(text: str | None):
+    return json.loads(text) if text else None
