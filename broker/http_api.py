@@ -22,9 +22,19 @@ MAX_BODY = 64 * 1024
 OPERATIONS = ("read", "write", "readWrite")
 
 
-def _answer(status: int, **body: Any) -> web.Response:
-    headers = {"Retry-After": "60"} if status == 429 else None
-    return web.json_response(body, status=status, headers=headers)
+def _answer(code: int, /, **body: Any) -> web.Response:
+    headers = {"Retry-After": "60"} if code == 429 else None
+    return web.json_response(body, status=code, headers=headers)
+
+
+def _summary(response: web.Response) -> str:
+    body = json.loads(response.body)
+    summary = body.get("status") or body.get("error") or ""
+    if body.get("pairing_code"):
+        summary += f" pairing={body['pairing_code']}"
+    if response.status == 400:
+        summary += f" ({body.get('field')}: {body.get('message')})"
+    return summary
 
 
 def _bad(field: str, rule: str) -> web.Response:
@@ -89,12 +99,15 @@ class RegisterAPI:
             return _answer(413, error="too_large", message=f"body must not exceed {MAX_BODY} bytes")
         data, problem = _parse(raw)
         if problem is not None:
-            self.log(f"http register from {peer}: 400 {json.loads(problem.text)['message']}")
+            self.log(f"http register from {peer}: 400 {_summary(problem)}")
             return problem
         assert data is not None
-        response = await self._decide(data, peer)
-        self.log(f"http register user={safe(data['username'])} from {peer}: {response.status} "
-                 f"{json.loads(response.text).get('status') or json.loads(response.text).get('error')}")
+        try:
+            response = await self._decide(data, peer)
+        except Exception as exc:  # a bug or the database gone: say so in the log, answer 500 in JSON
+            self.log(f"http register user={safe(data['username'])} from {peer}: 500 {exc!r}")
+            return _answer(500, error="internal", message="internal error; see the server log")
+        self.log(f"http register user={safe(data['username'])} from {peer}: {response.status} {_summary(response)}")
         return response
 
     async def _decide(self, data: dict[str, Any], peer: str) -> web.Response:
