@@ -130,8 +130,11 @@ class Registry:
 
         password_hash = crypto.hash_password(password)  # outside the transaction: argon2 is slow
         with write_transaction(self.db):
+            # Another process may have recorded the same credentials, or granted them, meanwhile.
+            if self._user_row(username) is not None:
+                return AttemptResult("known_user", f"{username!r} is already a user")
             outcome = self._match_existing(username, print_, client_id, peer, self.clock())
-            if outcome:  # another process recorded the same credentials meanwhile
+            if outcome:
                 return outcome
             rivals = list(self.m.Request.select().where(
                 (self.m.Request.username == username) & (self.m.Request.status == "pending")))
@@ -220,7 +223,7 @@ class Registry:
     @_guarded
     def status(self) -> Status:
         now = self.clock()
-        self._expire_if_due(now)
+        self.expire_stale()
         window = self.m.Window.get_by_id(1)
         unlocked = window.unlocked_until is not None and window.unlocked_until > now
         K = self.m.Knock
@@ -259,6 +262,7 @@ class Registry:
     @_guarded
     def grant(self, ids_or_names, permissions=(), actor: str = "cli", force: bool = False) -> list[ItemResult]:
         explicit = None if permissions is None else [parse_permission(p) for p in permissions]
+        self.expire_stale()
         results = []
         for item, rows in self._resolve_items(ids_or_names):
             if isinstance(rows, str):
@@ -330,6 +334,7 @@ class Registry:
         return results
 
     def _expire_if_due(self, now: float) -> None:
+        """The hot path (record_attempt) looks for stale requests at most once a minute."""
         if now - self._expired_checked_at >= EXPIRE_CHECK_EVERY:
             self._expired_checked_at = now
             self.expire_stale()
@@ -507,7 +512,7 @@ class Registry:
     # ----------------------------------------------------------------- reading
     @_guarded
     def requests(self, include_all: bool = False) -> list[RequestView]:
-        self._expire_if_due(self.clock())
+        self.expire_stale()
         R = self.m.Request
         query = R.select()
         if not include_all:

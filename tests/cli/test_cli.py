@@ -1,0 +1,129 @@
+"""The headless CLI, run as a user runs it: the installed console script in a subprocess."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from store import open_registry
+
+# The console script installed beside the interpreter that runs the tests (the README's virtualenv).
+EXE = shutil.which("client-registry", path=os.path.dirname(sys.executable))
+
+
+def run(db, *args, stdin=None):
+    env = {**os.environ, "CLIENT_REGISTRY_DB": ""}
+    return subprocess.run([EXE, *args, "--db", db] if db else [EXE, *args], input=stdin, capture_output=True,
+                          text=True, env=env, timeout=60)
+
+
+def ok(db, *args, stdin=None):
+    result = run(db, *args, stdin=stdin)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_console_script_is_installed():
+    assert EXE, "client-registry is not on PATH: install the project as the README says"
+
+
+def test_the_registration_flow(db_path):
+    assert ok(db_path, "status").startswith("LOCKED; 0 pending")
+    assert "UNLOCKED 2:00" in ok(db_path, "unlock", "--minutes", "2")
+    reg = open_registry(db_path)
+    reg.record_attempt("sensor-1", "secret-pw", "client-a", "10.1.2.3", "mqtt")
+    rows = json.loads(ok(db_path, "requests", "--json"))
+    assert [(r["username"], r["status"], r["pairing_code"]) for r in rows] == [
+        ("sensor-1", "pending", reg.requests()[0].pairing_code)]
+    assert "password" not in json.dumps(rows) and "hash" not in json.dumps(rows)
+    table = ok(db_path, "requests")
+    assert "sensor-1" in table and "client-a" in table and "10.1.2.3" in table
+    assert "granted sensor-1" in ok(db_path, "grant", "sensor-1", "-p", "devices/{username}/#=readWrite")
+    assert reg.authenticate("sensor-1", "secret-pw")
+    users = json.loads(ok(db_path, "users", "--json"))
+    assert users[0]["permissions"] == [{"pattern": "devices/{username}/#", "access": "readWrite"}]
+    log = json.loads(ok(db_path, "log", "--json"))
+    assert [e["kind"] for e in log] == ["registry.unlocked", "request.created", "request.granted"]
+    assert [e["kind"] for e in json.loads(ok(db_path, "log", "--since", str(log[1]["id"]), "--json"))] == [
+        "request.granted"]
+    assert "LOCKED" in ok(db_path, "lock")
+    reg.close()
+
+
+def test_refusals_are_one_line_and_exit_1(db_path):
+    result = run(db_path, "grant", "ghost")
+    assert result.returncode == 1 and result.stderr.strip() == "client-registry: 'ghost' has no pending request"
+    result = run(db_path, "user", "disable", "ghost")
+    assert (result.returncode, result.stderr) == (1, "client-registry: no user named 'ghost'\n")
+
+
+def test_partial_grant_reports_each_item_and_exits_1(db_path):
+    reg = open_registry(db_path)
+    reg.unlock(60, actor="op")
+    reg.record_attempt("sensor-1", "secret-pw", "c", "p", "mqtt")
+    result = run(db_path, "grant", "sensor-1", "ghost")
+    assert result.returncode == 1
+    assert "granted sensor-1" in result.stdout and "ghost" in result.stderr
+    assert reg.user("sensor-1") is not None
+    reg.close()
+
+
+def test_usage_errors_exit_2(db_path):
+    assert run(db_path, "no-such-command").returncode == 2
+    assert run(db_path, "permit", "alice", "a/#", "everything").returncode == 2
+    assert run(db_path, "grant", "x", "-p", "nonsense").returncode == 2
+    assert run(db_path, "unlock", "--minutes", "0").returncode == 2
+
+
+def test_users_and_permissions(db_path):
+    assert "added alice (admin)" in ok(db_path, "user", "add", "alice", "--admin", "--password-stdin",
+                                       stdin="alice-password\n")
+    ok(db_path, "user", "add", "bob", "--password-stdin", stdin="bob-password\n")
+    ok(db_path, "permit", "bob", "sensors/#", "read")
+    ok(db_path, "user", "disable", "bob")
+    table = ok(db_path, "users")
+    assert "alice" in table and "admin" in table and "sensors/#=read" in table and "disabled" in table
+    ok(db_path, "user", "enable", "bob")
+    ok(db_path, "user", "passwd", "bob", "--password-stdin", stdin="bob-new-password\n")
+    reg = open_registry(db_path)
+    assert reg.authenticate("bob", "bob-new-password") and reg.authenticate("alice", "alice-password")
+    reg.close()
+    ok(db_path, "forbid", "bob", "sensors/#")
+    ok(db_path, "user", "remove", "bob")
+    assert "bob" not in ok(db_path, "users")
+    result = run(db_path, "user", "add", "carol", "--password-stdin", stdin="123\n")
+    assert result.returncode == 1 and "at least 5" in result.stderr and "123" not in result.stderr
+    result = run(db_path, "user", "add", "carol")  # no terminal to prompt on
+    assert result.returncode == 1 and "--password-stdin" in result.stderr
+
+
+def test_hostile_strings_never_reach_the_terminal_raw(db_path):
+    reg = open_registry(db_path)
+    reg.unlock(60, actor="op")
+    reg.record_attempt("[red]evil\u202e", "secret-pw", "cid\x1b[2J\x07", "p", "mqtt")
+    reg.close()
+    out = ok(db_path, "requests")
+    assert "\x1b" not in out and "\x07" not in out and "\u202e" not in out
+    assert "[red]evil\\u202e" in out and "cid\\x1b[2J\\x07" in out
+
+
+@pytest.mark.parametrize("setup, message", [
+    (lambda p: p.write_bytes(b"garbage" * 200), "corrupt or not a client-registry database"),
+    (lambda p: p.mkdir(), "is a directory"),
+])
+def test_bad_database_is_one_line_and_exit_1(tmp_path, setup, message):
+    path = tmp_path / "broken.db"
+    setup(path)
+    result = run(str(path), "status")
+    assert result.returncode == 1
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_db_from_environment(tmp_path):
+    env = {**os.environ, "CLIENT_REGISTRY_DB": str(tmp_path / "env.db")}
+    subprocess.run([EXE, "unlock"], env=env, check=True, capture_output=True)
+    assert open_registry(str(tmp_path / "env.db")).status().unlocked

@@ -1,0 +1,190 @@
+"""record_attempt: the rules a device's first contact goes through."""
+
+import base64
+import hashlib
+
+import pytest
+
+from store import RegistryConfig, pairing_code
+
+
+def test_locked_attempt_is_counted_not_stored(reg):
+    result = reg.record_attempt("sensor-1", "secret-pw", "c1", "10.0.0.5", "mqtt")
+    assert result.outcome == "locked" and not result.accepted
+    assert reg.requests(include_all=True) == []
+    status = reg.status()
+    assert (status.unlocked, status.knocking, status.refused_recent) == (False, 1, 1)
+    reg.record_attempt("sensor-1", "secret-pw", "c1", "10.0.0.5", "mqtt")
+    reg.record_attempt("sensor-2", "secret-pw", "c2", "10.0.0.6", "mqtt")
+    status = reg.status()
+    assert (status.knocking, status.refused_recent) == (2, 3)
+
+
+def test_knocking_forgets_after_five_minutes(reg, clock):
+    reg.record_attempt("sensor-1", "secret-pw", "c1", "10.0.0.5", "mqtt")
+    clock.advance(301)
+    assert reg.status().knocking == 0
+
+
+def test_unlocked_attempt_becomes_pending_with_pairing_code(reg):
+    reg.unlock(300, actor="op")
+    result = reg.record_attempt("sensor-1", "secret-pw", "client-a", "10.0.0.5", "mqtt")
+    assert result.outcome == "pending" and result.accepted
+    expected = base64.b32encode(hashlib.sha256(b"sensor-1\nsecret-pw").digest()).decode()[:6]
+    assert result.pairing_code == expected == pairing_code("sensor-1", "secret-pw")
+    [row] = reg.requests()
+    assert (row.username, row.client_id, row.peer, row.source, row.attempts, row.status, row.conflict) == (
+        "sensor-1", "client-a", "10.0.0.5", "mqtt", 1, "pending", False)
+    kinds = [e.kind for e in reg.events()]
+    assert kinds == ["registry.unlocked", "request.created"]
+
+
+def test_no_plaintext_password_anywhere_in_the_file(reg, db_path):
+    reg.unlock(300, actor="op")
+    reg.record_attempt("sensor-1", "Plaintext-Marker-991", "c", "p", "mqtt")
+    reg.grant(["sensor-1"], actor="op")
+    reg.close()
+    for suffix in ("", "-wal"):
+        try:
+            data = open(db_path + suffix, "rb").read()
+        except FileNotFoundError:
+            continue
+        assert b"Plaintext-Marker-991" not in data
+    row = reg.m.Request.get()
+    assert row.password_hash.startswith("$argon2id$")
+
+
+@pytest.mark.parametrize("username, rule", [
+    ("ab", "at least 3"),
+    ("x" * 129, "at most 128"),
+    ("a+b", "'+' or '#'"),
+    ("a#b", "'+' or '#'"),
+    ("ab\0c", "control"),
+    ("ab\x1b[31mc", "control"),
+    ("abc\n", "control"),
+    (" abc", "whitespace"),
+    ("abc ", "whitespace"),
+])
+def test_invalid_usernames_are_refused_with_the_rule(reg, username, rule):
+    reg.unlock(300, actor="op")
+    result = reg.record_attempt(username, "secret-pw", "c", "p", "mqtt")
+    assert (result.outcome, result.field) == ("invalid", "username")
+    assert rule in result.reason
+    assert reg.requests(include_all=True) == []
+
+
+@pytest.mark.parametrize("password, rule", [("1234", "at least 5"), ("x" * 1025, "at most 1024")])
+def test_invalid_passwords_are_refused_with_the_rule(reg, password, rule):
+    reg.unlock(300, actor="op")
+    result = reg.record_attempt("sensor-1", password, "c", "p", "mqtt")
+    assert (result.outcome, result.field) == ("invalid", "password") and rule in result.reason
+    assert password not in result.reason
+
+
+def test_invalid_attempt_while_locked_is_not_counted_as_knocking(reg):
+    reg.record_attempt("ab", "secret-pw", "c", "p", "mqtt")
+    assert reg.status().knocking == 0
+
+
+@pytest.mark.parametrize("username", [
+    "[bold red]boom[/]", "<script>x</script>", "ИмяУстройства", "مستشعر-1", "sensor-🛰️-1", "x" * 128, "a/b/c",
+])
+def test_hostile_but_valid_usernames_are_stored_verbatim(reg, username):
+    reg.unlock(300, actor="op")
+    assert reg.record_attempt(username, "secret-pw", "c", "p", "mqtt").outcome == "pending"
+    assert reg.requests()[0].username == username
+    assert reg.grant([username], actor="op")[0].ok
+    assert reg.authenticate(username, "secret-pw")
+
+
+def test_known_user_is_not_a_registration(reg):
+    reg.add_user("alice", "alice-pw", actor="op")
+    reg.unlock(300, actor="op")
+    assert reg.record_attempt("alice", "wrong-pw", "c", "p", "mqtt").outcome == "known_user"
+    assert reg.requests(include_all=True) == []
+
+
+def test_retry_with_same_password_updates_the_request(reg, clock):
+    reg.unlock(300, actor="op")
+    first = reg.record_attempt("sensor-1", "secret-pw", "c", "10.0.0.5", "mqtt")
+    clock.advance(5)
+    again = reg.record_attempt("sensor-1", "secret-pw", "c2", "10.0.0.6", "mqtt")
+    assert again.outcome == "retry" and again.request.id == first.request.id
+    [row] = reg.requests(include_all=True)
+    assert (row.attempts, row.last_seen - row.first_seen, row.client_id, row.peer) == (2, 5, "c2", "10.0.0.6")
+
+
+def test_retry_does_not_run_argon2_again(reg, monkeypatch):
+    reg.unlock(300, actor="op")
+    reg.record_attempt("sensor-1", "secret-pw", "c", "p", "mqtt")
+    import store.crypto
+
+    def forbidden(password):
+        raise AssertionError("argon2 ran for a retry")
+
+    monkeypatch.setattr(store.crypto, "hash_password", forbidden)
+    assert reg.record_attempt("sensor-1", "secret-pw", "c", "p", "mqtt").outcome == "retry"
+
+
+def test_different_password_is_a_conflict_and_both_are_flagged(reg):
+    reg.unlock(300, actor="op")
+    first = reg.record_attempt("sensor-1", "secret-pw", "c", "p1", "mqtt")
+    second = reg.record_attempt("sensor-1", "other-pw", "c", "p2", "mqtt")
+    assert second.outcome == "conflict" and second.request.id != first.request.id
+    rows = reg.requests()
+    assert len(rows) == 2 and all(r.conflict for r in rows)
+
+
+def test_denied_credentials_stay_denied(reg):
+    reg.unlock(300, actor="op")
+    reg.record_attempt("sensor-1", "secret-pw", "c", "p", "mqtt")
+    reg.deny(["sensor-1"], actor="op")
+    again = reg.record_attempt("sensor-1", "secret-pw", "c", "p", "mqtt")
+    assert again.outcome == "denied" and not again.accepted
+    assert reg.requests() == []
+    fresh = reg.record_attempt("sensor-1", "new-password", "c", "p", "mqtt")
+    assert fresh.outcome == "pending"
+
+
+def test_per_peer_flood_limit(make_reg):
+    reg = make_reg(RegistryConfig(per_peer_per_minute=3))
+    reg.unlock(300, actor="op")
+    outcomes = [reg.record_attempt(f"dev-{i}", "secret-pw", "c", "10.0.0.9", "mqtt").outcome for i in range(5)]
+    assert outcomes == ["pending"] * 3 + ["flood"] * 2
+    assert reg.record_attempt("dev-x", "secret-pw", "c", "10.0.0.10", "mqtt").outcome == "pending"
+    assert reg.refused["flood"] == 2
+
+
+def test_per_peer_limit_resets_after_a_minute(make_reg, clock):
+    reg = make_reg(RegistryConfig(per_peer_per_minute=2))
+    reg.unlock(3000, actor="op")
+    for i in range(2):
+        reg.record_attempt(f"dev-{i}", "secret-pw", "c", "peer", "mqtt")
+    assert reg.record_attempt("dev-2", "secret-pw", "c", "peer", "mqtt").outcome == "flood"
+    clock.advance(61)
+    assert reg.record_attempt("dev-2", "secret-pw", "c", "peer", "mqtt").outcome == "pending"
+
+
+def test_total_pending_limit(make_reg):
+    reg = make_reg(RegistryConfig(max_pending=2))
+    reg.unlock(300, actor="op")
+    outcomes = [reg.record_attempt(f"dev-{i}", "secret-pw", "c", f"peer-{i}", "mqtt").outcome for i in range(3)]
+    assert outcomes == ["pending", "pending", "flood"]
+
+
+def test_http_fields_are_validated(reg):
+    reg.unlock(300, actor="op")
+    bad = reg.record_attempt("dev-1", "secret-pw", None, "p", "http",
+                             requested_permissions=[{"resource": "a/#/b", "operation": "read"}])
+    assert (bad.outcome, bad.field) == ("invalid", "permissions") and "'#'" in bad.reason
+    bad = reg.record_attempt("dev-1", "secret-pw", None, "p", "http",
+                             requested_permissions=[{"resource": "a/b", "operation": "all"}])
+    assert bad.field == "permissions" and "access must be one of" in bad.reason
+    assert reg.record_attempt("dev-1", "secret-pw", None, "p", "http", context=[1]).field == "context"
+    good = reg.record_attempt("dev-1", "secret-pw", None, "p", "http",
+                              requested_permissions=[{"resource": "dev/{username}/#", "operation": "readWrite"}],
+                              context={"site": "hall 3"})
+    assert good.outcome == "pending"
+    row = reg.requests()[0]
+    assert row.requested_permissions == [{"resource": "dev/{username}/#", "operation": "readWrite"}]
+    assert row.context == {"site": "hall 3"}

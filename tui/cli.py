@@ -1,0 +1,318 @@
+"""The headless command line: `client-registry COMMAND`. Every change goes through store.Registry.
+
+Exit codes: 0 success, 1 refused (one line on stderr saying why), 2 usage error.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import math
+import os
+import sys
+import time
+
+import click
+
+from store import RefusedError, StoreError, open_registry
+from store.views import ItemResult
+
+from .safe_text import printable
+
+EXIT_REFUSED = 1
+
+
+def actor() -> str:
+    """Who is acting, for the audit log: the operating-system user at the command line."""
+    try:
+        user = getpass.getuser()
+    except Exception:  # no passwd entry in a container: still say something useful
+        user = str(os.getuid())
+    return f"cli:{user}"
+
+
+def fail(message: str) -> "click.exceptions.Exit":
+    click.echo(f"client-registry: {message}", err=True)
+    return click.exceptions.Exit(EXIT_REFUSED)
+
+
+class RegistryGroup(click.Group):
+    """Turns store errors into one line on stderr and exit code 1, never a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except StoreError as exc:
+            raise fail(str(exc)) from None
+        except KeyboardInterrupt:
+            raise click.exceptions.Exit(130) from None
+
+
+def db_option(func):
+    return click.option(
+        "--db", "db", envvar=None, default=None, metavar="PATH_OR_URL",
+        help="Database file or URL (default: $CLIENT_REGISTRY_DB, else ~/.local/share/client-registry/registry.db).",
+    )(func)
+
+
+def registry(ctx: click.Context, db: str | None):
+    """Open the registry named by this command's --db, else the group's --db."""
+    root = ctx.find_root()
+    location = db or root.params.get("db")
+    reg = open_registry(location)
+    ctx.call_on_close(reg.close)
+    return reg
+
+
+def echo_json(data) -> None:
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def ago(moment: float | None, now: float) -> str:
+    if moment is None:
+        return "-"
+    seconds = max(0, int(now - moment))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit} ago"
+    return f"{seconds}s ago"
+
+
+def table(headers: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    for row in [headers, *rows]:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+def report(results: list[ItemResult]) -> None:
+    """One line per item; exit 1 if any item was refused (the others still took effect)."""
+    for result in results:
+        if result.ok:
+            click.echo(printable(result.message))
+        else:
+            click.echo(f"client-registry: {printable(result.message)}", err=True)
+    if any(not r.ok for r in results):
+        raise click.exceptions.Exit(EXIT_REFUSED)
+
+
+def read_password(name: str, from_stdin: bool) -> str:
+    if from_stdin:
+        line = sys.stdin.readline()
+        return line[:-1] if line.endswith("\n") else line
+    if not sys.stdin.isatty():
+        raise fail("no terminal to ask for a password: use --password-stdin")
+    return click.prompt(f"Password for {printable(name)}", hide_input=True, confirmation_prompt=True)
+
+
+@click.group(cls=RegistryGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@db_option
+@click.version_option(package_name="client-registry")
+def main(db):
+    """Admit self-registering MQTT devices: unlock, watch requests, grant or deny."""
+
+
+# ------------------------------------------------------------------------ window
+def status_line(status) -> str:
+    if status.unlocked:
+        minutes, seconds = divmod(math.ceil(status.remaining), 60)
+        head = f"UNLOCKED {minutes}:{seconds:02d} left (by {printable(status.unlocked_by)})"
+    else:
+        head = "LOCKED"
+    knocking = f", {status.knocking} device{'s' if status.knocking != 1 else ''} knocking" if status.knocking else ""
+    return f"{head}; {status.pending} pending{knocking}"
+
+
+@main.command()
+@db_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def status(ctx, db, as_json):
+    """Is the registry locked? How many requests are pending?"""
+    result = registry(ctx, db).status()
+    echo_json(result.as_dict()) if as_json else click.echo(status_line(result))
+
+
+@main.command()
+@db_option
+@click.option("--minutes", type=click.FloatRange(min=0, min_open=True, max=7 * 24 * 60), default=5.0,
+              show_default=True, help="How long the registry stays open.")
+@click.pass_context
+def unlock(ctx, db, minutes):
+    """Open the registry: unknown devices that connect become pending requests."""
+    click.echo(status_line(registry(ctx, db).unlock(minutes * 60, actor=actor())))
+
+
+@main.command()
+@db_option
+@click.pass_context
+def lock(ctx, db):
+    """Close the registry now."""
+    click.echo(status_line(registry(ctx, db).lock(actor=actor())))
+
+
+# ---------------------------------------------------------------------- requests
+@main.command()
+@db_option
+@click.option("--all", "include_all", is_flag=True, help="Also granted, denied and expired requests.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def requests(ctx, db, include_all, as_json):
+    """List registration requests (pending ones, newest first)."""
+    rows = registry(ctx, db).requests(include_all=include_all)
+    if as_json:
+        return echo_json([r.as_dict() for r in rows])
+    now = time.time()
+    table(
+        ["ID", "USERNAME", "CLIENT ID", "PEER", "SOURCE", "TRIES", "LAST SEEN", "CODE", "STATUS"],
+        [[str(r.id), printable(r.username, 40), printable(r.client_id, 30), printable(r.peer), r.source,
+          str(r.attempts), ago(r.last_seen, now), r.pairing_code, r.status + (" conflict" if r.conflict else "")]
+         for r in rows],
+    )
+
+
+@main.command()
+@db_option
+@click.argument("items", nargs=-1, required=True, metavar="NAME_OR_ID...")
+@click.option("--permission", "-p", "permissions", multiple=True, metavar="PATTERN=ACCESS",
+              help="Give a permission (repeatable); PATTERN may use {username} and {client_id}.")
+@click.option("--requested", is_flag=True, help="Give the permissions the device asked for (HTTP requests).")
+@click.option("--force", is_flag=True, help="Grant a conflicting request; its rivals are denied.")
+@click.pass_context
+def grant(ctx, db, items, permissions, requested, force):
+    """Create users from pending requests, with exactly the password the device sent."""
+    if requested and permissions:
+        raise click.UsageError("--requested and --permission cannot be combined")
+    try:
+        results = registry(ctx, db).grant(items, None if requested else permissions, actor=actor(), force=force)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--permission") from None
+    report(results)
+
+
+@main.command()
+@db_option
+@click.argument("items", nargs=-1, required=True, metavar="NAME_OR_ID...")
+@click.pass_context
+def deny(ctx, db, items):
+    """Deny pending requests."""
+    report(registry(ctx, db).deny(items, actor=actor()))
+
+
+# ------------------------------------------------------------------------- users
+@main.command()
+@db_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def users(ctx, db, as_json):
+    """List users and their permissions."""
+    rows = registry(ctx, db).users()
+    if as_json:
+        return echo_json([u.as_dict() for u in rows])
+    now = time.time()
+    table(
+        ["USERNAME", "FLAGS", "PERMISSIONS", "CREATED"],
+        [[printable(u.name, 40), ",".join(f for f, on in (("admin", u.admin), ("disabled", u.disabled)) if on) or "-",
+          " ".join(f"{printable(p)}={a}" for p, a in u.permissions) or "-",
+          f"{ago(u.created_at, now)} by {printable(u.created_by)} ({u.created_how})"] for u in rows],
+    )
+
+
+@main.group()
+def user():
+    """Add, remove, disable, enable a user, or set its password."""
+
+
+def refused(func):
+    """Run a user mutation; a RefusedError is one line and exit 1."""
+    try:
+        func()
+    except RefusedError as exc:
+        raise fail(str(exc)) from None
+
+
+@user.command("add")
+@db_option
+@click.argument("name")
+@click.option("--admin", is_flag=True, help="May do anything, including reading $registry/ events.")
+@click.option("--password-stdin", is_flag=True, help="Read the password from the first line of stdin.")
+@click.pass_context
+def user_add(ctx, db, name, admin, password_stdin):
+    """Create a user."""
+    reg = registry(ctx, db)
+    password = read_password(name, password_stdin)
+    refused(lambda: reg.add_user(name, password, admin=admin, actor=actor()))
+    click.echo(f"added {printable(name)}" + (" (admin)" if admin else ""))
+
+
+def _user_change(verb: str, method: str, help_text: str):
+    @user.command(verb, help=help_text)
+    @db_option
+    @click.argument("name")
+    @click.pass_context
+    def command(ctx, db, name):
+        reg = registry(ctx, db)
+        refused(lambda: getattr(reg, method)(name, actor=actor()))
+        click.echo(f"{verb}d {printable(name)}")
+
+    return command
+
+
+_user_change("remove", "remove_user", "Delete a user and its permissions; its sessions are closed.")
+_user_change("disable", "disable_user", "Refuse a user's logins and close its sessions.")
+_user_change("enable", "enable_user", "Let a disabled user log in again.")
+
+
+@user.command("passwd")
+@db_option
+@click.argument("name")
+@click.option("--password-stdin", is_flag=True, help="Read the password from the first line of stdin.")
+@click.pass_context
+def user_passwd(ctx, db, name, password_stdin):
+    """Set a user's password."""
+    reg = registry(ctx, db)
+    if reg.user(name) is None:
+        raise fail(f"no user named {name!r}")
+    password = read_password(name, password_stdin)
+    refused(lambda: reg.set_password(name, password, actor=actor()))
+    click.echo(f"password changed for {printable(name)}")
+
+
+@main.command()
+@db_option
+@click.argument("name")
+@click.argument("pattern")
+@click.argument("access", type=click.Choice(["read", "write", "readWrite"]))
+@click.pass_context
+def permit(ctx, db, name, pattern, access):
+    """Let NAME use topics matching PATTERN (MQTT wildcards, {username}, {client_id})."""
+    reg = registry(ctx, db)
+    refused(lambda: reg.permit(name, pattern, access, actor=actor()))
+    click.echo(f"{printable(name)} may now {access} {printable(pattern)}")
+
+
+@main.command()
+@db_option
+@click.argument("name")
+@click.argument("pattern")
+@click.pass_context
+def forbid(ctx, db, name, pattern):
+    """Remove NAME's permission on PATTERN."""
+    reg = registry(ctx, db)
+    refused(lambda: reg.forbid(name, pattern, actor=actor()))
+    click.echo(f"{printable(name)} no longer has {printable(pattern)}")
+
+
+@main.command()
+@db_option
+@click.option("--since", type=click.IntRange(min=0), default=0, help="Only events after this id.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def log(ctx, db, since, as_json):
+    """The audit log: every change, oldest first."""
+    rows = registry(ctx, db).events(since=since)
+    if as_json:
+        return echo_json([e.as_dict() for e in rows])
+    for e in rows:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.time))
+        detail = " ".join(f"{k}={printable(json.dumps(v, ensure_ascii=False))}" for k, v in e.detail.items())
+        click.echo(f"{e.id:>6}  {stamp}  {printable(e.actor):<16} {e.kind:<24} {printable(e.subject)}  {detail}".rstrip())
