@@ -5,11 +5,21 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 from tests.broker.clients import Paho, mosquitto_pub, mosquitto_sub_once
 
 DEVICE, SECRET = "sensor-17", "hunter2-secret"
+CLI = str(Path(sys.executable).parent / "client-registry")
+
+
+def cli(db: str, *args: str) -> subprocess.CompletedProcess:
+    """The headless CLI in its own process, as an operator would run it."""
+    res = subprocess.run([CLI, *args, "--db", db], capture_output=True, text=True, timeout=30)
+    assert res.returncode == 0, f"client-registry {' '.join(args)}: {res.stderr}"
+    return res
 
 
 def _events(admin: Paho, kind: str, timeout: float = 1.5) -> dict | None:
@@ -25,7 +35,8 @@ def _events(admin: Paho, kind: str, timeout: float = 1.5) -> dict | None:
     return None
 
 
-def test_implicit_flow(server, admin_reg):
+def test_implicit_flow(server, db_path):
+    """The issue's "done when", step by step, with the CLI in other processes writing the events."""
     port = server.mqtt_port
     admin = Paho(port, server.console.username, server.console.password, client_id="console-test").connect()
     try:
@@ -34,10 +45,10 @@ def test_implicit_flow(server, admin_reg):
         # locked: refused (CONNACK 5) and not listed
         res = mosquitto_pub(port, DEVICE, SECRET, client_id="dev-17")
         assert res.returncode != 0 and "not authori" in res.stderr
-        assert admin_reg.requests() == []
+        assert json.loads(cli(db_path, "requests", "--json").stdout) == []
 
         # unlocked: still refused, but listed, and the admin hears about it within a second
-        admin_reg.unlock(300, actor="test")
+        cli(db_path, "unlock")
         assert _events(admin, "registry.unlocked") is not None
         res = mosquitto_pub(port, DEVICE, SECRET, client_id="dev-17")
         assert res.returncode != 0 and "not authori" in res.stderr
@@ -46,12 +57,11 @@ def test_implicit_flow(server, admin_reg):
         assert created["subject"] == DEVICE and created["kind"] == "request.created"
         assert {"id", "time", "actor", "kind", "subject", "detail"} <= set(created)
         assert SECRET not in json.dumps(created)
-        [req] = admin_reg.requests()
-        assert (req.username, req.status, req.source, req.client_id) == (DEVICE, "pending", "mqtt", "dev-17")
+        [req] = json.loads(cli(db_path, "requests", "--json").stdout)
+        assert (req["username"], req["status"], req["source"], req["client_id"]) == (DEVICE, "pending", "mqtt", "dev-17")
 
         # granted: the very same mosquitto_pub now succeeds
-        [item] = admin_reg.grant([DEVICE], actor="test")
-        assert item.ok, item.message
+        cli(db_path, "grant", DEVICE)
         assert _events(admin, "request.granted") is not None
         res = mosquitto_pub(port, DEVICE, SECRET, client_id="dev-17")
         assert res.returncode == 0, res.stderr
@@ -60,7 +70,7 @@ def test_implicit_flow(server, admin_reg):
         device = Paho(port, DEVICE, SECRET, client_id="dev-17-sub").connect()
         try:
             assert device.subscribe("sensors/#") == [0x80]
-            admin_reg.permit(DEVICE, "sensors/#", "readWrite", actor="test")
+            cli(db_path, "permit", DEVICE, "sensors/#", "readWrite")
             assert _events(admin, "permission.added") is not None
             time.sleep(0.2)
             assert device.subscribe("sensors/#") == [1]
@@ -69,7 +79,7 @@ def test_implicit_flow(server, admin_reg):
             assert device.next_message(timeout=2.0) == ("sensors/temp", b"21.5")
 
             # disable: the open session is kicked within a second (generous wait)
-            admin_reg.disable_user(DEVICE, actor="test")
+            cli(db_path, "user", "disable", DEVICE)
             assert device.disconnected.wait(3.0)
             res = mosquitto_pub(port, DEVICE, SECRET)
             assert res.returncode != 0
