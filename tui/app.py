@@ -69,6 +69,11 @@ class RegistryApp(App[None]):
         self._stop_listener = threading.Event()
         self.listener_state = "off" if mqtt_target is None else "connecting"
 
+    @property
+    def login_name(self) -> str | None:
+        """The account the listener logs in with (protected from disable/remove in the Users view)."""
+        return self.mqtt_target.username if self.mqtt_target is not None else None
+
     def get_default_screen(self) -> Screen:
         return DashboardScreen()
 

@@ -233,7 +233,7 @@ async def test_help_and_command_palette(reg):
         assert isinstance(app.screen, HelpScreen)
         await pilot.press("escape")
         titles = [c.title for c in app.get_system_commands(app.screen)]
-        assert any(t.startswith("Unlock/lock") for t in titles)
+        assert any(t.startswith("(Un)lock") for t in titles)
         assert any(t.startswith("Filter") for t in titles)
         await pilot.press("q")
     assert not app.is_running

@@ -34,7 +34,7 @@ VIEW_KEYS = [key for key, _ in VIEWS]
 
 class DashboardScreen(Screen):
     BINDINGS = [
-        Binding("u", "toggle_lock", "Unlock/lock", tooltip="Unlock the registry for 5 minutes, or lock it now"),
+        Binding("u", "toggle_lock", "(Un)lock", tooltip="Unlock the registry for 5 minutes, or lock it now"),
         Binding("U", "unlock_for", "Unlock for…", show=False, tooltip="Unlock the registry for a duration you type"),
         Binding("1", "view('requests')", "Requests", show=False, tooltip="Show the requests"),
         Binding("2", "view('users')", "Users", show=False, tooltip="Show the users"),
@@ -61,7 +61,7 @@ class DashboardScreen(Screen):
         with Horizontal(id="filter-bar"):
             yield Label("filter ", id="filter-label")
             yield Input(placeholder="text to match (enter: keep, esc: clear)", id="filter")
-        yield Footer()
+        yield Footer(compact=True)
 
     @property
     def reg(self):
@@ -217,7 +217,7 @@ class DashboardScreen(Screen):
         switcher.current = key
         table = self.current_table()
         table.refresh_ages()
-        table.focus()
+        self.set_focus(table)  # now, not after the next refresh: the next key must reach this view
         self.refresh_header()
         self.refresh_bindings()
 
@@ -237,7 +237,7 @@ class DashboardScreen(Screen):
         if event.input.id == "filter":
             if not event.value:
                 self.query_one("#filter-bar").display = False
-            self.current_table().focus()
+            self.set_focus(self.current_table())
 
     def set_filter(self, text: str) -> None:
         for table in (self.requests_table, self.users_table, self.audit_table):
@@ -254,7 +254,7 @@ class DashboardScreen(Screen):
             filter_input.value = ""
             self.set_filter("")
             self.query_one("#filter-bar").display = False
-            self.current_table().focus()
+            self.set_focus(self.current_table())
 
     def action_help(self) -> None:
         self.app.push_screen(HelpScreen())

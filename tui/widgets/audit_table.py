@@ -28,7 +28,7 @@ def detail_summary(detail: dict) -> str:
 
 class AuditTable(OrderedTable):
     BINDINGS = [
-        Binding("enter", "details", "Details", tooltip="History of the subject of this event"),
+        Binding("enter", "details", "Details", show=False, tooltip="History of the subject of this event"),
     ]
 
     COLUMNS = [

@@ -30,10 +30,10 @@ class RequestsTable(OrderedTable):
 
     BINDINGS = [
         Binding("space", "toggle_select", "Select", tooltip="Select or unselect the request under the cursor"),
-        Binding("a", "select_pending", "All pending", tooltip="Select every pending request shown"),
+        Binding("a", "select_pending", "All", tooltip="Select every pending request shown"),
         Binding("g", "grant", "Grant", tooltip="Grant the selection (or the request under the cursor)"),
         Binding("d", "deny", "Deny", tooltip="Deny the selection (or the request under the cursor)"),
-        Binding("enter", "details", "Details", tooltip="Every field and the history of the request"),
+        Binding("enter", "details", "Details", show=False, tooltip="Every field and the history of the request"),
     ]
 
     COLUMNS = [

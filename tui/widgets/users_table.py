@@ -18,14 +18,14 @@ def format_permissions(perms: list[tuple[str, str]]) -> str:
 class UsersTable(OrderedTable):
     BINDINGS = [
         Binding("p", "edit_permissions", "Permissions", tooltip="Edit the user's topic permissions"),
-        Binding("x", "toggle_disabled", "Disable/enable", tooltip="Disable or enable the user"),
+        Binding("x", "toggle_disabled", "Disable", tooltip="Disable or enable the user"),
         Binding("delete", "remove", "Remove", tooltip="Remove the user (asks first)"),
-        Binding("enter", "details", "Details", tooltip="Every field and the history of the user"),
+        Binding("enter", "details", "Details", show=False, tooltip="Every field and the history of the user"),
     ]
 
     COLUMNS = [
         Column("name", "name", 10, flex=0.4),
-        Column("flags", "flags", 8),
+        Column("flags", "flags", 14),
         Column("permissions", "permissions", 10, flex=0.6),
         Column("how", "how", 5, min_total=100),
         Column("created", "created", 7),
@@ -64,8 +64,11 @@ class UsersTable(OrderedTable):
         self.refresh_column_cells("created", lambda u: Text(ago(u.created_at, now), justify="right"))
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        user = self.cursor_item()
+        if action in ("toggle_disabled", "remove") and user is not None and user.name == self.app.login_name:
+            return None  # the dashboard's own broker login: disabling it would cut the live feed
         if action in ("edit_permissions", "toggle_disabled", "remove", "details"):
-            return True if self.cursor_item() is not None else None
+            return True if user is not None else None
         return True
 
     def on_data_table_row_highlighted(self, event: OrderedTable.RowHighlighted) -> None:
