@@ -3,6 +3,7 @@ and helpers to wait on a running app without sleeping blindly."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -10,6 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
+
+# The details panel shows local times: pin the zone so snapshots do not depend on the machine.
+os.environ["TZ"] = "UTC"
+time.tzset()
 
 from store import open_registry
 
