@@ -31,33 +31,53 @@ def console_target(reg: Any, target: MqttTarget) -> MqttTarget:
     return target.with_credentials(creds.username, creds.password)
 
 
-def run_dashboard(db: str | None, mqtt: str | None, *, embed: bool = True,
-                  http_bind: str | None = "127.0.0.1:8080") -> int:
-    """What ``client-registry`` and ``client-registry dashboard`` run. Returns the exit code."""
+class LaunchError(Exception):
+    """One line for stderr, and the exit code."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def prepare_dashboard(db: str | None, mqtt: str | None, *, embed: bool = True,
+                      http_bind: str | None = "127.0.0.1:8080"):
+    """Open the store, find the broker (or start the embedded one), build the app.
+
+    Returns ``(app, reg, embedded)``; the caller runs the app, then stops ``embedded`` and closes ``reg``.
+    """
     from .app import RegistryApp
 
     try:
         target = MqttTarget.parse(mqtt)
     except ValueError as exc:
-        print(f"client-registry: {exc}", file=sys.stderr)
-        return 2
+        raise LaunchError(str(exc), 2) from None
     try:
         reg = open_registry(db)
     except StoreError as exc:
-        print(f"client-registry: {exc}", file=sys.stderr)
-        return 1
+        raise LaunchError(str(exc)) from None
     embedded = None
     try:
         if embed and target.host in LOCAL_HOSTS and not broker_answers(target.host, target.port):
             embedded = start_embedded(db, target, http_bind)
-            if embedded is None:
-                return 1
-        try:
-            target = console_target(reg, target)
-        except StoreError as exc:
-            print(f"client-registry: {exc}", file=sys.stderr)
-            return 1
-        app = RegistryApp(reg, mqtt_target=target, embedded=embedded is not None)
+        target = console_target(reg, target)
+    except (StoreError, LaunchError) as exc:
+        if embedded is not None:
+            embedded.stop()
+        reg.close()
+        raise LaunchError(str(exc)) from None
+    app = RegistryApp(reg, mqtt_target=target, embedded=embedded is not None)
+    return app, reg, embedded
+
+
+def run_dashboard(db: str | None, mqtt: str | None, *, embed: bool = True,
+                  http_bind: str | None = "127.0.0.1:8080") -> int:
+    """What ``client-registry`` and ``client-registry dashboard`` run. Returns the exit code."""
+    try:
+        app, reg, embedded = prepare_dashboard(db, mqtt, embed=embed, http_bind=http_bind)
+    except LaunchError as exc:
+        print(f"client-registry: {exc}", file=sys.stderr)
+        return exc.code
+    try:
         app.run()
         return app.return_code or 0
     finally:
@@ -66,10 +86,11 @@ def run_dashboard(db: str | None, mqtt: str | None, *, embed: bool = True,
         reg.close()
 
 
-def start_embedded(db: str | None, target: MqttTarget, http_bind: str | None):
+def start_embedded(db: str | None, target: MqttTarget, http_bind: str | None, *, bind_host: str | None = None):
+    """Start the server in-process on the target's port (all interfaces by default, as `serve` does)."""
     from .embedded import EmbeddedBroker
 
-    host = "0.0.0.0" if target.host in ("127.0.0.1", "localhost", "0.0.0.0") else target.host
+    host = bind_host or ("0.0.0.0" if target.host in ("127.0.0.1", "localhost", "0.0.0.0") else target.host)
     mqtt_bind = f"[{host}]:{target.port}" if ":" in host else f"{host}:{target.port}"
     for http in (http_bind, None):  # the HTTP port may be taken by something else: go on without it
         try:
@@ -78,6 +99,5 @@ def start_embedded(db: str | None, target: MqttTarget, http_bind: str | None):
             message = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
             if http is not None and "HTTP" in message:
                 continue
-            print(f"client-registry: cannot start the embedded broker: {message}", file=sys.stderr)
-            return None
-    return None
+            raise LaunchError(f"cannot start the embedded broker: {message}") from None
+    raise LaunchError("cannot start the embedded broker")
