@@ -86,9 +86,7 @@ class DashboardScreen(Screen):
         self.header_state.embedded = self.app.embedded
         self.header_state.broker = self.app.listener_state
         self.header_state.broker_address = self.app.mqtt_target.address if self.app.mqtt_target else ""
-        for table in (self.requests_table, self.users_table, self.audit_table):
-            table.relayout(force=True)
-        self.full_resync()
+        self.full_resync()  # the tables fill their rows when they first get a size
         self.requests_table.focus()
         self.set_interval(1.0, self.tick, name="tick")
 

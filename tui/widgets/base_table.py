@@ -6,7 +6,7 @@ from typing import Any, Callable, Iterable
 
 from textual._two_way_dict import TwoWayDict
 from textual.widgets import DataTable
-from textual.widgets.data_table import RowKey
+from textual.widgets.data_table import Row, RowKey
 
 
 class Column:
@@ -49,7 +49,9 @@ class OrderedTable(DataTable):
         self.relayout()
 
     def relayout(self, force: bool = False) -> None:
-        width = self.size.width or 80
+        width = self.size.width
+        if not width:
+            return  # not laid out yet (or hidden): built on the first resize
         if width == self._layout_width and not force:
             return
         self._layout_width = width
@@ -96,9 +98,34 @@ class OrderedTable(DataTable):
         if not self._shown_columns:
             return
         items = sorted((i for i in self.model.items() if self.matches(i[1])), key=lambda kv: self.order_key(kv[1]))
-        for key, item in items:
-            self.add_row(*self._cells_for(item), key=key)
+        self._bulk_add((key, self._cells_for(item)) for key, item in items)
         self._restore_cursor(keep)
+
+    def _bulk_add(self, keyed_cells: Iterable[tuple[str, list[Any]]]) -> None:
+        """``add_row`` for many rows at once, into an empty table.
+
+        ``add_row`` re-validates the cursor and queues every cell to be measured (for auto-width
+        columns); every column here has a fixed width, so 10,000 rows need neither. This relies on
+        DataTable internals (pinned by the textual version range); it falls back to ``add_row``
+        if they are not there.
+        """
+        needed = ("_row_locations", "_data", "rows", "_require_update_dimensions", "_update_count")
+        if self.row_count or not all(hasattr(self, name) for name in needed):
+            for key, cells in keyed_cells:
+                self.add_row(*cells, key=key)
+            return
+        columns = [c.key for c in self.ordered_columns]
+        locations, data, rows = self._row_locations, self._data, self.rows
+        for index, (key, cells) in enumerate(keyed_cells):
+            row_key = RowKey(key)
+            locations[row_key] = index
+            data[row_key] = dict(zip(columns, cells))
+            rows[row_key] = Row(row_key, 1, None, False)
+        self._require_update_dimensions = True
+        self._update_count += 1
+        self.cursor_coordinate = self.cursor_coordinate
+        self.check_idle()
+        self.refresh()
 
     def load(self, items: dict[str, Any]) -> None:
         self.model = dict(items)
