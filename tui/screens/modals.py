@@ -88,7 +88,7 @@ class GrantModal(Dialog):
                 listing.append_text(safe_text(req.username, 40))
                 listing.append(f"  {req.source}", style="dim")
                 if req.conflict:
-                    listing.append("  conflict", style="bold red")
+                    listing.append("  conflict", style="bold #ff6b6b")
                 if req.requested_permissions:
                     listing.append("  asks for permissions", style="cyan")
             with VerticalScroll(classes="listing"):

@@ -12,11 +12,11 @@ from ..safe import ago, safe_text
 from .base_table import Column, OrderedTable
 
 KIND_STYLE = {
-    "request.granted": "green",
-    "request.denied": "red",
-    "request.conflict": "bold red",
-    "user.removed": "red",
-    "user.disabled": "red",
+    "request.granted": "#5fd75f",
+    "request.denied": "#ff8787",
+    "request.conflict": "bold #ff6b6b",
+    "user.removed": "#ff8787",
+    "user.disabled": "#ff8787",
     "registry.unlocked": "bold yellow",
     "registry.locked": "yellow",
 }

@@ -12,9 +12,9 @@ from .base_table import Column, OrderedTable
 
 STATUS_STYLE = {
     "pending": "bold yellow",
-    "conflict": "bold red",
-    "granted": "green",
-    "denied": "red",
+    "conflict": "bold #ff6b6b",
+    "granted": "#5fd75f",
+    "denied": "#ff8787",
     "expired": "dim",
 }
 

@@ -76,7 +76,7 @@ def render_broker(state: HeaderState) -> Text:
         retry = f", retrying in {state.retry_in:.0f}s" if state.retry_in else ", retrying"
         text.append(f" {where} {word}{retry} ", style="bold white on red")
         if state.broker_detail:
-            text.append(f" {clean(state.broker_detail, 60)}", style="red")
+            text.append(f" {clean(state.broker_detail, 60)}", style="#ff8787")
     elif state.broker == "off":
         text.append(" no live updates (no broker configured)", style="dim")
     else:

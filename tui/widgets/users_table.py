@@ -37,7 +37,7 @@ class UsersTable(OrderedTable):
         if user.admin:
             flags.append(("admin", "bold magenta"))
         if user.disabled:
-            flags.append(("disabled", "bold red"))
+            flags.append(("disabled", "bold #ff6b6b"))
         flag_text = Text()
         for i, (word, style) in enumerate(flags):
             if i:
