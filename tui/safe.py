@@ -10,29 +10,19 @@ cannot move the cursor or reverse the line), and very long strings are cut.
 from __future__ import annotations
 
 import time
-import unicodedata
 
 from rich.text import Text
 
-#: Unicode categories that must never reach the terminal raw: controls,
-#: format characters (bidi overrides, zero-width joiners), line/paragraph
-#: separators, surrogates.
-_UNSAFE_CATEGORIES = {"Cc", "Cf", "Zl", "Zp", "Cs"}
+from .safe_text import printable
+
+_LINE_BREAKERS = {"\u2028": "\\u2028", "\u2029": "\\u2029"}  # Zl/Zp: would start a new line
 
 
 def clean(value: object, limit: int | None = 64) -> str:
-    """Return a printable, single-line version of ``value``."""
-    if value is None:
-        return ""
-    s = str(value)
-    out: list[str] = []
-    for ch in s:
-        if unicodedata.category(ch) in _UNSAFE_CATEGORIES:
-            code = ord(ch)
-            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
-        else:
-            out.append(ch)
-    result = "".join(out)
+    """A printable, single-line version of ``value`` (the CLI's rules, plus line separators), cut to ``limit``."""
+    result = printable(value)
+    if "\u2028" in result or "\u2029" in result:
+        result = "".join(_LINE_BREAKERS.get(ch, ch) for ch in result)
     if limit is not None and len(result) > limit:
         result = result[: max(1, limit - 1)] + "…"
     return result

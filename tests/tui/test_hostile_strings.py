@@ -27,7 +27,8 @@ def test_markup_is_literal_and_controls_are_escaped():
     assert safe_text("[bold]x[/]").plain == "[bold]x[/]"
     assert clean("a\x1b[2Jb") == "a\\x1b[2Jb"
     assert clean("\u202eabc") == "\\u202eabc"
-    assert clean("line\nbreak") == "line\\x0abreak"
+    assert clean("line\nbreak") == "line\\nbreak"
+    assert clean("para\u2029graph") == "para\\u2029graph"
     assert len(clean("y" * 500, 64)) == 64 and clean("y" * 500, 64).endswith("…")
 
 
@@ -36,7 +37,7 @@ def test_markup_is_literal_and_controls_are_escaped():
 def test_nothing_unsafe_survives(value):
     out = clean(value, None)
     assert not any(ord(ch) < 0x20 or ord(ch) == 0x7f or 0x202a <= ord(ch) <= 0x202e
-                   or 0x2066 <= ord(ch) <= 0x2069 for ch in out)
+                   or 0x2066 <= ord(ch) <= 0x2069 or ch in "\u2028\u2029" for ch in out)
     console = Console(width=80, record=True, color_system=None)
     console.print(safe_text(value))  # never raises
 

@@ -28,7 +28,8 @@ from .details import DetailsScreen, event_details, request_details, user_details
 from .help import HelpScreen
 from .modals import ConfirmModal, DurationModal, GrantChoice, GrantModal, PermissionsModal
 
-AUDIT_BACKLOG = 500
+AUDIT_BACKLOG = 500  # events loaded on (re)sync
+AUDIT_KEEP = 5000  # the audit view drops older rows beyond this (the CLI `log` has them all)
 VIEW_KEYS = [key for key, _ in VIEWS]
 
 
@@ -152,7 +153,10 @@ class DashboardScreen(Screen):
         self.requests_table.prune_selection()
         if users_changed:
             self.users_table.load({u.name: u for u in reg.users()})
-        self.audit_table.upsert({str(e.id): e for e in events})
+        audit = self.audit_table
+        overflow = len(audit.model) + len(events) - AUDIT_KEEP
+        oldest = sorted(audit.model, key=int)[:overflow] if overflow > 0 else []
+        audit.upsert({str(e.id): e for e in events}, removed=oldest)
         self.last_event_id = max(self.last_event_id, max(e.id for e in events))
         self.refresh_header()
         self.refresh_bindings()
@@ -184,7 +188,10 @@ class DashboardScreen(Screen):
 
     # -- window --------------------------------------------------------------------------------------
     def action_toggle_lock(self) -> None:
-        if self.header_state.unlocked:
+        status = self.app.call_registry(self.reg.status)  # fresh: the window may have closed since the last tick
+        if status is None:
+            return
+        if status.unlocked:
             self.app.call_registry(self.reg.lock, actor=self.app.actor)
             self.app.notify("Registry locked", timeout=3)
         else:
