@@ -122,7 +122,8 @@ class RegistryApp(App[None]):
         dashboard.set_broker_state(message.state, message.detail, message.retry_in)
 
     def on_events_batch(self, message: EventsBatch) -> None:
-        self.call_registry(self.dashboard.receive, message.events)
+        if self.dashboard.is_mounted:  # before that, its first full resync covers these events
+            self.call_registry(self.dashboard.receive, message.events)
 
     async def action_quit(self) -> None:
         self.stop_listener()

@@ -87,7 +87,7 @@ class DashboardScreen(Screen):
         self.header_state.embedded = self.app.embedded
         self.header_state.broker = self.app.listener_state
         self.header_state.broker_address = self.app.mqtt_target.address if self.app.mqtt_target else ""
-        self.full_resync()  # the tables fill their rows when they first get a size
+        self.app.call_registry(self.full_resync)  # the tables fill their rows when they first get a size
         self.requests_table.focus()
         self.set_interval(1.0, self.tick, name="tick")
 
