@@ -352,6 +352,7 @@ def dashboard(ctx, db=None, mqtt=None, no_embed=False, http_bind="127.0.0.1:8080
     """Open the keyboard-driven dashboard (also what `client-registry` alone does)."""
     from .launch import run_dashboard
 
+    mqtt = mqtt or os.environ.get("CLIENT_REGISTRY_MQTT")  # ctx.invoke (no subcommand) skips envvars
     ctx.exit(run_dashboard(db or ctx.find_root().params.get("db"), mqtt, embed=not no_embed, http_bind=http_bind))
 
 

@@ -138,3 +138,56 @@ async def test_another_operator_grant_shows_up_live(reg, server, db_path):
             env=env, check=True, capture_output=True, timeout=60)
         await wait_for(pilot, lambda: requests(app)["cam-5"].status == "granted", message="CLI grant seen")
         assert "cam-5" in dash.users_table.model
+
+
+async def test_embedded_broker_lost_and_back(reg, db_path):
+    first = EmbeddedBroker(lambda: open_registry(db_path), "127.0.0.1:0", None).start()
+    port, creds = first.mqtt_port, first.console
+    reg.unlock(300)
+    app = RegistryApp(reg, mqtt_target=MqttTarget("127.0.0.1", port, creds.username, creds.password),
+                      listener_backoff=(0.2, 0.5))
+    second = None
+    try:
+        async with app.run_test(size=(80, 24)) as pilot:
+            dash = app.screen_stack[0]
+            await wait_for(pilot, lambda: dash.header_state.broker == "connected", message="connected")
+            first.stop()
+            await wait_for(pilot, lambda: dash.header_state.broker == "retrying", message="retrying")
+            second = EmbeddedBroker(lambda: open_registry(db_path), f"127.0.0.1:{port}", None).start()
+            await wait_for(pilot, lambda: dash.header_state.broker == "connected", timeout=15,
+                           message="reconnected")
+            Device(port, "after-restart", "secret-after", "ar").connect()
+            await wait_for(pilot, lambda: "after-restart" in requests(app), message="live again")
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+
+
+def test_simulated_devices_get_in_once_granted(reg, server):
+    from tui.simulate import Simulator
+
+    reg.unlock(300)
+    lines: list[str] = []
+    sim = Simulator(MqttTarget("127.0.0.1", server.mqtt_port), 2, out=lines.append,
+                    backoff_first=0.2, backoff_max=0.5, heartbeat=0.2, seed=7)
+    runner = threading.Thread(target=sim.run, kwargs={"until_admitted": True})
+    runner.start()
+    try:
+        import time
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and len(reg.requests()) < 2:
+            time.sleep(0.1)
+        pending = {r.username: r for r in reg.requests()}
+        assert set(pending) == {d.username for d in sim.devices}
+        for device in sim.devices:  # the code the device prints is the code the operator sees
+            assert pending[device.username].pairing_code == device.code
+            assert any(device.code in line for line in lines)
+        reg.grant([d.username for d in sim.devices], ["devices/{username}/#=readWrite"], actor="test")
+        runner.join(30)
+        assert not runner.is_alive() and sim.all_admitted()
+        assert all(d.allowed == [f"devices/{d.username}/#"] for d in sim.devices)
+        assert any("may use: devices/" in line for line in lines)
+    finally:
+        sim.stop.set()
+        runner.join(10)
