@@ -91,7 +91,7 @@ def test_port_taken_is_one_clear_line_and_exit_1(tmp_path, which):
     assert "Traceback" not in err
 
 
-def test_embedded_shutdown_with_live_clients_is_quiet(db_path, admin_reg, capfd):
+def test_embedded_shutdown_with_live_clients_is_quiet(db_path, admin_reg, capfd, caplog):
     """The dashboard embeds the server: stopping it with clients still connected must print nothing."""
     from tests.broker import mqtt_raw as raw
     from tests.broker.clients import Paho
@@ -102,6 +102,7 @@ def test_embedded_shutdown_with_live_clients_is_quiet(db_path, admin_reg, capfd)
     half_open = raw.open_socket(st.mqtt_port)  # still being vetted by the gate when we stop
     try:
         assert admin.subscribe("$registry/#") == [1]
+        time.sleep(0.3)
         st.stop()
         assert admin.disconnected.wait(5)
     finally:
@@ -109,3 +110,4 @@ def test_embedded_shutdown_with_live_clients_is_quiet(db_path, admin_reg, capfd)
         half_open.close()
     out, err = capfd.readouterr()
     assert out == "" and err == ""
+    assert [r.getMessage() for r in caplog.records if r.levelno >= 30] == []  # e.g. asyncio's "Exception in callback"
