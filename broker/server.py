@@ -14,10 +14,11 @@ Public API (stable; the dashboard embeds the server with exactly this)::
 * ``reg`` is an open ``store.Registry``; the server never closes it.
 * ``mqtt_bind`` / ``http_bind`` are ``"HOST:PORT"`` strings (``"[::1]:1883"``, ``":1883"`` and ``"1883"`` work too).
 * ``log`` is ``None`` (silent) or a callable taking one line of text (no newline); it is called from the event
-  loop thread, once per decision, and never receives a password; whatever it raises is ignored. amqtt's own logging is always silenced
-  (it never reaches the terminal), so an embedding TUI keeps the screen to itself.
-* Starting raises :class:`ServerError` (``str(e)`` is one clear line), e.g. when a port is already taken or the
-  installed amqtt is not the pinned version.
+  loop thread, once per decision, and never receives a password; whatever it raises is ignored.
+* amqtt's own logging is always silenced (it never reaches the terminal), so an embedding TUI keeps the screen.
+* Must be entered inside a running asyncio loop (the embedder's). ``srv.session_count`` counts amqtt sessions.
+* Starting (or a malformed bind string) raises :class:`ServerError` (``str(e)`` is one clear line), e.g. when a
+  port is already taken or the installed amqtt is not the pinned version; nothing is left running then.
 * Keyword-only extras: ``connect_timeout`` (seconds a socket has to send CONNECT, default 10),
   ``relay_interval`` (event poll period, default 0.1 s), ``console`` (create/read the console admin account,
   default True) and ``amqtt_fixes`` (default True; False runs stock amqtt, only for the regression tests).
