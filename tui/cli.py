@@ -316,3 +316,18 @@ def log(ctx, db, since, as_json):
         stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.time))
         detail = " ".join(f"{k}={printable(json.dumps(v, ensure_ascii=False))}" for k, v in e.detail.items())
         click.echo(f"{e.id:>6}  {stamp}  {printable(e.actor):<16} {e.kind:<24} {printable(e.subject)}  {detail}".rstrip())
+
+
+# ------------------------------------------------------------------------ serve (owned by broker/)
+@main.command()
+@db_option
+@click.option("--mqtt-bind", default="0.0.0.0:1883", show_default=True, metavar="HOST:PORT",
+              help="Where the MQTT broker listens.")
+@click.option("--http-bind", default="127.0.0.1:8080", show_default=True, metavar="HOST:PORT",
+              help="Where the HTTP registration API listens.")
+@click.pass_context
+def serve(ctx, db, mqtt_bind, http_bind):
+    """Run the MQTT broker, the event relay and the HTTP API (until SIGINT/SIGTERM)."""
+    from broker.server import serve_main
+
+    ctx.exit(serve_main(db or ctx.find_root().params.get("db"), mqtt_bind, http_bind))

@@ -1,0 +1,92 @@
+"""The event relay: Event rows (written by any process) -> MQTT messages, cache drops and session kicks.
+
+It polls ``Registry.events(since=...)`` every ``interval`` seconds (default 0.1 s, so an event is out well within
+250 ms of its commit), publishes each event with QoS 1 as JSON to ``$registry/v1/events/<kind>``, drops the
+Registry's cached credentials of the event's subject, and disconnects the live sessions of a user who was
+removed or disabled or lost a permission.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+TOPIC_PREFIX = "$registry/v1/events/"
+KICK_KINDS = frozenset({"user.removed", "user.disabled", "permission.removed"})
+_SECRET_WORDS = ("password", "hash", "hmac", "fingerprint", "secret")
+
+
+def _scrub(value: Any) -> Any:
+    """Belt and braces: the store never puts secrets in details; drop anything that is named like one."""
+    if isinstance(value, dict):
+        return {k: _scrub(v) for k, v in value.items()
+                if not any(word in str(k).lower() for word in _SECRET_WORDS)}
+    if isinstance(value, list):
+        return [_scrub(v) for v in value]
+    return value
+
+
+def event_payload(event: Any) -> bytes:
+    body = {
+        "id": event.id,
+        "time": event.time,
+        "actor": event.actor,
+        "kind": event.kind,
+        "subject": event.subject,
+        "detail": _scrub(event.detail or {}),
+    }
+    return json.dumps(body, separators=(",", ":"), default=str).encode()
+
+
+class EventRelay:
+    def __init__(self, reg: Any, publish: Callable[[str, bytes], Awaitable[None]],
+                 kick: Callable[[str], Awaitable[int]], log: Callable[[str], None],
+                 interval: float = 0.1) -> None:
+        self.reg = reg
+        self.publish = publish
+        self.kick = kick
+        self.log = log
+        self.interval = interval
+        self.last_id = 0
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self.last_id = await asyncio.to_thread(self.reg.last_event_id)
+        self._task = asyncio.create_task(self._run(), name="client-registry-relay")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def _run(self) -> None:
+        failing = False
+        while True:
+            try:
+                events = await asyncio.to_thread(self.reg.events, since=self.last_id, limit=500)
+                failing = False
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # database briefly locked / unreachable: say so once, keep trying
+                if not failing:
+                    self.log(f"relay cannot read events: {exc}")
+                failing = True
+                await asyncio.sleep(1.0)
+                continue
+            for event in events:
+                await self.handle(event)
+                self.last_id = event.id
+            if not events:
+                await asyncio.sleep(self.interval)
+
+    async def handle(self, event: Any) -> None:
+        if not str(event.kind).startswith("registry.") and event.subject:
+            self.reg.invalidate(event.subject)
+        await self.publish(TOPIC_PREFIX + event.kind, event_payload(event))
+        if event.kind in KICK_KINDS and event.subject:
+            kicked = await self.kick(event.subject)
+            if kicked:
+                self.log(f"relay {event.kind} {event.subject!r}: disconnected {kicked} session(s)")

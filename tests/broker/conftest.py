@@ -1,0 +1,103 @@
+"""Fixtures: a real EmbeddedServer on ephemeral 127.0.0.1 ports, run in its own thread and event loop so
+that tests can drive it with blocking clients (paho, mosquitto_pub/sub subprocesses, urllib)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from broker.server import EmbeddedServer
+from store import open_registry
+
+
+class ServerThread:
+    def __init__(self, db: str, amqtt_fixes: bool = True, connect_timeout: float = 1.0) -> None:
+        self.db = db
+        self.amqtt_fixes = amqtt_fixes
+        self.connect_timeout = connect_timeout
+        self.lines: list[str] = []
+        self.loop = asyncio.new_event_loop()
+        self.srv: EmbeddedServer | None = None
+        self._ready = threading.Event()
+        self._stop: asyncio.Event | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_until_complete(self._main())
+
+    async def _main(self) -> None:
+        self._stop = asyncio.Event()
+        self.reg = open_registry(self.db)
+        try:
+            async with EmbeddedServer(self.reg, "127.0.0.1:0", "127.0.0.1:0", log=self.lines.append,
+                                      connect_timeout=self.connect_timeout,
+                                      amqtt_fixes=self.amqtt_fixes) as srv:
+                self.srv = srv
+                self._ready.set()
+                await self._stop.wait()
+        except BaseException as exc:  # surfaced by start()
+            self._error = exc
+            self._ready.set()
+        finally:
+            self.reg.close()
+
+    def start(self) -> "ServerThread":
+        self._thread.start()
+        self._ready.wait(30)
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def call(self, coro, timeout: float = 10):
+        """Run a coroutine on the server's loop (e.g. srv.kick) and return its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self) -> None:
+        if self._stop is not None:
+            self.loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(30)
+
+    @property
+    def mqtt_port(self) -> int:
+        return self.srv.mqtt_port
+
+    @property
+    def http_port(self) -> int:
+        return self.srv.http_port
+
+    @property
+    def console(self):
+        return self.srv.console
+
+
+@pytest.fixture
+def db_path(tmp_path) -> str:
+    return str(tmp_path / "registry.db")
+
+
+@pytest.fixture
+def admin_reg(db_path):
+    """A second Registry on the same file, as the CLI or a dashboard in another process would have."""
+    reg = open_registry(db_path)
+    yield reg
+    reg.close()
+
+
+# CLIENT_REGISTRY_TEST_STOCK_AMQTT=1 runs every test on stock amqtt (fixes off), to watch the
+# test_fixed_* regression tests fail there. The suite itself always runs with the fixes.
+FIXES = os.environ.get("CLIENT_REGISTRY_TEST_STOCK_AMQTT") != "1"
+
+
+@pytest.fixture
+def server(db_path, admin_reg) -> Iterator[ServerThread]:
+    st = ServerThread(db_path, amqtt_fixes=FIXES).start()
+    yield st
+    st.stop()
+
+

@@ -1,0 +1,113 @@
+"""`client-registry serve` as a real process: start-up line, signals, port already taken, quiet stderr."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+CLI = str(Path(sys.executable).parent / "client-registry")
+STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d ")
+
+
+def start(db: str, mqtt_bind="127.0.0.1:0", http_bind="127.0.0.1:0") -> subprocess.Popen:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env.pop("CLIENT_REGISTRY_CONSOLE_PASSWORD", None)
+    return subprocess.Popen([CLI, "serve", "--db", db, "--mqtt-bind", mqtt_bind, "--http-bind", http_bind],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def wait_serving(proc: subprocess.Popen) -> tuple[int, int, list[str]]:
+    lines = []
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        lines.append(line)
+        m = re.search(r"serving: mqtt [^ ]+:(\d+), http [^ ]+:(\d+)", line)
+        if m:
+            return int(m.group(1)), int(m.group(2)), lines
+    raise AssertionError(f"server did not start: {lines}")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_serve_runs_and_stops_cleanly(tmp_path, sig):
+    db = str(tmp_path / "registry.db")
+    proc = start(db)
+    try:
+        mqtt_port, http_port, lines = wait_serving(proc)
+        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/healthz", timeout=5) as resp:
+            assert json.loads(resp.read())["status"] == "ok"
+        creds = (tmp_path / "console.credentials")
+        assert creds.exists() and (creds.stat().st_mode & 0o777) == 0o600
+        password = creds.read_text().strip()
+        res = subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(mqtt_port), "-u",
+                              "client-registry-console", "-P", password, "-t", "hello/world", "-m", "hi"],
+                             capture_output=True, text=True, timeout=20)
+        assert res.returncode == 0, res.stderr
+        res = subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(mqtt_port), "-u", "nobody-here",
+                              "-P", "wrong-password", "-t", "x", "-m", "hi"], capture_output=True, text=True, timeout=20)
+        assert res.returncode != 0
+        time.sleep(0.3)
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    all_lines = lines + err.splitlines(keepends=True)
+    assert all(STAMP.match(line) for line in all_lines), all_lines  # only our own log lines, no amqtt noise
+    assert "Traceback" not in err and password not in err and "wrong-password" not in err
+    assert any("mqtt accept user='client-registry-console'" in line for line in all_lines)
+    assert any("mqtt refuse user='nobody-here'" in line for line in all_lines)
+    assert "stopped" in all_lines[-1]
+
+
+@pytest.mark.parametrize("which", ["mqtt", "http"])
+def test_port_taken_is_one_clear_line_and_exit_1(tmp_path, which):
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", 0))
+    blocker.listen()
+    port = blocker.getsockname()[1]
+    try:
+        binds = {"mqtt_bind": "127.0.0.1:0", "http_bind": "127.0.0.1:0", f"{which}_bind": f"127.0.0.1:{port}"}
+        proc = start(str(tmp_path / "registry.db"), **binds)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        blocker.close()
+    assert proc.returncode == 1
+    last = err.strip().splitlines()[-1]
+    assert last == f"client-registry: cannot listen for {which.upper()} on 127.0.0.1:{port}: address already in use"
+    assert "Traceback" not in err
+
+
+def test_embedded_shutdown_with_live_clients_is_quiet(db_path, admin_reg, capfd, caplog):
+    """The dashboard embeds the server: stopping it with clients still connected must print nothing."""
+    from tests.broker import mqtt_raw as raw
+    from tests.broker.clients import Paho
+    from tests.broker.conftest import ServerThread
+
+    st = ServerThread(db_path).start()
+    admin = Paho(st.mqtt_port, st.console.username, st.console.password, client_id="live-admin").connect()
+    half_open = raw.open_socket(st.mqtt_port)  # still being vetted by the gate when we stop
+    try:
+        assert admin.subscribe("$registry/#") == [1]
+        time.sleep(0.3)
+        st.stop()
+        assert admin.disconnected.wait(5)
+    finally:
+        admin.close()
+        half_open.close()
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""
+    assert [r.getMessage() for r in caplog.records if r.levelno >= 30] == []  # e.g. asyncio's "Exception in callback"
