@@ -160,8 +160,9 @@ class ConnectGate:
             self.broker._gate_decisions[key] = True
             await self.broker.external_connected(PrefixedReader(reader, raw), StreamWriterAdapter(writer), LISTENER)
         except asyncio.CancelledError:
+            # Shutdown. This task is the top of its connection (asyncio.start_server's callback), so end it
+            # quietly: re-raising would make asyncio print "Exception in callback" to the terminal.
             await self._close(writer)
-            raise
         except Exception as exc:  # never let one connection take the listener down
             self._log(f"mqtt connection from {peer[0]}:{peer[1]} failed: {exc!r}")
             await self._close(writer)

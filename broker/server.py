@@ -14,10 +14,11 @@ Public API (stable; the dashboard embeds the server with exactly this)::
 * ``reg`` is an open ``store.Registry``; the server never closes it.
 * ``mqtt_bind`` / ``http_bind`` are ``"HOST:PORT"`` strings (``"[::1]:1883"``, ``":1883"`` and ``"1883"`` work too).
 * ``log`` is ``None`` (silent) or a callable taking one line of text (no newline); it is called from the event
-  loop thread, once per decision, and never receives a password. amqtt's own logging is always silenced
-  (it never reaches the terminal), so an embedding TUI keeps the screen to itself.
-* Starting raises :class:`ServerError` (``str(e)`` is one clear line), e.g. when a port is already taken or the
-  installed amqtt is not the pinned version.
+  loop thread, once per decision, and never receives a password; whatever it raises is ignored.
+* amqtt's own logging is always silenced (it never reaches the terminal), so an embedding TUI keeps the screen.
+* Must be entered inside a running asyncio loop (the embedder's). ``srv.session_count`` counts amqtt sessions.
+* Starting (or a malformed bind string) raises :class:`ServerError` (``str(e)`` is one clear line), e.g. when a
+  port is already taken or the installed amqtt is not the pinned version; nothing is left running then.
 * Keyword-only extras: ``connect_timeout`` (seconds a socket has to send CONNECT, default 10),
   ``relay_interval`` (event poll period, default 0.1 s), ``console`` (create/read the console admin account,
   default True) and ``amqtt_fixes`` (default True; False runs stock amqtt, only for the regression tests).
@@ -104,6 +105,20 @@ def _bind_error(what: str, host: str, port: int, exc: BaseException) -> ServerEr
     return ServerError(f"cannot listen for {what} on {host}:{port}: {reason}")
 
 
+def _guard_log(log: Callable[[str], None] | None) -> Callable[[str], None]:
+    """An embedder's log callable must never break a decision: swallow whatever it raises."""
+    if log is None:
+        return lambda line: None
+
+    def guarded(line: str) -> None:
+        try:
+            log(line)
+        except Exception:
+            pass
+
+    return guarded
+
+
 class EmbeddedServer:
     def __init__(self, reg: Any, mqtt_bind: str = DEFAULT_MQTT_BIND, http_bind: str | None = DEFAULT_HTTP_BIND,
                  log: Callable[[str], None] | None = None, *, connect_timeout: float = CONNECT_TIMEOUT,
@@ -111,7 +126,7 @@ class EmbeddedServer:
         self.reg = reg
         self.mqtt_bind = parse_bind(mqtt_bind, 1883)
         self.http_bind = parse_bind(http_bind, 8080) if http_bind is not None else None
-        self.log: Callable[[str], None] = log or (lambda line: None)
+        self.log: Callable[[str], None] = _guard_log(log)
         self.connect_timeout = connect_timeout
         self.relay_interval = relay_interval
         self.use_console = console

@@ -79,7 +79,7 @@ def connect(location: str):
 
 
 def _prepare_schema(db: pw.Database, models, location: str) -> None:
-    with db.atomic():
+    with write_transaction(db):  # reads then writes: take the write lock up front (see write_transaction)
         db.create_tables(models.all, safe=True)
         row = models.Meta.get_or_none(models.Meta.key == "schema_version")
         if row is None:

@@ -21,6 +21,7 @@ class Paho:
         self.port = port
         self.connected = threading.Event()
         self.disconnected = threading.Event()
+        self.answered = threading.Event()
         self.reason_code: int | None = None
         self.subacks: queue.Queue = queue.Queue()
         self.messages: queue.Queue = queue.Queue()
@@ -35,6 +36,7 @@ class Paho:
             self.connected.set()
         else:
             self.disconnected.set()
+        self.answered.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties):
         self.disconnected.set()
@@ -45,7 +47,7 @@ class Paho:
     def connect(self, timeout: float = 5.0) -> "Paho":
         self.client.connect("127.0.0.1", self.port, keepalive=30)
         self.client.loop_start()
-        if not (self.connected.wait(timeout) or self.disconnected.is_set()):
+        if not self.answered.wait(timeout):
             raise TimeoutError("no CONNACK")
         return self
 

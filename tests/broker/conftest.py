@@ -4,6 +4,7 @@ that tests can drive it with blocking clients (paho, mosquitto_pub/sub subproces
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import Iterator
 
@@ -88,15 +89,15 @@ def admin_reg(db_path):
     reg.close()
 
 
+# CLIENT_REGISTRY_TEST_STOCK_AMQTT=1 runs every test on stock amqtt (fixes off), to watch the
+# test_fixed_* regression tests fail there. The suite itself always runs with the fixes.
+FIXES = os.environ.get("CLIENT_REGISTRY_TEST_STOCK_AMQTT") != "1"
+
+
 @pytest.fixture
 def server(db_path, admin_reg) -> Iterator[ServerThread]:
-    st = ServerThread(db_path).start()
+    st = ServerThread(db_path, amqtt_fixes=FIXES).start()
     yield st
     st.stop()
 
 
-@pytest.fixture(params=[True, False], ids=["fixed", "stock"])
-def any_server(request, db_path, admin_reg) -> Iterator[ServerThread]:
-    st = ServerThread(db_path, amqtt_fixes=request.param).start()
-    yield st
-    st.stop()

@@ -7,8 +7,10 @@ Each defect has a check that returns True when the broker behaves. The check mus
 
 from __future__ import annotations
 
+import subprocess
 import time
 
+import paho.mqtt.client as mqtt
 import pytest
 
 from broker.amqtt_fixes import CONNECT_TIMEOUT
@@ -112,6 +114,19 @@ def test_connect_timeout_default_is_ten_seconds(admin_reg):
 
 def test_fixed_mqtt5_connect_answered(server):
     assert check_mqtt5_connect_answered(server)
+
+
+def test_mqtt5_clients_fail_fast(server):
+    res = subprocess.run(["mosquitto_pub", "-V", "mqttv5", "-h", "127.0.0.1", "-p", str(server.mqtt_port),
+                          "-u", "v5-device", "-P", "v5-password", "-t", "a/b", "-m", "x"],
+                         capture_output=True, text=True, timeout=8)
+    assert res.returncode != 0 and "Unsupported Protocol Version" in res.stderr
+    v5 = Paho(server.mqtt_port, "v5-device", "v5-password", client_id="v5-paho", protocol=mqtt.MQTTv5)
+    try:
+        v5.connect(timeout=3.0)
+        assert v5.reason_code == 132  # paho's name for a v3 CONNACK 1 seen by a v5 client
+    finally:
+        v5.close()
 
 
 def test_fixed_dollar_publish_not_left_dangling(server, admin_reg):

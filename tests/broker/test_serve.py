@@ -89,3 +89,25 @@ def test_port_taken_is_one_clear_line_and_exit_1(tmp_path, which):
     last = err.strip().splitlines()[-1]
     assert last == f"client-registry: cannot listen for {which.upper()} on 127.0.0.1:{port}: address already in use"
     assert "Traceback" not in err
+
+
+def test_embedded_shutdown_with_live_clients_is_quiet(db_path, admin_reg, capfd, caplog):
+    """The dashboard embeds the server: stopping it with clients still connected must print nothing."""
+    from tests.broker import mqtt_raw as raw
+    from tests.broker.clients import Paho
+    from tests.broker.conftest import ServerThread
+
+    st = ServerThread(db_path).start()
+    admin = Paho(st.mqtt_port, st.console.username, st.console.password, client_id="live-admin").connect()
+    half_open = raw.open_socket(st.mqtt_port)  # still being vetted by the gate when we stop
+    try:
+        assert admin.subscribe("$registry/#") == [1]
+        time.sleep(0.3)
+        st.stop()
+        assert admin.disconnected.wait(5)
+    finally:
+        admin.close()
+        half_open.close()
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""
+    assert [r.getMessage() for r in caplog.records if r.levelno >= 30] == []  # e.g. asyncio's "Exception in callback"

@@ -44,7 +44,7 @@ def test_recording_and_granting_from_two_processes(db_path):
     granter.start()
     start.set()
     outcomes = record_many(db_path, start)
-    granted = queue.get(timeout=120)
+    granted = queue.get(timeout=120 if granter.is_alive() else 1)
     granter.join(timeout=30)
     assert granter.exitcode == 0
     # each device recorded once; its retry either found the pending row or, if already granted, the user
@@ -60,3 +60,36 @@ def test_recording_and_granting_from_two_processes(db_path):
     ids = [e.id for e in reg.events()]
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
     reg.close()
+
+
+def open_repeatedly(path, start_event, queue):
+    start_event.wait()
+    try:
+        for _ in range(15):
+            reg = open_registry(path)
+            reg.status()
+            reg.close()
+        queue.put("ok")
+    except Exception as exc:  # reported to the test, not lost in a child
+        queue.put(f"{type(exc).__name__}: {exc}")
+
+
+def test_opening_while_another_process_writes(db_path):
+    """Opening checks the schema and then writes: it must wait for a busy writer, not fail at once."""
+    writer = open_registry(db_path)
+    ctx = mp.get_context("spawn")
+    start, queue = ctx.Event(), ctx.Queue()
+    procs = [ctx.Process(target=open_repeatedly, args=(db_path, start, queue)) for _ in range(3)]
+    for proc in procs:
+        proc.start()
+    start.set()
+    results = []
+    deadline = time.monotonic() + 120
+    while len(results) < len(procs) and time.monotonic() < deadline:
+        writer.unlock(60, actor="writer")  # keep committing while the others open
+        while not queue.empty():
+            results.append(queue.get())
+    for proc in procs:
+        proc.join(timeout=30)
+    assert results == ["ok"] * len(procs)
+    writer.close()
