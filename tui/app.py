@@ -67,6 +67,7 @@ class RegistryApp(App[None]):
         self.embedded = embedded
         self.listener_backoff = listener_backoff
         self._stop_listener = threading.Event()
+        self.listener_done = threading.Event()  # set when the listener thread has really returned
         self.listener_state = "off" if mqtt_target is None else "connecting"
 
     @property
@@ -106,7 +107,10 @@ class RegistryApp(App[None]):
             backoff_first=first,
             backoff_max=maximum,
         )
-        listener.run()
+        try:
+            listener.run()
+        finally:
+            self.listener_done.set()
 
     def stop_listener(self) -> None:
         self._stop_listener.set()

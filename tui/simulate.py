@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 import secrets
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -49,6 +50,18 @@ class Device:
         self.code = pairing_code(self.username, self.password)
 
 
+def _on_connect(client, userdata, flags, reason_code, properties=None) -> None:
+    result, got = userdata  # per attempt: a late callback of an old client cannot touch a new attempt
+    result["rc"] = reason_code
+    got.set()
+
+
+def _on_subscribe(client, userdata, mid, reason_codes, properties=None) -> None:
+    result, got = userdata
+    result.setdefault("subacks", {})[mid] = reason_codes
+    got.set()
+
+
 class Simulator:
     def __init__(self, target: MqttTarget, devices: int = 1, *, out: Callable[[str], None] = print,
                  backoff_first: float = 1.0, backoff_max: float = 15.0, heartbeat: float = 10.0,
@@ -81,22 +94,13 @@ class Simulator:
         backoff = self.backoff_first
         while not self.stop.is_set():
             device.attempts += 1
-            client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=device.client_id,
-                                 protocol=mqtt.MQTTv311)
-            client.username_pw_set(device.username, device.password)
             result: dict = {}
             got = threading.Event()
-
-            def on_connect(c, u, flags, rc, props=None):
-                result["rc"] = rc
-                got.set()
-
-            def on_subscribe(c, u, mid, rcs, props=None):
-                result.setdefault("subacks", {})[mid] = rcs
-                got.set()
-
-            client.on_connect = on_connect
-            client.on_subscribe = on_subscribe
+            client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=device.client_id,
+                                 protocol=mqtt.MQTTv311, userdata=(result, got))
+            client.username_pw_set(device.username, device.password)
+            client.on_connect = _on_connect
+            client.on_subscribe = _on_subscribe
             try:
                 client.connect(self.target.host, self.target.port, keepalive=30)
                 client.loop_start()
@@ -163,7 +167,7 @@ def run_simulation(devices: int, mqtt_url: str | None, *, until_admitted: bool =
     try:
         target = MqttTarget.parse(mqtt_url)
     except ValueError as exc:
-        print(f"client-registry: {exc}")
+        print(f"client-registry: {exc}", file=sys.stderr)
         return 2
     sim = Simulator(target, devices, out=lambda line: print(line, flush=True))
     print(f"simulating {devices} device(s) against {target.address} (Ctrl-C to stop)", flush=True)

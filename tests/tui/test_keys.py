@@ -20,9 +20,7 @@ def knock(reg, name, password="secret-1", client_id=None, peer="10.0.0.7:50000",
 
 
 def rows(app):
-    table = app.screen_stack[0].requests_table
-    return [
-        table.model[table._row_locations.get_key(i).value] for i in range(table.row_count)]
+    return app.screen_stack[0].requests_table.shown_items()
 
 
 async def test_unlock_and_lock_with_u(reg):
@@ -220,7 +218,7 @@ async def test_views_users_and_audit(reg):
         await pilot.press("3")
         assert switcher.current == "audit"
         audit = app.screen.audit_table
-        kinds = [audit.model[audit._row_locations.get_key(i).value].kind for i in range(audit.row_count)]
+        kinds = [ev.kind for ev in audit.shown_items()]
         assert kinds[0] == "user.removed" and "user.disabled" in kinds and "permission.added" in kinds
         await pilot.press("tab")
         assert switcher.current == "requests"

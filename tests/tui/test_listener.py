@@ -8,7 +8,7 @@ test_embedded.py.
 from __future__ import annotations
 
 import json
-import threading
+import subprocess
 
 from store import open_registry
 from tui.app import RegistryApp
@@ -73,7 +73,6 @@ async def test_messages_are_batched(reg, db_path, mosquitto):
             reg.record_attempt(f"flood-{i:02d}", "secret-x", f"c{i}", f"10.0.1.{i}:1", "mqtt")
         events = reg.events(since=dash.last_event_id)
         lines = "\n".join(payload(ev) for ev in events)
-        import subprocess
         subprocess.run(["mosquitto_pub", "-p", str(mosquitto.port), "-q", "1", "-l",
                         "-t", "$registry/v1/events/request.created"], input=lines, text=True, check=True)
         await wait_for(pilot, lambda: len(usernames(app)) == 40, message="40 requests")
@@ -111,10 +110,10 @@ async def test_listener_stops_promptly_on_quit(reg, mosquitto):
         await wait_for(pilot, lambda: dash.header_state.broker == "connected", message="connected")
         workers = [w for w in app.workers if w.group == "listener"]
         assert len(workers) == 1
+        assert not app.listener_done.is_set()
         await pilot.press("q")
-    workers[0]._thread.join(2) if getattr(workers[0], "_thread", None) else None
-    assert not any(t.name.startswith("mqtt-listener") and t.is_alive() for t in threading.enumerate())
     assert workers[0].is_finished
+    assert app.listener_done.wait(5), "the paho thread is still running after quit"
 
 
 async def test_wrong_login_is_reported_and_retried(reg, tmp_path):

@@ -75,6 +75,10 @@ class OrderedTable(DataTable):
     def matches(self, item: Any) -> bool:
         return not self.filter or self.filter.lower() in self.filter_text(item).lower()
 
+    def shown_items(self) -> list[Any]:
+        """The items on display, top to bottom (filtered and ordered)."""
+        return [self.model[self._row_locations.get_key(i).value] for i in range(self.row_count)]
+
     def cursor_key(self) -> str | None:
         if self.row_count == 0:
             return None
