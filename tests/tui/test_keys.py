@@ -233,5 +233,14 @@ async def test_help_and_command_palette(reg):
         titles = [c.title for c in app.get_system_commands(app.screen)]
         assert any(t.startswith("(Un)lock") for t in titles)
         assert any(t.startswith("Filter") for t in titles)
+        assert not any(t.startswith("Grant") for t in titles)  # disabled: nothing pending
+        await pilot.press("ctrl+p")
+        await pilot.pause(0.2)
+        await pilot.press(*"unlock for")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, DurationModal), message="palette ran the action")
+        await pilot.press("enter")
+        assert reg.status().unlocked
         await pilot.press("q")
     assert not app.is_running
