@@ -191,3 +191,20 @@ def test_simulated_devices_get_in_once_granted(reg, server):
     finally:
         sim.stop.set()
         runner.join(10)
+
+
+async def test_deny_then_the_device_stays_out(reg, server):
+    reg.unlock(300)
+    app = app_for(reg, server)
+    async with app.run_test(size=(80, 24)) as pilot:
+        dash = app.screen_stack[0]
+        await wait_for(pilot, lambda: dash.header_state.broker == "connected", message="connected")
+        assert not Device(server.mqtt_port, "rogue-1", "rogue-secret", "r1").connect()
+        await wait_for(pilot, lambda: "rogue-1" in requests(app), message="request")
+        await pilot.press("d", "y")
+        await wait_for(pilot, lambda: requests(app)["rogue-1"].status == "denied", message="denied")
+        assert not Device(server.mqtt_port, "rogue-1", "rogue-secret", "r1").connect()
+        assert len(requests(app)) == 1  # a retry of a denied request adds no row
+        await pilot.press("slash", *"rogue", "enter", "3")
+        audit = dash.audit_table
+        assert [e.kind for e in audit.shown_items()][:2] == ["request.denied", "request.created"]
