@@ -15,17 +15,9 @@ from rich.text import Text
 
 from .safe_text import printable
 
-_LINE_BREAKERS = {"\u2028": "\\u2028", "\u2029": "\\u2029"}  # Zl/Zp: would start a new line
-
-
 def clean(value: object, limit: int | None = 64) -> str:
-    """A printable, single-line version of ``value`` (the CLI's rules, plus line separators), cut to ``limit``."""
-    result = printable(value)
-    if "\u2028" in result or "\u2029" in result:
-        result = "".join(_LINE_BREAKERS.get(ch, ch) for ch in result)
-    if limit is not None and len(result) > limit:
-        result = result[: max(1, limit - 1)] + "…"
-    return result
+    """A printable, single-line version of ``value`` (the CLI's rules), cut to ``limit``."""
+    return printable(value, limit)
 
 
 def safe_text(value: object, limit: int | None = 64, style: str = "") -> Text:

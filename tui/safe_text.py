@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import unicodedata
 
-# Bidirectional overrides and isolates can reorder the rest of a terminal line.
-_BIDI_CONTROLS = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f")
-
+# Control characters move the cursor; format characters include the bidi overrides and isolates, which
+# reorder the rest of a terminal line; line and paragraph separators start a new one.
+_ESCAPED_CATEGORIES = ("Cc", "Cf", "Cs", "Zl", "Zp")
 _ZWJ = "\u200d"  # joins emoji sequences: harmless, keep it
 
 
@@ -14,13 +14,11 @@ def printable(text: object, limit: int | None = None) -> str:
     """Control and bidi-control characters shown as escapes; optionally cut to `limit` characters."""
     if text is None:
         return ""
-    out = []
-    for ch in str(text):
-        if ch in _BIDI_CONTROLS or (unicodedata.category(ch) in ("Cc", "Cf", "Cs") and ch != _ZWJ):
-            out.append(ascii(ch)[1:-1])
-        else:
-            out.append(ch)
-    result = "".join(out)
+    result = str(text)
+    if not result.isprintable():  # the common case skips the per-character look-up
+        result = "".join(
+            ascii(ch)[1:-1] if unicodedata.category(ch) in _ESCAPED_CATEGORIES and ch != _ZWJ else ch
+            for ch in result)
     if limit is not None and len(result) > limit:
         return result[: max(0, limit - 1)] + "…"
     return result
