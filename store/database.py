@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sqlite3
 from contextlib import contextmanager
-from pathlib import Path
 
 import peewee as pw
 from playhouse.db_url import connect as connect_url

@@ -77,11 +77,6 @@ class ServerThread:
 
 
 @pytest.fixture
-def db_path(tmp_path) -> str:
-    return str(tmp_path / "registry.db")
-
-
-@pytest.fixture
 def admin_reg(db_path):
     """A second Registry on the same file, as the CLI or a dashboard in another process would have."""
     reg = open_registry(db_path)

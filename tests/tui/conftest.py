@@ -71,26 +71,9 @@ def mosquitto(tmp_path):
     broker.stop()
 
 
-class FakeClock:
-    """A settable clock shared by the Registry and the app (deterministic screens)."""
-
-    def __init__(self, now: float = 1_767_225_600.0) -> None:  # 2026-01-01T00:00:00Z
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-@pytest.fixture
-def db_path(tmp_path) -> str:
-    return str(tmp_path / "registry.db")
-
-
 @pytest.fixture
 def reg(db_path):
+    """On the real clock (the root conftest's `reg` runs on a hand-moved one): these tests talk to live parts."""
     registry = open_registry(db_path)
     yield registry
     registry.close()
