@@ -14,7 +14,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 KINDS = ("ours", "stock", "mosquitto")
-LABELS = {"ours": "client-registry", "stock": "amqtt 0.12.1 (stock)", "mosquitto": "Mosquitto"}
+LABELS = {"ours": "client-registry", "stock": "amqtt 0.12.1 (stock)", "mosquitto": "Mosquitto",
+          "unfixed": "registry plugins on stock amqtt (no fixes)"}
 
 
 def free_port() -> int:
@@ -71,7 +72,7 @@ class Server:
                 "log_dest none\nmax_connections -1\nmax_keepalive 65535\nuser root\n")
             return [ensure_mosquitto() or "mosquitto", "-c", str(conf)]
         cmd = [sys.executable, "-m", "bench.serverproc", self.kind, "--port", str(self.port)]
-        if self.kind == "ours":
+        if self.kind in ("ours", "unfixed"):
             cmd += ["--db", str(self.db)]
         return cmd
 

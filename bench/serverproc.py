@@ -2,6 +2,7 @@
 
     python -m bench.serverproc ours  --db PATH --port N   # EmbeddedServer (registry plugins + amqtt fixes)
     python -m bench.serverproc stock --port N             # amqtt 0.12.1 as shipped, AnonymousAuthPlugin only
+    python -m bench.serverproc unfixed --db PATH --port N # registry plugins on stock amqtt (amqtt_fixes=False)
 
 Prints ``READY <port>`` on stdout once listening; stops on SIGTERM/SIGINT.
 
@@ -26,14 +27,15 @@ async def _wait_for_signal() -> None:
     await stop.wait()
 
 
-async def run_ours(db: str, port: int) -> None:
+async def run_ours(db: str, port: int, fixes: bool = True) -> None:
     from broker.server import EmbeddedServer
     from store import open_registry
     from store.registry import RegistryConfig
 
     reg = open_registry(db, config=RegistryConfig(per_peer_per_minute=10**9, max_pending=10**7))
     try:
-        async with EmbeddedServer(reg, mqtt_bind=f"127.0.0.1:{port}", http_bind=None, log=None) as srv:
+        async with EmbeddedServer(reg, mqtt_bind=f"127.0.0.1:{port}", http_bind=None, log=None,
+                                  amqtt_fixes=fixes) as srv:
             print(f"READY {srv.mqtt_port}", flush=True)
             await _wait_for_signal()
     finally:
@@ -61,12 +63,12 @@ async def run_stock(port: int) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("kind", choices=("ours", "stock"))
+    p.add_argument("kind", choices=("ours", "stock", "unfixed"))
     p.add_argument("--db")
     p.add_argument("--port", type=int, required=True)
     a = p.parse_args()
-    if a.kind == "ours":
-        asyncio.run(run_ours(a.db, a.port))
+    if a.kind in ("ours", "unfixed"):
+        asyncio.run(run_ours(a.db, a.port, fixes=a.kind == "ours"))
     else:
         asyncio.run(run_stock(a.port))
     sys.stdout.flush()
