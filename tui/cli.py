@@ -104,11 +104,16 @@ def read_password(name: str, from_stdin: bool) -> str:
     return click.prompt(f"Password for {printable(name)}", hide_input=True, confirmation_prompt=True)
 
 
-@click.group(cls=RegistryGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=RegistryGroup, invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @db_option
 @click.version_option(package_name="client-registry")
-def main(db):
-    """Admit self-registering MQTT devices: unlock, watch requests, grant or deny."""
+@click.pass_context
+def main(ctx, db):
+    """Admit self-registering MQTT devices: unlock, watch requests, grant or deny.
+
+    With no command, opens the dashboard."""
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(dashboard)
 
 
 # ------------------------------------------------------------------------ window
@@ -331,3 +336,33 @@ def serve(ctx, db, mqtt_bind, http_bind):
     from broker.server import serve_main
 
     ctx.exit(serve_main(db or ctx.find_root().params.get("db"), mqtt_bind, http_bind))
+
+
+# ------------------------------------------------------------------------ dashboard and simulate (owned by tui/)
+@main.command()
+@db_option
+@click.option("--mqtt", "mqtt", default=None, envvar="CLIENT_REGISTRY_MQTT", metavar="URL",
+              help="Broker to watch: mqtt://[user:pass@]host:port (default mqtt://127.0.0.1:1883 with the "
+                   "console account). If no broker answers locally, one is started inside the dashboard.")
+@click.option("--no-embed", is_flag=True, help="Never start an embedded broker; keep retrying the given one.")
+@click.option("--http-bind", default="127.0.0.1:8080", show_default=True, metavar="HOST:PORT",
+              help="Where the embedded server's HTTP API listens (only when it is embedded).")
+@click.pass_context
+def dashboard(ctx, db=None, mqtt=None, no_embed=False, http_bind="127.0.0.1:8080"):
+    """Open the keyboard-driven dashboard (also what `client-registry` alone does)."""
+    from .launch import run_dashboard
+
+    ctx.exit(run_dashboard(db or ctx.find_root().params.get("db"), mqtt, embed=not no_embed, http_bind=http_bind))
+
+
+@main.command()
+@click.option("--devices", "-n", type=click.IntRange(min=1, max=10_000), default=3, show_default=True,
+              help="How many simulated devices.")
+@click.option("--mqtt", "mqtt", default="mqtt://127.0.0.1:1883", show_default=True, metavar="URL",
+              help="Broker the devices connect to.")
+@click.option("--until-admitted", is_flag=True, help="Exit once every device got in (default: keep running).")
+def simulate(devices, mqtt, until_admitted):
+    """Run simulated devices that knock like real firmware and print their pairing codes."""
+    from .simulate import run_simulation
+
+    raise click.exceptions.Exit(run_simulation(devices, mqtt, until_admitted=until_admitted))

@@ -1,0 +1,106 @@
+"""Fixtures for the dashboard tests: a real SQLite file, a real Mosquitto broker on an ephemeral port,
+and helpers to wait on a running app without sleeping blindly."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+# The details panel shows local times: pin the zone so snapshots do not depend on the machine.
+os.environ["TZ"] = "UTC"
+time.tzset()
+
+from store import open_registry
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on port {port}")
+
+
+class Mosquitto:
+    """Debian's mosquitto, anonymous allowed, on 127.0.0.1:<port>; can be stopped and started again."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.config = workdir / "mosquitto.conf"
+        self.config.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "Mosquitto":
+        self.proc = subprocess.Popen(["mosquitto", "-c", str(self.config)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(self.port)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+
+    def publish(self, topic: str, payload: str) -> None:
+        subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(self.port), "-q", "1",
+                        "-t", topic, "-m", payload], check=True, timeout=10)
+
+
+@pytest.fixture
+def mosquitto(tmp_path):
+    if shutil.which("mosquitto") is None:
+        pytest.fail("Debian's mosquitto is required (apt-get install mosquitto mosquitto-clients)")
+    broker = Mosquitto(tmp_path).start()
+    yield broker
+    broker.stop()
+
+
+class FakeClock:
+    """A settable clock shared by the Registry and the app (deterministic screens)."""
+
+    def __init__(self, now: float = 1_767_225_600.0) -> None:  # 2026-01-01T00:00:00Z
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def db_path(tmp_path) -> str:
+    return str(tmp_path / "registry.db")
+
+
+@pytest.fixture
+def reg(db_path):
+    registry = open_registry(db_path)
+    yield registry
+    registry.close()
+
+
+async def wait_for(pilot, predicate, timeout: float = 10.0, message: str = "condition") -> None:
+    """Let the app run until ``predicate()`` is true."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        await pilot.pause(0.05)
+    raise AssertionError(f"timed out waiting for {message}")

@@ -1,0 +1,140 @@
+"""End to end: the dashboard against the real registry broker (broker/ EmbeddedServer on an ephemeral port),
+with real paho devices knocking and the relay feeding the listener worker."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from store import open_registry
+from tui.app import RegistryApp
+from tui.embedded import EmbeddedBroker
+from tui.listener import MqttTarget
+from tui.screens.modals import GrantModal
+
+from .conftest import wait_for
+
+
+class Device:
+    """A paho client that tries to connect once; keeps the connection when it gets in."""
+
+    def __init__(self, port: int, username: str, password: str, client_id: str) -> None:
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311)
+        self.client.username_pw_set(username, password)
+        self.port = port
+        self.connack = threading.Event()
+        self.rc = None
+        self.subacks: dict[int, list] = {}
+        self.suback = threading.Event()
+        self.client.on_connect = self._on_connect
+        self.client.on_subscribe = self._on_subscribe
+
+    def _on_connect(self, client, userdata, flags, rc, props=None):
+        self.rc = rc
+        self.connack.set()
+
+    def _on_subscribe(self, client, userdata, mid, rcs, props=None):
+        self.subacks[mid] = rcs
+        self.suback.set()
+
+    def connect(self) -> bool:
+        self.client.connect("127.0.0.1", self.port, keepalive=30)
+        self.client.loop_start()
+        assert self.connack.wait(10), "no CONNACK"
+        if self.rc.is_failure:
+            self.close()
+            return False
+        return True
+
+    def may_subscribe(self, topic: str) -> bool:
+        self.suback.clear()
+        _, mid = self.client.subscribe(topic, qos=0)
+        for _ in range(100):
+            if mid in self.subacks:
+                break
+            self.suback.wait(0.1)
+        return not self.subacks[mid][0].is_failure
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+@pytest.fixture
+def server(db_path):
+    embedded = EmbeddedBroker(lambda: open_registry(db_path), "127.0.0.1:0", None).start()
+    yield embedded
+    embedded.stop()
+
+
+def app_for(reg, server) -> RegistryApp:
+    creds = server.console
+    return RegistryApp(reg, mqtt_target=MqttTarget("127.0.0.1", server.mqtt_port, creds.username, creds.password),
+                       listener_backoff=(0.2, 1.0))
+
+
+def requests(app):
+    return {r.username: r for r in app.screen_stack[0].requests_table.model.values()}
+
+
+async def test_unlock_knock_grant_with_template_then_device_uses_only_its_topics(reg, server):
+    app = app_for(reg, server)
+    async with app.run_test(size=(80, 24)) as pilot:
+        dash = app.screen_stack[0]
+        await wait_for(pilot, lambda: dash.header_state.broker == "connected", message="connected")
+        assert not Device(server.mqtt_port, "meter-1", "secret-meter", "m1").connect()  # locked: refused
+        await pilot.pause(0.3)
+        assert requests(app) == {}
+        await wait_for(pilot, lambda: dash.header_state.knocking == 1, message="1 device knocking")
+        await pilot.press("u")
+        assert not Device(server.mqtt_port, "meter-1", "secret-meter", "m1").connect()  # recorded, refused
+        await wait_for(pilot, lambda: "meter-1" in requests(app), message="request via relay")
+        assert requests(app)["meter-1"].client_id == "m1"
+        await pilot.press("space", "g")
+        assert isinstance(app.screen, GrantModal)
+        await pilot.press(*"devices/{username}/#=readWrite", "enter")
+        await wait_for(pilot, lambda: requests(app)["meter-1"].status == "granted", message="granted")
+        device = Device(server.mqtt_port, "meter-1", "secret-meter", "m1")
+        assert device.connect()
+        try:
+            assert device.may_subscribe("devices/meter-1/#")
+            assert not device.may_subscribe("devices/other/#")
+            assert not device.may_subscribe("$registry/#")
+        finally:
+            device.close()
+
+
+async def test_conflict_from_two_passwords_is_flagged(reg, server):
+    reg.unlock(300)
+    app = app_for(reg, server)
+    async with app.run_test(size=(80, 24)) as pilot:
+        dash = app.screen_stack[0]
+        await wait_for(pilot, lambda: dash.header_state.broker == "connected", message="connected")
+        Device(server.mqtt_port, "door-3", "first-password", "d3").connect()
+        Device(server.mqtt_port, "door-3", "other-password", "d3b").connect()
+        table = dash.requests_table
+        await wait_for(pilot, lambda: len(table.model) == 2 and all(r.conflict for r in table.model.values()),
+                       message="two conflicting requests")
+        from tui.widgets.requests_table import status_label
+        assert {status_label(r) for r in table.model.values()} == {"conflict"}
+
+
+async def test_another_operator_grant_shows_up_live(reg, server, db_path):
+    reg.unlock(300)
+    app = app_for(reg, server)
+    async with app.run_test(size=(80, 24)) as pilot:
+        dash = app.screen_stack[0]
+        await wait_for(pilot, lambda: dash.header_state.broker == "connected", message="connected")
+        Device(server.mqtt_port, "cam-5", "secret-cam", "c5").connect()
+        await wait_for(pilot, lambda: "cam-5" in requests(app), message="request")
+        env = dict(os.environ, CLIENT_REGISTRY_DB=db_path)
+        subprocess.run(
+            [os.path.join(os.path.dirname(sys.executable), "client-registry"), "grant", "cam-5"],
+            env=env, check=True, capture_output=True, timeout=60)
+        await wait_for(pilot, lambda: requests(app)["cam-5"].status == "granted", message="CLI grant seen")
+        assert "cam-5" in dash.users_table.model

@@ -1,0 +1,239 @@
+"""Pilot tests of the key flows against a real SQLite file (no broker: the changelog is polled)."""
+
+from __future__ import annotations
+
+from textual.widgets import ContentSwitcher, Input
+
+from store import open_registry
+from tui.app import RegistryApp
+from tui.screens.details import DetailsScreen
+from tui.screens.help import HelpScreen
+from tui.screens.modals import ConfirmModal, DurationModal, GrantModal, PermissionsModal
+
+from .conftest import wait_for
+
+
+def knock(reg, name, password="secret-1", client_id=None, peer="10.0.0.7:50000", **kw):
+    res = reg.record_attempt(name, password, client_id or f"cid-{name}", peer, kw.pop("source", "mqtt"), **kw)
+    assert res.accepted, res.reason
+    return res
+
+
+def rows(app):
+    table = app.screen_stack[0].requests_table
+    return [
+        table.model[table._row_locations.get_key(i).value] for i in range(table.row_count)]
+
+
+async def test_unlock_and_lock_with_u(reg):
+    app = RegistryApp(reg)
+    async with app.run_test(size=(80, 24)) as pilot:
+        header = app.screen_stack[0].header_state
+        assert not header.unlocked
+        await pilot.press("u")
+        assert reg.status().unlocked
+        assert header.unlocked and 295 < header.remaining <= 300
+        await pilot.press("u")
+        assert not reg.status().unlocked and not header.unlocked
+
+
+async def test_unlock_for_a_typed_duration(reg):
+    app = RegistryApp(reg)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("U")
+        assert isinstance(app.screen, DurationModal)
+        await pilot.press("ctrl+a", "ctrl+k", *"90s", "enter")
+        status = reg.status()
+        assert status.unlocked and 85 < status.remaining <= 90
+        await pilot.press("u")  # lock again
+        await pilot.press("U")
+        await pilot.press("ctrl+a", "ctrl+k", *"xyz", "enter")
+        assert isinstance(app.screen, DurationModal)  # refused input keeps the dialog open
+        await pilot.press("escape")
+        assert not reg.status().unlocked
+
+
+async def test_request_appears_then_select_and_grant_with_template(reg, db_path):
+    reg.unlock(300, actor="test")
+    app = RegistryApp(reg)
+    async with app.run_test(size=(80, 24)) as pilot:
+        other = open_registry(db_path)  # another process: the broker recording attempts
+        knock(other, "sensor-a")
+        knock(other, "sensor-b")
+        await wait_for(pilot, lambda: len(rows(app)) == 2, message="two requests")
+        assert [r.username for r in rows(app)] == ["sensor-b", "sensor-a"]  # newest first
+        await pilot.press("space", "space")
+        assert app.screen_stack[0].requests_table.selected == {str(r.id) for r in rows(app)}
+        await pilot.press("g")
+        assert isinstance(app.screen, GrantModal)
+        await pilot.press(*"devices/{username}/#=readWrite", "enter")
+        await wait_for(pilot, lambda: all(r.status == "granted" for r in rows(app)), message="granted")
+        assert other.authorize("sensor-a", "publish", "devices/sensor-a/temp")
+        assert not other.authorize("sensor-a", "publish", "devices/sensor-b/temp")
+        assert app.screen_stack[0].requests_table.selected == set()
+        other.close()
+
+
+async def test_grant_is_disabled_with_nothing_pending(reg):
+    app = RegistryApp(reg)
+    async with app.run_test(size=(80, 24)) as pilot:
+        bindings = app.screen.active_bindings
+        assert bindings["g"].enabled is False and bindings["d"].enabled is False
+        await pilot.press("g")
+        assert not isinstance(app.screen, GrantModal)
+        reg.unlock(300)
+        knock(reg, "late-device")
+        await wait_for(pilot, lambda: len(rows(app)) == 1, message="request")
+        await pilot.pause()
+        assert app.screen.active_bindings["g"].enabled is True
+
+
+async def test_deny_asks_first(reg):
+    reg.unlock(300)
+    knock(reg, "intruder")
+    app = RegistryApp(reg)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("d")
+        assert isinstance(app.screen, ConfirmModal)
+        await pilot.press("n")
+        assert rows(app)[0].status == "pending"
+        await pilot.press("d")
+        await pilot.press("y")
+        await wait_for(pilot, lambda: rows(app)[0].status == "denied", message="denied")
+        assert reg.requests(include_all=True)[0].decided_by == app.actor
+
+
+async def test_conflict_needs_force(reg):
+    reg.unlock(300)
+    knock(reg, "twin", password="password-one")
+    knock(reg, "twin", password="password-two")
+    app = RegistryApp(reg)
+    async with app.run_test(size=(80, 24)) as pilot:
+        assert all(r.conflict for r in rows(app))
+        await pilot.press("g")
+        await pilot.press("enter")  # no force: refused for that item, shown, no crash
+        await pilot.pause()
+        assert all(r.status == "pending" for r in reg.requests())
+        assert any("force" in n.message.lower() or "conflict" in n.message.lower()
+                   for n in app._notifications)
+        await pilot.press("g")
+        assert isinstance(app.screen, GrantModal)
+        app.screen.query_one("#force").value = True
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: sorted(r.status for r in rows(app)) == ["denied", "granted"],
+                       message="one granted, rival denied")
+
+
+async def test_granting_what_another_operator_denied_notifies(reg, db_path):
+    reg.unlock(300)
+    knock(reg, "contested")
+    app = RegistryApp(reg)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("space", "g")
+        other = open_registry(db_path)
+        other.deny(["contested"], actor="bob")  # while the modal is open
+        other.close()
+        await pilot.press("enter")
+        await pilot.pause()
+        assert app.is_running
+        assert any("contested" in n.message for n in app._notifications)
+        await wait_for(pilot, lambda: rows(app)[0].status == "denied", message="denied by bob")
+
+
+async def test_select_all_pending_and_escape(reg):
+    reg.unlock(300)
+    for i in range(3):
+        knock(reg, f"bulk-{i}")
+    app = RegistryApp(reg)
+    async with app.run_test(size=(80, 24)) as pilot:
+        table = app.screen_stack[0].requests_table
+        await pilot.press("a")
+        assert len(table.selected) == 3
+        await pilot.press("escape")
+        assert table.selected == set()
+
+
+async def test_filter(reg):
+    reg.unlock(300)
+    for name in ("kitchen-1", "kitchen-2", "garage-1"):
+        knock(reg, name)
+    app = RegistryApp(reg)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("slash", *"kitch")
+        assert sorted(r.username for r in rows(app)) == ["kitchen-1", "kitchen-2"]
+        await pilot.press("enter")
+        assert app.focused is app.screen.requests_table
+        await pilot.press("a", "g")
+        assert [r.username for r in app.screen.targets] == ["kitchen-2", "kitchen-1"]
+        await pilot.press("escape")  # cancels the grant
+        await pilot.press("escape")  # clears the selection
+        await pilot.press("escape")  # clears the filter
+        assert len(rows(app)) == 3
+        assert app.screen.query_one("#filter", Input).value == ""
+
+
+async def test_details_shows_context_safely(reg):
+    reg.unlock(300)
+    knock(reg, "[red]evil[/red] \u202e\U0001f525", client_id="cid\x1b[2J", source="http", context={"site": "[b]north[/b]", "rtl": "\u202eabc"},
+          requested_permissions=[{"resource": "devices/x/#", "operation": "read"}])
+    app = RegistryApp(reg)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("enter")
+        assert isinstance(app.screen, DetailsScreen)
+        body = app.screen.body.plain
+        assert "[red]evil[/red] \\u202e\U0001f525" in body and "cid\\x1b[2J" in body
+        assert "[b]north[/b]" in body and "\\u202eabc" in body
+        assert "devices/x/#" in body and "request.created" in body
+        await pilot.press("escape")
+        assert not isinstance(app.screen, DetailsScreen)
+
+
+async def test_views_users_and_audit(reg):
+    reg.add_user("plc-7", "password-7", actor="test")
+    reg.permit("plc-7", "plant/#", "read", actor="test")
+    app = RegistryApp(reg)
+    async with app.run_test(size=(80, 24)) as pilot:
+        switcher = app.screen.query_one(ContentSwitcher)
+        await pilot.press("2")
+        assert switcher.current == "users"
+        users = app.screen.users_table
+        assert "plc-7" in users.model
+        # p: edit permissions
+        await pilot.press("p")
+        assert isinstance(app.screen, PermissionsModal)
+        await pilot.press("ctrl+a", "ctrl+k", *"plant/#=readWrite devices/plc-7/#=write", "enter")
+        await pilot.pause()
+        assert sorted(reg.user("plc-7").permissions) == [("devices/plc-7/#", "write"), ("plant/#", "readWrite")]
+        # x: disable, then enable
+        await pilot.press("x")
+        assert reg.user("plc-7").disabled
+        await wait_for(pilot, lambda: users.model["plc-7"].disabled, message="disabled shown")
+        await pilot.press("x")
+        assert not reg.user("plc-7").disabled
+        # delete: asks first
+        await pilot.press("delete")
+        assert isinstance(app.screen, ConfirmModal)
+        await pilot.press("y")
+        assert reg.user("plc-7") is None
+        await wait_for(pilot, lambda: "plc-7" not in users.model, message="user gone")
+        # 3 / tab: audit, newest first
+        await pilot.press("3")
+        assert switcher.current == "audit"
+        audit = app.screen.audit_table
+        kinds = [audit.model[audit._row_locations.get_key(i).value].kind for i in range(audit.row_count)]
+        assert kinds[0] == "user.removed" and "user.disabled" in kinds and "permission.added" in kinds
+        await pilot.press("tab")
+        assert switcher.current == "requests"
+
+
+async def test_help_and_command_palette(reg):
+    app = RegistryApp(reg)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        await pilot.press("escape")
+        titles = [c.title for c in app.get_system_commands(app.screen)]
+        assert any(t.startswith("(Un)lock") for t in titles)
+        assert any(t.startswith("Filter") for t in titles)
+        await pilot.press("q")
+    assert not app.is_running

@@ -1,0 +1,103 @@
+"""Starting the dashboard from the command line: open the store, find (or embed) the broker, run the app."""
+
+from __future__ import annotations
+
+import socket
+import sys
+from typing import Any
+
+from store import StoreError, open_registry
+from store.console import ensure_console_account, read_console_credentials
+
+from .listener import MqttTarget
+
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "0.0.0.0", "::"}
+
+
+def broker_answers(host: str, port: int, timeout: float = 0.5) -> bool:
+    """Something accepts TCP connections at host:port."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def console_target(reg: Any, target: MqttTarget) -> MqttTarget:
+    """Fill in the console account's credentials unless the URL gave some."""
+    if target.username:
+        return target
+    creds = read_console_credentials(reg) or ensure_console_account(reg)
+    return target.with_credentials(creds.username, creds.password)
+
+
+class LaunchError(Exception):
+    """One line for stderr, and the exit code."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def prepare_dashboard(db: str | None, mqtt: str | None, *, embed: bool = True,
+                      http_bind: str | None = "127.0.0.1:8080"):
+    """Open the store, find the broker (or start the embedded one), build the app.
+
+    Returns ``(app, reg, embedded)``; the caller runs the app, then stops ``embedded`` and closes ``reg``.
+    """
+    from .app import RegistryApp
+
+    try:
+        target = MqttTarget.parse(mqtt)
+    except ValueError as exc:
+        raise LaunchError(str(exc), 2) from None
+    try:
+        reg = open_registry(db)
+    except StoreError as exc:
+        raise LaunchError(str(exc)) from None
+    embedded = None
+    try:
+        if embed and target.host in LOCAL_HOSTS and not broker_answers(target.host, target.port):
+            embedded = start_embedded(db, target, http_bind)
+        target = console_target(reg, target)
+    except (StoreError, LaunchError) as exc:
+        if embedded is not None:
+            embedded.stop()
+        reg.close()
+        raise LaunchError(str(exc)) from None
+    app = RegistryApp(reg, mqtt_target=target, embedded=embedded is not None)
+    return app, reg, embedded
+
+
+def run_dashboard(db: str | None, mqtt: str | None, *, embed: bool = True,
+                  http_bind: str | None = "127.0.0.1:8080") -> int:
+    """What ``client-registry`` and ``client-registry dashboard`` run. Returns the exit code."""
+    try:
+        app, reg, embedded = prepare_dashboard(db, mqtt, embed=embed, http_bind=http_bind)
+    except LaunchError as exc:
+        print(f"client-registry: {exc}", file=sys.stderr)
+        return exc.code
+    try:
+        app.run()
+        return app.return_code or 0
+    finally:
+        if embedded is not None:
+            embedded.stop()
+        reg.close()
+
+
+def start_embedded(db: str | None, target: MqttTarget, http_bind: str | None, *, bind_host: str | None = None):
+    """Start the server in-process on the target's port (all interfaces by default, as `serve` does)."""
+    from .embedded import EmbeddedBroker
+
+    host = bind_host or ("0.0.0.0" if target.host in ("127.0.0.1", "localhost", "0.0.0.0") else target.host)
+    mqtt_bind = f"[{host}]:{target.port}" if ":" in host else f"{host}:{target.port}"
+    for http in (http_bind, None):  # the HTTP port may be taken by something else: go on without it
+        try:
+            return EmbeddedBroker(lambda: open_registry(db), mqtt_bind, http).start()
+        except Exception as exc:  # noqa: BLE001 - ServerError or StoreError: one line
+            message = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+            if http is not None and "HTTP" in message:
+                continue
+            raise LaunchError(f"cannot start the embedded broker: {message}") from None
+    raise LaunchError("cannot start the embedded broker")

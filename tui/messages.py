@@ -1,0 +1,68 @@
+"""Typed messages posted by the listener worker thread to the app.
+
+The worker never touches widgets: it only posts these (``post_message`` is
+thread-safe) and the app reacts on its own thread.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from textual.message import Message
+
+
+@dataclass(frozen=True)
+class RelayedEvent:
+    """One event as relayed on ``$registry/v1/events/<kind>`` (or read from the DB)."""
+
+    id: int
+    time: float
+    actor: str
+    kind: str
+    subject: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> "RelayedEvent":
+        detail = payload.get("detail")
+        return cls(
+            id=int(payload["id"]),
+            time=float(payload.get("time") or 0.0),
+            actor=str(payload.get("actor") or ""),
+            kind=str(payload.get("kind") or ""),
+            subject=str(payload.get("subject") or ""),
+            detail=detail if isinstance(detail, dict) else {},
+        )
+
+    @classmethod
+    def from_view(cls, view: Any) -> "RelayedEvent":
+        return cls(
+            id=int(view.id),
+            time=float(view.time),
+            actor=str(view.actor or ""),
+            kind=str(view.kind),
+            subject=str(view.subject or ""),
+            detail=dict(view.detail or {}),
+        )
+
+
+class ListenerState(Message):
+    """The listener's connection changed.
+
+    ``state`` is one of ``connecting``, ``connected``, ``retrying``, ``refused``, ``stopped``.
+    """
+
+    def __init__(self, state: str, detail: str = "", retry_in: float | None = None) -> None:
+        super().__init__()
+        self.state = state
+        self.detail = detail
+        self.retry_in = retry_in
+
+
+class EventsBatch(Message):
+    """Events received from the relay during the last ~100 ms, in arrival order."""
+
+    def __init__(self, events: list[RelayedEvent]) -> None:
+        super().__init__()
+        self.events = events

@@ -1,0 +1,143 @@
+"""The details panel: every field of a request, user or event, and its history."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Iterable
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Label, Static
+
+from ..safe import clean, safe_text, stamp
+
+
+def field_lines(pairs: Iterable[tuple[str, Any]]) -> Text:
+    text = Text()
+    for label, value in pairs:
+        text.append(f"{label:>20}  ", style="bold")
+        if isinstance(value, Text):
+            text.append_text(value)
+        else:
+            text.append_text(safe_text(value, limit=400))
+        text.append("\n")
+    return text
+
+
+def json_block(value: Any) -> Text:
+    """Pretty JSON of device-supplied data, escaped line by line."""
+    text = Text()
+    for line in json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True, default=str).splitlines():
+        text.append("    ")
+        text.append(clean(line, limit=300))
+        text.append("\n")
+    return text
+
+
+def history(events: Iterable[Any]) -> Text:
+    text = Text()
+    for ev in events:
+        text.append(f"  #{ev.id:<6} {stamp(ev.time)}  ", style="dim")
+        text.append(f"{ev.kind:<22}", style="bold")
+        text.append_text(safe_text(ev.actor, 30))
+        if ev.detail:
+            text.append("  ")
+            text.append(clean(json.dumps(ev.detail, ensure_ascii=False, sort_keys=True, default=str), 120), style="dim")
+        text.append("\n")
+    if not text:
+        text.append("  (no events)\n", style="dim")
+    return text
+
+
+def request_details(req: Any, events: Iterable[Any]) -> Text:
+    status = req.status + (" (conflict: another password was tried for this name)" if req.conflict else "")
+    text = field_lines([
+        ("request", f"#{req.id}"),
+        ("username", req.username),
+        ("pairing code", Text(req.pairing_code or "", style="bold")),
+        ("status", status),
+        ("source", req.source),
+        ("client id", req.client_id),
+        ("peer", req.peer),
+        ("attempts", req.attempts),
+        ("first seen", stamp(req.first_seen)),
+        ("last seen", stamp(req.last_seen)),
+        ("decided by", req.decided_by or "—"),
+        ("decided at", stamp(req.decided_at)),
+    ])
+    text.append("\nRequested permissions\n", style="bold underline")
+    if req.requested_permissions:
+        text.append_text(json_block(req.requested_permissions))
+    else:
+        text.append("    none\n", style="dim")
+    text.append("\nContext\n", style="bold underline")
+    if req.context:
+        text.append_text(json_block(req.context))
+    else:
+        text.append("    none\n", style="dim")
+    text.append("\nHistory\n", style="bold underline")
+    text.append_text(history(events))
+    return text
+
+
+def user_details(user: Any, events: Iterable[Any]) -> Text:
+    perms = "\n".join(f"{p} = {a}" for p, a in user.permissions) or "none"
+    text = field_lines([
+        ("name", user.name),
+        ("admin", "yes" if user.admin else "no"),
+        ("disabled", "yes" if user.disabled else "no"),
+        ("created", stamp(user.created_at)),
+        ("created by", user.created_by),
+        ("created how", user.created_how),
+    ])
+    text.append("\nPermissions\n", style="bold underline")
+    for line in perms.splitlines():
+        text.append("    ")
+        text.append(clean(line, 300))
+        text.append("\n")
+    text.append("\nHistory\n", style="bold underline")
+    text.append_text(history(events))
+    return text
+
+
+def event_details(ev: Any, events: Iterable[Any]) -> Text:
+    text = field_lines([
+        ("event", f"#{ev.id}"),
+        ("time", stamp(ev.time)),
+        ("actor", ev.actor),
+        ("kind", ev.kind),
+        ("subject", ev.subject),
+    ])
+    text.append("\nDetail\n", style="bold underline")
+    text.append_text(json_block(ev.detail or {}))
+    text.append("\nHistory of the subject\n", style="bold underline")
+    text.append_text(history(events))
+    return text
+
+
+class DetailsScreen(ModalScreen[None]):
+    BINDINGS = [
+        Binding("escape", "close", "Close"),
+        Binding("enter", "close", "Close", show=False),
+        Binding("q", "close", "Close", show=False),
+    ]
+
+    def __init__(self, title: Text | str, body: Text) -> None:
+        super().__init__()
+        self.title_text = title
+        self.body = body
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="details"):
+            yield Label(self.title_text, classes="title")
+            with VerticalScroll(id="details-scroll"):
+                yield Static(self.body, id="details-body")
+
+    def on_mount(self) -> None:
+        self.query_one("#details-scroll").focus()
+
+    def action_close(self) -> None:
+        self.dismiss(None)

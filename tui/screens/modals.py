@@ -1,0 +1,218 @@
+"""Small dialogs. Each only collects an answer and ``dismiss``es with it."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Button, Checkbox, Input, Label, Static
+
+from ..safe import safe_text
+
+ACCESS = ("read", "write", "readWrite")
+TEMPLATE_EXAMPLE = "devices/{username}/#=readWrite"
+
+
+def parse_permissions(text: str) -> list[tuple[str, str]]:
+    """``"a/#=read, b/+=readWrite"`` -> ``[("a/#", "read"), ("b/+", "readWrite")]``; raises ValueError."""
+    result: list[tuple[str, str]] = []
+    for part in re.split(r"[,\s]+", text.strip()):
+        if not part:
+            continue
+        pattern, sep, access = part.rpartition("=")
+        if not sep or not pattern:
+            raise ValueError(f"{part!r}: write PATTERN=ACCESS, for example {TEMPLATE_EXAMPLE}")
+        if access not in ACCESS:
+            raise ValueError(f"{part!r}: access must be read, write or readWrite")
+        result.append((pattern, access))
+    return result
+
+
+def format_permissions(perms: Sequence[tuple[str, str]]) -> str:
+    return " ".join(f"{p}={a}" for p, a in perms)
+
+
+@dataclass(frozen=True)
+class GrantChoice:
+    permissions: list[tuple[str, str]]
+    force: bool = False
+    include_requested: bool = False
+
+
+class Dialog(ModalScreen):
+    """Shared look and keys: escape cancels."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "cancel":
+            self.action_cancel()
+        elif event.button.id == "ok":
+            self.action_ok()
+
+    def action_ok(self) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    @staticmethod
+    def buttons(ok_label: str, ok_variant: str = "primary") -> ComposeResult:
+        with Horizontal(classes="buttons"):
+            yield Button(ok_label, variant=ok_variant, id="ok")
+            yield Button("Cancel", id="cancel")
+
+
+class GrantModal(Dialog):
+    """Lists the requests to grant and asks for an optional permission template."""
+
+    def __init__(self, targets: Sequence[Any]) -> None:
+        super().__init__()
+        self.targets = list(targets)
+
+    def compose(self) -> ComposeResult:
+        n = len(self.targets)
+        with Vertical(classes="dialog", id="grant-dialog"):
+            yield Label(f"Grant {n} request{'s' if n != 1 else ''}", classes="title")
+            listing = Text()
+            for i, req in enumerate(self.targets):
+                if i:
+                    listing.append("\n")
+                listing.append(f"{req.pairing_code} ", style="bold")
+                listing.append_text(safe_text(req.username, 40))
+                listing.append(f"  {req.source}", style="dim")
+                if req.conflict:
+                    listing.append("  conflict", style="bold red")
+                if req.requested_permissions:
+                    listing.append("  asks for permissions", style="cyan")
+            with VerticalScroll(classes="listing"):
+                yield Static(listing)
+            yield Label("Check each pairing code against the device's display.", classes="hint")
+            yield Label("Permissions (optional, {username} allowed):")
+            yield Input(placeholder=TEMPLATE_EXAMPLE, id="template")
+            yield Label("", id="error", classes="error")
+            if any(r.requested_permissions for r in self.targets):
+                yield Checkbox("Also grant the permissions the device asked for", value=True, id="requested")
+            if any(r.conflict for r in self.targets):
+                yield Checkbox("Force: this password wins, its rivals are denied", value=False, id="force")
+            yield from self.buttons("Grant", "success")
+
+    def on_mount(self) -> None:
+        self.query_one("#template", Input).focus()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self.action_ok()
+
+    def action_ok(self) -> None:
+        try:
+            perms = parse_permissions(self.query_one("#template", Input).value)
+        except ValueError as exc:
+            self.query_one("#error", Label).update(Text(str(exc)))
+            return
+        force = bool(self.query("#force") and self.query_one("#force", Checkbox).value)
+        requested = bool(self.query("#requested") and self.query_one("#requested", Checkbox).value)
+        self.dismiss(GrantChoice(perms, force=force, include_requested=requested))
+
+
+class ConfirmModal(Dialog):
+    """Yes or no. ``y``/enter confirm, ``n``/escape cancel."""
+
+    BINDINGS = [Binding("y", "ok", "Yes"), Binding("n", "cancel", "No")]
+
+    def __init__(self, title: str, body: Text | str, ok_label: str = "Confirm", ok_variant: str = "error") -> None:
+        super().__init__()
+        self.title_text = title
+        self.body = body
+        self.ok_label = ok_label
+        self.ok_variant = ok_variant
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Label(self.title_text, classes="title")
+            with VerticalScroll(classes="listing"):
+                yield Static(self.body if isinstance(self.body, Text) else Text(self.body))
+            yield from self.buttons(self.ok_label, self.ok_variant)
+
+    def on_mount(self) -> None:
+        self.query_one("#ok", Button).focus()
+
+    def action_cancel(self) -> None:
+        self.dismiss(False)
+
+    def action_ok(self) -> None:
+        self.dismiss(True)
+
+
+def parse_duration(text: str) -> int:
+    """``"10"`` (minutes), ``"90s"``, ``"10m"``, ``"2h"`` -> seconds; raises ValueError."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", text.lower())
+    if not m:
+        raise ValueError("write a number of minutes, or e.g. 90s, 10m, 2h")
+    value = float(m.group(1)) * {"s": 1, "m": 60, "": 60, "h": 3600}[m.group(2)]
+    if not 1 <= value <= 7 * 24 * 3600:
+        raise ValueError("between 1 second and 7 days")
+    return int(value)
+
+
+class DurationModal(Dialog):
+    """How long to unlock for."""
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Label("Unlock the registry for…", classes="title")
+            yield Input(value="5", placeholder="minutes, or 90s / 10m / 2h", id="duration")
+            yield Label("", id="error", classes="error")
+            yield from self.buttons("Unlock")
+
+    def on_mount(self) -> None:
+        self.query_one("#duration", Input).focus()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self.action_ok()
+
+    def action_ok(self) -> None:
+        try:
+            seconds = parse_duration(self.query_one("#duration", Input).value)
+        except ValueError as exc:
+            self.query_one("#error", Label).update(Text(str(exc)))
+            return
+        self.dismiss(seconds)
+
+
+class PermissionsModal(Dialog):
+    """Edit a user's permissions as ``PATTERN=ACCESS`` words."""
+
+    def __init__(self, username: str, permissions: Sequence[tuple[str, str]]) -> None:
+        super().__init__()
+        self.username = username
+        self.permissions = list(permissions)
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            title = Text("Permissions of ")
+            title.append_text(safe_text(self.username, 40))
+            yield Label(title, classes="title")
+            yield Label("Space-separated PATTERN=ACCESS (read, write, readWrite); empty for none.")
+            yield Input(value=format_permissions(self.permissions), placeholder=TEMPLATE_EXAMPLE, id="permissions")
+            yield Label("", id="error", classes="error")
+            yield from self.buttons("Save")
+
+    def on_mount(self) -> None:
+        self.query_one("#permissions", Input).focus()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self.action_ok()
+
+    def action_ok(self) -> None:
+        try:
+            perms = parse_permissions(self.query_one("#permissions", Input).value)
+        except ValueError as exc:
+            self.query_one("#error", Label).update(Text(str(exc)))
+            return
+        self.dismiss(perms)

@@ -1,0 +1,74 @@
+"""The Audit view: the event log, newest first."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rich.text import Text
+from textual.binding import Binding
+
+from ..safe import ago, safe_text
+from .base_table import Column, OrderedTable
+
+KIND_STYLE = {
+    "request.granted": "green",
+    "request.denied": "red",
+    "request.conflict": "bold red",
+    "user.removed": "red",
+    "user.disabled": "red",
+    "registry.unlocked": "bold yellow",
+    "registry.locked": "yellow",
+}
+
+
+def detail_summary(detail: dict) -> str:
+    return json.dumps(detail, ensure_ascii=False, sort_keys=True, default=str) if detail else ""
+
+
+class AuditTable(OrderedTable):
+    BINDINGS = [
+        Binding("enter", "details", "Details", show=False, tooltip="History of the subject of this event"),
+    ]
+
+    COLUMNS = [
+        Column("id", "#", 5),
+        Column("age", "age", 5),
+        Column("actor", "actor", 8, flex=0.2),
+        Column("kind", "kind", 17),
+        Column("subject", "subject", 8, flex=0.3),
+        Column("detail", "detail", 6, flex=0.5),
+    ]
+
+    def row_cells(self, ev: Any) -> dict[str, Any]:
+        return {
+            "id": Text(str(ev.id), justify="right"),
+            "age": Text(ago(ev.time, self.app.clock()), justify="right"),
+            "actor": safe_text(ev.actor, limit=40),
+            "kind": Text(ev.kind, style=KIND_STYLE.get(ev.kind, "")),
+            "subject": safe_text(ev.subject),
+            "detail": safe_text(detail_summary(ev.detail), limit=200),
+        }
+
+    def order_key(self, ev: Any) -> Any:
+        return -ev.id
+
+    def filter_text(self, ev: Any) -> str:
+        return " ".join((ev.actor, ev.kind, ev.subject, detail_summary(ev.detail)))
+
+    def refresh_ages(self) -> None:
+        now = self.app.clock()
+        self.refresh_column_cells("age", lambda e: Text(ago(e.time, now), justify="right"))
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "details":
+            return True if self.cursor_item() is not None else None
+        return True
+
+    def on_data_table_row_highlighted(self, event: OrderedTable.RowHighlighted) -> None:
+        self.refresh_bindings()
+
+    def action_details(self) -> None:
+        ev = self.cursor_item()
+        if ev is not None:
+            self.screen.show_event_details(ev)

@@ -1,0 +1,112 @@
+"""The two header lines.
+
+Line 1: ``LOCKED`` / ``UNLOCKED m:ss`` and the counts (``3 pending · 3 devices
+knocking``) on the left, the view tabs on the right.
+Line 2: the broker connection ("connected", or a "disconnected, retrying"
+banner) and, when the dashboard runs the broker itself, "embedded broker:
+stops when you quit".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Horizontal
+from textual.widget import Widget
+from textual.widgets import Static
+
+from ..safe import clean, countdown
+
+VIEWS = (("requests", "Requests"), ("users", "Users"), ("audit", "Audit"))
+
+
+@dataclass
+class HeaderState:
+    unlocked: bool = False
+    remaining: float = 0.0
+    pending: int = 0
+    knocking: int = 0
+    view: str = "requests"
+    broker: str = "off"  # off | connecting | connected | retrying | refused | stopped
+    broker_address: str = ""
+    broker_detail: str = ""
+    retry_in: float | None = None
+    embedded: bool = False
+
+
+def plural(n: int, one: str, many: str | None = None) -> str:
+    return f"{n} {one if n == 1 else (many or one + 's')}"
+
+
+def render_window(state: HeaderState) -> Text:
+    text = Text(no_wrap=True, overflow="ellipsis")
+    if state.unlocked:
+        text.append(f" UNLOCKED {countdown(state.remaining)} ", style="bold black on yellow")
+    else:
+        text.append(" LOCKED ", style="bold white on blue")
+    text.append("  ")
+    text.append(f"{state.pending} pending", style="bold" if state.pending else "dim")
+    if state.knocking:
+        text.append(" · ")
+        text.append(plural(state.knocking, "device") + " knocking", style="bold yellow")
+    return text
+
+
+def render_tabs(state: HeaderState) -> Text:
+    text = Text(no_wrap=True, justify="right")
+    for i, (key, label) in enumerate(VIEWS, 1):
+        style = "bold reverse" if key == state.view else "dim"
+        text.append(f" {i} {label} ", style=style)
+    return text
+
+
+def render_broker(state: HeaderState) -> Text:
+    text = Text(no_wrap=True, overflow="ellipsis")
+    where = f"broker {state.broker_address}" if state.broker_address else "broker"
+    if state.broker == "connected":
+        text.append(f" {where} ", style="")
+        text.append("● connected", style="bold green")
+    elif state.broker == "connecting":
+        text.append(f" {where} ", style="")
+        text.append("connecting…", style="yellow")
+    elif state.broker in ("retrying", "refused"):
+        word = "login refused" if state.broker == "refused" else "disconnected"
+        retry = f", retrying in {state.retry_in:.0f}s" if state.retry_in else ", retrying"
+        text.append(f" {where} {word}{retry} ", style="bold white on red")
+        if state.broker_detail:
+            text.append(f" {clean(state.broker_detail, 60)}", style="red")
+    elif state.broker == "off":
+        text.append(" no live updates (no broker configured)", style="dim")
+    else:
+        text.append(f" {where} {state.broker}", style="dim")
+    if state.embedded:
+        text.append(" · ")
+        text.append("embedded broker: stops when you quit", style="bold yellow")
+    return text
+
+
+class StatusHeader(Widget):
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.state = HeaderState()
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="header-top"):
+            yield Static(id="header-window")
+            yield Static(id="header-tabs")
+        yield Static(id="header-broker")
+
+    def on_mount(self) -> None:
+        self.show(self.state)
+
+    def show(self, state: HeaderState) -> None:
+        self.state = state
+        if not self.is_mounted:
+            return
+        self.set_class(state.unlocked, "-unlocked")
+        self.set_class(state.broker in ("retrying", "refused"), "-disconnected")
+        self.query_one("#header-window", Static).update(render_window(state))
+        self.query_one("#header-tabs", Static).update(render_tabs(state))
+        self.query_one("#header-broker", Static).update(render_broker(state))

@@ -1,0 +1,95 @@
+"""The Users view."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.text import Text
+from textual.binding import Binding
+
+from ..safe import ago, clean, safe_text
+from .base_table import Column, OrderedTable
+
+
+def format_permissions(perms: list[tuple[str, str]]) -> str:
+    return ", ".join(f"{p}={a}" for p, a in perms) if perms else "—"
+
+
+class UsersTable(OrderedTable):
+    BINDINGS = [
+        Binding("p", "edit_permissions", "Permissions", tooltip="Edit the user's topic permissions"),
+        Binding("x", "toggle_disabled", "Disable", tooltip="Disable or enable the user"),
+        Binding("delete", "remove", "Remove", tooltip="Remove the user (asks first)"),
+        Binding("enter", "details", "Details", show=False, tooltip="Every field and the history of the user"),
+    ]
+
+    COLUMNS = [
+        Column("name", "name", 10, flex=0.4),
+        Column("flags", "flags", 14),
+        Column("permissions", "permissions", 10, flex=0.6),
+        Column("how", "how", 5, min_total=100),
+        Column("created", "created", 7),
+        Column("by", "by", 10, min_total=100),
+    ]
+
+    def row_cells(self, user: Any) -> dict[str, Any]:
+        flags = []
+        if user.admin:
+            flags.append(("admin", "bold magenta"))
+        if user.disabled:
+            flags.append(("disabled", "bold red"))
+        flag_text = Text()
+        for i, (word, style) in enumerate(flags):
+            if i:
+                flag_text.append(" ")
+            flag_text.append(word, style=style)
+        return {
+            "name": safe_text(user.name),
+            "flags": flag_text,
+            "permissions": safe_text(format_permissions(user.permissions), limit=200),
+            "how": safe_text(user.created_how, limit=12),
+            "created": Text(ago(user.created_at, self.app.clock()), justify="right"),
+            "by": safe_text(user.created_by, limit=24),
+        }
+
+    def order_key(self, user: Any) -> Any:
+        return (clean(user.name, None).lower(), user.name)
+
+    def filter_text(self, user: Any) -> str:
+        return " ".join((user.name, format_permissions(user.permissions), "admin" if user.admin else "",
+                         "disabled" if user.disabled else "", str(user.created_how), str(user.created_by)))
+
+    def refresh_ages(self) -> None:
+        now = self.app.clock()
+        self.refresh_column_cells("created", lambda u: Text(ago(u.created_at, now), justify="right"))
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        user = self.cursor_item()
+        if action in ("toggle_disabled", "remove") and user is not None and user.name == self.app.login_name:
+            return None  # the dashboard's own broker login: disabling it would cut the live feed
+        if action in ("edit_permissions", "toggle_disabled", "remove", "details"):
+            return True if user is not None else None
+        return True
+
+    def on_data_table_row_highlighted(self, event: OrderedTable.RowHighlighted) -> None:
+        self.refresh_bindings()
+
+    def action_edit_permissions(self) -> None:
+        user = self.cursor_item()
+        if user is not None:
+            self.screen.ask_permissions(user)
+
+    def action_toggle_disabled(self) -> None:
+        user = self.cursor_item()
+        if user is not None:
+            self.screen.toggle_disabled(user)
+
+    def action_remove(self) -> None:
+        user = self.cursor_item()
+        if user is not None:
+            self.screen.ask_remove(user)
+
+    def action_details(self) -> None:
+        user = self.cursor_item()
+        if user is not None:
+            self.screen.show_user_details(user)
