@@ -20,7 +20,7 @@ from .mqtt import connect_packet, read_packet
 
 SIZES = {
     "full": dict(rates=(50, 100, 200, 500), seconds=5.0, drain=60.0),
-    "quick": dict(rates=(100, 200, 500), seconds=0.2, drain=20.0),
+    "quick": dict(rates=(50, 100), seconds=0.2, drain=20.0),
 }
 
 

@@ -16,8 +16,8 @@ from . import procs
 from .common import PASSWORD, Clock, gather_bounded, make_users
 from .mqtt import connect_once
 
-SIZES = {"full": dict(refusals=5000, warmup=300, concurrency=20),
-         "quick": dict(refusals=60, warmup=15, concurrency=5)}
+SIZES = {"full": dict(refusals=5000, warmup=300, concurrency=20, settle=1.0),
+         "quick": dict(refusals=30, warmup=6, concurrency=5, settle=0.2)}
 KNOWN = "refusal-known-user"
 
 
@@ -52,10 +52,10 @@ def run(quick: bool = False, kinds: tuple[str, ...] = ("ours", "unfixed")) -> di
         make_users(db, [KNOWN])  # the registry stays locked: unknown names are only counted as knocking
         with procs.Server(kind, work, db=db) as server:
             asyncio.run(_refuse(server.port, 0, size["warmup"], size["concurrency"]))
-            time.sleep(1.0)
+            time.sleep(size["settle"])
             before = server.rss()
             r = asyncio.run(_refuse(server.port, size["warmup"], size["refusals"], size["concurrency"]))
-            time.sleep(1.0)
+            time.sleep(size["settle"])
             after = server.rss()
         r.update(refusals=size["refusals"], rss_before_mib=before / 2**20, rss_after_mib=after / 2**20,
                  growth_mib=(after - before) / 2**20,
