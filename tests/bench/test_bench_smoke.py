@@ -40,6 +40,7 @@ def test_pipeline_records_every_attempt_once(results):
     assert rates
     for r in rates:
         assert r["events_received"] == r["attempts"] and r["exactly_once"] and r["duplicate_events"] == 0
+        assert r["duplicated"] == 0 and r["lost"] == 0
         assert r["connack_codes"] == {"5": r["attempts"]}
         assert r["p50_ms"] <= r["p99_ms"]
 
