@@ -71,16 +71,19 @@ NOTES: list[str] = [
     "",
     "### 3. Reconnect storm: 2,000 cold argon2 verifications, listen backlog, abandoned work, 6 x 19 MiB",
     "- After a restart the credential cache is empty, so 2,000 devices cost 2,000 argon2 verifications: ~38 s"
-    " of CPU, at least ~19 s on 2 idle cores. On top: the MQTT listener uses asyncio's default backlog (100), so"
-    " most SYNs are dropped at first and devices retry (thousands of retries in the table); devices that time out"
-    " waiting for CONNACK leave their verification running on the server (wasted argon2). Peak RSS was 383 MiB"
+    " of CPU, at least ~19 s on 2 idle cores. The thousands of retries are devices giving up after 10 s without"
+    " CONNACK (not refused sockets: with the listen backlog raised from asyncio's default 100 to 2,048, an"
+    " experiment, retries were still 4,314 and the storm took 42 s). Each abandoned CONNECT's verification"
+    " still runs later (server CPU 55-59 s against ~38 s of necessary argon2) and fills the credential cache,"
+    " which is why half of the devices get in only in the last few seconds. Peak RSS was 383 MiB"
     " and 730 MiB in two full runs (stock amqtt: 140 MiB): up to 6 argon2 operations (19 MiB each) run at once in"
     " the default pool on 2 cores, which explains ~115 MiB; the rest grew with the retries (8,576 in the second"
     " run: connections abandoned while their CONNECT waits in the queue). That remainder was not profiled further.",
-    "- Changes: (a) `broker/server.py` `_start_broker`: `asyncio.start_server(..., backlog=1024)`;"
-    " (b) argon2 in a dedicated `ThreadPoolExecutor(max_workers=os.cpu_count())` (same throughput, peak argon2"
-    " memory 2 x 19 MiB instead of 6 x 19 MiB); (c) skip the verification when the client's socket is already"
-    " closed by the time its turn comes; (d) to get well under 15 s: persist the verified fingerprint (the HMAC"
+    "- Changes: (a) skip the verification when the client's socket is already closed when its turn comes"
+    " (check `writer.is_closing()` / the gate's reader at the start of the auth job), which removes the wasted"
+    " work; (b) argon2 in a dedicated `ThreadPoolExecutor(max_workers=os.cpu_count())` (same throughput, peak argon2"
+    " memory 2 x 19 MiB instead of 6 x 19 MiB); (c) `backlog=1024` in the gate's `asyncio.start_server` (cheap,"
+    " helps bursts, not the main cost); (d) to get well under 15 s: persist the verified fingerprint (the HMAC"
     " the cache already keys on) in the users table, so a restart keeps the warm path; same trade-off as 1(d).",
     "",
     "### 4. Refusals",
