@@ -75,10 +75,10 @@ NOTES: list[str] = [
     " CONNACK (not refused sockets: with the listen backlog raised from asyncio's default 100 to 2,048, an"
     " experiment, retries were still 4,314 and the storm took 42 s). Each abandoned CONNECT's verification"
     " still runs later (server CPU 55-59 s against ~38 s of necessary argon2) and fills the credential cache,"
-    " which is why half of the devices get in only in the last few seconds. Peak RSS was 383 MiB"
-    " and 730 MiB in two full runs (stock amqtt: 140 MiB): up to 6 argon2 operations (19 MiB each) run at once in"
-    " the default pool on 2 cores, which explains ~115 MiB; the rest grew with the retries (8,576 in the second"
-    " run: connections abandoned while their CONNECT waits in the queue). That remainder was not profiled further.",
+    " which is why half of the devices get in only in the last few seconds. Peak RSS was 383, 730 and"
+    " 491 MiB in three full runs (stock amqtt: 140 MiB): up to 6 argon2 operations (19 MiB each) run at once in"
+    " the default pool on 2 cores, which explains ~115 MiB; the rest grew with the retries (3,311, 8,576 and 4,232:"
+    " connections abandoned while their CONNECT waits in the queue). That remainder was not profiled further.",
     "- Changes: (a) skip the verification when the client's socket is already closed when its turn comes"
     " (check `writer.is_closing()` / the gate's reader at the start of the auth job), which removes the wasted"
     " work; (b) argon2 in a dedicated `ThreadPoolExecutor(max_workers=os.cpu_count())` (same throughput, peak argon2"
