@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import signal
@@ -137,5 +138,13 @@ class Server:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+_TEMPDIRS: list[Path] = []
+
+
 def tempdir(prefix: str) -> Path:
-    return Path(tempfile.mkdtemp(prefix=f"bench-{prefix}-"))
+    """A scratch folder (databases, password files) removed when the bench process exits."""
+    path = Path(tempfile.mkdtemp(prefix=f"bench-{prefix}-"))
+    if not _TEMPDIRS:
+        atexit.register(lambda: [shutil.rmtree(p, ignore_errors=True) for p in _TEMPDIRS])
+    _TEMPDIRS.append(path)
+    return path
