@@ -1,0 +1,1 @@
+"""client-registry benchmarks (issue 5). Run ``python -m bench`` (or ``--quick``); see docs/README-bench.md."""
