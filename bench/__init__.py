@@ -1,1 +1,1 @@
-"""client-registry benchmarks (issue 5). Run ``python -m bench`` (or ``--quick``); see docs/README-bench.md."""
+"""client-registry benchmarks (issue 5). Run ``python -m bench`` (or ``--quick``); see the README, "Benchmarks"."""
