@@ -214,6 +214,35 @@ class OrderedTable(DataTable):
         elif self.cursor_row >= self.row_count:
             self.move_cursor(row=self.row_count - 1, animate=False)
 
+    def set_cell(self, key: str | RowKey, column: str, value: Any) -> None:
+        """``update_cell`` for one cell, leaving the other rows' render caches alone.
+
+        ``update_cell`` bumps the table's update count, which is part of every cache key: the next frame
+        re-renders every visible cell (and rebuilds the row offsets). Here the cell is skipped when its
+        value is unchanged, else only the caches of its row are dropped. Relies on DataTable internals
+        (pinned by the textual version range); falls back to ``update_cell`` if they are not there.
+        """
+        row_key = key if isinstance(key, RowKey) else RowKey(key)
+        row = self._data.get(row_key)
+        if row is None or column not in self.columns:
+            return
+        if row.get(column) == value:
+            return
+        caches = ("_cell_render_cache", "_row_render_cache", "_row_renderable_cache", "_line_cache")
+        if not all(hasattr(self, name) for name in caches):
+            self.update_cell(row_key, column, value)
+            return
+        row[column] = value
+        index = self._row_locations.get(row_key)
+        for cache in (self._cell_render_cache, self._row_render_cache):
+            for cache_key in [k for k in cache.keys() if k[0] == row_key]:
+                cache.discard(cache_key)
+        for cache_key in [k for k in self._row_renderable_cache.keys() if k[1] == index]:
+            self._row_renderable_cache.discard(cache_key)
+        self._line_cache.clear()  # keyed by screen line: cheap to re-assemble from the row caches
+        if index is not None:
+            self.refresh_row(index)
+
     def refresh_column_cells(self, column: str, render: Callable[[Any], Any]) -> None:
         """Re-render one column for the rows on screen (relative times kept fresh)."""
         if column not in self.columns or self.row_count == 0:
@@ -226,4 +255,4 @@ class OrderedTable(DataTable):
                 continue
             item = self.model.get(row_key.value)
             if item is not None:
-                self.update_cell(row_key, column, render(item))
+                self.set_cell(row_key, column, render(item))

@@ -213,7 +213,7 @@ class RequestsTable(OrderedTable):
     def _refresh_mark(self, key: str) -> None:
         if key in self.rows and "mark" in self.columns:
             mark = Text("●", style="bold cyan") if key in self.selected else Text(" ")
-            self.update_cell(key, "mark", mark)
+            self.set_cell(key, "mark", mark)
 
     def selected_item(self, key: str) -> Any:
         return self.model.get(key) or self.selected_views.get(key)
