@@ -8,6 +8,7 @@ thread worker and only posts typed messages (``ListenerState``,
 
 from __future__ import annotations
 
+import gc
 import getpass
 import threading
 import time
@@ -15,7 +16,7 @@ from pathlib import Path
 from functools import partial
 from typing import Any, Callable, Iterable
 
-from textual import work
+from textual import events, work
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
@@ -85,6 +86,36 @@ class RegistryApp(App[None]):
     def on_mount(self) -> None:
         if self.mqtt_target is not None:
             self.run_listener()
+        self._start_idle_gc()
+
+    # -- garbage collection between key presses -------------------------------------------------
+    # A full (generation 2) collection walks every live object: 30-100 ms here, and Python starts one
+    # whenever enough objects have survived, typically in the middle of rendering the frame a key press
+    # asked for (the table's render caches make many short-lived objects). So the dashboard keeps
+    # Python's young-generation collections, turns off the automatic full ones, and runs a full one
+    # itself when no key was pressed for GC_IDLE seconds (and at least every GC_MAX_DEFER seconds).
+    # Textual does the same during smooth scrolling (PAUSE_GC_ON_SCROLL).
+    GC_IDLE = 0.5
+    GC_EVERY = 2.0
+    GC_MAX_DEFER = 30.0
+
+    def _start_idle_gc(self) -> None:
+        self._gc_threshold = gc.get_threshold()
+        self._last_input = self._last_full_gc = time.monotonic()
+        gc.freeze()  # what exists after start-up lives as long as the app: never walked again
+        gc.set_threshold(self._gc_threshold[0], self._gc_threshold[1], 1_000_000)
+        self.set_interval(self.GC_EVERY, self._idle_gc, name="idle-gc")
+
+    def _idle_gc(self) -> None:
+        now = time.monotonic()
+        if now - self._last_input >= self.GC_IDLE or now - self._last_full_gc >= self.GC_MAX_DEFER:
+            gc.collect()
+            self._last_full_gc = time.monotonic()
+
+    async def on_event(self, event: events.Event) -> None:
+        if isinstance(event, (events.Key, events.MouseDown)):
+            self._last_input = time.monotonic()
+        await super().on_event(event)
 
     # -- the registry, safely -------------------------------------------------------------------
     def call_registry(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -135,6 +166,9 @@ class RegistryApp(App[None]):
 
     def on_unmount(self) -> None:
         self.stop_listener()
+        if hasattr(self, "_gc_threshold"):
+            gc.set_threshold(*self._gc_threshold)
+            gc.unfreeze()
 
     # -- command palette: every binding of the screen, by name --------------------------------------
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:

@@ -15,7 +15,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.screen import Screen
-from textual.widgets import ContentSwitcher, Footer, Input, Label
+from textual.widgets import ContentSwitcher, Footer, Input, Label, Static
 
 from ..messages import RelayedEvent
 from ..safe import clean, safe_text
@@ -59,6 +59,7 @@ class DashboardScreen(Screen):
             yield RequestsTable(id="requests")
             yield UsersTable(id="users")
             yield AuditTable(id="audit")
+        yield Static(id="window-info")  # "rows 1-1,000 of 10,000 requests": the table holds a window
         with Horizontal(id="filter-bar"):
             yield Label("filter ", id="filter-label")
             yield Input(placeholder="text to match (enter: keep, esc: clear)", id="filter")
@@ -96,14 +97,32 @@ class DashboardScreen(Screen):
         """Reload everything from the database (start, broker (re)connect)."""
         reg = self.reg
         last = reg.last_event_id()  # read first: anything later arrives as an event
-        self.requests_table.load({str(r.id): r for r in reg.requests(include_all=True)})
-        self.requests_table.prune_selection()
+        self.load_requests(self.requests_table.window_start)
         self.users_table.load({u.name: u for u in reg.users()})
         backlog = reg.events(since=max(0, last - AUDIT_BACKLOG))
         self.audit_table.load({str(e.id): RelayedEvent.from_view(e) for e in backlog if e.id <= last})
         self.last_event_id = last
         self.refresh_header()
         self.refresh_bindings()
+
+    def load_requests(self, offset: int = 0, cursor: str | None = None) -> None:
+        """Read one window of requests (from ``offset``, matching the filter) from the database."""
+        table = self.requests_table
+        items, total = self.reg.request_page(table.WINDOW, offset, match=table.filter or None)
+        if not items and offset > 0 and total:  # the window fell off the end (rows were removed): last page
+            offset = max(0, total - table.WINDOW)
+            items, total = self.reg.request_page(table.WINDOW, offset, match=table.filter or None)
+        table.show_page(items, total, offset, cursor=cursor)
+        table.prune_selection()
+        self.refresh_window_info()
+        table.update_bindings()
+
+    def refresh_window_info(self) -> None:
+        info = self.query_one("#window-info", Static)
+        text = self.requests_table.window_text() if self.query_one(ContentSwitcher).current == "requests" else ""
+        info.display = bool(text)
+        if text:
+            info.update(Text(text, no_wrap=True, overflow="ellipsis"))
 
     def sync_from_db(self) -> None:
         """Apply every event after the last one seen (after a local action, on a gap, when polling)."""
@@ -139,9 +158,8 @@ class DashboardScreen(Screen):
                     users_changed = True
             elif kind.startswith(("user.", "permission.")):
                 users_changed = True
-        if reload_requests:
-            self.requests_table.load({str(r.id): r for r in reg.requests(include_all=True)})
-        elif request_ids:
+        table = self.requests_table
+        if not reload_requests and request_ids:
             found, gone = {}, []
             for rid in request_ids:
                 view = reg.request(rid)
@@ -149,8 +167,12 @@ class DashboardScreen(Screen):
                     gone.append(str(rid))
                 else:
                     found[str(rid)] = view
-            self.requests_table.upsert(found, removed=gone)
-        self.requests_table.prune_selection()
+            total = reg.request_count(table.filter or None)
+            reload_requests = not table.upsert_window(found, gone, total)
+        if reload_requests:
+            self.load_requests(table.window_start)
+        table.prune_selection()
+        self.refresh_window_info()
         if users_changed:
             self.users_table.load({u.name: u for u in reg.users()})
         audit = self.audit_table
@@ -159,7 +181,10 @@ class DashboardScreen(Screen):
         audit.upsert({str(e.id): e for e in events}, removed=oldest)
         self.last_event_id = max(self.last_event_id, max(e.id for e in events))
         self.refresh_header()
-        self.refresh_bindings()
+        table.update_bindings()
+        self.audit_table.update_bindings()
+        if users_changed:
+            self.users_table.update_bindings()
 
     # -- header and clock ---------------------------------------------------------------------------
     def refresh_header(self) -> None:
@@ -224,6 +249,7 @@ class DashboardScreen(Screen):
         table.refresh_ages()
         self.set_focus(table)  # now, not after the next refresh: the next key must reach this view
         self.refresh_header()
+        self.refresh_window_info()
         self.refresh_bindings()
 
     def action_next_view(self) -> None:
@@ -245,10 +271,13 @@ class DashboardScreen(Screen):
             self.set_focus(self.current_table())
 
     def set_filter(self, text: str) -> None:
-        for table in (self.requests_table, self.users_table, self.audit_table):
+        for table in (self.users_table, self.audit_table):
             if table.filter != text:
                 table.filter = text
                 table.rebuild()
+        if self.requests_table.filter != text:  # the requests are matched in the database, beyond the window
+            self.requests_table.filter = text
+            self.app.call_registry(self.load_requests, 0)
         self.refresh_bindings()
 
     def action_clear(self) -> None:

@@ -65,9 +65,6 @@ class AuditTable(OrderedTable):
             return True if self.cursor_item() is not None else None
         return True
 
-    def on_data_table_row_highlighted(self, event: OrderedTable.RowHighlighted) -> None:
-        self.refresh_bindings()
-
     def action_details(self) -> None:
         ev = self.cursor_item()
         if ev is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Callable, Iterable
 
 from textual._two_way_dict import TwoWayDict
+from textual.binding import Binding
 from textual.widgets import DataTable
 from textual.widgets.data_table import Row, RowKey
 
@@ -33,6 +34,7 @@ class OrderedTable(DataTable):
         self.filter = ""
         self._layout_width = -1
         self._shown_columns: list[Column] = []
+        self._binding_state: tuple | None = None
 
     # -- to override -----------------------------------------------------------------
     def row_cells(self, item: Any) -> dict[str, Any]:
@@ -43,6 +45,18 @@ class OrderedTable(DataTable):
 
     def filter_text(self, item: Any) -> str:
         raise NotImplementedError
+
+    # -- footer ------------------------------------------------------------------------------
+    def update_bindings(self) -> None:
+        """``refresh_bindings()``, but only when one of this table's actions changed between enabled and
+        disabled: a refresh makes the footer recompose its keys, too costly for every cursor move."""
+        state = tuple(self.check_action(b.action, ()) for b in self.BINDINGS if isinstance(b, Binding))
+        if state != self._binding_state:
+            self._binding_state = state
+            self.refresh_bindings()
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self.update_bindings()
 
     # -- layout --------------------------------------------------------------------------
     def on_resize(self) -> None:
@@ -62,8 +76,15 @@ class OrderedTable(DataTable):
         flex_total = sum(c.flex for c in shown) or 1.0
         widths = {c.key: (c.width or 0) + (int(spare * c.flex / flex_total) if c.flex else 0) for c in shown}
         if [c.key for c in shown] == [c.key for c in self._shown_columns] and all(
-            self.columns[c.key].width == widths[c.key] for c in shown if c.key in self.columns
+            c.key in self.columns for c in shown
         ):
+            if any(self.columns[c.key].width != widths[c.key] for c in shown):
+                # same columns, other widths: resize them in place instead of re-adding every row
+                for c in shown:
+                    self.columns[c.key].width = widths[c.key]
+                self._require_update_dimensions = True
+                self._update_count += 1
+                self.refresh(layout=True)
             return
         self._shown_columns = shown
         self.clear(columns=True)
@@ -165,6 +186,20 @@ class OrderedTable(DataTable):
             self._sort_by_model()
             self._restore_cursor(keep)
 
+    def drop_rows(self, keys: list[str]) -> None:
+        """Remove many rows at once (``remove_row`` renumbers every row, once per call)."""
+        keep = self.cursor_key()
+        for key in keys:
+            self.model.pop(key, None)
+            row_key = RowKey(key)
+            if row_key in self.rows:
+                del self.rows[row_key]
+                del self._data[row_key]
+        self._require_update_dimensions = True
+        self._sort_by_model()
+        self.cursor_coordinate = self.cursor_coordinate  # re-validated against the new row count
+        self._restore_cursor(keep)
+
     def _sort_by_model(self) -> None:
         order = sorted(self._data.keys(), key=lambda rk: self.order_key(self.model[rk.value]))
         self._row_locations = TwoWayDict({rk: i for i, rk in enumerate(order)})
@@ -179,6 +214,35 @@ class OrderedTable(DataTable):
         elif self.cursor_row >= self.row_count:
             self.move_cursor(row=self.row_count - 1, animate=False)
 
+    def set_cell(self, key: str | RowKey, column: str, value: Any) -> None:
+        """``update_cell`` for one cell, leaving the other rows' render caches alone.
+
+        ``update_cell`` bumps the table's update count, which is part of every cache key: the next frame
+        re-renders every visible cell (and rebuilds the row offsets). Here the cell is skipped when its
+        value is unchanged, else only the caches of its row are dropped. Relies on DataTable internals
+        (pinned by the textual version range); falls back to ``update_cell`` if they are not there.
+        """
+        row_key = key if isinstance(key, RowKey) else RowKey(key)
+        row = self._data.get(row_key)
+        if row is None or column not in self.columns:
+            return
+        if row.get(column) == value:
+            return
+        caches = ("_cell_render_cache", "_row_render_cache", "_row_renderable_cache", "_line_cache")
+        if not all(hasattr(self, name) for name in caches):
+            self.update_cell(row_key, column, value)
+            return
+        row[column] = value
+        index = self._row_locations.get(row_key)
+        for cache in (self._cell_render_cache, self._row_render_cache):
+            for cache_key in [k for k in cache.keys() if k[0] == row_key]:
+                cache.discard(cache_key)
+        for cache_key in [k for k in self._row_renderable_cache.keys() if k[1] == index]:
+            self._row_renderable_cache.discard(cache_key)
+        self._line_cache.clear()  # keyed by screen line: cheap to re-assemble from the row caches
+        if index is not None:
+            self.refresh_row(index)
+
     def refresh_column_cells(self, column: str, render: Callable[[Any], Any]) -> None:
         """Re-render one column for the rows on screen (relative times kept fresh)."""
         if column not in self.columns or self.row_count == 0:
@@ -191,4 +255,4 @@ class OrderedTable(DataTable):
                 continue
             item = self.model.get(row_key.value)
             if item is not None:
-                self.update_cell(row_key, column, render(item))
+                self.set_cell(row_key, column, render(item))

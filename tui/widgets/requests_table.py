@@ -26,7 +26,17 @@ def status_label(req: Any) -> str:
 
 
 class RequestsTable(OrderedTable):
-    """Pending first, newest first. The cursor stays on its row while rows arrive."""
+    """Pending first, newest first. The cursor stays on its row while rows arrive.
+
+    The table holds a bounded *window* of the requests: at most ``WINDOW`` rows, from position ``window_start``
+    of the database's order (``Registry.request_page``), so opening 100,000 requests costs one page. Moving
+    past the last row (``down``, ``pagedown``, ``ctrl+end``) loads the next rows from the database, moving
+    above the first one loads the previous ones; the filter is a database query too. ``total`` is how many
+    requests (matching the filter) exist, and ``window_text()`` says what part of them is shown.
+    """
+
+    WINDOW = 1000  # rows held at most
+    STEP = 500  # rows the window moves by when paging
 
     BINDINGS = [
         Binding("space", "toggle_select", "Select", tooltip="Select or unselect the request under the cursor"),
@@ -52,6 +62,117 @@ class RequestsTable(OrderedTable):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.selected: set[str] = set()
+        self.selected_views: dict[str, Any] = {}  # the selected requests, also those paged out of the window
+        self.window_start = 0  # position of the first row in the database's order
+        self.total = 0  # requests matching the filter, in the database
+
+    # -- the window ------------------------------------------------------------------------------
+    def show_page(self, items: list[Any], total: int, offset: int, cursor: str | None = None) -> None:
+        """Replace the rows with one page from the database; the cursor goes to ``cursor`` if shown."""
+        self.window_start, self.total = offset, total
+        for req in items:
+            if str(req.id) in self.selected:
+                self.selected_views[str(req.id)] = req
+        self.model = {str(r.id): r for r in items}
+        keep = cursor if cursor is not None else self.cursor_key()
+        self.rebuild()
+        self._restore_cursor(keep)
+
+    def held(self) -> int:
+        """Rows in the window (also before the first layout, when the table has no rows yet)."""
+        if self._shown_columns:
+            return self.row_count
+        return sum(1 for req in self.model.values() if self.matches(req))
+
+    def truncated(self) -> bool:
+        return self.window_start > 0 or self.window_start + self.held() < self.total
+
+    def window_text(self) -> str:
+        """"rows 1-1,000 of 10,000 ..." when the table does not hold every (matching) request, else ""."""
+        if not self.truncated():
+            return ""
+        what = "matching requests" if self.filter else "requests"
+        held = self.held()
+        first = self.window_start + 1 if held else self.window_start
+        text = f"rows {first:,}–{self.window_start + held:,} of {self.total:,} {what}"
+        hints = []
+        if self.window_start > 0:
+            hints.append("↑ at the top: newer")
+        if self.window_start + held < self.total:
+            hints.append("↓ at the bottom: older")
+        return text + " (pending first, newest first)" + (" · " + ", ".join(hints) if hints else "")
+
+    def upsert_window(self, items: dict[str, Any], removed: list[str], total: int) -> bool:
+        """Apply changed requests to the window; returns False if the window should be reloaded instead
+        (a row left a window that has more rows beyond it)."""
+        for key, req in items.items():
+            if key in self.selected:
+                self.selected_views[key] = req
+        shown = [self.order_key(self.model[rk.value]) for rk in (self._row_locations.get_key(0),
+                 self._row_locations.get_key(self.row_count - 1)) if rk is not None] if self.row_count else []
+        first = shown[0] if shown and self.window_start > 0 else None
+        more_below = self.window_start + self.held() < self.total
+        last = shown[-1] if shown and more_below else None
+        inside: dict[str, Any] = {}
+        gone = list(removed)
+        for key, req in items.items():
+            k = self.order_key(req)
+            if (first is not None and k < first) or (last is not None and k > last):
+                if key in self.model:
+                    gone.append(key)
+            else:
+                inside[key] = req
+        self.total = total
+        if more_below and any(key in self.model for key in gone):
+            return False
+        self.upsert(inside, removed=gone)
+        if self.row_count > self.WINDOW:
+            self.drop_rows([self._row_locations.get_key(i).value for i in range(self.WINDOW, self.row_count)])
+        return True
+
+    def matches(self, req: Any) -> bool:
+        """Any field contains the filter (as ``Registry.request_page`` matches it in the database)."""
+        if not self.filter:
+            return True
+        text = self.filter.lower()
+        return any(text in str(x or "").lower() for x in (req.username, req.client_id, req.peer, req.source,
+                                                          req.pairing_code, status_label(req)))
+
+    def page(self, offset: int, cursor: str | None = None) -> None:
+        self.screen.load_requests(max(0, offset), cursor=cursor)
+
+    def action_cursor_down(self) -> None:
+        if self.row_count and self.cursor_row == self.row_count - 1 and self.window_start + self.row_count < self.total:
+            self.page(self.window_start + self.STEP, cursor=self.cursor_key())
+        super().action_cursor_down()
+
+    def action_cursor_up(self) -> None:
+        if self.cursor_row == 0 and self.window_start > 0:
+            self.page(self.window_start - self.STEP, cursor=self.cursor_key())
+        super().action_cursor_up()
+
+    def _page_height(self) -> int:
+        return max(1, self.scrollable_content_region.height - (self.header_height if self.show_header else 0))
+
+    def action_page_down(self) -> None:
+        if self.cursor_row + self._page_height() >= self.row_count and self.window_start + self.row_count < self.total:
+            self.page(self.window_start + self.STEP, cursor=self.cursor_key())
+        super().action_page_down()
+
+    def action_page_up(self) -> None:
+        if self.cursor_row - self._page_height() < 0 and self.window_start > 0:
+            self.page(self.window_start - self.STEP, cursor=self.cursor_key())
+        super().action_page_up()
+
+    def action_scroll_top(self) -> None:
+        if self.window_start > 0:
+            self.page(0)
+        super().action_scroll_top()
+
+    def action_scroll_bottom(self) -> None:
+        if self.window_start + self.row_count < self.total:
+            self.page(self.total - self.WINDOW)
+        super().action_scroll_bottom()
 
     def now(self) -> float:
         return self.app.clock()
@@ -92,29 +213,34 @@ class RequestsTable(OrderedTable):
     def _refresh_mark(self, key: str) -> None:
         if key in self.rows and "mark" in self.columns:
             mark = Text("●", style="bold cyan") if key in self.selected else Text(" ")
-            self.update_cell(key, "mark", mark)
+            self.set_cell(key, "mark", mark)
+
+    def selected_item(self, key: str) -> Any:
+        return self.model.get(key) or self.selected_views.get(key)
 
     def prune_selection(self) -> None:
         """Drop selected requests that are no longer pending (decided elsewhere)."""
         for key in list(self.selected):
-            req = self.model.get(key)
+            req = self.selected_item(key)
             if req is None or req.status != "pending":
                 self.selected.discard(key)
+                self.selected_views.pop(key, None)
                 self._refresh_mark(key)
 
     def clear_selection(self) -> bool:
         if not self.selected:
             return False
         old, self.selected = self.selected, set()
+        self.selected_views = {}
         for key in old:
             self._refresh_mark(key)
-        self.refresh_bindings()
+        self.update_bindings()
         return True
 
     def targets(self) -> list[Any]:
         """What grant/deny act on: the pending selection, else the pending row under the cursor."""
         if self.selected:
-            items = [self.model[k] for k in self.selected if k in self.model]
+            items = [r for r in map(self.selected_item, self.selected) if r is not None]
             return sorted((r for r in items if r.status == "pending"), key=lambda r: -r.id)
         req = self.cursor_item()
         return [req] if req is not None and req.status == "pending" else []
@@ -132,9 +258,6 @@ class RequestsTable(OrderedTable):
             return True if self.cursor_item() is not None else None
         return True
 
-    def on_data_table_row_highlighted(self, event: OrderedTable.RowHighlighted) -> None:
-        self.refresh_bindings()
-
     def action_toggle_select(self) -> None:
         key = self.cursor_key()
         req = self.cursor_item()
@@ -142,20 +265,23 @@ class RequestsTable(OrderedTable):
             return
         if key in self.selected:
             self.selected.discard(key)
+            self.selected_views.pop(key, None)
         else:
             self.selected.add(key)
+            self.selected_views[key] = req
         self._refresh_mark(key)
         if self.cursor_row < self.row_count - 1:
             self.move_cursor(row=self.cursor_row + 1)
-        self.refresh_bindings()
+        self.update_bindings()
 
     def action_select_pending(self) -> None:
         for key in self.rows:
             req = self.model.get(key.value)
             if req is not None and req.status == "pending" and key.value not in self.selected:
                 self.selected.add(key.value)
+                self.selected_views[key.value] = req
                 self._refresh_mark(key.value)
-        self.refresh_bindings()
+        self.update_bindings()
 
     def action_grant(self) -> None:
         targets = self.targets()

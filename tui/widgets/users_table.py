@@ -71,9 +71,6 @@ class UsersTable(OrderedTable):
             return True if user is not None else None
         return True
 
-    def on_data_table_row_highlighted(self, event: OrderedTable.RowHighlighted) -> None:
-        self.refresh_bindings()
-
     def action_edit_permissions(self) -> None:
         user = self.cursor_item()
         if user is not None:
