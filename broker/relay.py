@@ -3,9 +3,9 @@
 It polls ``Registry.events(since=...)`` every ``interval`` seconds (default 0.1 s, so an event written by another
 process is out well within 250 ms of its commit), and at once when :meth:`EventRelay.wake` is called (the
 plugins and the HTTP API call it after a decision of this process that wrote an event). The reads run in the
-relay's own one-thread executor, so they never queue behind argon2 jobs or anything else. It publishes each event with QoS 1 as JSON to ``$registry/v1/events/<kind>``, drops the
-Registry's cached credentials of the event's subject, and disconnects the live sessions of a user who was
-removed or disabled or lost a permission.
+relay's own one-thread executor, so they never queue behind argon2 jobs or anything else. It publishes each
+event with QoS 1 as JSON to ``$registry/v1/events/<kind>``, drops the Registry's cached credentials of the
+event's subject, and disconnects the live sessions of a user who was removed or disabled or lost a permission.
 """
 
 from __future__ import annotations

@@ -6,6 +6,6 @@ from .registry import Registry, RegistryConfig, open_registry
 from .views import AttemptResult, EventView, ItemResult, LoginResult, RequestView, Status, UserView
 
 __all__ = [
-    "AttemptResult", "EventView", "ItemResult", "LoginResult", "RefusedError", "Registry", "RegistryConfig", "RequestView",
-    "Status", "StoreError", "UserView", "open_registry", "pairing_code",
+    "AttemptResult", "EventView", "ItemResult", "LoginResult", "RefusedError", "Registry", "RegistryConfig",
+    "RequestView", "Status", "StoreError", "UserView", "open_registry", "pairing_code",
 ]
