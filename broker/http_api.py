@@ -9,13 +9,15 @@ disabled, 400 malformed JSON or invalid field (body names the field and the rule
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from collections.abc import Callable
+from concurrent.futures import Executor
 from typing import Any
 
 from aiohttp import web
 
-from .plugins import safe
+from .plugins import EVENT_OUTCOMES, safe
 
 REGISTER_PATH = "/api/client-registry/register"
 MAX_BODY = 64 * 1024
@@ -73,9 +75,19 @@ def _permissions(user: Any) -> list[dict[str, str]]:
 
 
 class RegisterAPI:
-    def __init__(self, reg: Any, log: Callable[[str], None]) -> None:
+    """Calls that may run argon2 (authenticate, record_attempt) go to ``argon2_pool`` (the server's argon2
+    executor; None = asyncio's default); ``wake`` is called after an attempt that wrote an event (the relay)."""
+
+    def __init__(self, reg: Any, log: Callable[[str], None], *, argon2_pool: Executor | None = None,
+                 wake: Callable[[], None] | None = None) -> None:
         self.reg = reg
         self.log = log
+        self.argon2_pool = argon2_pool
+        self.wake = wake or (lambda: None)
+
+    async def _argon2(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(
+            self.argon2_pool, functools.partial(fn, *args, **kwargs))
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY)
@@ -115,10 +127,12 @@ class RegisterAPI:
         username, password = data["username"], data["password"]
         if await asyncio.to_thread(reg.is_user, username):
             return await self._existing(username, password)
-        res = await asyncio.to_thread(
+        res = await self._argon2(
             reg.record_attempt, username, password, None, peer, "http",
             requested_permissions=data.get("permissions"), context=data.get("context"))
         outcome = res.outcome
+        if outcome in EVENT_OUTCOMES:
+            self.wake()
         if outcome == "known_user":  # became a user between the two calls
             return await self._existing(username, password)
         if outcome == "locked":
@@ -141,7 +155,7 @@ class RegisterAPI:
 
     async def _existing(self, username: str, password: str) -> web.Response:
         reg = self.reg
-        if await asyncio.to_thread(reg.authenticate, username, password):
+        if reg.authenticate_cached(username, password) or await self._argon2(reg.authenticate, username, password):
             user = await asyncio.to_thread(reg.user, username)
             return _answer(201, status="granted", username=username, permissions=_permissions(user))
         user = await asyncio.to_thread(reg.user, username)

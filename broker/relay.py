@@ -1,16 +1,20 @@
 """The event relay: Event rows (written by any process) -> MQTT messages, cache drops and session kicks.
 
-It polls ``Registry.events(since=...)`` every ``interval`` seconds (default 0.1 s, so an event is out well within
-250 ms of its commit), publishes each event with QoS 1 as JSON to ``$registry/v1/events/<kind>``, drops the
-Registry's cached credentials of the event's subject, and disconnects the live sessions of a user who was
-removed or disabled or lost a permission.
+It polls ``Registry.events(since=...)`` every ``interval`` seconds (default 0.1 s, so an event written by another
+process is out well within 250 ms of its commit), and at once when :meth:`EventRelay.wake` is called (the
+plugins and the HTTP API call it after a decision of this process that wrote an event). The reads run in the
+relay's own one-thread executor, so they never queue behind argon2 jobs or anything else. It publishes each
+event with QoS 1 as JSON to ``$registry/v1/events/<kind>``, drops the Registry's cached credentials of the
+event's subject, and disconnects the live sessions of a user who was removed or disabled or lost a permission.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
 
 TOPIC_PREFIX = "$registry/v1/events/"
@@ -43,7 +47,7 @@ def event_payload(event: Any) -> bytes:
 class EventRelay:
     def __init__(self, reg: Any, publish: Callable[[str, bytes], Awaitable[None]],
                  kick: Callable[[str], Awaitable[int]], log: Callable[[str], None],
-                 interval: float = 0.1) -> None:
+                 interval: float = 0.1, executor: Executor | None = None) -> None:
         self.reg = reg
         self.publish = publish
         self.kick = kick
@@ -51,9 +55,19 @@ class EventRelay:
         self.interval = interval
         self.last_id = 0
         self._task: asyncio.Task[None] | None = None
+        self._own_pool = executor is None
+        self._pool: Executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="cr-relay")
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """Read the changelog now instead of at the next poll (call on the event loop, after the commit)."""
+        self._wake.set()
+
+    async def _read(self, fn: Callable[..., Any], **kwargs: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, functools.partial(fn, **kwargs))
 
     async def start(self) -> None:
-        self.last_id = await asyncio.to_thread(self.reg.last_event_id)
+        self.last_id = await self._read(self.reg.last_event_id)
         self._task = asyncio.create_task(self._run(), name="client-registry-relay")
 
     async def stop(self) -> None:
@@ -61,12 +75,15 @@ class EventRelay:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+        if self._own_pool:
+            self._pool.shutdown(wait=False, cancel_futures=True)
 
     async def _run(self) -> None:
         failing = False
         while True:
+            self._wake.clear()  # before the read: a wake during the read makes the next wait return at once
             try:
-                events = await asyncio.to_thread(self.reg.events, since=self.last_id, limit=500)
+                events = await self._read(self.reg.events, since=self.last_id, limit=500)
                 failing = False
             except asyncio.CancelledError:
                 raise
@@ -80,7 +97,11 @@ class EventRelay:
                 await self.handle(event)
                 self.last_id = event.id
             if not events:
-                await asyncio.sleep(self.interval)
+                try:
+                    async with asyncio.timeout(self.interval):
+                        await self._wake.wait()
+                except TimeoutError:
+                    pass
 
     async def handle(self, event: Any) -> None:
         if not str(event.kind).startswith("registry.") and event.subject:

@@ -31,11 +31,14 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import logging
+import os
 import signal
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from amqtt.broker import Broker
@@ -142,6 +145,9 @@ class EmbeddedServer:
         self._http_runner: Any = None
         self._relay: EventRelay | None = None
         self._broker_started = False
+        # argon2 runs here and nowhere else: at most one hash per core at a time (19 MiB each), and the
+        # default executor (HTTP reads) and the relay's own thread never queue behind it.
+        self._argon2_pool: ThreadPoolExecutor | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     async def __aenter__(self) -> EmbeddedServer:
@@ -157,6 +163,7 @@ class EmbeddedServer:
         except AmqttVersionError as exc:
             raise ServerError(str(exc)) from None
         silence_amqtt_logging()
+        self._argon2_pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="cr-argon2")
         try:
             if self.use_console:
                 from store.console import ensure_console_account
@@ -178,7 +185,7 @@ class EmbeddedServer:
             bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
             config = {"listeners": {"default": {"type": "tcp", "bind": bind}}, "plugins": dict(PLUGINS_CONFIG)}
             broker = Broker(config)
-        bind_plugins(broker, self.reg, self.log)
+        bind_plugins(broker, self.reg, self.log, argon2_pool=self._argon2_pool, wake=self._wake_relay)
         self.broker = broker
         try:
             await broker.start()
@@ -205,7 +212,8 @@ class EmbeddedServer:
         from aiohttp import web
 
         host, port = self.http_bind
-        runner = web.AppRunner(RegisterAPI(self.reg, self.log).app(), access_log=None, handle_signals=False)
+        api = RegisterAPI(self.reg, self.log, argon2_pool=self._argon2_pool, wake=self._wake_relay)
+        runner = web.AppRunner(api.app(), access_log=None, handle_signals=False)
         await runner.setup()
         self._http_runner = runner
         site = web.TCPSite(runner, host, port, reuse_address=True)
@@ -235,6 +243,15 @@ class EmbeddedServer:
         if self._gate is not None:
             await self._gate.cancel_pending()
             self._gate = None
+        if self._argon2_pool is not None:
+            # Queued checks are dropped; a running one (tens of ms) is waited for off the loop.
+            pool, self._argon2_pool = self._argon2_pool, None
+            await asyncio.to_thread(functools.partial(pool.shutdown, wait=True, cancel_futures=True))
+
+    def _wake_relay(self) -> None:
+        """Called by the plugins and the HTTP API after a decision of ours that wrote an event."""
+        if self._relay is not None:
+            self._relay.wake()
 
     # -- used by the relay and by embedders ------------------------------------------------------------------
     async def _publish(self, topic: str, payload: bytes) -> None:

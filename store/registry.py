@@ -27,7 +27,7 @@ from .validation import (
     requested_permissions_problem,
     username_problem,
 )
-from .views import AttemptResult, EventView, ItemResult, RequestView, Status, UserView
+from .views import AttemptResult, EventView, ItemResult, LoginResult, RequestView, Status, UserView
 
 ACTIONS = ("subscribe", "publish", "receive")
 KNOCK_WINDOW = 300  # "devices knocking": refused while locked in the last five minutes
@@ -52,6 +52,9 @@ def _guarded(method):
             return method(self, *args, **kwargs)
 
     return wrapper
+
+
+_MISSING = object()
 
 
 @dataclass
@@ -101,6 +104,14 @@ class Registry:
     @_guarded
     def record_attempt(self, username, password, client_id=None, peer=None, source="mqtt",
                        requested_permissions=None, context=None) -> AttemptResult:
+        """Record a registration attempt of a name that is not a user. Only a new request pays argon2 (the
+        hash); see :meth:`login` for the path that keeps every outcome at one argon2 operation."""
+        return self._record_attempt(username, password, client_id, peer, source, requested_permissions,
+                                    context)[0]
+
+    def _record_attempt(self, username, password, client_id, peer, source, requested_permissions=None,
+                        context=None) -> tuple[AttemptResult, bool]:
+        """record_attempt, plus whether it ran argon2 (hashed the password of a new request)."""
         for field_name, problem in (
             ("username", username_problem(username)),
             ("password", password_problem(password)),
@@ -108,34 +119,34 @@ class Registry:
             ("context", context_problem(context)),
         ):
             if problem:
-                return AttemptResult("invalid", problem, field=field_name)
+                return AttemptResult("invalid", problem, field=field_name), False
         if source not in ("mqtt", "http"):
             raise ValueError(f"unknown source {source!r}")
         if self._user_row(username) is not None:
-            return AttemptResult("known_user", f"{username!r} is already a user")
+            return AttemptResult("known_user", f"{username!r} is already a user"), False
         now = self.clock()
         if not self._unlocked(now):
             self._knock(username, now)
-            return AttemptResult("locked", "the registry is locked")
+            return AttemptResult("locked", "the registry is locked"), False
         self._expire_if_due(now)
 
         code = crypto.pairing_code(username, password)
         print_ = self._fingerprint(username, password)
         outcome = self._match_existing(username, print_, client_id, peer, now)
         if outcome:
-            return outcome
+            return outcome, False
         refusal = self._flood_refusal(peer, now)
         if refusal:
-            return AttemptResult("flood", refusal)
+            return AttemptResult("flood", refusal), False
 
         password_hash = crypto.hash_password(password)  # outside the transaction: argon2 is slow
         with write_transaction(self.db):
             # Another process may have recorded the same credentials, or granted them, meanwhile.
             if self._user_row(username) is not None:
-                return AttemptResult("known_user", f"{username!r} is already a user")
+                return AttemptResult("known_user", f"{username!r} is already a user"), True
             outcome = self._match_existing(username, print_, client_id, peer, self.clock())
             if outcome:
-                return outcome
+                return outcome, True
             rivals = list(self.m.Request.select().where(
                 (self.m.Request.username == username) & (self.m.Request.status == "pending")))
             row = self.m.Request.create(
@@ -156,8 +167,8 @@ class Registry:
         view = RequestView.of(row)
         if rivals:
             return AttemptResult("conflict", f"another request for {username!r} has a different password",
-                                 request=view, pairing_code=code)
-        return AttemptResult("pending", "waiting for an operator", request=view, pairing_code=code)
+                                 request=view, pairing_code=code), True
+        return AttemptResult("pending", "waiting for an operator", request=view, pairing_code=code), True
 
     def _match_existing(self, username, print_, client_id, peer, now) -> AttemptResult | None:
         """Same name and same password as a stored request: count the retry there."""
@@ -367,23 +378,64 @@ class Registry:
 
     @_guarded
     def authenticate(self, username: str, password: str) -> bool:
+        """True for a user's right password (and not disabled). Anything not answered by the cache costs exactly
+        one argon2 verification: unknown names, disabled users and wrong passwords take the same time."""
         if not isinstance(username, str) or not isinstance(password, str):
             return False
-        print_ = self._fingerprint(username, password)
-        cached = self._auth_cache.get(username)
-        if cached is not None and hmac.compare_digest(cached, print_):
+        if self.authenticate_cached(username, password):
             return True
-        row = self._user_row(username)
-        # Always one argon2 verification: unknown names, disabled users and wrong passwords take the same time.
+        return self._verify(self._user_row(username), username, password)
+
+    def authenticate_cached(self, username: str, password: str) -> bool | None:
+        """True when exactly these credentials verified before and the user has not changed since (one HMAC and
+        a dict lookup: no database, no argon2, so it may run on an event loop); None otherwise. It never says
+        False for a name, not even for a cached user's wrong password: only the full check (one argon2
+        operation) refuses, so a refusal does not come back faster for a name that exists."""
+        if not isinstance(username, str) or not isinstance(password, str):
+            return None
+        cached = self._auth_cache.get(username)
+        if cached is not None and hmac.compare_digest(cached, self._fingerprint(username, password)):
+            return True
+        return None
+
+    def _verify(self, row, username: str, password: str) -> bool:
+        """The one argon2 verification (against a dummy hash when there is no such user)."""
         ok = crypto.verify_password(row.password_hash if row else None, password)
         if not ok or row is None or row.disabled:
             return False
-        self._auth_cache[username] = print_
+        self._auth_cache[username] = self._fingerprint(username, password)
         return True
 
+    @_guarded
+    def login(self, username: str, password: str, client_id: str | None = None, peer: str | None = None,
+              source: str = "mqtt") -> LoginResult:
+        """One login that may be a registration (an MQTT CONNECT): a user is authenticated, any other name is
+        recorded as a registration attempt (and refused).
+
+        The timing rule lives here: whatever the name, a login not answered by the credential cache costs
+        exactly ONE argon2id operation. A user's login is one verification (right, wrong or disabled); an
+        unknown name either hashes the password of a new request, or, for every attempt outcome that does not
+        hash (locked, retry, denied, invalid, flood, known_user), runs one dummy verification instead. So a
+        prober cannot tell names apart by timing, and a new device no longer pays argon2 twice.
+        """
+        if not isinstance(username, str) or not isinstance(password, str):
+            return LoginResult(False, "not_credentials", "username and password must be strings")
+        if self.authenticate_cached(username, password):
+            return LoginResult(True, "accepted", "cached credentials")
+        row = self._user_row(username)
+        if row is not None:
+            if self._verify(row, username, password):
+                return LoginResult(True, "accepted", "password verified")
+            return LoginResult(False, "refused", "wrong password or disabled")
+        attempt, hashed = self._record_attempt(username, password, client_id, peer, source)
+        if not hashed:
+            crypto.verify_password(None, password)  # the dummy: costs what the hash would have
+        return LoginResult(False, attempt.outcome, attempt.reason, attempt)
+
     def _access(self, username: str) -> _Access | None:
-        if username in self._access_cache:
-            return self._access_cache[username]
+        access = self._access_cache.get(username, _MISSING)
+        if access is not _MISSING:
+            return access
         row = self._user_row(username)
         access = None
         if row is not None:
@@ -397,7 +449,23 @@ class Registry:
             raise ValueError(f"unknown action {action!r}")
         if not username or not topic:
             return False
-        access = self._access(username)
+        return self._allows(self._access(username), username, action, topic, client_id)
+
+    def authorize_cached(self, username: str | None, action: str, topic: str,
+                         client_id: str | None = None) -> bool | None:
+        """authorize answered from the permission cache alone (no database, fit for an event loop); None when
+        the user's permissions are not cached (call :meth:`authorize` from a thread then)."""
+        if action not in ACTIONS:
+            raise ValueError(f"unknown action {action!r}")
+        if not username or not topic:
+            return False
+        access = self._access_cache.get(username, _MISSING)
+        if access is _MISSING:
+            return None
+        return self._allows(access, username, action, topic, client_id)
+
+    @staticmethod
+    def _allows(access: _Access | None, username: str, action: str, topic: str, client_id: str | None) -> bool:
         if access is None or access.disabled:
             return False
         if access.admin:

@@ -101,6 +101,16 @@ class AttemptResult:
 
 
 @dataclass(frozen=True)
+class LoginResult:
+    """What :meth:`Registry.login` decided for one CONNECT."""
+
+    accepted: bool
+    outcome: str  # accepted | refused (wrong password / disabled) | not_credentials | an AttemptResult outcome
+    reason: str
+    attempt: AttemptResult | None = None  # set when the name was not a user and the attempt was recorded
+
+
+@dataclass(frozen=True)
 class ItemResult:
     item: str
     ok: bool

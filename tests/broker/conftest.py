@@ -15,8 +15,9 @@ from store import open_registry
 
 
 class ServerThread:
-    def __init__(self, db: str, amqtt_fixes: bool = True, connect_timeout: float = 1.0) -> None:
+    def __init__(self, db: str, amqtt_fixes: bool = True, connect_timeout: float = 1.0, **server_kwargs) -> None:
         self.db = db
+        self.server_kwargs = server_kwargs  # more EmbeddedServer keywords, e.g. relay_interval
         self.amqtt_fixes = amqtt_fixes
         self.connect_timeout = connect_timeout
         self.lines: list[str] = []
@@ -37,7 +38,7 @@ class ServerThread:
         try:
             async with EmbeddedServer(self.reg, "127.0.0.1:0", "127.0.0.1:0", log=self.lines.append,
                                       connect_timeout=self.connect_timeout,
-                                      amqtt_fixes=self.amqtt_fixes) as srv:
+                                      amqtt_fixes=self.amqtt_fixes, **self.server_kwargs) as srv:
                 self.srv = srv
                 self._ready.set()
                 await self._stop.wait()
