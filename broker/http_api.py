@@ -17,11 +17,12 @@ from typing import Any
 
 from aiohttp import web
 
+from store.validation import registration_problem
+
 from .plugins import EVENT_OUTCOMES, safe
 
 REGISTER_PATH = "/api/client-registry/register"
 MAX_BODY = 64 * 1024
-OPERATIONS = ("read", "write", "readWrite")
 
 
 def _answer(code: int, /, **body: Any) -> web.Response:
@@ -50,23 +51,11 @@ def _parse(raw: bytes) -> tuple[dict[str, Any] | None, web.Response | None]:
         return None, _answer(400, error="malformed", field="body", message=f"body is not valid JSON: {exc}")
     if not isinstance(data, dict):
         return None, _answer(400, error="malformed", field="body", message="body must be a JSON object")
-    for field in ("username", "password"):
-        if not isinstance(data.get(field), str):
-            return None, _bad(field, f"{field} is required and must be a string")
-    perms = data.get("permissions")
-    if perms is not None:
-        if not isinstance(perms, list):
-            return None, _bad("permissions", "permissions must be a list of {resource, operation} objects")
-        for i, p in enumerate(perms):
-            if not isinstance(p, dict) or not isinstance(p.get("resource"), str) or not p["resource"]:
-                return None, _bad("permissions", f"permissions[{i}].resource must be a non-empty string")
-            if p.get("operation") not in OPERATIONS:
-                return None, _bad("permissions", f"permissions[{i}].operation must be one of read, write, readWrite")
-            if set(p) - {"resource", "operation"}:
-                return None, _bad("permissions", f"permissions[{i}] may only have resource and operation")
-    ctx = data.get("context")
-    if ctx is not None and not isinstance(ctx, dict):
-        return None, _bad("context", "context must be a JSON object")
+    # The rules themselves live in the store, shared with the MQTT path.
+    broken = registration_problem(data.get("username"), data.get("password"), data.get("permissions"),
+                                  data.get("context"))
+    if broken:
+        return None, _bad(*broken)
     return data, None
 
 

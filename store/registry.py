@@ -20,13 +20,7 @@ import peewee as pw
 from . import crypto, location as loc, topics
 from .database import connect, translated, write_transaction
 from .errors import RefusedError, StoreError
-from .validation import (
-    context_problem,
-    parse_permission,
-    password_problem,
-    requested_permissions_problem,
-    username_problem,
-)
+from .validation import parse_permission, password_problem, registration_problem, username_problem
 from .views import AttemptResult, EventView, ItemResult, LoginResult, RequestView, Status, UserView
 
 ACTIONS = ("subscribe", "publish", "receive")
@@ -112,14 +106,9 @@ class Registry:
     def _record_attempt(self, username, password, client_id, peer, source, requested_permissions=None,
                         context=None) -> tuple[AttemptResult, bool]:
         """record_attempt, plus whether it ran argon2 (hashed the password of a new request)."""
-        for field_name, problem in (
-            ("username", username_problem(username)),
-            ("password", password_problem(password)),
-            ("permissions", requested_permissions_problem(requested_permissions)),
-            ("context", context_problem(context)),
-        ):
-            if problem:
-                return AttemptResult("invalid", problem, field=field_name), False
+        broken = registration_problem(username, password, requested_permissions, context)
+        if broken:
+            return AttemptResult("invalid", broken[1], field=broken[0]), False
         if source not in ("mqtt", "http"):
             raise ValueError(f"unknown source {source!r}")
         if self._user_row(username) is not None:

@@ -81,6 +81,19 @@ def context_problem(context) -> str | None:
     return None
 
 
+def registration_problem(username, password, requested_permissions=None, context=None) -> tuple[str, str] | None:
+    """The first broken rule of a registration as (field, rule), or None: what MQTT and HTTP attempts both obey."""
+    for field, problem in (
+        ("username", username_problem(username)),
+        ("password", password_problem(password)),
+        ("permissions", requested_permissions_problem(requested_permissions)),
+        ("context", context_problem(context)),
+    ):
+        if problem:
+            return field, problem
+    return None
+
+
 def parse_permission(text_or_pair) -> tuple[str, str]:
     """'pattern=access' or (pattern, access) -> (pattern, access); ValueError with the rule when invalid."""
     if isinstance(text_or_pair, str):
