@@ -36,6 +36,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -59,6 +60,18 @@ __all__ = ["EmbeddedServer", "ServerError", "parse_bind", "serve_main", "silence
 
 DEFAULT_MQTT_BIND = "0.0.0.0:1883"
 DEFAULT_HTTP_BIND = "127.0.0.1:8080"
+ARGON2_NICE = 10
+
+
+def lower_thread_priority() -> None:
+    """argon2 is bulk work: when the cores are busy, the event loop (warm logins, the relay, deliveries) and a
+    dashboard embedding the server go first. Linux renices a single thread by its native id."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), ARGON2_NICE)
+    except (AttributeError, OSError):  # not Linux, or not permitted: same work, default priority
+        pass
+
+
 _QUIET_LOGGERS = ("amqtt", "transitions", "aiohttp.access", "aiohttp.server", "websockets")
 
 
@@ -163,7 +176,8 @@ class EmbeddedServer:
         except AmqttVersionError as exc:
             raise ServerError(str(exc)) from None
         silence_amqtt_logging()
-        self._argon2_pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="cr-argon2")
+        self._argon2_pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="cr-argon2",
+                                               initializer=lower_thread_priority)
         try:
             if self.use_console:
                 from store.console import ensure_console_account

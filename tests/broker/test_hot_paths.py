@@ -130,3 +130,18 @@ def test_the_relay_is_woken_by_a_local_registration(db_path, admin_reg):
             admin.close()
     finally:
         st.stop()
+
+
+def test_argon2_threads_yield_to_the_event_loop(db_path, admin_reg):
+    """argon2 is bulk work: its threads run at a lower priority than the loop (and an embedding dashboard)."""
+    st = ServerThread(db_path).start()
+    try:
+        here = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+        def priority():
+            return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+        pool = st.srv._argon2_pool
+        assert {pool.submit(priority).result(10) for _ in range(4)} == {min(here + 10, 19)}
+    finally:
+        st.stop()
