@@ -8,7 +8,8 @@ Prints ``READY <port>`` on stdout once listening; stops on SIGTERM/SIGINT.
 
 Benchmark configuration of *ours*: the per-peer flood limit (30 new requests per minute per peer address) and
 the pending cap are lifted, because every simulated device comes from 127.0.0.1. Everything else is the
-production code path (``serve`` differs only in also starting the HTTP API, which no benchmark here uses).
+production code path, including ``serve``'s GC tuning (``tune_gc``); ``serve`` differs only in also starting
+the HTTP API, which no benchmark here uses. *stock* runs with Python's default GC settings, as shipped.
 """
 
 from __future__ import annotations
@@ -28,10 +29,11 @@ async def _wait_for_signal() -> None:
 
 
 async def run_ours(db: str, port: int, fixes: bool = True) -> None:
-    from broker.server import EmbeddedServer
+    from broker.server import EmbeddedServer, tune_gc
     from store import open_registry
     from store.registry import RegistryConfig
 
+    tune_gc()  # as `client-registry serve` does (serve_main)
     reg = open_registry(db, config=RegistryConfig(per_peer_per_minute=10**9, max_pending=10**7))
     try:
         async with EmbeddedServer(reg, mqtt_bind=f"127.0.0.1:{port}", http_bind=None, log=None,
