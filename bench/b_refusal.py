@@ -14,7 +14,7 @@ import asyncio
 import time
 
 from . import procs
-from .common import PASSWORD, Clock, gather_bounded, make_users
+from .common import Clock, gather_bounded, make_users
 from .mqtt import connect_once
 
 SIZES = {"full": dict(refusals=5000, warmup=300, concurrency=20, settle=1.0),

@@ -297,7 +297,7 @@ class EmbeddedServer:
 # it is still open (50 concurrent connects live ~50 ms), so they die in the oldest generation, and a full
 # collection walks the whole heap (150-200 ms each, every ~200 connects: half the CPU of a warm connect). With a
 # larger young generation they are freed while still young, at a cost proportional to the garbage only.
-SERVE_GC_THRESHOLD = (20_000, 10, 10)
+SERVE_GC_THRESHOLD = (5_000, 10, 10)
 
 
 def tune_gc() -> None:
