@@ -5,23 +5,8 @@ from __future__ import annotations
 import socket
 import struct
 
-
-def _str(s: str) -> bytes:
-    b = s.encode()
-    return struct.pack("!H", len(b)) + b
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n % 128, n // 128
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def packet(kind: int, body: bytes, flags: int = 0) -> bytes:
-    return bytes([(kind << 4) | flags]) + _varint(len(body)) + body
+# The packet encoding is the benchmarks' lightweight client's: one copy of it.
+from bench.mqtt import _str, _varint, packet
 
 
 def connect(client_id: str, username: str | None = None, password: str | None = None, *,
