@@ -144,10 +144,11 @@ class RegisterAPI:
 
     async def _existing(self, username: str, password: str) -> web.Response:
         reg = self.reg
-        if reg.authenticate_cached(username, password) or await self._argon2(reg.authenticate, username, password):
-            user = await asyncio.to_thread(reg.user, username)
-            return _answer(201, status="granted", username=username, permissions=_permissions(user))
+        if not reg.authenticate_cached(username, password):
+            res = await self._argon2(reg.login, username, password, None, None, "http")
+            if res.outcome == "disabled":  # only said to a caller who knows the password
+                return _answer(403, error="disabled", message="this user is disabled")
+            if not res.accepted:
+                return _answer(409, error="conflict", message="this username already exists with another password")
         user = await asyncio.to_thread(reg.user, username)
-        if user is not None and user.disabled:
-            return _answer(403, error="disabled", message="this user is disabled")
-        return _answer(409, error="conflict", message="this username already exists with another password")
+        return _answer(201, status="granted", username=username, permissions=_permissions(user))

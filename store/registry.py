@@ -387,13 +387,19 @@ class Registry:
             return True
         return None
 
-    def _verify(self, row, username: str, password: str) -> bool:
-        """The one argon2 verification (against a dummy hash when there is no such user)."""
+    def _check(self, row, username: str, password: str) -> str:
+        """The one argon2 verification (against a dummy hash when there is no such user): "ok", "disabled"
+        (the password is right but the user may not log in) or "wrong"."""
         ok = crypto.verify_password(row.password_hash if row else None, password)
-        if not ok or row is None or row.disabled:
-            return False
+        if not ok or row is None:
+            return "wrong"
+        if row.disabled:
+            return "disabled"
         self._auth_cache[username] = self._fingerprint(username, password)
-        return True
+        return "ok"
+
+    def _verify(self, row, username: str, password: str) -> bool:
+        return self._check(row, username, password) == "ok"
 
     @_guarded
     def login(self, username: str, password: str, client_id: str | None = None, peer: str | None = None,
@@ -413,9 +419,12 @@ class Registry:
             return LoginResult(True, "accepted", "cached credentials")
         row = self._user_row(username)
         if row is not None:
-            if self._verify(row, username, password):
+            verdict = self._check(row, username, password)
+            if verdict == "ok":
                 return LoginResult(True, "accepted", "password verified")
-            return LoginResult(False, "refused", "wrong password or disabled")
+            if verdict == "disabled":  # said only to whoever knows the password
+                return LoginResult(False, "disabled", "the user is disabled")
+            return LoginResult(False, "refused", "wrong password")
         attempt, hashed = self._record_attempt(username, password, client_id, peer, source)
         if not hashed:
             crypto.verify_password(None, password)  # the dummy: costs what the hash would have

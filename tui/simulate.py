@@ -109,7 +109,6 @@ class Simulator:
                 result["error"] = exc.strerror or str(exc)
             rc = result.get("rc")
             if rc is not None and not rc.is_failure:
-                device.admitted = True
                 self.say(device, f"got in after {device.attempts} attempt(s)")
                 self._stay(device, client, result, got)
                 return
@@ -142,6 +141,8 @@ class Simulator:
         else:
             self.say(device, "connected, but may not subscribe to any of "
                      + ", ".join(probe_topics(device.username)) + " (no permissions yet)")
+        # Admitted once it has said what it may use: --until-admitted must not cut the probe short.
+        device.admitted = True
         while not self.stop.is_set():
             client.publish(f"devices/{device.username}/heartbeat", str(int(time.time())), qos=0)
             self._wait(self.heartbeat)

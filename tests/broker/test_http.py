@@ -118,3 +118,15 @@ def test_denied_is_403_and_healthz(server, admin_reg):
     assert post(port, {"username": "deny-me", "password": "long-enough"})[0] == 403
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as resp:
         assert resp.status == 200 and json.loads(resp.read())["status"] == "ok"
+
+
+def test_disabled_is_told_only_to_the_right_password(server, admin_reg):
+    port = server.http_port
+    admin_reg.add_user("off-dev", "right-password", actor="test")
+    admin_reg.disable_user("off-dev", actor="test")
+    status, body = post(port, {"username": "off-dev", "password": "wrong-password"})
+    assert status == 409 and "disabled" not in json.dumps(body)
+    status, body = post(port, {"username": "off-dev", "password": "right-password"})
+    assert status == 403 and body["error"] == "disabled"
+    admin_reg.enable_user("off-dev", actor="test")
+    assert post(port, {"username": "off-dev", "password": "right-password"})[0] == 201
