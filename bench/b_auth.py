@@ -10,7 +10,7 @@ import asyncio
 import itertools
 
 from . import procs
-from .common import PASSWORD, Clock, make_users, summary_ms
+from .common import PASSWORD, Clock, server_with_users, summary_ms
 from .mqtt import connect_once
 
 SIZES = {
@@ -51,16 +51,10 @@ def run(quick: bool = False, kinds: tuple[str, ...] = procs.KINDS) -> dict:
     conc_users = [f"auth-conc-{i:05d}" for i in range(size["conc_cold"])]
     results: dict = {"sizes": size, "servers": {}}
     for kind in kinds:
-        if kind == "mosquitto" and not procs.ensure_mosquitto():
+        server = server_with_users(kind, "auth", seq_users + conc_users)
+        if server is None:
             results["servers"][kind] = {"skipped": "mosquitto not installed"}
             continue
-        work = procs.tempdir(f"auth-{kind}")
-        db = str(work / "registry.db")
-        server = procs.Server(kind, work, db=db)
-        if kind == "ours":
-            make_users(db, seq_users + conc_users)
-        elif kind == "mosquitto":
-            server.write_mosquitto_users([(u, PASSWORD) for u in seq_users + conc_users])
         with server:
             cpu0 = server.cpu_seconds()
             out = {}

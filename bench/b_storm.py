@@ -13,7 +13,7 @@ import asyncio
 import random
 
 from . import procs
-from .common import PASSWORD, Clock, make_users, raise_fd_limit
+from .common import PASSWORD, Clock, raise_fd_limit, server_with_users
 from .mqtt import connect
 
 SIZES = {"full": dict(devices=2000, timeout=120.0), "quick": dict(devices=40, timeout=30.0)}
@@ -62,16 +62,10 @@ def run(quick: bool = False, kinds: tuple[str, ...] = procs.KINDS) -> dict:
     names = [f"storm-{i:05d}" for i in range(size["devices"])]
     out: dict = {"sizes": size, "servers": {}}
     for kind in kinds:
-        if kind == "mosquitto" and not procs.ensure_mosquitto():
+        server = server_with_users(kind, "storm", names)
+        if server is None:
             out["servers"][kind] = {"skipped": "mosquitto not installed"}
             continue
-        work = procs.tempdir(f"storm-{kind}")
-        db = str(work / "registry.db")
-        server = procs.Server(kind, work, db=db)
-        if kind == "ours":
-            make_users(db, names)
-        elif kind == "mosquitto":
-            server.write_mosquitto_users([(n, PASSWORD) for n in names])
         with server:
             rss0 = server.rss()
             cpu0 = server.cpu_seconds()

@@ -7,6 +7,8 @@ import resource
 import time
 from dataclasses import dataclass
 
+from . import procs
+
 PASSWORD = "bench-password-1"  # every bench user shares it: see make_users
 
 
@@ -88,3 +90,18 @@ async def gather_bounded(coros, limit: int):
             return await c
 
     return await asyncio.gather(*(run(c) for c in coros))
+
+
+def server_with_users(kind: str, label: str, names: list[str]):
+    """A server of ``kind`` (not started) that accepts ``names`` with PASSWORD, or None when it is
+    Mosquitto and Mosquitto cannot be installed."""
+    if kind == "mosquitto" and not procs.ensure_mosquitto():
+        return None
+    work = procs.tempdir(f"{label}-{kind}")
+    db = str(work / "registry.db")
+    server = procs.Server(kind, work, db=db)
+    if kind == "ours":
+        make_users(db, names)
+    elif kind == "mosquitto":
+        server.write_mosquitto_users([(n, PASSWORD) for n in names])
+    return server
