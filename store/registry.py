@@ -168,6 +168,8 @@ class Registry:
             R.update(last_seen=now, attempts=R.attempts + 1, client_id=client_id or row.client_id,
                      peer=peer or row.peer).where(R.id == row.id).execute()
             if row.status == "pending" and now - self._retry_event_at.get(row.id, 0.0) >= RETRY_EVENT_EVERY:
+                if len(self._retry_event_at) > 2 * self.config.max_pending:  # a long-running server: stay bounded
+                    self._retry_event_at.clear()
                 self._retry_event_at[row.id] = now
                 self._event("registry", "request.retried", username, request_id=row.id,
                             attempts=row.attempts + 1)
@@ -373,7 +375,7 @@ class Registry:
             return False
         if self.authenticate_cached(username, password):
             return True
-        return self._verify(self._user_row(username), username, password)
+        return self._check(self._user_row(username), username, password) == "ok"
 
     def authenticate_cached(self, username: str, password: str) -> bool | None:
         """True when exactly these credentials verified before and the user has not changed since (one HMAC and
@@ -397,9 +399,6 @@ class Registry:
             return "disabled"
         self._auth_cache[username] = self._fingerprint(username, password)
         return "ok"
-
-    def _verify(self, row, username: str, password: str) -> bool:
-        return self._check(row, username, password) == "ok"
 
     @_guarded
     def login(self, username: str, password: str, client_id: str | None = None, peer: str | None = None,
