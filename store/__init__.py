@@ -3,9 +3,9 @@
 from .crypto import pairing_code
 from .errors import RefusedError, StoreError
 from .registry import Registry, RegistryConfig, open_registry
-from .views import AttemptResult, EventView, ItemResult, LoginResult, RequestView, Status, UserView
+from .views import AttemptResult, EventView, Grants, ItemResult, LoginResult, RequestView, Status, UserView
 
 __all__ = [
-    "AttemptResult", "EventView", "ItemResult", "LoginResult", "RefusedError", "Registry", "RegistryConfig",
+    "AttemptResult", "EventView", "Grants", "ItemResult", "LoginResult", "RefusedError", "Registry", "RegistryConfig",
     "RequestView", "Status", "StoreError", "UserView", "open_registry", "pairing_code",
 ]

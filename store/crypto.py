@@ -1,9 +1,9 @@
-"""Password hashing, fingerprints and pairing codes.
+"""Verifiers, pairing codes and the server secret.
 
-argon2id with t=2, m=19 MiB, p=1: the OWASP minimum for argon2id. On a 2-core gateway one hash costs
-about 20-40 ms and 19 MiB, so a burst of registrations cannot exhaust memory, while an offline attack on a
-leaked database still pays the memory-hard price per guess. Verifications that succeed are cached by HMAC
-(see Registry.authenticate), so reconnect storms do not pay argon2 again.
+A password is never stored. Requests and users keep an HMAC-SHA256 verifier of name and password under a
+per-database server secret: enough to recognise a retry, or a granted device's first login, with one HMAC.
+Mosquitto keeps its own salted PBKDF2-SHA512 hash and checks every known device itself, so no password check
+of ours is on a hot path (docs/SECURITY.md says what each file gives an attacker).
 """
 
 from __future__ import annotations
@@ -16,26 +16,7 @@ import secrets
 import tempfile
 from pathlib import Path
 
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-
-HASHER = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1, hash_len=32, salt_len=16)
-
-# Verified against when the user does not exist, so an unknown name costs the same time as a wrong password.
-DUMMY_HASH = HASHER.hash(secrets.token_urlsafe(16))
-
 SECRET_FILE = "server.secret"
-
-
-def hash_password(password: str) -> str:
-    return HASHER.hash(password)
-
-
-def verify_password(stored_hash: str | None, password: str) -> bool:
-    try:
-        return HASHER.verify(stored_hash or DUMMY_HASH, password) and stored_hash is not None
-    except (VerifyMismatchError, VerificationError, InvalidHashError):
-        return False
 
 
 def pairing_code(username: str, password: str) -> str:
@@ -44,10 +25,15 @@ def pairing_code(username: str, password: str) -> str:
     return base64.b32encode(digest).decode("ascii")[:6]
 
 
-def fingerprint(secret: bytes, username: str, password: str) -> str:
-    """HMAC-SHA256 of name and password under the server secret: matches retries without argon2."""
+def verifier(secret: bytes, username: str, password: str) -> str:
+    """HMAC-SHA256 of name and password under the server secret (hex)."""
     message = username.encode("utf-8", "surrogatepass") + b"\0" + password.encode("utf-8", "surrogatepass")
     return hmac.new(secret, message, hashlib.sha256).hexdigest()
+
+
+def same(a: str | None, b: str) -> bool:
+    """Constant-time comparison of two verifiers (None never matches)."""
+    return a is not None and hmac.compare_digest(a, b)
 
 
 def load_or_create_secret(folder: Path) -> bytes:

@@ -90,6 +90,12 @@ def _prepare_schema(db: pw.Database, models, location: str) -> None:
                 f"database {location} was written by a newer client-registry (schema {found}); "
                 f"this version understands schema {SCHEMA_VERSION}: upgrade client-registry"
             )
+        if found < SCHEMA_VERSION:
+            raise StoreError(
+                f"database {location} was written by client-registry 0.1 (schema {found}: argon2id hashes, "
+                f"amqtt broker); this version keeps HMAC verifiers (schema {SCHEMA_VERSION}) and cannot convert "
+                f"it: move it aside, start a new registry and let the devices register again"
+            )
         models.Window.insert(id=1).on_conflict_ignore().execute()
 
 

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import peewee as pw
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: HMAC verifiers instead of argon2id hashes; users bound to a client id
 
 
 def make_models(db: pw.Database) -> SimpleNamespace:
@@ -23,7 +23,8 @@ def make_models(db: pw.Database) -> SimpleNamespace:
 
     class User(Base):
         name = pw.CharField(unique=True, max_length=128)
-        password_hash = pw.CharField(max_length=255)
+        verifier = pw.CharField(max_length=64)  # HMAC-SHA256 of name and password (store/crypto.py)
+        client_id = pw.CharField(max_length=1024, null=True)  # the id it registered with: {client_id} binds to it
         admin = pw.BooleanField(default=False)
         disabled = pw.BooleanField(default=False)
         created_at = pw.DoubleField()
@@ -44,8 +45,7 @@ def make_models(db: pw.Database) -> SimpleNamespace:
 
     class Request(Base):
         username = pw.CharField(max_length=128, index=True)
-        password_hash = pw.CharField(max_length=255)
-        fingerprint = pw.CharField(max_length=64)
+        verifier = pw.CharField(max_length=64)
         pairing_code = pw.CharField(max_length=8)
         client_id = pw.CharField(max_length=1024, null=True)
         peer = pw.CharField(max_length=128, null=True)

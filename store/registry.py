@@ -8,7 +8,6 @@ broker relays). Events never carry a password, hash or fingerprint.
 from __future__ import annotations
 
 import functools
-import hmac
 import json
 import time
 from collections import Counter
@@ -21,7 +20,7 @@ from . import crypto, location as loc, topics
 from .database import connect, translated, write_transaction
 from .errors import RefusedError, StoreError
 from .validation import parse_permission, password_problem, registration_problem, username_problem
-from .views import AttemptResult, EventView, ItemResult, LoginResult, RequestView, Status, UserView
+from .views import AttemptResult, EventView, Grants, ItemResult, LoginResult, RequestView, Status, UserView
 
 ACTIONS = ("subscribe", "publish", "receive")
 KNOCK_WINDOW = 300  # "devices knocking": refused while locked in the last five minutes
@@ -56,6 +55,7 @@ class _Access:
     admin: bool
     disabled: bool
     permissions: list  # [(pattern, access)]
+    client_id: str | None  # the client id the user registered with ({client_id} binds to it)
 
 
 class Registry:
@@ -69,7 +69,6 @@ class Registry:
             self._secret = crypto.load_or_create_secret(self.data_dir)
         except (OSError, ValueError) as exc:
             raise StoreError(f"cannot read or create the server secret in {self.data_dir}: {exc}") from exc
-        self._auth_cache: dict[str, str] = {}  # username -> fingerprint that verified
         self._access_cache: dict[str, _Access | None] = {}
         self._retry_event_at: dict[int, float] = {}
         self._expired_checked_at = 0.0
@@ -82,8 +81,8 @@ class Registry:
     def _event(self, actor: str, kind: str, subject: str | None, **detail) -> None:
         self.m.Event.create(time=self.clock(), actor=actor, kind=kind, subject=subject, detail=json.dumps(detail))
 
-    def _fingerprint(self, username: str, password: str) -> str:
-        return crypto.fingerprint(self._secret, username, password)
+    def _verifier(self, username: str, password: str) -> str:
+        return crypto.verifier(self._secret, username, password)
 
     def _user_row(self, name: str):
         return self.m.User.get_or_none(self.m.User.name == name)
@@ -98,48 +97,40 @@ class Registry:
     @_guarded
     def record_attempt(self, username, password, client_id=None, peer=None, source="mqtt",
                        requested_permissions=None, context=None) -> AttemptResult:
-        """Record a registration attempt of a name that is not a user. Only a new request pays argon2 (the
-        hash); see :meth:`login` for the path that keeps every outcome at one argon2 operation."""
-        return self._record_attempt(username, password, client_id, peer, source, requested_permissions,
-                                    context)[0]
-
-    def _record_attempt(self, username, password, client_id, peer, source, requested_permissions=None,
-                        context=None) -> tuple[AttemptResult, bool]:
-        """record_attempt, plus whether it ran argon2 (hashed the password of a new request)."""
+        """Record a registration attempt of a name that is not a user (see :meth:`login` for any name)."""
         broken = registration_problem(username, password, requested_permissions, context)
         if broken:
-            return AttemptResult("invalid", broken[1], field=broken[0]), False
+            return AttemptResult("invalid", broken[1], field=broken[0])
         if source not in ("mqtt", "http"):
             raise ValueError(f"unknown source {source!r}")
         if self._user_row(username) is not None:
-            return AttemptResult("known_user", f"{username!r} is already a user"), False
+            return AttemptResult("known_user", f"{username!r} is already a user")
         now = self.clock()
         if not self._unlocked(now):
             self._knock(username, now)
-            return AttemptResult("locked", "the registry is locked"), False
+            return AttemptResult("locked", "the registry is locked")
         self._expire_if_due(now)
 
         code = crypto.pairing_code(username, password)
-        print_ = self._fingerprint(username, password)
+        print_ = self._verifier(username, password)
         outcome = self._match_existing(username, print_, client_id, peer, now)
         if outcome:
-            return outcome, False
+            return outcome
         refusal = self._flood_refusal(peer, now)
         if refusal:
-            return AttemptResult("flood", refusal), False
+            return AttemptResult("flood", refusal)
 
-        password_hash = crypto.hash_password(password)  # outside the transaction: argon2 is slow
         with write_transaction(self.db):
             # Another process may have recorded the same credentials, or granted them, meanwhile.
             if self._user_row(username) is not None:
-                return AttemptResult("known_user", f"{username!r} is already a user"), True
+                return AttemptResult("known_user", f"{username!r} is already a user")
             outcome = self._match_existing(username, print_, client_id, peer, self.clock())
             if outcome:
-                return outcome, True
+                return outcome
             rivals = list(self.m.Request.select().where(
                 (self.m.Request.username == username) & (self.m.Request.status == "pending")))
             row = self.m.Request.create(
-                username=username, password_hash=password_hash, fingerprint=print_, pairing_code=code,
+                username=username, verifier=print_, pairing_code=code,
                 client_id=client_id, peer=peer, source=source,
                 requested_permissions=json.dumps(requested_permissions) if requested_permissions else None,
                 context=json.dumps(context) if context is not None else None,
@@ -156,14 +147,14 @@ class Registry:
         view = RequestView.of(row)
         if rivals:
             return AttemptResult("conflict", f"another request for {username!r} has a different password",
-                                 request=view, pairing_code=code), True
-        return AttemptResult("pending", "waiting for an operator", request=view, pairing_code=code), True
+                                 request=view, pairing_code=code)
+        return AttemptResult("pending", "waiting for an operator", request=view, pairing_code=code)
 
     def _match_existing(self, username, print_, client_id, peer, now) -> AttemptResult | None:
         """Same name and same password as a stored request: count the retry there."""
         R = self.m.Request
         for row in R.select().where((R.username == username) & R.status.in_(("pending", "denied"))):
-            if not hmac.compare_digest(row.fingerprint, print_):
+            if not crypto.same(row.verifier, print_):
                 continue
             R.update(last_seen=now, attempts=R.attempts + 1, client_id=client_id or row.client_id,
                      peer=peer or row.peer).where(R.id == row.id).execute()
@@ -194,7 +185,7 @@ class Registry:
         return None
 
     def _knock(self, username: str, now: float) -> None:
-        key = crypto.fingerprint(self._secret, username, "")[:32]
+        key = crypto.verifier(self._secret, username, "")[:32]
         K = self.m.Knock
         K.insert(key=key, last_seen=now, count=1).on_conflict(
             conflict_target=[K.key], update={K.last_seen: now, K.count: K.count + 1}).execute()
@@ -299,8 +290,8 @@ class Registry:
             else:
                 perms = explicit
             user = self.m.User.create(
-                name=row.username, password_hash=row.password_hash, created_at=now, created_by=actor,
-                created_how=f"registration-{row.source}")
+                name=row.username, verifier=row.verifier, client_id=row.client_id, created_at=now,
+                created_by=actor, created_how=f"registration-{row.source}")
             for pattern, access in dict(perms).items():
                 self.m.Permission.create(user=user, pattern=pattern, access=access)
             R.update(status="granted", decided_by=actor, decided_at=now).where(R.id == row.id).execute()
@@ -359,63 +350,35 @@ class Registry:
 
     # -------------------------------------------------------------------- auth
     def invalidate(self, username: str | None = None) -> None:
-        """Forget cached credentials and permissions (of one user, or of all)."""
+        """Forget cached permissions (of one user, or of all)."""
         if username is None:
-            self._auth_cache.clear()
             self._access_cache.clear()
         else:
-            self._auth_cache.pop(username, None)
             self._access_cache.pop(username, None)
+
+    def _check(self, row, username: str, password: str) -> str:
+        """"ok", "disabled" (the password is right but the user may not log in) or "wrong"."""
+        if row is None or not crypto.same(row.verifier, self._verifier(username, password)):
+            return "wrong"
+        return "disabled" if row.disabled else "ok"
 
     @_guarded
     def authenticate(self, username: str, password: str) -> bool:
-        """True for a user's right password (and not disabled). Anything not answered by the cache costs exactly
-        one argon2 verification: unknown names, disabled users and wrong passwords take the same time."""
+        """True for a user's right password (and not disabled): one HMAC against the stored verifier."""
         if not isinstance(username, str) or not isinstance(password, str):
             return False
-        if self.authenticate_cached(username, password):
-            return True
         return self._check(self._user_row(username), username, password) == "ok"
-
-    def authenticate_cached(self, username: str, password: str) -> bool | None:
-        """True when exactly these credentials verified before and the user has not changed since (one HMAC and
-        a dict lookup: no database, no argon2, so it may run on an event loop); None otherwise. It never says
-        False for a name, not even for a cached user's wrong password: only the full check (one argon2
-        operation) refuses, so a refusal does not come back faster for a name that exists."""
-        if not isinstance(username, str) or not isinstance(password, str):
-            return None
-        cached = self._auth_cache.get(username)
-        if cached is not None and hmac.compare_digest(cached, self._fingerprint(username, password)):
-            return True
-        return None
-
-    def _check(self, row, username: str, password: str) -> str:
-        """The one argon2 verification (against a dummy hash when there is no such user): "ok", "disabled"
-        (the password is right but the user may not log in) or "wrong"."""
-        ok = crypto.verify_password(row.password_hash if row else None, password)
-        if not ok or row is None:
-            return "wrong"
-        if row.disabled:
-            return "disabled"
-        self._auth_cache[username] = self._fingerprint(username, password)
-        return "ok"
 
     @_guarded
     def login(self, username: str, password: str, client_id: str | None = None, peer: str | None = None,
               source: str = "mqtt") -> LoginResult:
-        """One login that may be a registration (an MQTT CONNECT): a user is authenticated, any other name is
-        recorded as a registration attempt (and refused).
+        """A login the broker could not answer itself (Mosquitto forwards names it does not know).
 
-        The timing rule lives here: whatever the name, a login not answered by the credential cache costs
-        exactly ONE argon2id operation. A user's login is one verification (right, wrong or disabled); an
-        unknown name either hashes the password of a new request, or, for every attempt outcome that does not
-        hash (locked, retry, denied, invalid, flood, known_user), runs one dummy verification instead. So a
-        prober cannot tell names apart by timing, and a new device no longer pays argon2 twice.
-        """
+        A user's right password is ``accepted``: the broker has no account for it yet (the service restarted
+        since the grant, or the account was deleted by hand) and may create one with this password. Any
+        other name is recorded as a registration attempt (and refused)."""
         if not isinstance(username, str) or not isinstance(password, str):
             return LoginResult(False, "not_credentials", "username and password must be strings")
-        if self.authenticate_cached(username, password):
-            return LoginResult(True, "accepted", "cached credentials")
         row = self._user_row(username)
         if row is not None:
             verdict = self._check(row, username, password)
@@ -424,9 +387,7 @@ class Registry:
             if verdict == "disabled":  # said only to whoever knows the password
                 return LoginResult(False, "disabled", "the user is disabled")
             return LoginResult(False, "refused", "wrong password")
-        attempt, hashed = self._record_attempt(username, password, client_id, peer, source)
-        if not hashed:
-            crypto.verify_password(None, password)  # the dummy: costs what the hash would have
+        attempt = self.record_attempt(username, password, client_id, peer, source)
         return LoginResult(False, attempt.outcome, attempt.reason, attempt)
 
     def _access(self, username: str) -> _Access | None:
@@ -436,47 +397,46 @@ class Registry:
         row = self._user_row(username)
         access = None
         if row is not None:
-            access = _Access(row.admin, row.disabled, [(p.pattern, p.access) for p in row.permissions])
+            access = _Access(row.admin, row.disabled, [(p.pattern, p.access) for p in row.permissions],
+                             row.client_id)
         self._access_cache[username] = access
         return access
 
     @_guarded
-    def authorize(self, username: str | None, action: str, topic: str, client_id: str | None = None) -> bool:
-        if action not in ACTIONS:
-            raise ValueError(f"unknown action {action!r}")
-        if not username or not topic:
-            return False
-        return self._allows(self._access(username), username, action, topic, client_id)
-
-    def authorize_cached(self, username: str | None, action: str, topic: str,
-                         client_id: str | None = None) -> bool | None:
-        """authorize answered from the permission cache alone (no database, fit for an event loop); None when
-        the user's permissions are not cached (call :meth:`authorize` from a thread then)."""
-        if action not in ACTIONS:
-            raise ValueError(f"unknown action {action!r}")
-        if not username or not topic:
-            return False
-        access = self._access_cache.get(username, _MISSING)
-        if access is _MISSING:
+    def grants(self, username: str) -> Grants | None:
+        """What a user may do, as a broker must enforce it (None when there is no such user): placeholders
+        filled with the name and the client id the user registered with, patterns that cannot be filled
+        (or would widen) dropped, and `$` topics kept for admins only. The broker projects exactly this."""
+        access = self._access(username)
+        if access is None:
             return None
-        return self._allows(access, username, action, topic, client_id)
+        allowed = []
+        for pattern, kind in access.permissions:
+            expanded = topics.expand(pattern, username, access.client_id)
+            if expanded is None or (expanded.startswith("$") and not access.admin):
+                continue
+            allowed.append((expanded, kind))
+        binds = any("{client_id}" in pattern for pattern, _ in access.permissions)
+        return Grants(username, bool(access.admin), bool(access.disabled),
+                      access.client_id if binds else None, tuple(allowed))
 
-    @staticmethod
-    def _allows(access: _Access | None, username: str, action: str, topic: str, client_id: str | None) -> bool:
-        if access is None or access.disabled:
+    @_guarded
+    def authorize(self, username: str | None, action: str, topic: str) -> bool:
+        """May this user do ``action`` (subscribe, publish, receive) on ``topic``? The same answer the
+        broker enforces from :meth:`grants`."""
+        if action not in ACTIONS:
+            raise ValueError(f"unknown action {action!r}")
+        if not username or not topic:
             return False
-        if access.admin:
+        grants = self.grants(username)
+        if grants is None or grants.disabled:
+            return False
+        if grants.admin:
             return True
         if topic.startswith("$"):
             return False
         check = topics.covers if action == "subscribe" else topics.matches
-        for pattern, kind in access.permissions:
-            if not topics.access_allows(kind, action):
-                continue
-            expanded = topics.expand(pattern, username, client_id)
-            if expanded is not None and check(expanded, topic):
-                return True
-        return False
+        return any(topics.access_allows(kind, action) and check(pattern, topic) for pattern, kind in grants.topics)
 
     @_guarded
     def is_user(self, username: str) -> bool:
@@ -493,11 +453,10 @@ class Registry:
         for problem in (username_problem(name), password_problem(password)):
             if problem:
                 raise RefusedError(problem)
-        password_hash = crypto.hash_password(password)
         with write_transaction(self.db):
             if self._user_row(name) is not None:
                 raise RefusedError(f"user {name!r} already exists")
-            self.m.User.create(name=name, password_hash=password_hash, admin=admin, created_at=self.clock(),
+            self.m.User.create(name=name, verifier=self._verifier(name, password), admin=admin, created_at=self.clock(),
                                created_by=actor, created_how=how)
             self._event(actor, "user.added", name, admin=admin, how=how)
         self.invalidate(name)
@@ -534,10 +493,9 @@ class Registry:
         problem = password_problem(password)
         if problem:
             raise RefusedError(problem)
-        password_hash = crypto.hash_password(password)
         with write_transaction(self.db):
             row = self._require_user(name)
-            self.m.User.update(password_hash=password_hash).where(self.m.User.id == row.id).execute()
+            self.m.User.update(verifier=self._verifier(name, password)).where(self.m.User.id == row.id).execute()
             self._event(actor, "user.password_changed", name)
         self.invalidate(name)
 
@@ -640,7 +598,8 @@ class Registry:
 
     def _user_view(self, row, permissions) -> UserView:
         return UserView(name=row.name, admin=bool(row.admin), disabled=bool(row.disabled), created_at=row.created_at,
-                        created_by=row.created_by, created_how=row.created_how, permissions=permissions)
+                        created_by=row.created_by, created_how=row.created_how, permissions=permissions,
+                        client_id=row.client_id)
 
     @_guarded
     def users(self) -> list[UserView]:

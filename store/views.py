@@ -47,6 +47,7 @@ class UserView:
     created_by: str
     created_how: str
     permissions: list = field(default_factory=list)  # [(pattern, access)]
+    client_id: str | None = None  # the client id it registered with ({client_id} patterns bind to it)
 
     def as_dict(self) -> dict:
         data = asdict(self)
@@ -108,6 +109,17 @@ class LoginResult:
     outcome: str  # accepted | refused (wrong password) | disabled (right password) | not_credentials | an AttemptResult outcome
     reason: str
     attempt: AttemptResult | None = None  # set when the name was not a user and the attempt was recorded
+
+
+@dataclass(frozen=True)
+class Grants:
+    """What one user may do, placeholders filled: what a broker enforces (see Registry.grants)."""
+
+    username: str
+    admin: bool
+    disabled: bool
+    client_id: str | None  # set when a {client_id} pattern binds the account to this client id
+    topics: tuple  # ((pattern, access), ...) with access read | write | readWrite
 
 
 @dataclass(frozen=True)

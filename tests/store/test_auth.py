@@ -1,42 +1,20 @@
-"""authenticate and authorize: the broker's hot path."""
+"""authenticate, login and authorize: what the broker is told about a user."""
 
 import pytest
 
-import store.crypto
 from store import RefusedError
 
 
-@pytest.fixture
-def verify_calls(monkeypatch):
-    calls = []
-    real = store.crypto.verify_password
-
-    def spy(stored_hash, password):
-        calls.append(stored_hash)
-        return real(stored_hash, password)
-
-    monkeypatch.setattr(store.crypto, "verify_password", spy)
-    return calls
-
-
-def test_authenticate_and_cache(reg, verify_calls):
+def test_authenticate_checks_the_verifier(reg):
     reg.add_user("alice", "alice-pw", actor="op")
     assert reg.authenticate("alice", "alice-pw")
-    assert reg.authenticate("alice", "alice-pw")
-    assert len(verify_calls) == 1  # the second one came from the cache
-    assert not reg.authenticate("alice", "wrong-pw")
+    assert not reg.authenticate("alice", "wrong-pw") and not reg.authenticate("nobody", "alice-pw")
+    row = reg.m.User.get(reg.m.User.name == "alice")
+    assert len(row.verifier) == 64 and "alice-pw" not in row.verifier  # an HMAC, never the password
 
 
-def test_unknown_name_costs_one_argon2_verification_like_a_wrong_password(reg, verify_calls):
+def test_verifiers_follow_the_user(reg):
     reg.add_user("alice", "alice-pw", actor="op")
-    assert not reg.authenticate("nobody", "whatever")
-    assert not reg.authenticate("alice", "whatever")
-    assert len(verify_calls) == 2 and verify_calls[0] is None and verify_calls[1].startswith("$argon2id$")
-
-
-def test_cache_is_dropped_when_the_user_changes(reg):
-    reg.add_user("alice", "alice-pw", actor="op")
-    assert reg.authenticate("alice", "alice-pw")
     reg.set_password("alice", "new-alice-pw", actor="op")
     assert not reg.authenticate("alice", "alice-pw") and reg.authenticate("alice", "new-alice-pw")
     reg.disable_user("alice", actor="op")
@@ -47,12 +25,26 @@ def test_cache_is_dropped_when_the_user_changes(reg):
     assert not reg.authenticate("alice", "new-alice-pw")
 
 
-def test_change_by_another_process_needs_invalidate(reg, make_reg):
+def test_a_verifier_is_bound_to_its_database_secret(reg, make_reg, tmp_path):
+    """Two databases never share a verifier: each has its own server secret."""
     reg.add_user("alice", "alice-pw", actor="op")
-    assert reg.authenticate("alice", "alice-pw")
-    make_reg().disable_user("alice", actor="other-process")
-    reg.invalidate("alice")  # what the broker's relay does for each event
-    assert not reg.authenticate("alice", "alice-pw")
+    other = make_reg(path=str(tmp_path / "other" / "registry.db"))
+    other.add_user("alice", "alice-pw", actor="op")
+    a = reg.m.User.get(reg.m.User.name == "alice").verifier
+    b = other.m.User.get(other.m.User.name == "alice").verifier
+    assert a != b
+
+
+def test_login_of_a_user_the_broker_does_not_know(reg):
+    """Mosquitto forwards only names it has no account for: a user's right password may be provisioned."""
+    reg.add_user("alice", "alice-pw", actor="op")
+    assert reg.login("alice", "alice-pw").outcome == "accepted"
+    assert reg.login("alice", "wrong-pw").outcome == "refused"
+    reg.disable_user("alice", actor="op")
+    assert reg.login("alice", "alice-pw").outcome == "disabled"
+    assert reg.login("alice", "wrong-pw").outcome == "refused"  # "disabled" only for the right password
+    assert reg.login("nobody", "whatever").outcome == "locked"  # not a user: a registration attempt
+    assert reg.login(b"bytes", "x").outcome == "not_credentials"
 
 
 def test_authorize_rules(reg):
@@ -70,18 +62,40 @@ def test_authorize_rules(reg):
     assert reg.authorize("dev", "publish", "cmd/dev/reboot")
     assert not reg.authorize("dev", "subscribe", "cmd/dev/reboot")
     assert not reg.authorize("dev", "publish", "cmd/other/reboot")
-    assert reg.authorize("dev", "publish", "own/cid-7/a", client_id="cid-7")
-    assert not reg.authorize("dev", "publish", "own/cid-7/a", client_id="cid-8")
+    assert not reg.authorize("dev", "publish", "own/cid-7/a")  # added by hand: bound to no client id
     assert not reg.authorize("dev", "subscribe", "$SYS/#") and not reg.authorize("dev", "receive", "$registry/x")
     assert not reg.authorize("ghost", "receive", "sensors/a")
 
 
+def _granted(reg, name, client_id, pattern):
+    reg.unlock(actor="op")
+    reg.record_attempt(name, f"{name}-pw", client_id, "10.0.0.1")
+    assert reg.grant([name], [(pattern, "readWrite")], actor="op")[0].ok
+
+
+def test_client_id_patterns_bind_to_the_registered_client_id(reg):
+    _granted(reg, "dev", "cid-7", "own/{client_id}/#")
+    grants = reg.grants("dev")
+    assert grants.client_id == "cid-7" and grants.topics == (("own/cid-7/#", "readWrite"),)
+    assert reg.authorize("dev", "publish", "own/cid-7/a") and not reg.authorize("dev", "publish", "own/cid-8/a")
+
+
 def test_client_id_with_wildcards_cannot_widen_a_pattern(reg):
+    for n, client_id in enumerate(("#", "+", "a/b")):
+        _granted(reg, f"dev{n}", client_id, "own/{client_id}/#")
+        assert reg.grants(f"dev{n}").topics == ()  # the pattern matches nothing
+        assert not reg.authorize(f"dev{n}", "subscribe", "own/#")
+
+
+def test_grants_fill_usernames_and_keep_dollar_topics_for_admins(reg):
     reg.add_user("dev", "dev-pw", actor="op")
-    reg.permit("dev", "own/{client_id}/#", "readWrite", actor="op")
-    for client_id in ("#", "+", "a/b", ""):
-        assert not reg.authorize("dev", "subscribe", f"own/{client_id}/#", client_id=client_id)
-    assert not reg.authorize("dev", "subscribe", "own/#", client_id="#")
+    reg.add_user("root", "root-pw", admin=True, actor="op")
+    for name in ("dev", "root"):
+        reg.permit(name, "devices/{username}/#", "read", actor="op")
+        reg.permit(name, "$SYS/#", "read", actor="op")
+    assert reg.grants("dev").topics == (("devices/dev/#", "read"),) and reg.grants("dev").client_id is None
+    assert set(reg.grants("root").topics) == {("devices/root/#", "read"), ("$SYS/#", "read")}
+    assert reg.grants("ghost") is None
 
 
 def test_permissions_change_is_seen_at_once(reg):
@@ -91,7 +105,7 @@ def test_permissions_change_is_seen_at_once(reg):
     assert reg.authorize("dev", "subscribe", "a/b")
     reg.permit("dev", "a/#", "write", actor="op")
     assert not reg.authorize("dev", "subscribe", "a/b")
-    assert reg.events()[-1].kind == "permission.removed"  # a shrink: the relay kicks live sessions
+    assert reg.events()[-1].kind == "permission.removed"  # a narrowing
     reg.forbid("dev", "a/#", actor="op")
     assert not reg.authorize("dev", "publish", "a/b")
 
