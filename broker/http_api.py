@@ -9,17 +9,15 @@ disabled, 400 malformed JSON or invalid field (body names the field and the rule
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
-from collections.abc import Callable
-from concurrent.futures import Executor
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
 from store.validation import registration_problem
 
-from .plugins import EVENT_OUTCOMES, safe
+from .log_text import safe
 
 REGISTER_PATH = "/api/client-registry/register"
 MAX_BODY = 64 * 1024
@@ -63,20 +61,25 @@ def _permissions(user: Any) -> list[dict[str, str]]:
     return [{"resource": pattern, "operation": access} for pattern, access in (user.permissions if user else [])]
 
 
-class RegisterAPI:
-    """Calls that may run argon2 (authenticate, record_attempt) go to ``argon2_pool`` (the server's argon2
-    executor; None = asyncio's default); ``wake`` is called after an attempt that wrote an event (the relay)."""
+async def _nothing(*args: Any) -> None:
+    return None
 
-    def __init__(self, reg: Any, log: Callable[[str], None], *, argon2_pool: Executor | None = None,
-                 wake: Callable[[], None] | None = None) -> None:
+
+class RegisterAPI:
+    """``wake`` is called after an attempt that wrote an event (the relay); ``hold(request_id, password)``
+    keeps a pending device's password in memory for its grant; ``granted(username, password)`` makes sure
+    the broker has the account of a device that proved its password (it may poll before the relay ran)."""
+
+    def __init__(self, reg: Any, log: Callable[[str], None], *, wake: Callable[[], None] | None = None,
+                 hold: Callable[[int, str], None] | None = None,
+                 granted: Callable[[str, str], Awaitable[Any]] | None = None,
+                 health: Callable[[], dict] | None = None) -> None:
         self.reg = reg
         self.log = log
-        self.argon2_pool = argon2_pool
         self.wake = wake or (lambda: None)
-
-    async def _argon2(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(
-            self.argon2_pool, functools.partial(fn, *args, **kwargs))
+        self.hold = hold or (lambda request_id, password: None)
+        self.granted = granted or _nothing
+        self.health = health or dict
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY)
@@ -89,7 +92,10 @@ class RegisterAPI:
             status = await asyncio.to_thread(self.reg.status)
         except Exception as exc:
             return _answer(503, status="error", message=str(exc))
-        return _answer(200, status="ok", unlocked=status.unlocked, pending=status.pending)
+        broker = self.health()
+        if broker.get("broker_state", "running") != "running":
+            return _answer(503, status="error", message=f"the broker is {broker['broker_state']}", **broker)
+        return _answer(200, status="ok", unlocked=status.unlocked, pending=status.pending, **broker)
 
     async def register(self, request: web.Request) -> web.Response:
         peer = request.remote or "?"
@@ -116,11 +122,12 @@ class RegisterAPI:
         username, password = data["username"], data["password"]
         if await asyncio.to_thread(reg.is_user, username):
             return await self._existing(username, password)
-        res = await self._argon2(
+        res = await asyncio.to_thread(
             reg.record_attempt, username, password, None, peer, "http",
             requested_permissions=data.get("permissions"), context=data.get("context"))
         outcome = res.outcome
-        if outcome in EVENT_OUTCOMES:
+        if res.accepted:
+            self.hold(res.request.id, password)
             self.wake()
         if outcome == "known_user":  # became a user between the two calls
             return await self._existing(username, password)
@@ -144,11 +151,11 @@ class RegisterAPI:
 
     async def _existing(self, username: str, password: str) -> web.Response:
         reg = self.reg
-        if not reg.authenticate_cached(username, password):
-            res = await self._argon2(reg.login, username, password, None, None, "http")
-            if res.outcome == "disabled":  # only said to a caller who knows the password
-                return _answer(403, error="disabled", message="this user is disabled")
-            if not res.accepted:
-                return _answer(409, error="conflict", message="this username already exists with another password")
+        res = await asyncio.to_thread(reg.login, username, password, None, None, "http")
+        if res.outcome == "disabled":  # only said to a caller who knows the password
+            return _answer(403, error="disabled", message="this user is disabled")
+        if not res.accepted:
+            return _answer(409, error="conflict", message="this username already exists with another password")
+        await self.granted(username, password)
         user = await asyncio.to_thread(reg.user, username)
         return _answer(201, status="granted", username=username, permissions=_permissions(user))

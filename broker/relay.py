@@ -1,11 +1,12 @@
-"""The event relay: Event rows (written by any process) -> MQTT messages, cache drops and session kicks.
+"""The event relay: Event rows (written by any process) -> the broker's projection, then MQTT messages.
 
 It polls ``Registry.events(since=...)`` every ``interval`` seconds (default 0.1 s, so an event written by another
 process is out well within 250 ms of its commit), and at once when :meth:`EventRelay.wake` is called (the
 plugins and the HTTP API call it after a decision of this process that wrote an event). The reads run in the
-relay's own one-thread executor, so they never queue behind argon2 jobs or anything else. It publishes each
-event with QoS 1 as JSON to ``$registry/v1/events/<kind>``, drops the Registry's cached credentials of the
-event's subject, and disconnects the live sessions of a user who was removed or disabled or lost a permission.
+relay's own one-thread executor. For each event it drops the Registry's cached permissions of the event's
+subject, lets the broker apply it (``apply``: dynamic-security commands; revocation disconnects there) and
+then publishes it with QoS 1 as JSON to ``$registry/v1/events/<kind>``: when a dashboard sees
+``request.granted`` the device's next CONNECT already succeeds.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
 
 TOPIC_PREFIX = "$registry/v1/events/"
-KICK_KINDS = frozenset({"user.removed", "user.disabled", "permission.removed"})
 _SECRET_WORDS = ("password", "hash", "hmac", "fingerprint", "secret")
 
 
@@ -45,12 +45,12 @@ def event_payload(event: Any) -> bytes:
 
 
 class EventRelay:
-    def __init__(self, reg: Any, publish: Callable[[str, bytes], Awaitable[None]],
-                 kick: Callable[[str], Awaitable[int]], log: Callable[[str], None],
+    def __init__(self, reg: Any, publish: Callable[[str, bytes], None],
+                 apply: Callable[[Any], Awaitable[None]], log: Callable[[str], None],
                  interval: float = 0.1, executor: Executor | None = None) -> None:
         self.reg = reg
         self.publish = publish
-        self.kick = kick
+        self.apply = apply
         self.log = log
         self.interval = interval
         self.last_id = 0
@@ -58,6 +58,7 @@ class EventRelay:
         self._own_pool = executor is None
         self._pool: Executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="cr-relay")
         self._wake = asyncio.Event()
+        self._turn = asyncio.Lock()  # one reader of the changelog at a time: events are handled in id order
 
     def wake(self) -> None:
         """Read the changelog now instead of at the next poll (call on the event loop, after the commit)."""
@@ -83,7 +84,7 @@ class EventRelay:
         while True:
             self._wake.clear()  # before the read: a wake during the read makes the next wait return at once
             try:
-                events = await self._read(self.reg.events, since=self.last_id, limit=500)
+                handled = await self.catch_up()
                 failing = False
             except asyncio.CancelledError:
                 raise
@@ -93,21 +94,30 @@ class EventRelay:
                 failing = True
                 await asyncio.sleep(1.0)
                 continue
-            for event in events:
-                await self.handle(event)
-                self.last_id = event.id
-            if not events:
+            if not handled:
                 try:
                     async with asyncio.timeout(self.interval):
                         await self._wake.wait()
                 except TimeoutError:
                     pass
 
+    async def catch_up(self) -> int:
+        """Handle the events committed so far (up to 500); returns how many. Callers that must act after
+        every earlier change was applied (a password handed over after `user passwd`) await it first."""
+        async with self._turn:
+            events = await self._read(self.reg.events, since=self.last_id, limit=500)
+            for event in events:
+                await self.handle(event)
+                self.last_id = event.id
+            return len(events)
+
     async def handle(self, event: Any) -> None:
         if not str(event.kind).startswith("registry.") and event.subject:
             self.reg.invalidate(event.subject)
-        await self.publish(TOPIC_PREFIX + event.kind, event_payload(event))
-        if event.kind in KICK_KINDS and event.subject:
-            kicked = await self.kick(event.subject)
-            if kicked:
-                self.log(f"relay {event.kind} {event.subject!r}: disconnected {kicked} session(s)")
+        try:
+            await self.apply(event)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the broker is away or refused: reconcile corrects it later
+            self.log(f"relay {event.kind} #{event.id} {event.subject!r}: not applied to the broker yet: {exc}")
+        self.publish(TOPIC_PREFIX + event.kind, event_payload(event))

@@ -1,30 +1,35 @@
-"""client-registry server: amqtt broker + registry plugins + event relay + HTTP API in one asyncio loop.
+"""client-registry server: Mosquitto (supervised, or the site's own) driven by the registry, the plugin
+socket, the event relay and the HTTP API, in one asyncio loop.
 
-Public API (stable; the dashboard embeds the server with exactly this)::
+Public API (the dashboard embeds the server with exactly this)::
 
     from broker.server import EmbeddedServer, ServerError
 
     async with EmbeddedServer(reg, mqtt_bind="127.0.0.1:0", http_bind="127.0.0.1:0", log=None) as srv:
-        srv.mqtt_host, srv.mqtt_port     # real bound address (port 0 in the bind = ephemeral port)
+        srv.mqtt_host, srv.mqtt_port     # where devices connect (port 0 in the bind = a free port)
         srv.http_host, srv.http_port     # None when http_bind is None (HTTP API disabled)
         srv.console                      # Credentials(username, password) of the console admin account
-        await srv.kick("name")           # disconnect live sessions of a user, returns how many
-        ...                              # runs until the block exits; leaving it shuts everything down
+        srv.broker                       # "mosquitto 2.0.11, supervised" or "attached to mqtt://host:port"
+        srv.broker_state                 # "running", "restarting" (supervised Mosquitto died) or "stopped"
+        await srv.reconcile()            # make Mosquitto agree with the registry now; returns the fixes
+        ...                              # runs until the block exits; leaving it stops Mosquitto too
 
 * ``reg`` is an open ``store.Registry``; the server never closes it.
 * ``mqtt_bind`` / ``http_bind`` are ``"HOST:PORT"`` strings (``"[::1]:1883"``, ``":1883"`` and ``"1883"`` work too).
 * ``log`` is ``None`` (silent) or a callable taking one line of text (no newline); it is called from the event
-  loop thread, once per decision, and never receives a password; whatever it raises is ignored.
-* amqtt's own logging is always silenced (it never reaches the terminal), so an embedding TUI keeps the screen.
-* Must be entered inside a running asyncio loop (the embedder's). ``srv.session_count`` counts amqtt sessions.
-* Starting (or a malformed bind string) raises :class:`ServerError` (``str(e)`` is one clear line), e.g. when a
-  port is already taken or the installed amqtt is not the pinned version; nothing is left running then.
-* Keyword-only extras: ``connect_timeout`` (seconds a socket has to send CONNECT, default 10),
-  ``relay_interval`` (event poll period, default 0.1 s), ``console`` (create/read the console admin account,
-  default True) and ``amqtt_fixes`` (default True; False runs stock amqtt, only for the regression tests).
+  loop thread and never receives a password; whatever it raises is ignored. Mosquitto's own output comes
+  through it too, prefixed ``mosquitto:``.
+* Starting raises :class:`ServerError` (``str(e)`` is one clear line), e.g. when a port is taken, Mosquitto or
+  the plugin's headers are missing, or an attached broker refuses the service account; nothing is left
+  running then.
+* Keyword-only extras: ``mosquitto`` (the binary, default from PATH), ``mosquitto_include`` (a file of the
+  operator's own Mosquitto settings, appended), ``broker_url`` (attach to a running Mosquitto instead of
+  starting one), ``plugin_socket`` / ``socket_group`` (where the registry plugin's datagrams arrive),
+  ``relay_interval`` (event poll period, default 0.1 s), ``reconcile_interval`` (default 60 s), ``console``
+  (create/read the console admin account, default True), ``persistence`` (Mosquitto's, default True).
 
-``serve_main(db, mqtt_bind, http_bind)`` is what ``client-registry serve`` runs: it logs to stderr, stops
-cleanly on SIGINT/SIGTERM and returns the process exit code (1 with one line on stderr when it cannot start).
+``serve_main(...)`` is what ``client-registry serve`` runs: it logs to stderr, stops cleanly on SIGINT/SIGTERM
+and returns the process exit code (1 with one line on stderr when it cannot start).
 """
 
 from __future__ import annotations
@@ -32,48 +37,34 @@ from __future__ import annotations
 import asyncio
 import errno
 import functools
-import gc
-import logging
-import os
+import grp
+import json
 import signal
+import socket
 import sys
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-from amqtt.broker import Broker
-from amqtt.errors import BrokerError
-
-from .amqtt_fixes import (
-    CONNECT_TIMEOUT,
-    AmqttVersionError,
-    ConnectGate,
-    RegistryBroker,
-    check_amqtt_version,
-)
+from .held_passwords import HeldPasswords
 from .http_api import RegisterAPI
-from .plugins import PLUGINS_CONFIG, bind_plugins
+from .log_text import safe
+from .mosquitto import config as mconf
+from .mosquitto.dynsec import Provisioner
+from .mosquitto.link import BrokerLink, LinkError
+from .mosquitto.plugin_build import PluginBuildError, plugin_path
+from .mosquitto.supervisor import MosquittoError, MosquittoSupervisor, find_mosquitto, mosquitto_version
+from .plugin_socket import PROTOCOLS, Knock, PluginSocket
 from .relay import EventRelay
 
-__all__ = ["EmbeddedServer", "ServerError", "parse_bind", "serve_main", "silence_amqtt_logging"]
+__all__ = ["EmbeddedServer", "ServerError", "parse_bind", "serve_main"]
 
 DEFAULT_MQTT_BIND = "0.0.0.0:1883"
 DEFAULT_HTTP_BIND = "127.0.0.1:8080"
-ARGON2_NICE = 10
-
-
-def lower_thread_priority() -> None:
-    """argon2 is bulk work: when the cores are busy, the event loop (warm logins, the relay, deliveries) and a
-    dashboard embedding the server go first. Linux renices a single thread by its native id."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), ARGON2_NICE)
-    except (AttributeError, OSError):  # not Linux, or not permitted: same work, default priority
-        pass
-
-
-_QUIET_LOGGERS = ("amqtt", "transitions", "aiohttp.access", "aiohttp.server", "websockets")
+STATUS_TOPIC = "$registry/v1/status"
 
 
 class ServerError(Exception):
@@ -103,22 +94,27 @@ def parse_bind(text: str, default_port: int) -> tuple[str, int]:
     return host or "0.0.0.0", port_no
 
 
-def silence_amqtt_logging() -> None:
-    """Keep amqtt (and friends) off the terminal whatever the root logger is configured to do."""
-    for name in _QUIET_LOGGERS:
-        logger = logging.getLogger(name)
-        logger.handlers[:] = [logging.NullHandler()]
-        logger.propagate = False
-        logger.setLevel(logging.CRITICAL)
+def parse_broker_url(url: str) -> tuple[str, int]:
+    parts = urlsplit(url if "://" in url else f"mqtt://{url}")
+    if parts.scheme not in ("mqtt", "tcp"):
+        raise ServerError(f"unsupported broker URL {url!r}: use mqtt://HOST:PORT")
+    try:
+        return parts.hostname or "127.0.0.1", parts.port or 1883
+    except ValueError:
+        raise ServerError(f"invalid port in {url!r}") from None
+
+
+def free_port(host: str) -> int:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as s:
+        s.bind((host if host not in ("", "0.0.0.0") else "0.0.0.0", 0))
+        return s.getsockname()[1]
 
 
 def _bind_error(what: str, host: str, port: int, exc: BaseException) -> ServerError:
-    err = exc
-    while err is not None and not isinstance(err, OSError):
-        err = err.__cause__ or err.__context__
-    if isinstance(err, OSError) and err.errno == errno.EADDRINUSE:
+    if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
         return ServerError(f"cannot listen for {what} on {host}:{port}: address already in use")
-    reason = err.strerror if isinstance(err, OSError) and err.strerror else str(exc)
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
     return ServerError(f"cannot listen for {what} on {host}:{port}: {reason}")
 
 
@@ -138,30 +134,51 @@ def _guard_log(log: Callable[[str], None] | None) -> Callable[[str], None]:
 
 class EmbeddedServer:
     def __init__(self, reg: Any, mqtt_bind: str = DEFAULT_MQTT_BIND, http_bind: str | None = DEFAULT_HTTP_BIND,
-                 log: Callable[[str], None] | None = None, *, connect_timeout: float = CONNECT_TIMEOUT,
-                 relay_interval: float = 0.1, console: bool = True, amqtt_fixes: bool = True) -> None:
+                 log: Callable[[str], None] | None = None, *, mosquitto: str | None = None,
+                 mosquitto_include: str | Path | None = None, broker_url: str | None = None,
+                 plugin_socket: str | Path | None = None, socket_group: str | None = None,
+                 relay_interval: float = 0.1, reconcile_interval: float = 60.0, console: bool = True,
+                 persistence: bool = True) -> None:
         self.reg = reg
         self.mqtt_bind = parse_bind(mqtt_bind, 1883)
         self.http_bind = parse_bind(http_bind, 8080) if http_bind is not None else None
         self.log: Callable[[str], None] = _guard_log(log)
-        self.connect_timeout = connect_timeout
+        self.mosquitto_binary = mosquitto
+        self.mosquitto_include = Path(mosquitto_include) if mosquitto_include else None
+        self.broker_url = broker_url
+        self.files = mconf.MosquittoFiles(Path(reg.data_dir))
+        self.socket_path = Path(plugin_socket) if plugin_socket else self.files.socket
+        self.socket_group = socket_group
         self.relay_interval = relay_interval
+        self.reconcile_interval = reconcile_interval
         self.use_console = console
-        self.amqtt_fixes = amqtt_fixes
+        self.persistence = persistence
         self.mqtt_host: str = self.mqtt_bind[0]
         self.mqtt_port: int = 0
         self.http_host: str | None = None
         self.http_port: int | None = None
         self.console: Any = None
-        self.broker: Broker | None = None
-        self._gate: ConnectGate | None = None
-        self._mqtt_server: asyncio.Server | None = None
+        self.broker = ""
+        self.version = ""
+        self.held = HeldPasswords(limit=reg.config.max_pending, ttl=reg.config.expire_after)
+        self.supervisor: MosquittoSupervisor | None = None
+        self.link: BrokerLink | None = None
+        self.provisioner: Provisioner | None = None
+        self._socket: PluginSocket | None = None
         self._http_runner: Any = None
         self._relay: EventRelay | None = None
-        self._broker_started = False
-        # argon2 runs here and nowhere else: at most one hash per core at a time (19 MiB each), and the
-        # default executor (HTTP reads) and the relay's own thread never queue behind it.
-        self._argon2_pool: ThreadPoolExecutor | None = None
+        self._tasks: list[asyncio.Task] = []
+        self._link_back = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._link_connects = 0
+        # Device attempts are recorded one at a time (SQLite has one writer anyway), off the loop.
+        self._db_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cr-knocks")
+
+    @property
+    def broker_state(self) -> str:
+        if self.supervisor is not None:
+            return self.supervisor.state
+        return "running" if self.link is not None and self.link.connected.is_set() else "unreachable"
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     async def __aenter__(self) -> EmbeddedServer:
@@ -173,53 +190,109 @@ class EmbeddedServer:
 
     async def start(self) -> None:
         try:
-            check_amqtt_version()
-        except AmqttVersionError as exc:
-            raise ServerError(str(exc)) from None
-        silence_amqtt_logging()
-        self._argon2_pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="cr-argon2",
-                                               initializer=lower_thread_priority)
-        try:
-            if self.use_console:
-                from store.console import ensure_console_account
-                self.console = await asyncio.to_thread(ensure_console_account, self.reg)
-            await self._start_broker()
-            await self._start_http()
-            self._relay = EventRelay(self.reg, self._publish, self.kick, self.log, interval=self.relay_interval)
-            await self._relay.start()
+            await self._start()
         except BaseException:
             await self.stop()
             raise
 
-    async def _start_broker(self) -> None:
-        host, port = self.mqtt_bind
-        if self.amqtt_fixes:
-            config = {"listeners": {"default": {"type": "external"}}, "plugins": dict(PLUGINS_CONFIG)}
-            broker = RegistryBroker(config, log=self.log)
-        else:
-            bind = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-            config = {"listeners": {"default": {"type": "tcp", "bind": bind}}, "plugins": dict(PLUGINS_CONFIG)}
-            broker = Broker(config)
-        bind_plugins(broker, self.reg, self.log, argon2_pool=self._argon2_pool, wake=self._wake_relay)
-        self.broker = broker
+    async def _start(self) -> None:
+        from store.console import ensure_console_account
+
+        self._loop = asyncio.get_running_loop()
         try:
-            await broker.start()
-        except BrokerError as exc:
-            raise _bind_error("MQTT", host, port, exc) from None
-        self._broker_started = True
-        if self.amqtt_fixes:
-            assert isinstance(broker, RegistryBroker)
-            self._gate = ConnectGate(broker, connect_timeout=self.connect_timeout, log=self.log)
+            service = mconf.load_or_create_service_credentials(self.files.service_credentials)
+        except OSError as exc:
+            raise ServerError(f"cannot read or create {self.files.service_credentials}: {exc.strerror}") from None
+        if self.use_console:
+            self.console = await asyncio.to_thread(ensure_console_account, self.reg)
+        await self._start_socket()
+        if self.broker_url is None:
+            host, port = await self._start_mosquitto(service)
+        else:
+            host, port = parse_broker_url(self.broker_url)
+            self.broker = f"attached to mqtt://{host}:{port}"
+        self.mqtt_host, self.mqtt_port = host, port
+        self.link = BrokerLink(host, port, service.username, service.password, self.log,
+                               on_connected=self._link_changed)
+        try:
+            await asyncio.to_thread(self.link.start)
+        except LinkError as exc:
+            hint = "" if self.broker_url is None else " (did you install `client-registry mosquitto-config`?)"
+            raise ServerError(f"{exc}{hint}") from None
+        self.provisioner = Provisioner(self.reg, self.link, self.log, own_everything=self.broker_url is None)
+        fixes = await self.provisioner.reconcile()
+        if fixes:
+            self.log(f"reconcile: {fixes} correction(s) at start")
+        if self.console is not None:
+            await self._provision_console()
+        self._publish_status("running")
+        self._relay = EventRelay(self.reg, self._publish, self._apply_event, self.log,
+                                 interval=self.relay_interval)
+        await self._relay.start()
+        await self._start_http()
+        self._tasks.append(asyncio.create_task(self._reconcile_loop(), name="client-registry-reconcile"))
+
+    async def _start_socket(self) -> None:
+        group = None
+        if self.socket_group:
             try:
-                self._mqtt_server = await asyncio.start_server(self._gate.handle, host, port, reuse_address=True)
+                group = grp.getgrnam(self.socket_group).gr_gid
+            except KeyError:
+                raise ServerError(f"no group named {self.socket_group!r} (--socket-group)") from None
+        self._socket = PluginSocket(self.socket_path, self._on_knock, self.log, group=group)
+        try:
+            self.socket_path.parent.mkdir(parents=True, exist_ok=True)
+            await self._socket.start()
+        except OSError as exc:
+            self._socket = None
+            raise ServerError(f"cannot open the plugin socket {self.socket_path}: {exc.strerror or exc}") from None
+
+    async def _start_mosquitto(self, service: mconf.ServiceCredentials) -> tuple[str, int]:
+        try:
+            binary = find_mosquitto(self.mosquitto_binary)
+            self.version = await asyncio.to_thread(mosquitto_version, binary)
+            plugin = await asyncio.to_thread(plugin_path)
+        except (MosquittoError, PluginBuildError) as exc:
+            raise ServerError(str(exc)) from None
+        dynsec_so = mconf.find_dynsec_plugin()
+        if dynsec_so is None:
+            raise ServerError("Mosquitto's dynamic-security plugin (mosquitto_dynamic_security.so) was not found: "
+                              "apt-get install mosquitto")
+        include = ""
+        if self.mosquitto_include is not None:
+            try:
+                include = self.mosquitto_include.read_text()
+            except OSError as exc:
+                raise ServerError(f"cannot read {self.mosquitto_include}: {exc.strerror}") from None
+        host, port = self.mqtt_bind
+        if port == 0:
+            port = free_port(host)
+        else:
+            try:  # say "address already in use" in our words, before Mosquitto says it in its own
+                with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+                    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    probe.bind((host, port))
             except OSError as exc:
                 raise _bind_error("MQTT", host, port, exc) from None
-            sock = self._mqtt_server.sockets[0]
-        else:
-            sock = broker._servers["default"].instance.sockets[0]  # stock mode: amqtt owns the listener
-        self.mqtt_host, self.mqtt_port = sock.getsockname()[:2]
-        self.log(f"mqtt listening on {self.mqtt_host}:{self.mqtt_port}"
-                 + ("" if self.amqtt_fixes else " (STOCK amqtt, fixes disabled)"))
+        try:
+            mconf.ensure_dynsec_file(self.files.dynsec, service)
+            if self.persistence:
+                self.files.persistence.mkdir(mode=0o700, exist_ok=True)
+            mconf.write_private(self.files.conf, mconf.render_conf(
+                listener=mconf.listener_line(host, port), dynsec_plugin=dynsec_so, dynsec_file=self.files.dynsec,
+                registry_plugin=plugin, socket=self.socket_path, user=mconf.current_user(),
+                persistence=self.files.persistence if self.persistence else None, include=include))
+        except (OSError, ValueError) as exc:
+            raise ServerError(f"cannot write Mosquitto's configuration: {exc}") from None
+        self.supervisor = MosquittoSupervisor(binary, self.files.conf, host, port, self.log,
+                                              on_state=self._broker_changed)
+        try:
+            await self.supervisor.start()
+        except MosquittoError as exc:
+            raise ServerError(str(exc)) from None
+        self.broker = f"mosquitto {self.version}, supervised"
+        self.log(f"mqtt: {self.broker}, listening on {host}:{port}")
+        return host, port
 
     async def _start_http(self) -> None:
         if self.http_bind is None:
@@ -227,7 +300,8 @@ class EmbeddedServer:
         from aiohttp import web
 
         host, port = self.http_bind
-        api = RegisterAPI(self.reg, self.log, argon2_pool=self._argon2_pool, wake=self._wake_relay)
+        api = RegisterAPI(self.reg, self.log, wake=self._wake_relay, hold=self.held.hold,
+                          granted=self._granted_over_http, health=self.health)
         runner = web.AppRunner(api.app(), access_log=None, handle_signals=False)
         await runner.setup()
         self._http_runner = runner
@@ -240,90 +314,146 @@ class EmbeddedServer:
         self.log(f"http listening on {self.http_host}:{self.http_port}")
 
     async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
         if self._relay is not None:
             await self._relay.stop()
             self._relay = None
         if self._http_runner is not None:
             await self._http_runner.cleanup()
             self._http_runner = None
-        if self._mqtt_server is not None:
-            self._mqtt_server.close()
-            self._mqtt_server = None
-        if self.broker is not None and self._broker_started:
-            self._broker_started = False
+        if self.link is not None:
+            if self.link.connected.is_set():
+                self._publish_status("stopped")
+            await asyncio.to_thread(self.link.stop)
+            self.link = None
+        if self.supervisor is not None:
+            await self.supervisor.stop()
+        if self._socket is not None:
+            await self._socket.stop()
+            self._socket = None
+        self._db_pool.shutdown(wait=False, cancel_futures=True)
+
+    # -- the broker's state ----------------------------------------------------------------------------------
+    def health(self) -> dict:
+        return {"broker": self.broker, "broker_state": self.broker_state}
+
+    def _publish_status(self, state: str) -> None:
+        if self.link is None:
+            return
+        from importlib.metadata import version
+
+        body = {"service": "client-registry", "version": version("client-registry"), "broker": self.broker,
+                "state": state, "time": time.time(),
+                "http": f"{self.http_host}:{self.http_port}" if self.http_port else None}
+        self.link.publish(STATUS_TOPIC, json.dumps(body).encode(), qos=1, retain=True)
+
+    def _broker_changed(self, state: str) -> None:
+        self.log(f"mqtt: mosquitto {state}")
+
+    def _link_changed(self, up: bool) -> None:
+        """From paho's thread: after a reconnect (Mosquitto restarted) reconcile at once."""
+        if up:
+            self._link_connects += 1
+            if self._link_connects > 1 and self._loop is not None and not self._loop.is_closed():
+                self._loop.call_soon_threadsafe(self._link_back.set)
+
+    async def _reconcile_loop(self) -> None:
+        while True:
             try:
-                await self.broker.shutdown()
-            except Exception as exc:  # shutting down anyway; say so and carry on
-                self.log(f"broker shutdown: {exc!r}")
-        if self._gate is not None:
-            await self._gate.cancel_pending()
-            self._gate = None
-        if self._argon2_pool is not None:
-            # Queued checks are dropped; a running one (tens of ms) is waited for off the loop.
-            pool, self._argon2_pool = self._argon2_pool, None
-            await asyncio.to_thread(functools.partial(pool.shutdown, wait=True, cancel_futures=True))
+                async with asyncio.timeout(self.reconcile_interval):
+                    await self._link_back.wait()
+                self._link_back.clear()
+                self.log("mqtt: connected to Mosquitto again; reconciling")
+                self._publish_status("running")
+            except TimeoutError:
+                pass
+            try:
+                await self.reconcile()
+            except Exception as exc:  # the broker is away: try again at the next round
+                self.log(f"reconcile failed: {exc}")
+
+    async def reconcile(self) -> int:
+        assert self.provisioner is not None
+        return await self.provisioner.reconcile()
+
+    # -- decisions ---------------------------------------------------------------------------------------------
+    async def _provision_console(self) -> None:
+        assert self.provisioner is not None and self.link is not None
+        name, password = self.console.username, self.console.password
+        if self.provisioner.has_account(name):  # its password may have changed on disk: Mosquitto must agree
+            await self.link.run([{"command": "setClientPassword", "username": name, "password": password}])
+        else:
+            await self.provisioner.provision(name, password)
+
+    async def _on_knock(self, knock: Knock) -> None:
+        proto = PROTOCOLS.get(knock.protocol, f"protocol {knock.protocol}")
+        try:
+            username, password = knock.username.decode("utf-8"), knock.password.decode("utf-8")
+            client_id = knock.client_id.decode("utf-8") or None
+        except UnicodeDecodeError:
+            self.log(f"mqtt refuse user={safe(knock.username)} ({proto}): not valid UTF-8")
+            return
+        peer = knock.peer.decode("ascii", "replace") or None
+        loop = asyncio.get_running_loop()
+        result = await loop.run_in_executor(self._db_pool, functools.partial(
+            self.reg.login, username, password, client_id, peer, "mqtt"))
+        where = f"user={safe(username)} client={safe(client_id)} from {peer or '?'} ({proto})"
+        if result.accepted:
+            # A user's right password: the device (or the CLI handing over a new password) gets its account,
+            # after every change committed before it was applied (a `user passwd` removes the old one).
+            assert self.provisioner is not None and self._relay is not None
+            await self._relay.catch_up()
+            done = await self.provisioner.provision(username, password)
+            self.log(f"mqtt knock {where}: a user's right password; {', '.join(done) or 'account up to date'}")
+            return
+        attempt = result.attempt
+        if attempt is not None and attempt.accepted:
+            self.held.hold(attempt.request.id, password)
+            self._wake_relay()
+        self.log(f"mqtt refuse {where}: {result.outcome} ({result.reason})")
+
+    async def _granted_over_http(self, username: str, password: str) -> None:
+        if self.provisioner is not None and not self.provisioner.has_account(username):
+            await self.provisioner.provision(username, password)
+
+    async def _apply_event(self, event: Any) -> None:
+        request_id = (event.detail or {}).get("request_id")
+        password = None
+        if event.kind == "request.granted" and request_id is not None:
+            password = self.held.take(request_id)
+        elif event.kind in ("request.denied", "request.expired") and request_id is not None:
+            self.held.forget(request_id)
+        if self.provisioner is not None:
+            await self.provisioner.apply(event, password)
 
     def _wake_relay(self) -> None:
-        """Called by the plugins and the HTTP API after a decision of ours that wrote an event."""
         if self._relay is not None:
             self._relay.wake()
 
-    # -- used by the relay and by embedders ------------------------------------------------------------------
-    async def _publish(self, topic: str, payload: bytes) -> None:
-        if self.broker is not None:
-            await self.broker.internal_message_broadcast(topic, payload, 1)
-
-    async def kick(self, username: str) -> int:
-        """Disconnect every live MQTT session of ``username``; returns how many were disconnected."""
-        if self.broker is None:
-            return 0
-        kicked = 0
-        for client_id, (session, handler) in list(self.broker.sessions.items()):
-            if session.username == username and session.transitions.is_connected() and handler is not None:
-                await handler.handle_connection_closed()
-                kicked += 1
-        return kicked
-
-    @property
-    def session_count(self) -> int:
-        """Sessions amqtt keeps (connected or persistent); used by tests to watch for leaks."""
-        return len(self.broker.sessions) if self.broker is not None else 0
+    def _publish(self, topic: str, payload: bytes) -> None:
+        if self.link is not None:
+            self.link.publish(topic, payload, qos=1)
 
 
 # -- the `client-registry serve` command -------------------------------------------------------------------
-# Young-generation size for the `serve` process (gc.set_threshold's first argument; Python's default is 700).
-# Every MQTT connection leaves ~200 objects in reference cycles (amqtt's Session and its `transitions` state
-# machine), which only the cyclic GC frees. With the default threshold a connection's objects are promoted while
-# it is still open (50 concurrent connects live ~50 ms), so they die in the oldest generation, and a full
-# collection walks the whole heap (150-200 ms each, every ~200 connects: half the CPU of a warm connect). With a
-# larger young generation they are freed while still young, at a cost proportional to the garbage only.
-SERVE_GC_THRESHOLD = (5_000, 10, 10)
-
-
-def tune_gc() -> None:
-    """Process-wide GC tuning for a process that runs the server and nothing else (`client-registry serve`).
-
-    Not applied by EmbeddedServer itself: an embedding application owns its process's GC policy (the
-    dashboard sets its own)."""
-    gc.set_threshold(*SERVE_GC_THRESHOLD)
-
-
 def stderr_log(line: str) -> None:
     sys.stderr.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {line}\n")
     sys.stderr.flush()
 
 
-async def _serve(reg: Any, mqtt_bind: str, http_bind: str) -> int:
+async def _serve(reg: Any, mqtt_bind: str, http_bind: str, options: dict) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        async with EmbeddedServer(reg, mqtt_bind, http_bind, log=stderr_log) as srv:
-            where = getattr(reg, "data_dir", None)
-            stderr_log(f"client-registry serving: mqtt {srv.mqtt_host}:{srv.mqtt_port}, "
-                       f"http {srv.http_host}:{srv.http_port}, database {getattr(reg, 'location', '?')}"
-                       + (f", console credentials in {where}" if where is not None else ""))
+        async with EmbeddedServer(reg, mqtt_bind, http_bind, log=stderr_log, **options) as srv:
+            stderr_log(f"client-registry serving: mqtt {srv.mqtt_host}:{srv.mqtt_port} ({srv.broker}), "
+                       f"http {srv.http_host}:{srv.http_port}, database {getattr(reg, 'location', '?')}, "
+                       f"credentials in {reg.data_dir}")
             await stop.wait()
             stderr_log("client-registry shutting down")
     except ServerError as exc:
@@ -336,12 +466,15 @@ async def _serve(reg: Any, mqtt_bind: str, http_bind: str) -> int:
     return 0
 
 
-def serve_main(db: str | None, mqtt_bind: str = DEFAULT_MQTT_BIND, http_bind: str = DEFAULT_HTTP_BIND) -> int:
+def serve_main(db: str | None, mqtt_bind: str = DEFAULT_MQTT_BIND, http_bind: str = DEFAULT_HTTP_BIND,
+               **options: Any) -> int:
     from store import StoreError, open_registry
 
     try:
         parse_bind(mqtt_bind, 1883)
         parse_bind(http_bind, 8080)
+        if options.get("broker_url"):
+            parse_broker_url(options["broker_url"])
     except ServerError as exc:
         sys.stderr.write(f"client-registry: {exc}\n")
         return 2
@@ -350,8 +483,7 @@ def serve_main(db: str | None, mqtt_bind: str = DEFAULT_MQTT_BIND, http_bind: st
     except StoreError as exc:
         sys.stderr.write(f"client-registry: {exc}\n")
         return 1
-    tune_gc()
     try:
-        return asyncio.run(_serve(reg, mqtt_bind, http_bind))
+        return asyncio.run(_serve(reg, mqtt_bind, http_bind, options))
     finally:
         reg.close()

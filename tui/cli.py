@@ -246,7 +246,16 @@ def user_add(ctx, db, name, admin, password_stdin):
     reg = registry(ctx, db)
     password = read_password(name, password_stdin)
     refused(lambda: reg.add_user(name, password, admin=admin, actor=actor()))
-    click.echo(f"added {printable(name)}" + (" (admin)" if admin else ""))
+    click.echo(f"added {printable(name)}" + (" (admin)" if admin else "") + _handed_over(reg, name, password))
+
+
+def _handed_over(reg, name: str, password: str) -> str:
+    """Hand the new password to the running server (never to disk), so the broker account is set at once."""
+    from broker.plugin_socket import SOCKET_NAME, hand_over
+
+    if hand_over(reg.data_dir / SOCKET_NAME, name, password):
+        return ""
+    return "; no running server was reached: the broker account is set at the device's first login"
 
 
 def _user_change(verb: str, method: str, help_text: str):
@@ -279,7 +288,7 @@ def user_passwd(ctx, db, name, password_stdin):
         raise fail(f"no user named {name!r}")
     password = read_password(name, password_stdin)
     refused(lambda: reg.set_password(name, password, actor=actor()))
-    click.echo(f"password changed for {printable(name)}")
+    click.echo(f"password changed for {printable(name)}" + _handed_over(reg, name, password))
 
 
 @main.command()
@@ -330,12 +339,24 @@ def log(ctx, db, since, as_json):
               help="Where the MQTT broker listens.")
 @click.option("--http-bind", default="127.0.0.1:8080", show_default=True, metavar="HOST:PORT",
               help="Where the HTTP registration API listens.")
+@click.option("--mosquitto", "mosquitto", default=None, metavar="PATH",
+              help="The mosquitto binary to supervise (default: found on PATH).")
+@click.option("--mosquitto-include", default=None, metavar="FILE",
+              help="Your own Mosquitto settings (listeners, TLS, websockets...), appended to the generated ones.")
+@click.option("--broker-url", default=None, metavar="mqtt://HOST:PORT",
+              help="Drive a Mosquitto the site already runs (see `mosquitto-config`) instead of starting one.")
+@click.option("--plugin-socket", default=None, metavar="PATH",
+              help="Where the registry plugin's datagrams arrive (default: registry.sock beside the database).")
+@click.option("--socket-group", default=None, metavar="GROUP",
+              help="Let this group (e.g. mosquitto) write to the plugin socket.")
 @click.pass_context
-def serve(ctx, db, mqtt_bind, http_bind):
-    """Run the MQTT broker, the event relay and the HTTP API (until SIGINT/SIGTERM)."""
+def serve(ctx, db, mqtt_bind, http_bind, mosquitto, mosquitto_include, broker_url, plugin_socket, socket_group):
+    """Run Mosquitto under the registry, the event relay and the HTTP API (until SIGINT/SIGTERM)."""
     from broker.server import serve_main
 
-    ctx.exit(serve_main(db or ctx.find_root().params.get("db"), mqtt_bind, http_bind))
+    ctx.exit(serve_main(db or ctx.find_root().params.get("db"), mqtt_bind, http_bind, mosquitto=mosquitto,
+                        mosquitto_include=mosquitto_include, broker_url=broker_url, plugin_socket=plugin_socket,
+                        socket_group=socket_group))
 
 
 # ------------------------------------------------------------------------ dashboard and simulate (owned by tui/)

@@ -1,25 +1,25 @@
-"""Fixtures: a real EmbeddedServer on ephemeral 127.0.0.1 ports, run in its own thread and event loop so
-that tests can drive it with blocking clients (paho, mosquitto_pub/sub subprocesses, urllib)."""
+"""Fixtures: a real EmbeddedServer (Debian's Mosquitto supervised, the registry plugin, the relay, the HTTP
+API) on ephemeral 127.0.0.1 ports, run in its own thread and event loop so that tests can drive it with
+blocking clients (paho, mosquitto_pub/sub subprocesses, urllib)."""
 
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
 
+from broker.plugin_socket import hand_over
 from broker.server import EmbeddedServer
 from store import open_registry
 
 
 class ServerThread:
-    def __init__(self, db: str, amqtt_fixes: bool = True, connect_timeout: float = 1.0, **server_kwargs) -> None:
+    def __init__(self, db: str, **server_kwargs) -> None:
         self.db = db
         self.server_kwargs = server_kwargs  # more EmbeddedServer keywords, e.g. relay_interval
-        self.amqtt_fixes = amqtt_fixes
-        self.connect_timeout = connect_timeout
         self.lines: list[str] = []
         self.loop = asyncio.new_event_loop()
         self.srv: EmbeddedServer | None = None
@@ -37,8 +37,7 @@ class ServerThread:
         self.reg = open_registry(self.db)
         try:
             async with EmbeddedServer(self.reg, "127.0.0.1:0", "127.0.0.1:0", log=self.lines.append,
-                                      connect_timeout=self.connect_timeout,
-                                      amqtt_fixes=self.amqtt_fixes, **self.server_kwargs) as srv:
+                                      **self.server_kwargs) as srv:
                 self.srv = srv
                 self._ready.set()
                 await self._stop.wait()
@@ -56,7 +55,7 @@ class ServerThread:
         return self
 
     def call(self, coro, timeout: float = 10):
-        """Run a coroutine on the server's loop (e.g. srv.kick) and return its result."""
+        """Run a coroutine on the server's loop (e.g. srv.reconcile()) and return its result."""
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     def stop(self) -> None:
@@ -76,6 +75,13 @@ class ServerThread:
     def console(self):
         return self.srv.console
 
+    def add_device(self, reg, name: str, password: str, **kwargs) -> None:
+        """A user added as `client-registry user add` does it: the password handed to the server, whose
+        broker account then exists."""
+        reg.add_user(name, password, actor="test", **kwargs)
+        assert hand_over(self.srv.socket_path, name, password)
+        wait_until(lambda: name in self.srv.provisioner.clients, message=f"{name}'s broker account")
+
 
 @pytest.fixture
 def admin_reg(db_path):
@@ -85,14 +91,18 @@ def admin_reg(db_path):
     reg.close()
 
 
-# CLIENT_REGISTRY_TEST_STOCK_AMQTT=1 runs every test on stock amqtt (fixes off), to watch the
-# test_fixed_* regression tests fail there. The suite itself always runs with the fixes.
-FIXES = os.environ.get("CLIENT_REGISTRY_TEST_STOCK_AMQTT") != "1"
+def wait_until(predicate, timeout: float = 5.0, message: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {message}")
 
 
 @pytest.fixture
 def server(db_path, admin_reg) -> Iterator[ServerThread]:
-    st = ServerThread(db_path, amqtt_fixes=FIXES).start()
+    st = ServerThread(db_path).start()
     yield st
     st.stop()
 

@@ -9,7 +9,9 @@ import sys
 import time
 from pathlib import Path
 
+from broker.mosquitto.dynsec import user_role
 from tests.broker.clients import Paho, mosquitto_pub, mosquitto_sub_once
+from tests.broker.conftest import wait_until
 
 DEVICE, SECRET = "sensor-17", "hunter2-secret"
 CLI = str(Path(sys.executable).parent / "client-registry")
@@ -33,6 +35,11 @@ def _events(admin: Paho, kind: str, timeout: float = 1.5) -> dict | None:
         if topic == f"$registry/v1/events/{kind}":
             return json.loads(payload)
     return None
+
+
+def role_topics(server, name: str) -> set[str]:
+    """The topics in the user's role as the server last set it in Mosquitto."""
+    return {acl["topic"] for acl in server.srv.provisioner.roles.get(user_role(name), [])}
 
 
 def test_implicit_flow(server, db_path):
@@ -90,14 +97,14 @@ def test_implicit_flow(server, db_path):
     assert not any(SECRET in line for line in server.lines)
 
 
-def test_mosquitto_sub_flow_and_permission_shrink(server, admin_reg):
+def test_mosquitto_sub_flow_and_permission_narrowing(server, admin_reg):
     port = server.mqtt_port
-    admin_reg.add_user("reader-1", "reader-pass", actor="test")
+    server.add_device(admin_reg, "reader-1", "reader-pass")
     # no permission yet: mosquitto_sub is told the subscription was refused
     res = mosquitto_sub_once(port, "reader-1", "reader-pass", "plant/#", wait=2)
     assert "denied" in res.stderr and res.stdout == ""
     admin_reg.permit("reader-1", "plant/#", "read", actor="test")
-    time.sleep(0.3)
+    wait_until(lambda: "plant/#" in role_topics(server, "reader-1"), message="the permission in Mosquitto")
     sub = subprocess.Popen(["mosquitto_sub", "-h", "127.0.0.1", "-p", str(port), "-u", "reader-1", "-P",
                             "reader-pass", "-t", "plant/#", "-C", "1", "-W", "10", "-v"],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -111,8 +118,13 @@ def test_mosquitto_sub_flow_and_permission_shrink(server, admin_reg):
     try:
         assert reader.subscribe("plant/#") == [1]
         assert reader.subscribe("$registry/#") == [0x80]  # only admins read the changelog
-        admin_reg.forbid("reader-1", "plant/#", actor="test")  # permissions shrink: kicked
-        assert reader.disconnected.wait(3.0)
+        admin_reg.forbid("reader-1", "plant/#", actor="test")  # narrowing: enforced on the live session
+        wait_until(lambda: "plant/#" not in role_topics(server, "reader-1"), message="the narrowing in Mosquitto")
+        res = mosquitto_pub(port, server.console.username, server.console.password, topic="plant/boiler",
+                            message="off")
+        assert res.returncode == 0, res.stderr
+        assert reader.next_message(timeout=1.0) is None  # its subscription no longer receives
+        assert not reader.disconnected.is_set()  # and it was not disconnected for it (modifyRole)
     finally:
         reader.close()
 
@@ -120,7 +132,7 @@ def test_mosquitto_sub_flow_and_permission_shrink(server, admin_reg):
 def test_removed_user_is_kicked_and_events_from_any_writer_are_relayed(server, admin_reg):
     port = server.mqtt_port
     admin = Paho(port, server.console.username, server.console.password, client_id="console-2").connect()
-    admin_reg.add_user("temp-user", "temp-pass", actor="test")
+    server.add_device(admin_reg, "temp-user", "temp-pass")
     temp = Paho(port, "temp-user", "temp-pass", client_id="temp-1").connect()
     try:
         assert admin.subscribe("$registry/v1/events/#") == [1]
@@ -135,12 +147,12 @@ def test_removed_user_is_kicked_and_events_from_any_writer_are_relayed(server, a
 
 def test_publish_without_permission_reaches_no_one(server, admin_reg):
     port = server.mqtt_port
-    admin_reg.add_user("mute-dev", "mute-pass", actor="test")
+    server.add_device(admin_reg, "mute-dev", "mute-pass")
     admin = Paho(port, server.console.username, server.console.password, client_id="console-3").connect()
     try:
         assert admin.subscribe("factory/#") == [1]
         res = mosquitto_pub(port, "mute-dev", "mute-pass", topic="factory/line1", message="nope")
-        assert res.returncode == 0  # accepted on the wire (MQTT 3.1.1 has no publish refusal) ...
+        assert res.returncode == 0, res.stderr  # accepted on the wire (MQTT 3.1.1 has no publish refusal) ...
         assert admin.next_message(timeout=1.0) is None  # ... but delivered to no one
     finally:
         admin.close()

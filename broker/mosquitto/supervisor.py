@@ -1,0 +1,196 @@
+"""Mosquitto as a supervised child process: started with the generated configuration, its output logged
+with a prefix, restarted with backoff when it dies, stopped with the service."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import shutil
+import socket
+import subprocess
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+
+MIN_VERSION = (2, 0)
+READY_TIMEOUT = 10.0
+BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+
+
+class MosquittoError(Exception):
+    """Mosquitto cannot be found or started; str() is one line for the operator."""
+
+
+def find_mosquitto(explicit: str | None = None) -> str:
+    path = explicit or shutil.which("mosquitto") or next(
+        (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if Path(p).is_file()), None)
+    if not path or not Path(path).is_file():
+        where = explicit or "PATH, /usr/sbin"
+        raise MosquittoError(f"mosquitto not found in {where} (apt-get install mosquitto, or --mosquitto PATH)")
+    return path
+
+
+def mosquitto_version(path: str) -> str:
+    """"2.0.11" from `mosquitto -h`; MosquittoError when older than 2.0 or not Mosquitto at all."""
+    try:
+        out = subprocess.run([path, "-h"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise MosquittoError(f"cannot run {path}: {exc}") from None
+    match = re.search(r"mosquitto version (\d+)\.(\d+)\.?(\d*)", out.stdout + out.stderr)
+    if not match:
+        raise MosquittoError(f"{path} does not look like Mosquitto (no version in `{path} -h`)")
+    version = tuple(int(x) for x in match.groups() if x)
+    if version[:2] < MIN_VERSION:
+        raise MosquittoError(f"{path} is Mosquitto {'.'.join(map(str, version))}; 2.0 or newer is needed "
+                             "(dynamic security)")
+    return ".".join(map(str, version))
+
+
+def port_answers(host: str, port: int) -> bool:
+    host = "127.0.0.1" if host in ("", "0.0.0.0") else ("::1" if host == "::" else host)
+    try:
+        with socket.create_connection((host, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+class MosquittoSupervisor:
+    """``await start()`` returns once Mosquitto accepts connections on ``(host, port)`` (or raises
+    MosquittoError with its own words); afterwards it is restarted whenever it exits, with backoff, until
+    ``await stop()``. ``state`` is "running", "restarting" or "stopped"; ``on_state`` hears every change."""
+
+    def __init__(self, binary: str, conf: Path, host: str, port: int, log: Callable[[str], None],
+                 on_state: Callable[[str], None] | None = None) -> None:
+        self.binary = binary
+        self.conf = conf
+        self.host = host
+        self.port = port
+        self.log = log
+        self.on_state = on_state or (lambda state: None)
+        self.state = "stopped"
+        self.restarts = 0
+        self.proc: asyncio.subprocess.Process | None = None
+        self._tail: deque[str] = deque(maxlen=20)
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    def _set(self, state: str) -> None:
+        if state != self.state:
+            self.state = state
+            self.on_state(state)
+
+    @property
+    def pid_file(self) -> Path:
+        return self.conf.with_suffix(".pid")
+
+    async def _end_orphan(self) -> None:
+        """A Mosquitto left running by a service that was killed (it kept serving the fleet meanwhile) is
+        stopped before a new one starts on the same configuration."""
+        try:
+            pid = int(self.pid_file.read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            return
+        if str(self.conf).encode() not in cmdline:
+            return
+        self.log(f"mosquitto: stopping the one left running by an earlier service (pid {pid})")
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+
+    async def _spawn(self) -> asyncio.subprocess.Process:
+        self._tail.clear()
+        # Its own session: a Ctrl-C meant for the dashboard does not reach it, and it outlives a service
+        # killed with SIGKILL (the fleet keeps working until the service is back).
+        proc = await asyncio.create_subprocess_exec(
+            self.binary, "-c", str(self.conf), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, start_new_session=True)
+        self.pid_file.write_text(f"{proc.pid}\n")
+        asyncio.create_task(self._pump(proc), name="mosquitto-output")
+        return proc
+
+    async def _pump(self, proc: asyncio.subprocess.Process) -> None:
+        assert proc.stdout is not None
+        while True:
+            line = await proc.stdout.readline()
+            if not line:
+                return
+            text = line.decode("utf-8", "replace").rstrip()
+            if text:
+                self._tail.append(text)
+                self.log(f"mosquitto: {text}")
+
+    async def _ready(self, proc: asyncio.subprocess.Process) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT
+        while time.monotonic() < deadline:
+            if proc.returncode is not None:
+                break
+            if await asyncio.to_thread(port_answers, self.host, self.port):
+                return
+            try:
+                await asyncio.wait_for(proc.wait(), 0.05)
+            except TimeoutError:
+                pass
+        await asyncio.sleep(0.05)  # let the last output lines arrive
+        errors = [line for line in self._tail if "rror" in line] or list(self._tail)[-1:]
+        reason = errors[-1] if errors else f"exit code {proc.returncode}"
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+            reason = f"it did not listen on {self.host}:{self.port} within {READY_TIMEOUT:.0f} s"
+        raise MosquittoError(f"mosquitto did not start: {reason.removeprefix('Error: ')}")
+
+    async def start(self) -> None:
+        await self._end_orphan()
+        self.proc = await self._spawn()
+        await self._ready(self.proc)
+        self._set("running")
+        self._task = asyncio.create_task(self._watch(), name="mosquitto-supervisor")
+
+    async def _watch(self) -> None:
+        attempt = 0
+        up_since = time.monotonic()
+        while not self._stopping:
+            assert self.proc is not None
+            code = await self.proc.wait()
+            if self._stopping:
+                return
+            if time.monotonic() - up_since > 60:  # it was healthy for a while: start the backoff over
+                attempt = 0
+            self._set("restarting")
+            delay = BACKOFF[min(attempt, len(BACKOFF) - 1)]
+            self.log(f"mosquitto exited with code {code}; restarting in {delay:g} s")
+            await asyncio.sleep(delay)
+            try:
+                self.proc = await self._spawn()
+                await self._ready(self.proc)
+            except MosquittoError as exc:
+                self.log(str(exc))
+                attempt += 1
+                continue
+            self.restarts += 1
+            up_since = time.monotonic()
+            attempt += 1
+            self._set("running")
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        proc = self.proc
+        if proc is not None and proc.returncode is None:
+            proc.terminate()
+            try:
+                await asyncio.wait_for(proc.wait(), 10)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+        self.pid_file.unlink(missing_ok=True)
+        self._set("stopped")
