@@ -25,7 +25,7 @@ from textual.worker import get_current_worker
 from store import StoreError
 
 from .listener import EventListener, MqttTarget
-from .messages import EventsBatch, ListenerState
+from .messages import EventsBatch, ListenerState, ServiceStatus
 from .safe import clean
 from .screens.dashboard import DashboardScreen
 
@@ -70,6 +70,7 @@ class RegistryApp(App[None]):
         self._stop_listener = threading.Event()
         self.listener_done = threading.Event()  # set when the listener thread has really returned
         self.listener_state = "off" if mqtt_target is None else "connecting"
+        self.service_status: tuple[str, str] = ("", "")  # (broker, state) from $registry/v1/status
 
     @property
     def login_name(self) -> str | None:
@@ -155,6 +156,11 @@ class RegistryApp(App[None]):
         if message.state == "connected":
             self.call_registry(dashboard.full_resync)
         dashboard.set_broker_state(message.state, message.detail, message.retry_in)
+
+    def on_service_status(self, message: ServiceStatus) -> None:
+        self.service_status = (message.broker, message.state)
+        if self.dashboard.is_mounted:
+            self.dashboard.set_service_status(message.broker, message.state)
 
     def on_events_batch(self, message: EventsBatch) -> None:
         if self.dashboard.is_mounted:  # before that, its first full resync covers these events

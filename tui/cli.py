@@ -359,6 +359,51 @@ def serve(ctx, db, mqtt_bind, http_bind, mosquitto, mosquitto_include, broker_ur
                         socket_group=socket_group))
 
 
+@main.command("mosquitto-config")
+@db_option
+@click.option("--conf-d", default="/etc/mosquitto/conf.d/client-registry.conf", show_default=True, metavar="FILE",
+              help="Where the Mosquitto snippet belongs.")
+@click.option("--dynsec-file", default="/var/lib/mosquitto/dynamic-security.json", show_default=True,
+              metavar="FILE", help="Mosquitto's dynamic-security file (an existing one is merged, not replaced).")
+@click.option("--plugin", "plugin", default="/usr/local/lib/client-registry/registry_plugin.so", show_default=True,
+              metavar="FILE", help="Where to build the registry plugin.")
+@click.option("--socket", "socket_path", default="/run/client-registry/registry.sock", show_default=True,
+              metavar="PATH", help="The socket the plugin writes to and `serve --plugin-socket` listens on.")
+@click.option("--listener", default="1883", show_default=True, metavar="[HOST:]PORT",
+              help="The MQTT listener of the snippet.")
+@click.option("--write", is_flag=True, help="Also write the snippet to --conf-d (default: print it).")
+@click.pass_context
+def mosquitto_config(ctx, db, conf_d, dynsec_file, plugin, socket_path, listener, write):
+    """Prepare a Mosquitto the site already runs (systemd) for `serve --broker-url`."""
+    from pathlib import Path
+
+    from broker.mosquitto.attach import prepare
+    from broker.mosquitto.config import listener_line
+    from broker.mosquitto.plugin_build import PluginBuildError
+    from broker.server import ServerError, parse_bind
+    from store.location import data_dir_for, resolve
+
+    try:
+        host, port = parse_bind(listener, 1883)
+    except ServerError as exc:
+        raise fail(str(exc)) from None
+    location = resolve(db or ctx.find_root().params.get("db"))
+    try:
+        plan = prepare(data_dir_for(location), conf_d=Path(conf_d), dynsec_file=Path(dynsec_file),
+                       plugin=Path(plugin), socket=Path(socket_path), listener=listener_line(host, port),
+                       write_conf=write, db=location,
+                       broker_url=f"mqtt://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}")
+    except (OSError, ValueError, PluginBuildError) as exc:
+        raise fail(str(exc)) from None
+    if not write:
+        click.echo(plan.snippet)
+    for path in plan.written:
+        click.echo(f"wrote {path}", err=True)
+    click.echo("then:", err=True)
+    for step in plan.steps:
+        click.echo(f"  {step}", err=True)
+
+
 # ------------------------------------------------------------------------ dashboard and simulate (owned by tui/)
 @main.command()
 @db_option

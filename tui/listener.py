@@ -22,9 +22,10 @@ from urllib.parse import unquote, urlsplit
 import paho.mqtt.client as mqtt
 from textual.message import Message
 
-from .messages import EventsBatch, ListenerState, RelayedEvent
+from .messages import EventsBatch, ListenerState, RelayedEvent, ServiceStatus
 
 EVENTS_TOPIC = "$registry/v1/events/#"
+STATUS_TOPIC = "$registry/v1/status"  # retained by the service: which broker, running or stopped
 BATCH_SECONDS = 0.1
 BACKOFF_FIRST = 0.5
 BACKOFF_MAX = 10.0
@@ -94,7 +95,7 @@ class EventListener:
             self._refused = str(reason_code)
             return
         self._connected = True
-        result, mid = client.subscribe(EVENTS_TOPIC, qos=1)
+        result, mid = client.subscribe([(EVENTS_TOPIC, 1), (STATUS_TOPIC, 1)])
         self._sub_mid = mid
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties=None) -> None:
@@ -107,6 +108,13 @@ class EventListener:
         self.post(ListenerState("connected", self.target.address))
 
     def _on_message(self, client, userdata, message) -> None:
+        if message.topic == STATUS_TOPIC:
+            try:
+                status = json.loads(message.payload.decode("utf-8"))
+                self.post(ServiceStatus(str(status.get("broker") or ""), str(status.get("state") or "")))
+            except (ValueError, AttributeError, UnicodeDecodeError):
+                pass
+            return
         try:
             payload = json.loads(message.payload.decode("utf-8"))
             event = RelayedEvent.from_payload(payload)

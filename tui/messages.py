@@ -60,6 +60,16 @@ class ListenerState(Message):
         self.retry_in = retry_in
 
 
+class ServiceStatus(Message):
+    """The registry service's retained status (``$registry/v1/status``): which broker it drives, and
+    whether the service is running or stopped."""
+
+    def __init__(self, broker: str, state: str) -> None:
+        super().__init__()
+        self.broker = broker
+        self.state = state
+
+
 class EventsBatch(Message):
     """Events received from the relay during the last ~100 ms, in arrival order."""
 

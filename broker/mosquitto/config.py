@@ -124,10 +124,11 @@ def load_or_create_service_credentials(path: Path) -> ServiceCredentials:
     return ServiceCredentials(SERVICE_USER, password)
 
 
-def ensure_dynsec_file(path: Path, service: ServiceCredentials) -> bool:
+def ensure_dynsec_file(path: Path, service: ServiceCredentials, *, deny_by_default: bool = True) -> bool:
     """The dynamic-security file exists, holds the service account with this password and the registry's
-    shared roles, and denies by default. Everything else in it (the devices) is kept. Returns whether it
-    was changed. Call while Mosquitto is stopped (Mosquitto rewrites the file on every change)."""
+    shared roles, and (``deny_by_default``) denies what no role allows. Everything else in it (the devices,
+    a site's own clients) is kept. Returns whether it was changed. Call while Mosquitto is stopped
+    (Mosquitto rewrites the file on every change)."""
     try:
         data = json.loads(path.read_text())
         if not isinstance(data, dict):
@@ -140,7 +141,8 @@ def ensure_dynsec_file(path: Path, service: ServiceCredentials) -> bool:
     data.setdefault("clients", [])
     data.setdefault("groups", [])
     data.setdefault("roles", [])
-    data["defaultACLAccess"] = dict(DEFAULT_ACL_ACCESS)
+    if deny_by_default or "defaultACLAccess" not in data:
+        data["defaultACLAccess"] = dict(DEFAULT_ACL_ACCESS)
 
     roles = {r.get("rolename"): r for r in data["roles"] if isinstance(r, dict)}
     for name, acls in ((SERVICE_ROLE, SERVICE_ACLS), (ADMIN_ROLE, ADMIN_ACLS)):
@@ -242,3 +244,20 @@ def render_conf(*, listener: str, dynsec_plugin: Path, dynsec_file: Path, regist
     if include:  # the operator's own listeners, TLS, websockets...: Mosquitto reads them after ours
         text += "\n# --mosquitto-include\n" + include.rstrip("\n") + "\n"
     return text
+
+
+def render_attach_snippet(*, listener: str, dynsec_plugin: Path, dynsec_file: Path, registry_plugin: Path,
+                          socket: Path) -> str:
+    """The conf.d file that lets a Mosquitto the site runs (systemd's mosquitto.service) admit devices
+    through the registry: the same plugins, in the same order, as a supervised one."""
+    return "\n".join([
+        "# client-registry: dynamic security first (it answers every name it knows), then the registry",
+        "# plugin (it hands unknown names to `client-registry serve` over the socket).",
+        "per_listener_settings false",
+        "allow_anonymous false",
+        listener,
+        f"plugin {dynsec_plugin}",
+        f"plugin_opt_config_file {dynsec_file}",
+        f"plugin {registry_plugin}",
+        f"plugin_opt_socket {socket}",
+    ]) + "\n"

@@ -34,7 +34,7 @@ def wait_serving(proc: subprocess.Popen) -> tuple[int, int, list[str]]:
         if not line:
             break
         lines.append(line)
-        m = re.search(r"serving: mqtt [^ ]+:(\d+) \(mosquitto [^)]*\), http [^ ]+:(\d+)", line)
+        m = re.search(r"serving: mqtt [^ ]+:(\d+) \([^)]*\), http [^ ]+:(\d+)", line)
         if m:
             return int(m.group(1)), int(m.group(2)), lines
     raise AssertionError(f"server did not start: {lines}")
@@ -111,3 +111,28 @@ def test_embedded_shutdown_with_live_clients_is_quiet(db_path, admin_reg, capfd,
     out, err = capfd.readouterr()
     assert out == "" and err == ""
     assert [r.getMessage() for r in caplog.records if r.levelno >= 30] == []  # e.g. asyncio's "Exception in callback"
+
+
+@pytest.mark.parametrize("case", ["no compiler", "no mosquitto", "old schema"])
+def test_what_is_missing_is_one_line_and_exit_1(tmp_path, case):
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"))  # nothing built yet
+    args = [CLI, "serve", "--db", str(tmp_path / "registry.db"), "--mqtt-bind", "127.0.0.1:0",
+            "--http-bind", "127.0.0.1:0"]
+    if case == "no compiler":
+        env["CC"] = "/nonexistent/cc"
+        expected = "client-registry: cannot build the registry plugin: "
+    elif case == "no mosquitto":
+        args += ["--mosquitto", "/nonexistent/mosquitto"]
+        expected = "client-registry: mosquitto not found in /nonexistent/mosquitto"
+    else:
+        import sqlite3
+
+        with sqlite3.connect(tmp_path / "registry.db") as con:  # a database of client-registry 0.1
+            con.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
+            con.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+        expected = "client-registry: database "
+    res = subprocess.run(args, capture_output=True, text=True, timeout=60, env=env)
+    assert res.returncode == 1 and res.stderr.startswith(expected), res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
+    if case == "old schema":
+        assert "client-registry 0.1" in res.stderr and "cannot convert" in res.stderr

@@ -87,6 +87,7 @@ class DashboardScreen(Screen):
     def on_mount(self) -> None:
         self.header_state.embedded = self.app.embedded
         self.header_state.broker = self.app.listener_state
+        self.header_state.service_broker, self.header_state.service_state = self.app.service_status
         self.header_state.broker_address = self.app.mqtt_target.address if self.app.mqtt_target else ""
         self.app.call_registry(self.full_resync)  # the tables fill their rows when they first get a size
         self.requests_table.focus()
@@ -204,6 +205,11 @@ class DashboardScreen(Screen):
             self.app.call_registry(self.sync_from_db)  # no live events: poll the changelog
         self.refresh_header()
         self.current_table().refresh_ages()
+
+    def set_service_status(self, broker: str, state: str) -> None:
+        self.header_state.service_broker = broker
+        self.header_state.service_state = state
+        self.refresh_header()
 
     def set_broker_state(self, state: str, detail: str = "", retry_in: float | None = None) -> None:
         self.header_state.broker = state

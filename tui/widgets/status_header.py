@@ -34,6 +34,8 @@ class HeaderState:
     broker_detail: str = ""
     retry_in: float | None = None
     embedded: bool = False
+    service_broker: str = ""  # from the service's retained status: "mosquitto 2.0.11, supervised"
+    service_state: str = ""  # running | stopped | "" (no status heard)
 
 
 def plural(n: int, one: str, many: str | None = None) -> str:
@@ -68,6 +70,10 @@ def render_broker(state: HeaderState) -> Text:
     if state.broker == "connected":
         text.append(f" {where} ", style="")
         text.append("● connected", style="bold green")
+        if state.service_state == "stopped":
+            text.append(" · registry service stopped: devices are not recorded", style="bold yellow")
+        elif state.service_broker:
+            text.append(f" · {clean(state.service_broker, 60)}", style="dim")
     elif state.broker == "connecting":
         text.append(f" {where} ", style="")
         text.append("connecting…", style="yellow")
