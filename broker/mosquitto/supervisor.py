@@ -109,7 +109,7 @@ class MosquittoSupervisor:
         # killed with SIGKILL (the fleet keeps working until the service is back).
         proc = await asyncio.create_subprocess_exec(
             self.binary, "-c", str(self.conf), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, start_new_session=True)
+            stderr=subprocess.STDOUT, start_new_session=True, umask=0o077)  # its files private (dynsec)
         self.pid_file.write_text(f"{proc.pid}\n")
         asyncio.create_task(self._pump(proc), name="mosquitto-output")
         return proc
