@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import queue
+import socket
+import struct
 import subprocess
 import threading
+import time
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 
 class Paho:
@@ -86,3 +91,126 @@ def mosquitto_sub_once(port: int, username: str, password: str, topic_filter: st
     cmd = ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(port), "-u", username, "-P", password,
            "-t", topic_filter, "-C", str(count), "-W", str(wait), "-v", *extra]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=wait + 15)
+
+
+# -- additions for the Mosquitto security and recovery tests -----------------------------------------------------
+class Device(Paho):
+    """A Paho client with what the security tests measure: when it was disconnected (monotonic clock), the
+    CONNACK's session-present flag, and a session that survives a disconnect when asked (MQTT 3.1.1 clean
+    session 0, or MQTT 5 clean start 0 with a session expiry interval)."""
+
+    def __init__(self, port: int, username: str, password: str, client_id: str = "", *, keep_session: bool = False,
+                 protocol: int = mqtt.MQTTv311, session_expiry: int = 3600) -> None:
+        super().__init__(port, username, password, client_id=client_id, clean=not keep_session, protocol=protocol)
+        self.keep_session = keep_session
+        self.protocol = protocol
+        self.session_expiry = session_expiry
+        self.session_present: bool | None = None
+        self.disconnected_at: float | None = None
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties):
+        self.session_present = bool(getattr(flags, "session_present", False))
+        super()._on_connect(client, userdata, flags, reason_code, properties)
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties):
+        if self.disconnected_at is None:
+            self.disconnected_at = time.monotonic()
+        super()._on_disconnect(client, userdata, flags, reason_code, properties)
+
+    def connect(self, timeout: float = 5.0) -> "Device":
+        if self.protocol != mqtt.MQTTv5:
+            return super().connect(timeout)  # type: ignore[return-value]
+        props = None
+        if self.keep_session:
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = self.session_expiry
+        self.client.connect("127.0.0.1", self.port, keepalive=30, clean_start=not self.keep_session,
+                            properties=props)
+        self.client.loop_start()
+        if not self.answered.wait(timeout):
+            raise TimeoutError("no CONNACK")
+        return self
+
+    @property
+    def accepted(self) -> bool:
+        return self.connected.is_set()
+
+    def drop(self) -> None:
+        """Lose the connection without a DISCONNECT (a device losing power): its Will fires."""
+        self.client.loop_stop()
+        sock = self.client.socket()
+        if sock is not None:
+            sock.close()
+
+
+def drain(client: Paho, timeout: float = 0.5) -> list[tuple[str, bytes]]:
+    """Every message the client receives until none arrives for `timeout` seconds."""
+    got = []
+    while (message := client.next_message(timeout=timeout)) is not None:
+        got.append(message)
+    return got
+
+
+def _str(s: str) -> bytes:
+    data = s.encode()
+    return struct.pack("!H", len(data)) + data
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n % 128, n // 128
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def packet(kind: int, body: bytes, flags: int = 0) -> bytes:
+    return bytes([(kind << 4) | flags]) + _varint(len(body)) + body
+
+
+def raw_connect(client_id: str, username: str, password: str, *, will_topic: str | None = None,
+                will_payload: bytes = b"", will_retain: bool = False, will_qos: int = 0, clean: bool = True,
+                keepalive: int = 60, level: int = 4, session_expiry: int = 0) -> bytes:
+    """A CONNECT packet, optionally with a Will; level 3 (MQTT 3.1), 4 (3.1.1) or 5."""
+    flags = (0x02 if clean else 0) | 0x80 | 0x40
+    if will_topic is not None:
+        flags |= 0x04 | (will_qos << 3) | (0x20 if will_retain else 0)
+    body = (_str("MQIsdp") if level == 3 else _str("MQTT")) + bytes([level, flags]) + struct.pack("!H", keepalive)
+    if level == 5:
+        props = bytes([0x11]) + struct.pack("!I", session_expiry)
+        body += _varint(len(props)) + props
+    body += _str(client_id)
+    if will_topic is not None:
+        if level == 5:
+            body += _varint(0)  # no Will properties
+        body += _str(will_topic) + struct.pack("!H", len(will_payload)) + will_payload
+    return packet(1, body + _str(username) + _str(password))
+
+
+def read_packet(sock: socket.socket, timeout: float = 3.0) -> tuple[int, bytes]:
+    """(first header byte, body) of the next packet; ConnectionError when the peer closed, TimeoutError."""
+    sock.settimeout(timeout)
+
+    def take(n: int) -> bytes:
+        data = b""
+        while len(data) < n:
+            chunk = sock.recv(n - len(data))
+            if not chunk:
+                raise ConnectionError("closed by the peer")
+            data += chunk
+        return data
+
+    head = take(1)[0]
+    mult, length = 1, 0
+    while True:
+        byte = take(1)[0]
+        length += (byte & 0x7F) * mult
+        if not byte & 0x80:
+            break
+        mult *= 128
+    return head, take(length) if length else b""
+
+
+def puback(packet_id: int) -> bytes:
+    return packet(4, struct.pack("!H", packet_id))
