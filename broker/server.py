@@ -26,7 +26,9 @@ Public API (the dashboard embeds the server with exactly this)::
   operator's own Mosquitto settings, appended), ``broker_url`` (attach to a running Mosquitto instead of
   starting one), ``plugin_socket`` / ``socket_group`` (where the registry plugin's datagrams arrive),
   ``relay_interval`` (event poll period, default 0.1 s), ``reconcile_interval`` (default 60 s), ``console``
-  (create/read the console admin account, default True), ``persistence`` (Mosquitto's, default True).
+  (create/read the console admin account, default True), ``persistence`` (Mosquitto's, default True),
+  ``outlive`` (default True: Mosquitto keeps serving if this process is killed; False ends it with the
+  process, as a dashboard that embeds the server wants).
 
 ``serve_main(...)`` is what ``client-registry serve`` runs: it logs to stderr, stops cleanly on SIGINT/SIGTERM
 and returns the process exit code (1 with one line on stderr when it cannot start).
@@ -138,7 +140,7 @@ class EmbeddedServer:
                  mosquitto_include: str | Path | None = None, broker_url: str | None = None,
                  plugin_socket: str | Path | None = None, socket_group: str | None = None,
                  relay_interval: float = 0.1, reconcile_interval: float = 60.0, console: bool = True,
-                 persistence: bool = True) -> None:
+                 persistence: bool = True, outlive: bool = True) -> None:
         self.reg = reg
         self.mqtt_bind = parse_bind(mqtt_bind, 1883)
         self.http_bind = parse_bind(http_bind, 8080) if http_bind is not None else None
@@ -153,6 +155,7 @@ class EmbeddedServer:
         self.reconcile_interval = reconcile_interval
         self.use_console = console
         self.persistence = persistence
+        self.outlive = outlive
         self.mqtt_host: str = self.mqtt_bind[0]
         self.mqtt_port: int = 0
         self.http_host: str | None = None
@@ -267,7 +270,10 @@ class EmbeddedServer:
         host, port = self.mqtt_bind
         if port == 0:
             port = free_port(host)
-        else:
+        self.supervisor = MosquittoSupervisor(binary, self.files.conf, host, port, self.log,
+                                              on_state=self._broker_changed, outlive=self.outlive)
+        await self.supervisor.end_orphan()  # a Mosquitto left by a killed service holds our port
+        if self.mqtt_bind[1] != 0:
             try:  # say "address already in use" in our words, before Mosquitto says it in its own
                 with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
                     probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -284,8 +290,6 @@ class EmbeddedServer:
                 persistence=self.files.persistence if self.persistence else None, include=include))
         except (OSError, ValueError) as exc:
             raise ServerError(f"cannot write Mosquitto's configuration: {exc}") from None
-        self.supervisor = MosquittoSupervisor(binary, self.files.conf, host, port, self.log,
-                                              on_state=self._broker_changed)
         try:
             await self.supervisor.start()
         except MosquittoError as exc:
@@ -416,7 +420,12 @@ class EmbeddedServer:
         self.log(f"mqtt refuse {where}: {result.outcome} ({result.reason})")
 
     async def _granted_over_http(self, username: str, password: str) -> None:
-        if self.provisioner is not None and not self.provisioner.has_account(username):
+        """The device proved its password at the 201 poll: its account exists before it connects, and the
+        grant (maybe not relayed yet) is applied first, so applying it later cannot disturb the device."""
+        if self.provisioner is None or self._relay is None:
+            return
+        await self._relay.catch_up()
+        if not self.provisioner.has_account(username):
             await self.provisioner.provision(username, password)
 
     async def _apply_event(self, event: Any) -> None:

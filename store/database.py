@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from contextlib import contextmanager
 
@@ -45,6 +46,17 @@ def translated(location: str):
         raise
     except (pw.PeeweeException, sqlite3.Error) as exc:
         raise StoreError(describe(exc, location)) from exc
+
+
+def guarded(method):
+    """A Registry method whose driver errors leave as StoreError with one clear line."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with translated(self.location):
+            return method(self, *args, **kwargs)
+
+    return wrapper
 
 
 def connect(location: str):

@@ -46,3 +46,25 @@ def make_reg(db_path, clock):
     yield make
     for registry in opened:
         registry.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_broker_left_behind(tmp_path_factory):
+    """Tests kill services on purpose (a supervised Mosquitto outlives them by design): whatever Mosquitto
+    still runs on a configuration under this session's temporary folder is stopped at the end."""
+    yield
+    import os
+    import signal
+    from pathlib import Path
+
+    base = str(tmp_path_factory.getbasetemp())
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if cmdline and cmdline[0].endswith(b"mosquitto") and any(base.encode() in part for part in cmdline):
+            try:
+                os.kill(int(proc.name), signal.SIGTERM)
+            except OSError:
+                pass

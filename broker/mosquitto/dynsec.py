@@ -114,7 +114,7 @@ class Provisioner:
     def _wanted_roles(grants: Any) -> list[str]:
         return [user_role(grants.username)] + ([ADMIN_ROLE] if grants.admin else [])
 
-    async def _sync(self, username: str, password: str | None = None) -> list[str]:
+    async def _sync(self, username: str, password: str | None = None, *, reset_password: bool = False) -> list[str]:
         """Make Mosquitto agree with the registry about one user; returns what was changed (for the log)."""
         grants = await self._grants(username)
         role = user_role(username)
@@ -125,8 +125,9 @@ class Provisioner:
         done = [x for x in [await self._ensure_role(role, role_acls(grants))] if x]
         wanted_roles = self._wanted_roles(grants)
         state = self.clients.get(username)
-        if state is not None and password is not None and not grants.disabled:
-            # A password handed over for an existing account (`user passwd` beat the relay): set it.
+        if state is not None and password is not None and reset_password and not grants.disabled:
+            # A password handed over for an existing account (`user passwd` beat the relay): set it. Never
+            # for a grant whose account exists already: setClientPassword would disconnect the device.
             await self.link.run([{"command": "setClientPassword", "username": username, "password": password}])
             done.append("password set")
         if state is None:
@@ -169,7 +170,7 @@ class Provisioner:
     async def provision(self, username: str, password: str) -> list[str]:
         """Create the account of a user whose right password the service holds (a device's attempt)."""
         async with self._lock:
-            done = await self._sync(username, password)
+            done = await self._sync(username, password, reset_password=True)
         if done:
             self.log(f"dynsec {username!r}: {', '.join(done)} (its own login)")
         return done

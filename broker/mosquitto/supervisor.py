@@ -49,6 +49,13 @@ def mosquitto_version(path: str) -> str:
     return ".".join(map(str, version))
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: the kernel sends SIGTERM when the parent goes (PR_SET_PDEATHSIG = 1)."""
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
+
+
 def port_answers(host: str, port: int) -> bool:
     host = "127.0.0.1" if host in ("", "0.0.0.0") else ("::1" if host == "::" else host)
     try:
@@ -64,13 +71,14 @@ class MosquittoSupervisor:
     ``await stop()``. ``state`` is "running", "restarting" or "stopped"; ``on_state`` hears every change."""
 
     def __init__(self, binary: str, conf: Path, host: str, port: int, log: Callable[[str], None],
-                 on_state: Callable[[str], None] | None = None) -> None:
+                 on_state: Callable[[str], None] | None = None, *, outlive: bool = True) -> None:
         self.binary = binary
         self.conf = conf
         self.host = host
         self.port = port
         self.log = log
         self.on_state = on_state or (lambda state: None)
+        self.outlive = outlive
         self.state = "stopped"
         self.restarts = 0
         self.proc: asyncio.subprocess.Process | None = None
@@ -87,7 +95,7 @@ class MosquittoSupervisor:
     def pid_file(self) -> Path:
         return self.conf.with_suffix(".pid")
 
-    async def _end_orphan(self) -> None:
+    async def end_orphan(self) -> None:
         """A Mosquitto left running by a service that was killed (it kept serving the fleet meanwhile) is
         stopped before a new one starts on the same configuration."""
         try:
@@ -105,11 +113,13 @@ class MosquittoSupervisor:
 
     async def _spawn(self) -> asyncio.subprocess.Process:
         self._tail.clear()
-        # Its own session: a Ctrl-C meant for the dashboard does not reach it, and it outlives a service
-        # killed with SIGKILL (the fleet keeps working until the service is back).
+        # Its own session: a Ctrl-C meant for the dashboard does not reach it. With ``outlive`` (serve) it
+        # outlives a service killed with SIGKILL, so the fleet keeps working until the service is back;
+        # without (a dashboard that embeds it), it ends with its parent, e.g. when the terminal is closed.
         proc = await asyncio.create_subprocess_exec(
             self.binary, "-c", str(self.conf), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, start_new_session=True, umask=0o077)  # its files private (dynsec)
+            stderr=subprocess.STDOUT, start_new_session=True, umask=0o077,  # its files private (dynsec)
+            preexec_fn=None if self.outlive else _die_with_parent)
         self.pid_file.write_text(f"{proc.pid}\n")
         asyncio.create_task(self._pump(proc), name="mosquitto-output")
         return proc
@@ -146,7 +156,7 @@ class MosquittoSupervisor:
         raise MosquittoError(f"mosquitto did not start: {reason.removeprefix('Error: ')}")
 
     async def start(self) -> None:
-        await self._end_orphan()
+        await self.end_orphan()
         self.proc = await self._spawn()
         await self._ready(self.proc)
         self._set("running")

@@ -1,0 +1,122 @@
+"""Who may log in and what a user may do: verifiers, the forwarded login, grants and authorization, with
+the in-memory answers (a bounded cache of each user's access, dropped on every change). A part of
+:class:`store.registry.Registry`, the one entry point."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import crypto, topics
+from .database import guarded
+from .views import Grants, LoginResult
+
+ACTIONS = ("subscribe", "publish", "receive")
+_MISSING = object()
+
+
+@dataclass
+class _Access:
+    admin: bool
+    disabled: bool
+    permissions: list  # [(pattern, access)]
+    client_id: str | None  # the client id the user registered with ({client_id} binds to it)
+
+
+class AccessRules:
+    def invalidate(self, username: str | None = None) -> None:
+        """Forget cached permissions (of one user, or of all)."""
+        if username is None:
+            self._access_cache.clear()
+        else:
+            self._access_cache.pop(username, None)
+
+    def _check(self, row, username: str, password: str) -> str:
+        """"ok", "disabled" (the password is right but the user may not log in) or "wrong"."""
+        if row is None or not crypto.same(row.verifier, self._verifier(username, password)):
+            return "wrong"
+        return "disabled" if row.disabled else "ok"
+
+    @guarded
+    def authenticate(self, username: str, password: str) -> bool:
+        """True for a user's right password (and not disabled): one HMAC against the stored verifier."""
+        if not isinstance(username, str) or not isinstance(password, str):
+            return False
+        return self._check(self._user_row(username), username, password) == "ok"
+
+    @guarded
+    def login(self, username: str, password: str, client_id: str | None = None, peer: str | None = None,
+              source: str = "mqtt") -> LoginResult:
+        """A login the broker could not answer itself (Mosquitto forwards names it does not know).
+
+        A user's right password is ``accepted``: the broker has no account for it yet (the service restarted
+        since the grant, or the account was deleted by hand) and may create one with this password. Any
+        other name is recorded as a registration attempt (and refused)."""
+        if not isinstance(username, str) or not isinstance(password, str):
+            return LoginResult(False, "not_credentials", "username and password must be strings")
+        row = self._user_row(username)
+        if row is not None:
+            verdict = self._check(row, username, password)
+            if verdict == "ok":
+                return LoginResult(True, "accepted", "password verified")
+            if verdict == "disabled":  # said only to whoever knows the password
+                return LoginResult(False, "disabled", "the user is disabled")
+            return LoginResult(False, "refused", "wrong password")
+        attempt = self.record_attempt(username, password, client_id, peer, source)
+        return LoginResult(False, attempt.outcome, attempt.reason, attempt)
+
+    def _access(self, username: str) -> _Access | None:
+        access = self._access_cache.get(username, _MISSING)
+        if access is not _MISSING:
+            return access
+        row = self._user_row(username)
+        access = None
+        if row is not None:
+            access = _Access(row.admin, row.disabled, [(p.pattern, p.access) for p in row.permissions],
+                             row.client_id)
+        self._access_cache[username] = access
+        return access
+
+    @guarded
+    def grants(self, username: str) -> Grants | None:
+        """What a user may do, as a broker must enforce it (None when there is no such user): placeholders
+        filled with the name and the client id the user registered with, patterns that cannot be filled
+        (or would widen) dropped, and `$` topics kept for admins only. The broker projects exactly this."""
+        access = self._access(username)
+        if access is None:
+            return None
+        allowed = []
+        for pattern, kind in access.permissions:
+            expanded = topics.expand(pattern, username, access.client_id)
+            if expanded is None or (expanded.startswith("$") and not access.admin):
+                continue
+            allowed.append((expanded, kind))
+        binds = any("{client_id}" in pattern for pattern, _ in access.permissions)
+        return Grants(username, bool(access.admin), bool(access.disabled),
+                      access.client_id if binds else None, tuple(allowed))
+
+    @guarded
+    def authorize(self, username: str | None, action: str, topic: str) -> bool:
+        """May this user do ``action`` (subscribe, publish, receive) on ``topic``? The same answer the
+        broker enforces from :meth:`grants`."""
+        if action not in ACTIONS:
+            raise ValueError(f"unknown action {action!r}")
+        if not username or not topic:
+            return False
+        grants = self.grants(username)
+        if grants is None or grants.disabled:
+            return False
+        if grants.admin:
+            return True
+        if topic.startswith("$"):
+            return False
+        check = topics.covers if action == "subscribe" else topics.matches
+        return any(topics.access_allows(kind, action) and check(pattern, topic) for pattern, kind in grants.topics)
+
+    @guarded
+    def is_user(self, username: str) -> bool:
+        return self._access(username) is not None
+
+    @guarded
+    def is_admin(self, username: str) -> bool:
+        access = self._access(username)
+        return bool(access and access.admin and not access.disabled)

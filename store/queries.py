@@ -1,0 +1,110 @@
+"""Reading: requests (whole, or paged and filtered for the dashboard), users and the changelog. A part of
+:class:`store.registry.Registry`, the one entry point."""
+
+from __future__ import annotations
+
+import peewee as pw
+
+from .database import guarded
+from .views import EventView, RequestView, UserView
+
+
+class Queries:
+    @guarded
+    def requests(self, include_all: bool = False) -> list[RequestView]:
+        self.expire_stale()
+        R = self.m.Request
+        query = R.select()
+        if not include_all:
+            query = query.where(R.status == "pending")
+        pending_first = pw.Case(None, [(R.status == "pending", 0)], 1)
+        return [RequestView.of(r) for r in query.order_by(pending_first, R.id.desc())]
+
+    @guarded
+    def request(self, request_id: int) -> RequestView | None:
+        row = self.m.Request.get_or_none(self.m.Request.id == request_id)
+        return RequestView.of(row) if row else None
+
+    # -- paged reading, for the dashboard's bounded requests table (added on branch perf-tui) ---------------
+    def _request_match(self, match: str | None):
+        """``match`` as a WHERE clause: any of username, client id, peer, source, pairing code or the status
+        label (``conflict`` for a pending request with a conflicting password) contains it, ignoring case."""
+        if not match:
+            return None
+        R = self.m.Request
+        text = match.lower()
+        clause = (R.username.contains(text) | R.client_id.contains(text) | R.peer.contains(text)
+                  | R.source.contains(text) | R.pairing_code.contains(text)
+                  | (R.status.contains(text) & ~((R.status == "pending") & (R.conflict == True))))  # noqa: E712
+        if text in "conflict":
+            clause = clause | ((R.status == "pending") & (R.conflict == True))  # noqa: E712
+        return clause
+
+    @guarded
+    def request_count(self, match: str | None = None) -> int:
+        """How many requests (any status) match ``match`` (see ``request_page``); all of them without one."""
+        query = self.m.Request.select()
+        clause = self._request_match(match)
+        if clause is not None:
+            query = query.where(clause)
+        return query.count()
+
+    @guarded
+    def request_page(self, limit: int, offset: int = 0, match: str | None = None) -> tuple[list[RequestView], int]:
+        """``limit`` requests from position ``offset`` in the order of ``requests(include_all=True)`` (pending
+        first, newest first), optionally only those matching ``match``; and how many match in all.
+
+        Two index-friendly queries (pending, then decided, each by id descending) instead of one sort over
+        every row, so the first page of 100,000 requests costs about as much as the first page of 100."""
+        self.expire_stale()
+        R = self.m.Request
+        clause = self._request_match(match)
+
+        pending_q = R.select().where(R.status == "pending" if clause is None else (R.status == "pending") & clause)
+        decided_q = R.select().where(R.status != "pending" if clause is None else (R.status != "pending") & clause)
+        n_pending = pending_q.count()
+        n_total = n_pending + decided_q.count()
+        rows: list = []
+        offset = max(0, offset)
+        if limit > 0 and offset < n_pending:
+            rows += list(pending_q.order_by(R.id.desc()).limit(limit).offset(offset))
+        remaining = limit - len(rows)
+        if remaining > 0:
+            rows += list(decided_q.order_by(R.id.desc()).limit(remaining).offset(max(0, offset - n_pending)))
+        return [RequestView.of(r) for r in rows], n_total
+
+    def _user_view(self, row, permissions) -> UserView:
+        return UserView(name=row.name, admin=bool(row.admin), disabled=bool(row.disabled), created_at=row.created_at,
+                        created_by=row.created_by, created_how=row.created_how, permissions=permissions,
+                        client_id=row.client_id)
+
+    @guarded
+    def users(self) -> list[UserView]:
+        U, P = self.m.User, self.m.Permission
+        perms: dict[int, list] = {}
+        for p in P.select().order_by(P.pattern):
+            perms.setdefault(p.user_id, []).append((p.pattern, p.access))
+        return [self._user_view(u, perms.get(u.id, [])) for u in U.select().order_by(U.name)]
+
+    @guarded
+    def user(self, name: str) -> UserView | None:
+        row = self._user_row(name)
+        if row is None:
+            return None
+        P = self.m.Permission
+        return self._user_view(row, [(p.pattern, p.access) for p in row.permissions.order_by(P.pattern)])
+
+    @guarded
+    def events(self, since: int = 0, limit: int | None = None, subject: str | None = None) -> list[EventView]:
+        E = self.m.Event
+        query = E.select().where(E.id > since)
+        if subject is not None:
+            query = query.where(E.subject == subject)
+        query = query.order_by(E.id)
+        if limit:
+            query = query.limit(limit)
+        return [EventView.of(e) for e in query]
+
+    @guarded
+    def last_event_id(self) -> int:
+        return self.m.Event.select(pw.fn.COALESCE(pw.fn.MAX(self.m.Event.id), 0)).scalar()

@@ -1,0 +1,135 @@
+"""The registration rules: what happens to an attempt of a name that is not a user (recorded, counted as a
+knock while locked, matched to an earlier request, refused by the flood limits), and expiry. A part of
+:class:`store.registry.Registry`, the one entry point."""
+
+from __future__ import annotations
+
+import json
+
+from . import crypto
+from .database import guarded, write_transaction
+from .validation import registration_problem
+from .views import AttemptResult, RequestView
+
+RETRY_EVENT_EVERY = 10.0  # seconds between request.retried events for one request
+EXPIRE_CHECK_EVERY = 60.0
+
+
+class RegistrationRules:
+    @guarded
+    def record_attempt(self, username, password, client_id=None, peer=None, source="mqtt",
+                       requested_permissions=None, context=None) -> AttemptResult:
+        """Record a registration attempt of a name that is not a user (see :meth:`login` for any name)."""
+        broken = registration_problem(username, password, requested_permissions, context)
+        if broken:
+            return AttemptResult("invalid", broken[1], field=broken[0])
+        if source not in ("mqtt", "http"):
+            raise ValueError(f"unknown source {source!r}")
+        if self._user_row(username) is not None:
+            return AttemptResult("known_user", f"{username!r} is already a user")
+        now = self.clock()
+        if not self._unlocked(now):
+            self._knock(username, now)
+            return AttemptResult("locked", "the registry is locked")
+        self._expire_if_due(now)
+
+        code = crypto.pairing_code(username, password)
+        print_ = self._verifier(username, password)
+        outcome = self._match_existing(username, print_, client_id, peer, now)
+        if outcome:
+            return outcome
+        refusal = self._flood_refusal(peer, now)
+        if refusal:
+            return AttemptResult("flood", refusal)
+
+        with write_transaction(self.db):
+            # Another process may have recorded the same credentials, or granted them, meanwhile.
+            if self._user_row(username) is not None:
+                return AttemptResult("known_user", f"{username!r} is already a user")
+            outcome = self._match_existing(username, print_, client_id, peer, self.clock())
+            if outcome:
+                return outcome
+            rivals = list(self.m.Request.select().where(
+                (self.m.Request.username == username) & (self.m.Request.status == "pending")))
+            row = self.m.Request.create(
+                username=username, verifier=print_, pairing_code=code,
+                client_id=client_id, peer=peer, source=source,
+                requested_permissions=json.dumps(requested_permissions) if requested_permissions else None,
+                context=json.dumps(context) if context is not None else None,
+                first_seen=now, last_seen=now, attempts=1, status="pending", conflict=bool(rivals),
+            )
+            if rivals:
+                self.m.Request.update(conflict=True).where(
+                    self.m.Request.id.in_([r.id for r in rivals])).execute()
+                self._event("registry", "request.conflict", username, request_id=row.id,
+                            rival_ids=[r.id for r in rivals], source=source, peer=peer)
+            else:
+                self._event("registry", "request.created", username, request_id=row.id, source=source,
+                            peer=peer, client_id=client_id)
+        view = RequestView.of(row)
+        if rivals:
+            return AttemptResult("conflict", f"another request for {username!r} has a different password",
+                                 request=view, pairing_code=code)
+        return AttemptResult("pending", "waiting for an operator", request=view, pairing_code=code)
+
+    def _match_existing(self, username, print_, client_id, peer, now) -> AttemptResult | None:
+        """Same name and same password as a stored request: count the retry there."""
+        R = self.m.Request
+        for row in R.select().where((R.username == username) & R.status.in_(("pending", "denied"))):
+            if not crypto.same(row.verifier, print_):
+                continue
+            R.update(last_seen=now, attempts=R.attempts + 1, client_id=client_id or row.client_id,
+                     peer=peer or row.peer).where(R.id == row.id).execute()
+            if row.status == "pending" and now - self._retry_event_at.get(row.id, 0.0) >= RETRY_EVENT_EVERY:
+                if len(self._retry_event_at) > 2 * self.config.max_pending:  # a long-running server: stay bounded
+                    self._retry_event_at.clear()
+                self._retry_event_at[row.id] = now
+                self._event("registry", "request.retried", username, request_id=row.id,
+                            attempts=row.attempts + 1)
+            view = RequestView.of(R.get_by_id(row.id))
+            if row.status == "denied":
+                return AttemptResult("denied", "an operator denied this request", request=view,
+                                     pairing_code=row.pairing_code)
+            return AttemptResult("retry", "still waiting for an operator", request=view,
+                                 pairing_code=row.pairing_code)
+        return None
+
+    def _flood_refusal(self, peer, now) -> str | None:
+        R = self.m.Request
+        if peer is not None:
+            recent = R.select().where((R.peer == peer) & (R.first_seen > now - 60)).count()
+            if recent >= self.config.per_peer_per_minute:
+                self.refused["flood"] += 1
+                return f"more than {self.config.per_peer_per_minute} new requests from {peer} in a minute"
+        if R.select().where(R.status == "pending").count() >= self.config.max_pending:
+            self.refused["flood"] += 1
+            return f"{self.config.max_pending} requests are already pending"
+        return None
+
+    def _knock(self, username: str, now: float) -> None:
+        key = crypto.verifier(self._secret, username, "")[:32]
+        K = self.m.Knock
+        K.insert(key=key, last_seen=now, count=1).on_conflict(
+            conflict_target=[K.key], update={K.last_seen: now, K.count: K.count + 1}).execute()
+
+    def _expire_if_due(self, now: float) -> None:
+        """The hot path (record_attempt) looks for stale requests at most once a minute."""
+        if now - self._expired_checked_at >= EXPIRE_CHECK_EVERY:
+            self._expired_checked_at = now
+            self.expire_stale()
+
+    @guarded
+    def expire_stale(self) -> int:
+        R = self.m.Request
+        now = self.clock()
+        cutoff = now - self.config.expire_after
+        stale = list(R.select(R.id, R.username).where((R.status == "pending") & (R.last_seen < cutoff)))
+        if not stale:
+            return 0
+        with write_transaction(self.db):
+            for row in stale:
+                changed = R.update(status="expired", decided_by="registry", decided_at=now).where(
+                    (R.id == row.id) & (R.status == "pending")).execute()
+                if changed:
+                    self._event("registry", "request.expired", row.username, request_id=row.id)
+        return len(stale)
