@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 MAGIC = b"CRK1"
-SOCKET_NAME = "registry.sock"  # beside the database, unless `serve --plugin-socket` says otherwise
+SOCKET_NAME = "sock"  # registry.db -> registry.sock beside it, unless `serve --plugin-socket` says otherwise
 QUEUE_LIMIT = 10_000
 HAND_OVER = 0  # not a device: the CLI handing over a password it just set (see hand_over)
 PROTOCOLS = {HAND_OVER: "handed over", 3: "MQTT 3.1", 4: "MQTT 3.1.1", 5: "MQTT 5"}

@@ -148,7 +148,7 @@ class EmbeddedServer:
         self.mosquitto_binary = mosquitto
         self.mosquitto_include = Path(mosquitto_include) if mosquitto_include else None
         self.broker_url = broker_url
-        self.files = mconf.MosquittoFiles(Path(reg.data_dir))
+        self.files = mconf.MosquittoFiles(reg.location)
         self.socket_path = Path(plugin_socket) if plugin_socket else self.files.socket
         self.socket_group = socket_group
         self.relay_interval = relay_interval
@@ -462,7 +462,7 @@ async def _serve(reg: Any, mqtt_bind: str, http_bind: str, options: dict) -> int
         async with EmbeddedServer(reg, mqtt_bind, http_bind, log=stderr_log, **options) as srv:
             stderr_log(f"client-registry serving: mqtt {srv.mqtt_host}:{srv.mqtt_port} ({srv.broker}), "
                        f"http {srv.http_host}:{srv.http_port}, database {getattr(reg, 'location', '?')}, "
-                       f"credentials in {reg.data_dir}")
+                       f"credentials beside it")
             await stop.wait()
             stderr_log("client-registry shutting down")
     except ServerError as exc:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from . import crypto, topics
 from .database import guarded
+from .validation import normalise_username, text_problem
 from .views import Grants, LoginResult
 
 ACTIONS = ("subscribe", "publish", "receive")
@@ -28,7 +29,7 @@ class AccessRules:
         if username is None:
             self._access_cache.clear()
         else:
-            self._access_cache.pop(username, None)
+            self._access_cache.pop(normalise_username(username), None)
 
     def _check(self, row, username: str, password: str) -> str:
         """"ok", "disabled" (the password is right but the user may not log in) or "wrong"."""
@@ -39,8 +40,9 @@ class AccessRules:
     @guarded
     def authenticate(self, username: str, password: str) -> bool:
         """True for a user's right password (and not disabled): one HMAC against the stored verifier."""
-        if not isinstance(username, str) or not isinstance(password, str):
+        if text_problem(username, "username") or text_problem(password, "password"):
             return False
+        username = normalise_username(username)
         return self._check(self._user_row(username), username, password) == "ok"
 
     @guarded
@@ -51,8 +53,10 @@ class AccessRules:
         A user's right password is ``accepted``: the broker has no account for it yet (the service restarted
         since the grant, or the account was deleted by hand) and may create one with this password. Any
         other name is recorded as a registration attempt (and refused)."""
-        if not isinstance(username, str) or not isinstance(password, str):
-            return LoginResult(False, "not_credentials", "username and password must be strings")
+        problem = text_problem(username, "username") or text_problem(password, "password")
+        if problem:
+            return LoginResult(False, "not_credentials", problem)
+        username = normalise_username(username)
         row = self._user_row(username)
         if row is not None:
             verdict = self._check(row, username, password)
@@ -65,6 +69,7 @@ class AccessRules:
         return LoginResult(False, attempt.outcome, attempt.reason, attempt)
 
     def _access(self, username: str) -> _Access | None:
+        username = normalise_username(username)
         access = self._access_cache.get(username, _MISSING)
         if access is not _MISSING:
             return access
@@ -81,6 +86,7 @@ class AccessRules:
         """What a user may do, as a broker must enforce it (None when there is no such user): placeholders
         filled with the name and the client id the user registered with, patterns that cannot be filled
         (or would widen) dropped, and `$` topics kept for admins only. The broker projects exactly this."""
+        username = normalise_username(username)
         access = self._access(username)
         if access is None:
             return None

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from .registry import Registry
 
 CONSOLE_USER = "client-registry-console"
-CREDENTIALS_FILE = "console.credentials"
+CREDENTIALS_FILE = "console.credentials"  # registry.db -> registry.console.credentials
 ENV_PASSWORD = "CLIENT_REGISTRY_CONSOLE_PASSWORD"
 
 
@@ -31,7 +31,7 @@ def read_console_credentials(reg: Registry) -> Credentials | None:
     if env:
         return Credentials(CONSOLE_USER, env)
     try:
-        password = (reg.data_dir / CREDENTIALS_FILE).read_text().strip()
+        password = reg.companion(CREDENTIALS_FILE).read_text().strip()
     except OSError:
         return None
     return Credentials(CONSOLE_USER, password) if password else None
@@ -50,7 +50,7 @@ def ensure_console_account(reg: Registry) -> Credentials:
     creds = read_console_credentials(reg)
     if creds is None:
         creds = Credentials(CONSOLE_USER, secrets.token_urlsafe(24))
-        _write_private(reg.data_dir / CREDENTIALS_FILE, creds.password)
+        _write_private(reg.companion(CREDENTIALS_FILE), creds.password)
     user = reg.user(CONSOLE_USER)
     if user is None:
         reg.add_user(CONSOLE_USER, creds.password, admin=True, actor="server", how="console")

@@ -16,8 +16,6 @@ import secrets
 import tempfile
 from pathlib import Path
 
-SECRET_FILE = "server.secret"
-
 
 def pairing_code(username: str, password: str) -> str:
     """First 6 characters of base32(SHA-256(username + "\\n" + password)): what device firmware prints."""
@@ -36,9 +34,9 @@ def same(a: str | None, b: str) -> bool:
     return a is not None and hmac.compare_digest(a, b)
 
 
-def load_or_create_secret(folder: Path) -> bytes:
-    """The server secret, created once beside the database with mode 0600."""
-    path = folder / SECRET_FILE
+def load_or_create_secret(path: Path) -> bytes:
+    """The server secret of one database (``registry.secret`` beside ``registry.db``), created once, 0600."""
+    folder = path.parent
     try:
         return bytes.fromhex(path.read_text().strip())
     except FileNotFoundError:

@@ -10,7 +10,9 @@ import peewee as pw
 from playhouse.db_url import connect as connect_url
 
 from .errors import StoreError
-from .location import is_url, sqlite_path
+import os
+
+from .location import create_private_folder, is_url, sqlite_path
 from .models import SCHEMA_VERSION, make_models
 
 BUSY_TIMEOUT_MS = 5000
@@ -19,6 +21,7 @@ SQLITE_PRAGMAS = {
     "busy_timeout": BUSY_TIMEOUT_MS,
     "foreign_keys": 1,
     "synchronous": "normal",
+    "secure_delete": 1,  # a cleared pairing code or a removed user leaves no old bytes in the file
 }
 
 
@@ -59,23 +62,37 @@ def guarded(method):
     return wrapper
 
 
-def connect(location: str):
-    """Open (creating tables on first use) and return (database, models)."""
+def missing(location: str) -> str:
+    return (f"no registry database at {location}: create it with `client-registry --db {location} init` "
+            f"(or start `client-registry serve` or the dashboard on it)")
+
+
+def _prepare_file(path, location: str, create: bool) -> None:
+    """A new SQLite file is created private (0600: SQLite gives the WAL and SHM files the same mode) in a
+    private folder, and only when ``create``; a missing one is never silently replaced."""
+    if path.is_dir():
+        raise StoreError(f"database {location} is a directory, not a file")
+    if path.exists():
+        return
+    if not create:
+        raise StoreError(missing(location))
+    try:
+        create_private_folder(path.parent)
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+        os.chmod(path, 0o600)
+    except OSError as exc:
+        raise StoreError(f"cannot create database {location}: {exc.strerror}") from exc
+
+
+def connect(location: str, create: bool = True):
+    """Open (creating the file and tables when ``create``) and return (database, models)."""
     path = sqlite_path(location)
     if not is_url(location):
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise StoreError(f"cannot create the folder for {location}: {exc.strerror}") from exc
-        if path.is_dir():
-            raise StoreError(f"database {location} is a directory, not a file")
+        _prepare_file(path, location, create)
         db = pw.SqliteDatabase(str(path), pragmas=SQLITE_PRAGMAS, timeout=BUSY_TIMEOUT_MS / 1000)
     else:
         if path is not None:
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise StoreError(f"cannot create the folder for {location}: {exc.strerror}") from exc
+            _prepare_file(path, location, create)
         try:
             db = connect_url(location)
         except Exception as exc:  # unknown scheme, missing driver: one line either way
@@ -85,6 +102,9 @@ def connect(location: str):
     models = make_models(db)
     with translated(location):
         db.connect(reuse_if_open=True)
+        if not create and not db.table_exists(models.Meta._meta.table_name):
+            db.close()
+            raise StoreError(missing(location))
         _prepare_schema(db, models, location)
     return db, models
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
+from urllib.parse import urlsplit
 
 ENV_DB = "CLIENT_REGISTRY_DB"
 APP_DIR = "client-registry"
@@ -46,3 +48,22 @@ def data_dir_for(location: str) -> Path:
     """The folder for files that belong beside the database (server secret, console credentials)."""
     path = sqlite_path(location)
     return path.parent if path is not None else default_data_dir()
+
+
+def companion(location: str, name: str) -> Path:
+    """A file that belongs to this database and no other: ``registry.db`` -> ``registry.<name>`` beside it;
+    a server database -> ``<host>_<dbname>.<name>`` in the default data directory."""
+    path = sqlite_path(location)
+    if path is not None:
+        return path.with_name(f"{path.stem}.{name}")
+    parts = urlsplit(location)
+    stem = re.sub(r"[^A-Za-z0-9_.-]", "_", f"{parts.hostname or 'local'}_{parts.path.strip('/') or 'db'}")
+    return default_data_dir() / f"{stem}.{name}"
+
+
+def create_private_folder(folder: Path) -> None:
+    """Create the data folder (and parents) only its owner can enter, whatever the umask."""
+    if folder.is_dir():
+        return
+    folder.mkdir(parents=True, mode=0o700, exist_ok=True)
+    folder.chmod(0o700)

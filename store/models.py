@@ -46,7 +46,7 @@ def make_models(db: pw.Database) -> SimpleNamespace:
     class Request(Base):
         username = pw.CharField(max_length=128, index=True)
         verifier = pw.CharField(max_length=64)
-        pairing_code = pw.CharField(max_length=8)
+        pairing_code = pw.CharField(max_length=8, null=True)  # while pending only: cleared when decided
         client_id = pw.CharField(max_length=1024, null=True)
         peer = pw.CharField(max_length=128, null=True)
         source = pw.CharField(max_length=8)  # mqtt | http

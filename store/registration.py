@@ -8,7 +8,7 @@ import json
 
 from . import crypto
 from .database import guarded, write_transaction
-from .validation import registration_problem
+from .validation import normalise_username, registration_problem
 from .views import AttemptResult, RequestView
 
 RETRY_EVENT_EVERY = 10.0  # seconds between request.retried events for one request
@@ -20,6 +20,7 @@ class RegistrationRules:
     def record_attempt(self, username, password, client_id=None, peer=None, source="mqtt",
                        requested_permissions=None, context=None) -> AttemptResult:
         """Record a registration attempt of a name that is not a user (see :meth:`login` for any name)."""
+        username = normalise_username(username)  # NFC: the one form every rule sees and the store keeps
         broken = registration_problem(username, password, requested_permissions, context)
         if broken:
             return AttemptResult("invalid", broken[1], field=broken[0])
@@ -128,7 +129,7 @@ class RegistrationRules:
             return 0
         with write_transaction(self.db):
             for row in stale:
-                changed = R.update(status="expired", decided_by="registry", decided_at=now).where(
+                changed = R.update(status="expired", decided_by="registry", decided_at=now, pairing_code=None).where(
                     (R.id == row.id) & (R.status == "pending")).execute()
                 if changed:
                     self._event("registry", "request.expired", row.username, request_id=row.id)

@@ -25,7 +25,7 @@ from .database import connect, guarded, write_transaction
 from .errors import RefusedError, StoreError
 from .queries import Queries
 from .registration import RegistrationRules
-from .validation import parse_permission, password_problem, username_problem
+from .validation import normalise_username, parse_permission, password_problem, text_problem, username_problem
 from .views import ItemResult, RequestView, Status, UserView
 
 KNOCK_WINDOW = 300  # "devices knocking": refused while locked in the last five minutes
@@ -40,16 +40,19 @@ class RegistryConfig:
 
 
 class Registry(RegistrationRules, AccessRules, Queries):
-    def __init__(self, location: str, config: RegistryConfig | None = None, clock: Callable[[], float] = time.time):
+    def __init__(self, location: str, config: RegistryConfig | None = None, clock: Callable[[], float] = time.time,
+                 *, create: bool = False):
         self.location = location
         self.config = config or RegistryConfig()
         self.clock = clock
         self.data_dir = loc.data_dir_for(location)
-        self.db, self.m = connect(location)
+        self.db, self.m = connect(location, create=create)
+        secret = self.companion("secret")
         try:
-            self._secret = crypto.load_or_create_secret(self.data_dir)
+            self._secret = crypto.load_or_create_secret(secret)
         except (OSError, ValueError) as exc:
-            raise StoreError(f"cannot read or create the server secret in {self.data_dir}: {exc}") from exc
+            self.db.close()
+            raise StoreError(f"cannot read or create the server secret {secret}: {exc}") from exc
         self._access_cache: dict[str, _Access | None] = {}
         self._retry_event_at: dict[int, float] = {}
         self._expired_checked_at = 0.0
@@ -57,6 +60,10 @@ class Registry(RegistrationRules, AccessRules, Queries):
 
     def close(self) -> None:
         self.db.close()
+
+    def companion(self, name: str):
+        """A file of this database's own (secret, credentials, Mosquitto's files): see store.location."""
+        return loc.companion(self.location, name)
 
     # ----------------------------------------------------------------- helpers
     def _event(self, actor: str, kind: str, subject: str | None, **detail) -> None:
@@ -66,6 +73,9 @@ class Registry(RegistrationRules, AccessRules, Queries):
         return crypto.verifier(self._secret, username, password)
 
     def _user_row(self, name: str):
+        name = normalise_username(name)
+        if text_problem(name, "username"):  # no user has a name UTF-8 cannot carry
+            return None
         return self.m.User.get_or_none(self.m.User.name == name)
 
     def _require_user(self, name: str):
@@ -122,7 +132,10 @@ class Registry(RegistrationRules, AccessRules, Queries):
         R = self.m.Request
         out = []
         for item in items:
-            text = str(item)
+            text = normalise_username(str(item))
+            if text_problem(text, "name"):
+                out.append((text, text_problem(text, "name")))
+                continue
             if text.isdigit():
                 row = R.get_or_none(R.id == int(text))
                 out.append((text, [row] if row else f"no request #{text}"))
@@ -178,9 +191,9 @@ class Registry(RegistrationRules, AccessRules, Queries):
                 created_by=actor, created_how=f"registration-{row.source}")
             for pattern, access in dict(perms).items():
                 self.m.Permission.create(user=user, pattern=pattern, access=access)
-            R.update(status="granted", decided_by=actor, decided_at=now).where(R.id == row.id).execute()
+            R.update(status="granted", decided_by=actor, decided_at=now, pairing_code=None).where(R.id == row.id).execute()
             for rival in rivals:
-                R.update(status="denied", decided_by=actor, decided_at=now).where(R.id == rival.id).execute()
+                R.update(status="denied", decided_by=actor, decided_at=now, pairing_code=None).where(R.id == rival.id).execute()
                 self._event(actor, "request.denied", rival.username, request_id=rival.id,
                             reason=f"rival of granted request #{row.id}")
             self._event(actor, "request.granted", row.username, request_id=row.id,
@@ -204,7 +217,7 @@ class Registry(RegistrationRules, AccessRules, Queries):
                         results.append(ItemResult(item, False, f"request #{row.id} ({row.username}) is already {row.status}",
                                                   RequestView.of(row)))
                         continue
-                    R.update(status="denied", decided_by=actor, decided_at=now).where(R.id == row.id).execute()
+                    R.update(status="denied", decided_by=actor, decided_at=now, pairing_code=None).where(R.id == row.id).execute()
                     self._event(actor, "request.denied", row.username, request_id=row.id)
                 results.append(ItemResult(item, True, f"denied {row.username} (request #{row.id})",
                                           RequestView.of(R.get_by_id(row.id))))
@@ -213,6 +226,7 @@ class Registry(RegistrationRules, AccessRules, Queries):
     # ------------------------------------------------------------------- users
     @guarded
     def add_user(self, name: str, password: str, admin: bool = False, actor: str = "cli", how: str = "cli") -> UserView:
+        name = normalise_username(name)
         for problem in (username_problem(name), password_problem(password)):
             if problem:
                 raise RefusedError(problem)
@@ -227,6 +241,7 @@ class Registry(RegistrationRules, AccessRules, Queries):
 
     @guarded
     def remove_user(self, name: str, actor: str = "cli") -> None:
+        name = normalise_username(name)
         with write_transaction(self.db):
             row = self._require_user(name)
             self.m.Permission.delete().where(self.m.Permission.user == row).execute()
@@ -235,6 +250,7 @@ class Registry(RegistrationRules, AccessRules, Queries):
         self.invalidate(name)
 
     def _set_disabled(self, name: str, disabled: bool, actor: str) -> None:
+        name = normalise_username(name)
         with write_transaction(self.db):
             row = self._require_user(name)
             if row.disabled == disabled:
@@ -253,6 +269,7 @@ class Registry(RegistrationRules, AccessRules, Queries):
 
     @guarded
     def set_password(self, name: str, password: str, actor: str = "cli") -> None:
+        name = normalise_username(name)
         problem = password_problem(password)
         if problem:
             raise RefusedError(problem)
@@ -264,6 +281,7 @@ class Registry(RegistrationRules, AccessRules, Queries):
 
     @guarded
     def permit(self, name: str, pattern: str, access: str, actor: str = "cli") -> None:
+        name = normalise_username(name)
         try:
             pattern, access = parse_permission((pattern, access))
         except ValueError as exc:
@@ -286,6 +304,7 @@ class Registry(RegistrationRules, AccessRules, Queries):
 
     @guarded
     def forbid(self, name: str, pattern: str, actor: str = "cli") -> None:
+        name = normalise_username(name)
         P = self.m.Permission
         with write_transaction(self.db):
             row = self._require_user(name)
@@ -296,6 +315,7 @@ class Registry(RegistrationRules, AccessRules, Queries):
         self.invalidate(name)
 
 def open_registry(db: str | None = None, config: RegistryConfig | None = None,
-                  clock: Callable[[], float] = time.time) -> Registry:
-    """Open the registry at --db, $CLIENT_REGISTRY_DB, or the default location."""
-    return Registry(loc.resolve(db), config=config, clock=clock)
+                  clock: Callable[[], float] = time.time, *, create: bool = True) -> Registry:
+    """Open the registry at --db, $CLIENT_REGISTRY_DB, or the default location. ``create=False`` refuses a
+    database that does not exist yet (every CLI command but `init`, `serve` and the dashboard)."""
+    return Registry(loc.resolve(db), config=config, clock=clock, create=create)

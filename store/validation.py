@@ -17,9 +17,39 @@ def _has_control(text: str) -> bool:
     return any(unicodedata.category(ch) == "Cc" for ch in text)
 
 
+def normalise_username(username):
+    """The one form of a name that every rule sees and the store keeps: Unicode NFC, so a composed "é" and
+    "e" + U+0301 are the same name. Called where a name enters the store (attempts, add_user, grant and
+    every lookup by name); anything that is not a string is returned as it is, for the rules to refuse."""
+    if isinstance(username, str) and not username.isascii():
+        return unicodedata.normalize("NFC", username)
+    return username
+
+
+def text_problem(value, field: str) -> str | None:
+    """A string that UTF-8 can carry, or the rule it breaks: bytes (what a broker failed to decode) and
+    strings holding a lone surrogate (what a JSON "\\ud800" escape decodes to) are refused."""
+    if isinstance(value, (bytes, bytearray)):
+        try:
+            bytes(value).decode("utf-8")
+        except UnicodeDecodeError:
+            return f"{field} must be valid UTF-8"
+        return f"{field} must be a string, not bytes"
+    if not isinstance(value, str):
+        return f"{field} must be a string"
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            return f"{field} must be valid UTF-8 (lone surrogate U+{ord(value[exc.start]):04X})"
+    return None
+
+
 def username_problem(username) -> str | None:
-    if not isinstance(username, str):
-        return "username must be a string"
+    problem = text_problem(username, "username")
+    if problem:
+        return problem
+    username = normalise_username(username)  # the rules are about the name as it will be stored
     if len(username) < USERNAME_MIN:
         return f"username must be at least {USERNAME_MIN} characters"
     if len(username) > USERNAME_MAX:
@@ -34,8 +64,9 @@ def username_problem(username) -> str | None:
 
 
 def password_problem(password) -> str | None:
-    if not isinstance(password, str):
-        return "password must be a string"
+    problem = text_problem(password, "password")  # never normalised: the broker compares it byte for byte
+    if problem:
+        return problem
     if len(password) < PASSWORD_MIN:
         return f"password must be at least {PASSWORD_MIN} characters"
     if len(password) > PASSWORD_MAX:
@@ -44,9 +75,7 @@ def password_problem(password) -> str | None:
 
 
 def permission_problem(pattern, access) -> str | None:
-    if not isinstance(pattern, str):
-        return "topic pattern must be a string"
-    problem = filter_problem(pattern)
+    problem = text_problem(pattern, "topic pattern") or filter_problem(pattern)
     if problem:
         return problem
     if access not in ACCESS_VALUES:
@@ -78,7 +107,7 @@ def context_problem(context) -> str | None:
         return "context must be an object"
     if len(json.dumps(context)) > MAX_CONTEXT_BYTES:
         return f"context must be at most {MAX_CONTEXT_BYTES} bytes as JSON"
-    return None
+    return text_problem(json.dumps(context, ensure_ascii=False), "context")
 
 
 def registration_problem(username, password, requested_permissions=None, context=None) -> tuple[str, str] | None:

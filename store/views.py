@@ -22,7 +22,7 @@ class RequestView:
     conflict: bool
     decided_by: str | None
     decided_at: float | None
-    pairing_code: str
+    pairing_code: str | None  # while pending only (docs/SECURITY.md)
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -55,11 +55,12 @@ def db_option(func):
     )(func)
 
 
-def registry(ctx: click.Context, db: str | None):
-    """Open the registry named by this command's --db, else the group's --db."""
+def registry(ctx: click.Context, db: str | None, *, create: bool = False):
+    """Open the registry named by this command's --db, else the group's --db. Only `init` creates one: a
+    mistyped path is an error, never a new empty registry that no server uses."""
     root = ctx.find_root()
     location = db or root.params.get("db")
-    reg = open_registry(location)
+    reg = open_registry(location, create=create)
     ctx.call_on_close(reg.close)
     return reg
 
@@ -117,6 +118,20 @@ def main(ctx, db):
 
 
 # ------------------------------------------------------------------------ window
+@main.command()
+@db_option
+@click.pass_context
+def init(ctx, db):
+    """Create a registry database (and its secret) at --db, or say it exists."""
+    from store.location import resolve, sqlite_path
+
+    location = resolve(db or ctx.find_root().params.get("db"))
+    path = sqlite_path(location)
+    existed = path is not None and path.exists()
+    reg = registry(ctx, db, create=True)
+    click.echo(f"{'a registry exists' if existed else 'created a registry'} at {reg.location}")
+
+
 def status_line(status) -> str:
     if status.unlocked:
         minutes, seconds = divmod(math.ceil(status.remaining), 60)
@@ -170,7 +185,7 @@ def requests(ctx, db, include_all, as_json):
     table(
         ["ID", "USERNAME", "CLIENT ID", "PEER", "SOURCE", "TRIES", "LAST SEEN", "CODE", "STATUS"],
         [[str(r.id), printable(r.username, 40), printable(r.client_id, 30), printable(r.peer), r.source,
-          str(r.attempts), ago(r.last_seen, now), r.pairing_code, r.status + (" conflict" if r.conflict else "")]
+          str(r.attempts), ago(r.last_seen, now), r.pairing_code or "-", r.status + (" conflict" if r.conflict else "")]
          for r in rows],
     )
 
@@ -253,7 +268,7 @@ def _handed_over(reg, name: str, password: str) -> str:
     """Hand the new password to the running server (never to disk), so the broker account is set at once."""
     from broker.plugin_socket import SOCKET_NAME, hand_over
 
-    if hand_over(reg.data_dir / SOCKET_NAME, name, password):
+    if hand_over(reg.companion(SOCKET_NAME), name, password):
         return ""
     return "; no running server was reached: the broker account is set at the device's first login"
 
@@ -381,7 +396,7 @@ def mosquitto_config(ctx, db, conf_d, dynsec_file, plugin, socket_path, listener
     from broker.mosquitto.config import listener_line
     from broker.mosquitto.plugin_build import PluginBuildError
     from broker.server import ServerError, parse_bind
-    from store.location import data_dir_for, resolve
+    from store.location import resolve
 
     try:
         host, port = parse_bind(listener, 1883)
@@ -389,7 +404,7 @@ def mosquitto_config(ctx, db, conf_d, dynsec_file, plugin, socket_path, listener
         raise fail(str(exc)) from None
     location = resolve(db or ctx.find_root().params.get("db"))
     try:
-        plan = prepare(data_dir_for(location), conf_d=Path(conf_d), dynsec_file=Path(dynsec_file),
+        plan = prepare(location, conf_d=Path(conf_d), dynsec_file=Path(dynsec_file),
                        plugin=Path(plugin), socket=Path(socket_path), listener=listener_line(host, port),
                        write_conf=write, db=location,
                        broker_url=f"mqtt://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}")

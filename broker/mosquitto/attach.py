@@ -26,7 +26,7 @@ class AttachPlan:
     steps: list[str]
 
 
-def prepare(data_dir: Path, *, conf_d: Path = DEFAULT_CONF_D, dynsec_file: Path = DEFAULT_DYNSEC,
+def prepare(location: str, *, conf_d: Path = DEFAULT_CONF_D, dynsec_file: Path = DEFAULT_DYNSEC,
             plugin: Path = DEFAULT_PLUGIN, socket: Path = DEFAULT_SOCKET, listener: str = "listener 1883",
             write_conf: bool = False, db: str = "", broker_url: str = "mqtt://127.0.0.1:1883") -> AttachPlan:
     """Build the plugin, write the dynamic-security file (and the snippet when ``write_conf``)."""
@@ -34,7 +34,7 @@ def prepare(data_dir: Path, *, conf_d: Path = DEFAULT_CONF_D, dynsec_file: Path 
     if dynsec_so is None:
         raise OSError("Mosquitto's dynamic-security plugin was not found: apt-get install mosquitto")
     written = [build_plugin(plugin)]
-    service = mconf.load_or_create_service_credentials(mconf.MosquittoFiles(data_dir).service_credentials)
+    service = mconf.load_or_create_service_credentials(mconf.MosquittoFiles(location).service_credentials)
     dynsec_file.parent.mkdir(parents=True, exist_ok=True)
     existed = dynsec_file.exists()
     mconf.ensure_dynsec_file(dynsec_file, service, deny_by_default=not existed)

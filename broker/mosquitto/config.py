@@ -186,31 +186,37 @@ def listener_line(host: str, port: int) -> str:
 
 @dataclass(frozen=True)
 class MosquittoFiles:
-    """Where the supervised Mosquitto's files live (the registry's data directory)."""
+    """Where one registry's Mosquitto files live: beside its database and named after it (``registry.db``
+    -> ``registry.mosquitto.conf``, ...), so two registries in one folder never share one."""
 
-    folder: Path
+    location: str  # the registry's database (store.location)
+
+    def _named(self, name: str) -> Path:
+        from store.location import companion
+
+        return companion(self.location, name)
 
     @property
     def conf(self) -> Path:
-        return self.folder / "mosquitto.conf"
+        return self._named("mosquitto.conf")
 
     @property
     def dynsec(self) -> Path:
-        return self.folder / "dynamic-security.json"
+        return self._named("dynamic-security.json")
 
     @property
     def socket(self) -> Path:
         from ..plugin_socket import SOCKET_NAME
 
-        return self.folder / SOCKET_NAME
+        return self._named(SOCKET_NAME)
 
     @property
     def service_credentials(self) -> Path:
-        return self.folder / "service.credentials"
+        return self._named("service.credentials")
 
     @property
     def persistence(self) -> Path:
-        return self.folder / "mosquitto-data"
+        return self._named("mosquitto-data")
 
 
 def render_conf(*, listener: str, dynsec_plugin: Path, dynsec_file: Path, registry_plugin: Path,

@@ -120,7 +120,9 @@ class MosquittoSupervisor:
             self.binary, "-c", str(self.conf), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, start_new_session=True, umask=0o077,  # its files private (dynsec)
             preexec_fn=None if self.outlive else _die_with_parent)
-        self.pid_file.write_text(f"{proc.pid}\n")
+        fd = os.open(self.pid_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(f"{proc.pid}\n")
         asyncio.create_task(self._pump(proc), name="mosquitto-output")
         return proc
 

@@ -463,7 +463,7 @@ class Served:
         raise AssertionError(f"serve did not start (exit {proc.poll()}):\n{log.read_text()}")
 
     def mosquitto_pid(self) -> int:
-        return int((self.dir / "mosquitto.pid").read_text().strip())
+        return int((self.dir / "registry.mosquitto.pid").read_text().strip())
 
     def cli(self, *args: str) -> subprocess.CompletedProcess:
         res = subprocess.run([CLI, "--db", self.db, *args], capture_output=True, text=True, timeout=30)

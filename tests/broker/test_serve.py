@@ -48,8 +48,16 @@ def test_serve_runs_and_stops_cleanly(tmp_path, sig):
         mqtt_port, http_port, lines = wait_serving(proc)
         with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/healthz", timeout=5) as resp:
             assert json.loads(resp.read())["status"] == "ok"
-        creds = (tmp_path / "console.credentials")
-        assert creds.exists() and (creds.stat().st_mode & 0o777) == 0o600
+        creds = (tmp_path / "registry.console.credentials")
+        assert creds.exists()
+        # Every file the registry and its Mosquitto create is private, the database's WAL and SHM included.
+        made = {p.name: oct(p.stat().st_mode & 0o777) for p in tmp_path.iterdir()}
+        for name in ("registry.db", "registry.db-wal", "registry.db-shm", "registry.secret",
+                     "registry.console.credentials", "registry.service.credentials", "registry.mosquitto.conf",
+                     "registry.dynamic-security.json", "registry.sock", "registry.mosquitto.pid"):
+            assert made.pop(name) == "0o600", name
+        assert made.pop("registry.mosquitto-data") == "0o700"
+        assert not made, made
         password = creds.read_text().strip()
         res = subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(mqtt_port), "-u",
                               "client-registry-console", "-P", password, "-t", "hello/world", "-m", "hi"],

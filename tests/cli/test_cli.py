@@ -26,6 +26,13 @@ def ok(db, *args, stdin=None):
     return result.stdout
 
 
+@pytest.fixture(autouse=True)
+def initialised(db_path):
+    """The registry exists (`client-registry init`), as after `serve` or the dashboard on a machine."""
+    assert "created a registry at" in ok(db_path, "init")
+    assert "a registry exists at" in ok(db_path, "init")
+
+
 def test_console_script_is_installed():
     assert EXE, "client-registry is not on PATH: install the project as the README says"
 
@@ -125,5 +132,38 @@ def test_bad_database_is_one_line_and_exit_1(tmp_path, setup, message):
 
 def test_db_from_environment(tmp_path):
     env = {**os.environ, "CLIENT_REGISTRY_DB": str(tmp_path / "env.db")}
+    subprocess.run([EXE, "init"], env=env, check=True, capture_output=True)
     subprocess.run([EXE, "unlock"], env=env, check=True, capture_output=True)
     assert open_registry(str(tmp_path / "env.db")).status().unlocked
+
+
+@pytest.mark.parametrize("command", [["status"], ["unlock"], ["requests"], ["users"], ["log"], ["grant", "x"],
+                                     ["user", "add", "x", "--password-stdin"]])
+def test_a_missing_database_is_never_created_silently(tmp_path, command):
+    missing = tmp_path / "typo" / "registry.db"
+    result = run(str(missing), *command, stdin="password-1\n")
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.strip() == (f"client-registry: no registry database at {missing}: create it with "
+                                     f"`client-registry --db {missing} init` (or start `client-registry serve` or "
+                                     f"the dashboard on it)")
+    assert not missing.parent.exists()  # no folder, no secret, no empty database
+
+
+def test_private_by_default(tmp_path):
+    """The data folder 0700 and every file the registry creates 0600, whatever the umask."""
+    folder = tmp_path / "data"
+    db = str(folder / "site.db")
+    old = os.umask(0o000)
+    try:
+        ok(db, "init")
+        ok(db, "user", "add", "alice", "--password-stdin", stdin="alice-password\n")  # WAL and SHM exist now
+    finally:
+        os.umask(old)
+    assert oct(folder.stat().st_mode & 0o777) == "0o700"
+    created = sorted(p.name for p in folder.iterdir())
+    assert {"site.db", "site.secret"} <= set(created)
+    for path in folder.iterdir():
+        assert oct(path.stat().st_mode & 0o777) == "0o600", (path.name, oct(path.stat().st_mode))
+    other = str(folder / "other.db")
+    ok(other, "init")
+    assert (folder / "other.secret").read_bytes() != (folder / "site.secret").read_bytes()  # one per database

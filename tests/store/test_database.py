@@ -30,7 +30,7 @@ def test_sqlite_url_and_wal(tmp_path):
 
 
 def test_secret_file_is_private(reg):
-    mode = stat.S_IMODE(os.stat(reg.data_dir / "server.secret").st_mode)
+    mode = stat.S_IMODE(os.stat(reg.companion("secret")).st_mode)
     assert mode == 0o600
 
 
@@ -54,7 +54,7 @@ def test_newer_schema_is_refused(db_path, reg):
 def test_folder_that_cannot_be_created(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    with pytest.raises(StoreError, match="cannot create the folder"):
+    with pytest.raises(StoreError, match="cannot create database .*: Not a directory"):
         open_registry(str(blocker / "sub" / "registry.db"))
 
 
@@ -79,7 +79,7 @@ def test_database_locked_for_too_long(reg, db_path, monkeypatch):
 def test_console_account(reg, monkeypatch):
     monkeypatch.delenv("CLIENT_REGISTRY_CONSOLE_PASSWORD", raising=False)
     creds = ensure_console_account(reg)
-    path = reg.data_dir / "console.credentials"
+    path = reg.companion("console.credentials")
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert read_console_credentials(reg) == creds and creds.password not in repr(creds)
     assert reg.is_admin(CONSOLE_USER) and reg.authenticate(CONSOLE_USER, creds.password)

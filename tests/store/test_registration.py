@@ -177,3 +177,32 @@ def test_http_fields_are_validated(reg):
     row = reg.requests()[0]
     assert row.requested_permissions == [{"resource": "dev/{username}/#", "operation": "readWrite"}]
     assert row.context == {"site": "hall 3"}
+
+
+def test_pairing_codes_exist_only_while_pending(reg, clock, db_path):
+    """A 30-bit unsalted code is a filter on the password: it is shown while the operator decides, then gone
+    from the database (granted, denied, a rival denied, expired)."""
+    reg.unlock(3600, actor="op")
+    for name in ("g-dev", "d-dev", "e-dev"):
+        reg.record_attempt(name, f"{name}-secret", "c", "10.0.0.1", "mqtt")
+    reg.record_attempt("g-dev", "other-secret", "c", "10.0.0.2", "mqtt")  # a rival, denied by the forced grant
+    assert all(r.pairing_code for r in reg.requests())
+    [first] = [r for r in reg.requests() if r.username == "g-dev" and r.peer == "10.0.0.1"]
+    assert reg.grant([first.id], actor="op", force=True)[0].ok
+    assert reg.deny(["d-dev"], actor="op")[0].ok
+    clock.advance(25 * 3600)
+    reg.expire_stale()
+    rows = reg.requests(include_all=True)
+    assert {r.status for r in rows} == {"granted", "denied", "expired"}
+    assert [r.pairing_code for r in rows] == [None] * 4
+    reg.unlock(3600, actor="op")
+    again = reg.record_attempt("d-dev", "d-dev-secret", "c", "10.0.0.1", "mqtt")  # a denied device retries
+    assert again.outcome == "denied" and again.pairing_code is None
+    reg.close()
+    codes = {pairing_code(n, f"{n}-secret").encode() for n in ("g-dev", "d-dev", "e-dev")}
+    for suffix in ("", "-wal"):
+        try:
+            data = open(db_path + suffix, "rb").read()
+        except FileNotFoundError:
+            continue
+        assert not any(code in data for code in codes), suffix
