@@ -45,7 +45,8 @@ class EmbeddedBroker:
         reg = None
         try:
             reg = self.open_reg()
-            async with EmbeddedServer(reg, self.mqtt_bind, self.http_bind, log=self.log.append) as srv:
+            async with EmbeddedServer(reg, self.mqtt_bind, self.http_bind, log=self.log.append,
+                                      outlive=False) as srv:
                 self.srv = srv
                 self._ready.set()
                 await self._stop.wait()
