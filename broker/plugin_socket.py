@@ -21,6 +21,7 @@ MAGIC = b"CRK1"
 SOCKET_NAME = "sock"  # registry.db -> registry.sock beside it, unless `serve --plugin-socket` says otherwise
 QUEUE_LIMIT = 10_000
 HAND_OVER = 0  # not a device: the CLI handing over a password it just set (see hand_over)
+WAKE = 255  # not a device: "I just changed the registry, apply it now" (see wake)
 PROTOCOLS = {HAND_OVER: "handed over", 3: "MQTT 3.1", 4: "MQTT 3.1.1", 5: "MQTT 5"}
 
 
@@ -69,9 +70,19 @@ def hand_over(path: Path, username: str, password: str) -> bool:
     """Give a running service the password just set for a user (`user add`, `user passwd`), exactly as the
     plugin gives it a device's, so the broker account exists at once; False when no service listens there.
     The password travels over the local socket only, never to disk."""
+    return _send(path, encode(username, password))
+
+
+def wake(path: Path) -> bool:
+    """Ask a running service to read the changelog now (after a change made by another process), instead of
+    at its next poll; False when no service listens there."""
+    return _send(path, encode("", "", protocol=WAKE))
+
+
+def _send(path: Path, datagram: bytes) -> bool:
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
         try:
-            sock.sendto(encode(username, password), str(path))
+            sock.sendto(datagram, str(path))
             return True
         except OSError:
             return False

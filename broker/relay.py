@@ -14,11 +14,13 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
 
 TOPIC_PREFIX = "$registry/v1/events/"
+NOTE_EVERY = 2.0  # seconds: "this server is alive and has applied up to event N" (Registry.note_applied)
 _SECRET_WORDS = ("password", "hash", "hmac", "fingerprint", "secret")
 
 
@@ -58,7 +60,8 @@ class EventRelay:
         self._own_pool = executor is None
         self._pool: Executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="cr-relay")
         self._wake = asyncio.Event()
-        self._turn = asyncio.Lock()  # one reader of the changelog at a time: events are handled in id order
+        self._turn = asyncio.Lock()
+        self._noted_at = 0.0  # one reader of the changelog at a time: events are handled in id order
 
     def wake(self) -> None:
         """Read the changelog now instead of at the next poll (call on the event loop, after the commit)."""
@@ -96,7 +99,7 @@ class EventRelay:
                 continue
             if not handled:
                 try:
-                    async with asyncio.timeout(self.interval):
+                    async with asyncio.timeout(min(self.interval, NOTE_EVERY)):
                         await self._wake.wait()
                 except TimeoutError:
                     pass
@@ -109,6 +112,10 @@ class EventRelay:
             for event in events:
                 await self.handle(event)
                 self.last_id = event.id
+            now = time.monotonic()
+            if events or now - self._noted_at >= NOTE_EVERY:  # read your writes: say what is applied
+                await self._read(self.reg.note_applied, event_id=self.last_id)
+                self._noted_at = now
             return len(events)
 
     async def handle(self, event: Any) -> None:

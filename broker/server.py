@@ -59,7 +59,7 @@ from .mosquitto.dynsec import Provisioner
 from .mosquitto.link import BrokerLink, LinkError
 from .mosquitto.plugin_build import PluginBuildError, plugin_path
 from .mosquitto.supervisor import MosquittoError, MosquittoSupervisor, find_mosquitto, mosquitto_version
-from .plugin_socket import PROTOCOLS, Knock, PluginSocket
+from .plugin_socket import PROTOCOLS, WAKE, Knock, PluginSocket
 from .relay import EventRelay
 
 __all__ = ["EmbeddedServer", "ServerError", "parse_bind", "serve_main"]
@@ -67,6 +67,34 @@ __all__ = ["EmbeddedServer", "ServerError", "parse_bind", "serve_main"]
 DEFAULT_MQTT_BIND = "0.0.0.0:1883"
 DEFAULT_HTTP_BIND = "127.0.0.1:8080"
 STATUS_TOPIC = "$registry/v1/status"
+DATABASE_CHECK_EVERY = 1.0
+
+
+class DatabaseWatch:
+    """Is the SQLite file this server opened still there, and still the same file?"""
+
+    def __init__(self, location: str) -> None:
+        from store.location import sqlite_path
+
+        self.path = sqlite_path(location)
+        self.ident = self._ident()
+
+    def _ident(self) -> tuple[int, int] | None:
+        try:
+            st = self.path.stat() if self.path is not None else None
+        except OSError:
+            return None
+        return (st.st_dev, st.st_ino) if st is not None else None
+
+    def problem(self) -> str | None:
+        if self.path is None or self.ident is None:
+            return None  # a server database (PostgreSQL): its own server says when it is gone
+        now = self._ident()
+        if now is None:
+            return f"{self.path} disappeared"
+        if now != self.ident:
+            return f"{self.path} was replaced by another file (restart the server to use it)"
+        return None
 
 
 class ServerError(Exception):
@@ -140,7 +168,7 @@ class EmbeddedServer:
                  mosquitto_include: str | Path | None = None, broker_url: str | None = None,
                  plugin_socket: str | Path | None = None, socket_group: str | None = None,
                  relay_interval: float = 0.1, reconcile_interval: float = 60.0, console: bool = True,
-                 persistence: bool = True, outlive: bool = True) -> None:
+                 persistence: bool = True, outlive: bool = True, http_limits: Any = None) -> None:
         self.reg = reg
         self.mqtt_bind = parse_bind(mqtt_bind, 1883)
         self.http_bind = parse_bind(http_bind, 8080) if http_bind is not None else None
@@ -156,6 +184,7 @@ class EmbeddedServer:
         self.use_console = console
         self.persistence = persistence
         self.outlive = outlive
+        self.http_limits = http_limits  # broker.http_api.HTTPLimits; None: its defaults
         self.mqtt_host: str = self.mqtt_bind[0]
         self.mqtt_port: int = 0
         self.http_host: str | None = None
@@ -173,6 +202,8 @@ class EmbeddedServer:
         self._tasks: list[asyncio.Task] = []
         self._link_back = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._db_watch = DatabaseWatch(reg.location)
+        self.database_problem: str | None = None
         self._link_connects = 0
         # Device attempts are recorded one at a time (SQLite has one writer anyway), off the loop.
         self._db_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cr-knocks")
@@ -206,6 +237,7 @@ class EmbeddedServer:
             service = mconf.load_or_create_service_credentials(self.files.service_credentials)
         except OSError as exc:
             raise ServerError(f"cannot read or create {self.files.service_credentials}: {exc.strerror}") from None
+        await asyncio.to_thread(self.reg.note_limits)
         if self.use_console:
             self.console = await asyncio.to_thread(ensure_console_account, self.reg)
         await self._start_socket()
@@ -234,6 +266,7 @@ class EmbeddedServer:
         await self._relay.start()
         await self._start_http()
         self._tasks.append(asyncio.create_task(self._reconcile_loop(), name="client-registry-reconcile"))
+        self._tasks.append(asyncio.create_task(self._watch_database(), name="client-registry-database"))
 
     async def _start_socket(self) -> None:
         group = None
@@ -305,11 +338,11 @@ class EmbeddedServer:
 
         host, port = self.http_bind
         api = RegisterAPI(self.reg, self.log, wake=self._wake_relay, hold=self.held.hold,
-                          granted=self._granted_over_http, health=self.health)
+                          granted=self._granted_over_http, health=self.health, limits=self.http_limits)
         runner = web.AppRunner(api.app(), access_log=None, handle_signals=False)
         await runner.setup()
         self._http_runner = runner
-        site = web.TCPSite(runner, host, port, reuse_address=True)
+        site = api.site(runner, host, port)  # timeouts, connection limit, one log line per refusal
         try:
             await site.start()
         except OSError as exc:
@@ -342,7 +375,17 @@ class EmbeddedServer:
 
     # -- the broker's state ----------------------------------------------------------------------------------
     def health(self) -> dict:
-        return {"broker": self.broker, "broker_state": self.broker_state}
+        return {"broker": self.broker, "broker_state": self.broker_state,
+                "database": self.database_problem or "ok"}
+
+    def _check_database(self) -> None:
+        """A database file that disappears or is replaced under a running server is said once, fails
+        /healthz and stops new requests until it is back; nothing is ever written to a second file."""
+        problem = self._db_watch.problem()
+        if problem != self.database_problem:
+            self.log(f"database: {problem}; not admitting new requests until it is back" if problem
+                     else "database: back; admitting new requests again")
+            self.database_problem = problem
 
     def _publish_status(self, state: str) -> None:
         if self.link is None:
@@ -363,6 +406,11 @@ class EmbeddedServer:
             self._link_connects += 1
             if self._link_connects > 1 and self._loop is not None and not self._loop.is_closed():
                 self._loop.call_soon_threadsafe(self._link_back.set)
+
+    async def _watch_database(self) -> None:
+        while True:
+            self._check_database()
+            await asyncio.sleep(DATABASE_CHECK_EVERY)
 
     async def _reconcile_loop(self) -> None:
         while True:
@@ -393,6 +441,9 @@ class EmbeddedServer:
             await self.provisioner.provision(name, password)
 
     async def _on_knock(self, knock: Knock) -> None:
+        if knock.protocol == WAKE:  # another process changed the registry and waits for us to apply it
+            self._wake_relay()
+            return
         proto = PROTOCOLS.get(knock.protocol, f"protocol {knock.protocol}")
         try:
             username, password = knock.username.decode("utf-8"), knock.password.decode("utf-8")
@@ -401,6 +452,10 @@ class EmbeddedServer:
             self.log(f"mqtt refuse user={safe(knock.username)} ({proto}): not valid UTF-8")
             return
         peer = knock.peer.decode("ascii", "replace") or None
+        if self.database_problem:
+            self.log(f"mqtt refuse user={safe(username)} from {peer or '?'} ({proto}): not recorded, "
+                     f"{self.database_problem}")
+            return
         loop = asyncio.get_running_loop()
         result = await loop.run_in_executor(self._db_pool, functools.partial(
             self.reg.login, username, password, client_id, peer, "mqtt"))
@@ -476,7 +531,7 @@ async def _serve(reg: Any, mqtt_bind: str, http_bind: str, options: dict) -> int
 
 
 def serve_main(db: str | None, mqtt_bind: str = DEFAULT_MQTT_BIND, http_bind: str = DEFAULT_HTTP_BIND,
-               **options: Any) -> int:
+               config: Any = None, **options: Any) -> int:
     from store import StoreError, open_registry
 
     try:
@@ -488,7 +543,7 @@ def serve_main(db: str | None, mqtt_bind: str = DEFAULT_MQTT_BIND, http_bind: st
         sys.stderr.write(f"client-registry: {exc}\n")
         return 2
     try:
-        reg = open_registry(db)
+        reg = open_registry(db, config=config)
     except StoreError as exc:
         sys.stderr.write(f"client-registry: {exc}\n")
         return 1

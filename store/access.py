@@ -12,6 +12,7 @@ from .validation import normalise_username, text_problem
 from .views import Grants, LoginResult
 
 ACTIONS = ("subscribe", "publish", "receive")
+ACCESS_CACHE_MAX = 10_000
 _MISSING = object()
 
 
@@ -78,6 +79,8 @@ class AccessRules:
         if row is not None:
             access = _Access(row.admin, row.disabled, [(p.pattern, p.access) for p in row.permissions],
                              row.client_id)
+        if len(self._access_cache) >= ACCESS_CACHE_MAX:  # bounded: a name flood cannot grow it
+            self._access_cache.clear()
         self._access_cache[username] = access
         return access
 

@@ -82,6 +82,16 @@ def make_models(db: pw.Database) -> SimpleNamespace:
         class Meta:
             table_name = "knocks"
 
+    class Throttle(Base):
+        """New requests refused by the per-address limit, counted per peer address (recent ones only)."""
+
+        peer = pw.CharField(primary_key=True, max_length=128)
+        last_seen = pw.DoubleField(index=True)
+        count = pw.IntegerField(default=1)
+
+        class Meta:
+            table_name = "throttles"
+
     class Event(Base):
         id = pw.AutoField()
         time = pw.DoubleField()
@@ -94,6 +104,6 @@ def make_models(db: pw.Database) -> SimpleNamespace:
             table_name = "events"
 
     return SimpleNamespace(
-        Meta=Meta, User=User, Permission=Permission, Request=Request, Window=Window, Knock=Knock, Event=Event,
-        all=[Meta, User, Permission, Request, Window, Knock, Event],
+        Meta=Meta, User=User, Permission=Permission, Request=Request, Window=Window, Knock=Knock,
+        Throttle=Throttle, Event=Event, all=[Meta, User, Permission, Request, Window, Knock, Throttle, Event],
     )

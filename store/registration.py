@@ -13,6 +13,10 @@ from .views import AttemptResult, RequestView
 
 RETRY_EVENT_EVERY = 10.0  # seconds between request.retried events for one request
 EXPIRE_CHECK_EVERY = 60.0
+RECENT = 300.0  # knocks and throttled attempts are counted over the last five minutes, then forgotten
+PRUNE_EVERY = 10.0
+KNOCK_ROWS = 20_000  # distinct knocking names kept; beyond, they are counted together (see Status)
+OVERFLOW = "*"  # the key (or peer) of everything counted beyond the cap
 
 
 class RegistrationRules:
@@ -101,6 +105,7 @@ class RegistrationRules:
             recent = R.select().where((R.peer == peer) & (R.first_seen > now - 60)).count()
             if recent >= self.config.per_peer_per_minute:
                 self.refused["flood"] += 1
+                self._count_recent(self.m.Throttle, self.m.Throttle.peer, peer, now)
                 return f"more than {self.config.per_peer_per_minute} new requests from {peer} in a minute"
         if R.select().where(R.status == "pending").count() >= self.config.max_pending:
             self.refused["flood"] += 1
@@ -109,9 +114,23 @@ class RegistrationRules:
 
     def _knock(self, username: str, now: float) -> None:
         key = crypto.verifier(self._secret, username, "")[:32]
-        K = self.m.Knock
-        K.insert(key=key, last_seen=now, count=1).on_conflict(
-            conflict_target=[K.key], update={K.last_seen: now, K.count: K.count + 1}).execute()
+        self._count_recent(self.m.Knock, self.m.Knock.key, key, now)
+
+    def _count_recent(self, table, key_field, key: str, now: float) -> None:
+        """Count one more for ``key`` in a table of recent counts, which stays bounded under floods of
+        distinct names or addresses: rows older than five minutes are dropped (every 10 s), and beyond
+        KNOCK_ROWS distinct keys the rest share one row."""
+        if now - self._pruned_at.get(table, 0.0) >= PRUNE_EVERY:
+            self._pruned_at[table] = now
+            table.delete().where(table.last_seen < now - RECENT).execute()
+            self._recent_rows[table] = table.select().count()
+        if not table.select().where(key_field == key).exists():
+            if self._recent_rows.get(table, 0) >= KNOCK_ROWS:
+                key = OVERFLOW
+            else:
+                self._recent_rows[table] = self._recent_rows.get(table, 0) + 1
+        table.insert({key_field: key, table.last_seen: now, table.count: 1}).on_conflict(
+            conflict_target=[key_field], update={table.last_seen: now, table.count: table.count + 1}).execute()
 
     def _expire_if_due(self, now: float) -> None:
         """The hot path (record_attempt) looks for stale requests at most once a minute."""

@@ -24,11 +24,12 @@ from .access import AccessRules, _Access
 from .database import connect, guarded, write_transaction
 from .errors import RefusedError, StoreError
 from .queries import Queries
-from .registration import RegistrationRules
+from .registration import OVERFLOW, RegistrationRules
 from .validation import normalise_username, parse_permission, password_problem, text_problem, username_problem
 from .views import ItemResult, RequestView, Status, UserView
 
-KNOCK_WINDOW = 300  # "devices knocking": refused while locked in the last five minutes
+KNOCK_WINDOW = 300  # "devices knocking" and "throttled": the last five minutes (registration.RECENT)
+SERVER_ALIVE = 5.0  # a server that noted nothing for this long is not running (it notes every 2 s)
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,8 @@ class Registry(RegistrationRules, AccessRules, Queries):
         self._access_cache: dict[str, _Access | None] = {}
         self._retry_event_at: dict[int, float] = {}
         self._expired_checked_at = 0.0
+        self._pruned_at: dict = {}  # table of recent counts -> when it was last pruned
+        self._recent_rows: dict = {}  # table of recent counts -> about how many rows it holds
         self.refused: Counter[str] = Counter()  # refusals beyond the flood limits, by this process
 
     def close(self) -> None:
@@ -113,18 +116,69 @@ class Registry(RegistrationRules, AccessRules, Queries):
         self.expire_stale()
         window = self.m.Window.get_by_id(1)
         unlocked = window.unlocked_until is not None and window.unlocked_until > now
-        K = self.m.Knock
+        K, T = self.m.Knock, self.m.Throttle
         recent = K.select(pw.fn.COUNT(K.key), pw.fn.COALESCE(pw.fn.SUM(K.count), 0)).where(
             K.last_seen > now - KNOCK_WINDOW).tuples().get()
+        capped = K.select().where((K.key == OVERFLOW) & (K.last_seen > now - KNOCK_WINDOW)).exists()
+        throttled = list(T.select(T.peer, T.count).where(T.last_seen > now - KNOCK_WINDOW)
+                         .order_by(T.count.desc()).limit(3).tuples())
+        limit = self.m.Meta.get_or_none(self.m.Meta.key == "per_address_limit")  # the server's (note_limits)
+        throttled_total = T.select(pw.fn.COALESCE(pw.fn.SUM(T.count), 0)).where(
+            T.last_seen > now - KNOCK_WINDOW).scalar()
         return Status(
             unlocked=unlocked,
             remaining=max(0.0, window.unlocked_until - now) if unlocked else 0.0,
             unlocked_until=window.unlocked_until if unlocked else None,
             unlocked_by=window.unlocked_by if unlocked else None,
             pending=self.m.Request.select().where(self.m.Request.status == "pending").count(),
-            knocking=recent[0],
+            knocking=recent[0] - (1 if capped else 0),
+            knocking_capped=capped,
             refused_recent=int(recent[1]),
+            throttled=int(throttled_total),
+            throttled_from=[(peer, count) for peer, count in throttled if peer != OVERFLOW],
+            per_address_limit=int(limit.value) if limit else self.config.per_peer_per_minute,
         )
+
+    # ------------------------------------------------- what the running server applied
+    def _meta(self, key: str, value: str) -> None:
+        M = self.m.Meta
+        M.insert(key=key, value=value).on_conflict(conflict_target=[M.key], update={M.value: value}).execute()
+
+    @guarded
+    def note_applied(self, event_id: int) -> None:
+        """The server has applied every change up to ``event_id`` to the broker (and is alive now)."""
+        with write_transaction(self.db):
+            self._meta("applied_event_id", str(event_id))
+            self._meta("server_seen_at", repr(self.clock()))
+
+    @guarded
+    def note_limits(self) -> None:
+        """The serving process's flood limits, for `status` in other processes to show."""
+        with write_transaction(self.db):
+            self._meta("per_address_limit", str(self.config.per_peer_per_minute))
+
+    @guarded
+    def applied(self) -> tuple[int, float | None]:
+        """(the last event id the running server applied, when it last said so) from the database."""
+        rows = dict(self.m.Meta.select(self.m.Meta.key, self.m.Meta.value).where(
+            self.m.Meta.key.in_(("applied_event_id", "server_seen_at"))).tuples())
+        seen = rows.get("server_seen_at")
+        return int(rows.get("applied_event_id", 0)), float(seen) if seen else None
+
+    def wait_applied(self, event_id: int, timeout: float = 1.0, sleep=time.sleep) -> str:
+        """Read your writes: wait until a running server has applied ``event_id`` (for permissions and
+        revocation: Mosquitto enforces it). "applied", "no_server" (none has been alive lately; it applies
+        the change when it starts) or "timeout"."""
+        deadline = time.monotonic() + timeout
+        while True:
+            done, seen = self.applied()
+            if done >= event_id:
+                return "applied"
+            if seen is None or self.clock() - seen > SERVER_ALIVE:
+                return "no_server"
+            if time.monotonic() >= deadline:
+                return "timeout"
+            sleep(0.02)
 
     # --------------------------------------------------------------- decisions
     def _resolve_items(self, items: Iterable) -> list[tuple[str, object]]:

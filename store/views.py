@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
+from .names import name_marks
+
 
 @dataclass(frozen=True)
 class RequestView:
@@ -23,9 +25,12 @@ class RequestView:
     decided_by: str | None
     decided_at: float | None
     pairing_code: str | None  # while pending only (docs/SECURITY.md)
+    marks: tuple[str, ...] = ()  # why the name may pass for another one (store.names); () for most names
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        data["marks"] = list(self.marks)
+        return data
 
     @classmethod
     def of(cls, row) -> "RequestView":
@@ -34,7 +39,7 @@ class RequestView:
             requested_permissions=_loads(row.requested_permissions), context=_loads(row.context),
             first_seen=row.first_seen, last_seen=row.last_seen, attempts=row.attempts, status=row.status,
             conflict=bool(row.conflict), decided_by=row.decided_by, decided_at=row.decided_at,
-            pairing_code=row.pairing_code,
+            pairing_code=row.pairing_code, marks=tuple(name_marks(row.username)),
         )
 
 
@@ -80,8 +85,12 @@ class Status:
     unlocked_until: float | None
     unlocked_by: str | None
     pending: int
-    knocking: int
-    refused_recent: int
+    knocking: int  # distinct names refused while locked in the last five minutes
+    refused_recent: int  # their attempts
+    knocking_capped: bool = False  # more names knocked than are counted one by one (then "N+")
+    throttled: int = 0  # new requests refused by the per-address limit in the last five minutes
+    throttled_from: list = field(default_factory=list)  # [(peer, count)], the busiest three
+    per_address_limit: int = 30  # new requests per address per minute
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -37,15 +37,42 @@ def fail(message: str) -> "click.exceptions.Exit":
 
 
 class RegistryGroup(click.Group):
-    """Turns store errors into one line on stderr and exit code 1, never a traceback."""
+    """Turns store errors into one line on stderr and exit code 1, never a traceback; a command that changed
+    the registry returns once the running server applied the change (read your writes)."""
 
     def invoke(self, ctx):
         try:
-            return super().invoke(ctx)
+            result = super().invoke(ctx)
+            wait_until_applied(ctx)
+            return result
         except StoreError as exc:
             raise fail(str(exc)) from None
         except KeyboardInterrupt:
             raise click.exceptions.Exit(130) from None
+
+
+APPLY_TIMEOUT = 1.0
+
+
+def wait_until_applied(ctx: click.Context) -> None:
+    """After a change: wait (at most 1 s) until the server running on this registry has applied it to the
+    broker, so the next command, or a device, sees it. Says so in one line when no server applied it."""
+    reg, before = ctx.meta.get("registry"), ctx.meta.get("events_before")
+    if reg is None or before is None:
+        return
+    last = reg.last_event_id()
+    if last <= before:
+        return  # nothing changed
+    from broker.plugin_socket import SOCKET_NAME, wake
+
+    wake(reg.companion(SOCKET_NAME))  # the server applies it now rather than at its next poll
+    outcome = reg.wait_applied(last, APPLY_TIMEOUT)
+    if outcome == "no_server":
+        click.echo("client-registry: no server is running on this registry: the broker gets this change "
+                   "when `client-registry serve` (or the dashboard) starts", err=True)
+    elif outcome == "timeout":
+        raise fail(f"recorded, but the running server did not apply it within {APPLY_TIMEOUT:g} s "
+                   "(see its log)")
 
 
 def db_option(func):
@@ -62,6 +89,8 @@ def registry(ctx: click.Context, db: str | None, *, create: bool = False):
     location = db or root.params.get("db")
     reg = open_registry(location, create=create)
     ctx.call_on_close(reg.close)
+    ctx.meta["registry"] = reg
+    ctx.meta["events_before"] = reg.last_event_id()
     return reg
 
 
@@ -138,8 +167,21 @@ def status_line(status) -> str:
         head = f"UNLOCKED {minutes}:{seconds:02d} left (by {printable(status.unlocked_by)})"
     else:
         head = "LOCKED"
-    knocking = f", {status.knocking} device{'s' if status.knocking != 1 else ''} knocking" if status.knocking else ""
-    return f"{head}; {status.pending} pending{knocking}"
+    more = "+" if status.knocking_capped else ""
+    knocking = (f", {status.knocking}{more} device{'s' if status.knocking != 1 else ''} knocking"
+                if status.knocking else "")
+    return f"{head}; {status.pending} pending{knocking}{throttled_text(status)}"
+
+
+def throttled_text(status) -> str:
+    """", 12 throttled from 10.0.0.7 (limit 30 new requests per address per minute)": new requests refused by
+    the per-address limit in the last five minutes."""
+    if not status.throttled:
+        return ""
+    where = ", ".join(f"{printable(peer)}" + (f" ({n})" if len(status.throttled_from) > 1 else "")
+                      for peer, n in status.throttled_from)
+    return (f", {status.throttled} throttled from {where} "
+            f"(limit {status.per_address_limit} new requests per address per minute)")
 
 
 @main.command()
@@ -178,16 +220,27 @@ def lock(ctx, db):
 @click.pass_context
 def requests(ctx, db, include_all, as_json):
     """List registration requests (pending ones, newest first)."""
+    from store.names import code_point, suspicious_characters
+
     rows = registry(ctx, db).requests(include_all=include_all)
     if as_json:
-        return echo_json([r.as_dict() for r in rows])
+        return echo_json([r.as_dict() for r in rows])  # "marks": why a name may pass for another one
     now = time.time()
+    # A name that may pass for another one (mixed scripts, invisible or look-alike characters) gets ⚠, the
+    # code points of its odd characters, and its marks under the table.
     table(
-        ["ID", "USERNAME", "CLIENT ID", "PEER", "SOURCE", "TRIES", "LAST SEEN", "CODE", "STATUS"],
-        [[str(r.id), printable(r.username, 40), printable(r.client_id, 30), printable(r.peer), r.source,
-          str(r.attempts), ago(r.last_seen, now), r.pairing_code or "-", r.status + (" conflict" if r.conflict else "")]
+        ["ID", "USERNAME", "CLIENT ID", "PEER", "SOURCE", "TRIES", "LAST SEEN", "CODE", "STATUS", "LOOK-ALIKE"],
+        [[str(r.id), ("⚠ " if r.marks else "") + printable(r.username, 40), printable(r.client_id, 30),
+          printable(r.peer), r.source, str(r.attempts), ago(r.last_seen, now), r.pairing_code or "-",
+          r.status + (" conflict" if r.conflict else ""),
+          " ".join(map(code_point, suspicious_characters(r.username))) or "-"]
          for r in rows],
     )
+    marked = [r for r in rows if r.marks]
+    if marked:
+        click.echo()
+    for r in marked:
+        click.echo(f"⚠ #{r.id} {printable(r.username, 40)}: {printable('; '.join(r.marks))}")
 
 
 @main.command()
@@ -364,14 +417,22 @@ def log(ctx, db, since, as_json):
               help="Where the registry plugin's datagrams arrive (default: registry.sock beside the database).")
 @click.option("--socket-group", default=None, metavar="GROUP",
               help="Let this group (e.g. mosquitto) write to the plugin socket.")
+@click.option("--per-address-limit", type=click.IntRange(min=1), default=30, show_default=True, metavar="N",
+              help="New requests per peer address per minute; more are refused and counted as throttled.")
+@click.option("--max-pending", type=click.IntRange(min=1), default=10_000, show_default=True, metavar="N",
+              help="Pending requests in all; more are refused.")
 @click.pass_context
-def serve(ctx, db, mqtt_bind, http_bind, mosquitto, mosquitto_include, broker_url, plugin_socket, socket_group):
+def serve(ctx, db, mqtt_bind, http_bind, mosquitto, mosquitto_include, broker_url, plugin_socket, socket_group,
+          per_address_limit, max_pending):
     """Run Mosquitto under the registry, the event relay and the HTTP API (until SIGINT/SIGTERM)."""
     from broker.server import serve_main
 
-    ctx.exit(serve_main(db or ctx.find_root().params.get("db"), mqtt_bind, http_bind, mosquitto=mosquitto,
-                        mosquitto_include=mosquitto_include, broker_url=broker_url, plugin_socket=plugin_socket,
-                        socket_group=socket_group))
+    from store import RegistryConfig
+
+    config = RegistryConfig(per_peer_per_minute=per_address_limit, max_pending=max_pending)
+    ctx.exit(serve_main(db or ctx.find_root().params.get("db"), mqtt_bind, http_bind, config=config,
+                        mosquitto=mosquitto, mosquitto_include=mosquitto_include, broker_url=broker_url,
+                        plugin_socket=plugin_socket, socket_group=socket_group))
 
 
 @main.command("mosquitto-config")

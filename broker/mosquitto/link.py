@@ -132,11 +132,15 @@ class BrokerLink:
                   timeout: float = COMMAND_TIMEOUT) -> list[dict]:
         """Run commands and return their responses; DynsecError for the first refused one, unless its error
         text is in ``ok`` (e.g. "Client already exists" when that is fine)."""
-        futures = [asyncio.wrap_future(f) for f in self.send(commands)]
+        sent = self.send(commands)
+        futures = [asyncio.wrap_future(f) for f in sent]
         try:
             async with asyncio.timeout(timeout):
                 responses = await asyncio.gather(*futures)
         except TimeoutError:
+            with self._lock:  # no answer will come for them: forget them (bounded)
+                for key in [k for k, f in self._pending.items() if f in sent]:
+                    del self._pending[key]
             raise LinkError(f"Mosquitto did not answer {commands[0].get('command')} within {timeout:.0f} s") from None
         for response in responses:
             error = response.get("error")

@@ -144,3 +144,27 @@ def test_what_is_missing_is_one_line_and_exit_1(tmp_path, case):
     assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
     if case == "old schema":
         assert "client-registry 0.1" in res.stderr and "cannot convert" in res.stderr
+
+
+def test_per_address_limit_is_a_setting_and_throttling_is_visible(tmp_path):
+    db = str(tmp_path / "registry.db")
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([CLI, "serve", "--db", db, "--mqtt-bind", "127.0.0.1:0", "--http-bind", "127.0.0.1:0",
+                             "--per-address-limit", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env)
+    try:
+        mqtt_port, _, _ = wait_serving(proc)
+        subprocess.run([CLI, "--db", db, "unlock"], check=True, capture_output=True, timeout=30)
+        for i in range(5):
+            res = subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(mqtt_port), "-u", f"crowd-{i}",
+                                  "-P", "crowd-password", "-t", "t", "-m", "x"], capture_output=True, timeout=20)
+            assert res.returncode != 0
+        deadline = time.monotonic() + 5
+        while True:
+            out = subprocess.run([CLI, "--db", db, "status"], capture_output=True, text=True, timeout=30).stdout
+            if "throttled" in out or time.monotonic() > deadline:
+                break
+        assert "2 pending, 3 throttled from 127.0.0.1 (limit 2 new requests per address per minute)" in out, out
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=20)

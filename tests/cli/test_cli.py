@@ -167,3 +167,18 @@ def test_private_by_default(tmp_path):
     other = str(folder / "other.db")
     ok(other, "init")
     assert (folder / "other.secret").read_bytes() != (folder / "site.secret").read_bytes()  # one per database
+
+
+def test_status_shows_throttled_addresses_and_the_servers_limit(db_path):
+    from store import RegistryConfig
+
+    server_side = open_registry(db_path, config=RegistryConfig(per_peer_per_minute=3))
+    server_side.note_limits()  # what `serve --per-address-limit 3` does at start
+    server_side.unlock(600, actor="op")
+    for i in range(15):
+        server_side.record_attempt(f"dev-{i}", "dev-password", "c", "10.0.0.7", "mqtt")
+    out = ok(db_path, "status")
+    assert out.strip() == ("UNLOCKED 10:00 left (by op); 3 pending, 12 throttled from 10.0.0.7 "
+                           "(limit 3 new requests per address per minute)")
+    data = json.loads(ok(db_path, "status", "--json"))
+    assert (data["throttled"], data["throttled_from"], data["per_address_limit"]) == (12, [["10.0.0.7", 12]], 3)

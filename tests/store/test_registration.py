@@ -206,3 +206,31 @@ def test_pairing_codes_exist_only_while_pending(reg, clock, db_path):
         except FileNotFoundError:
             continue
         assert not any(code in data for code in codes), suffix
+
+
+def test_knocks_stay_bounded_and_are_forgotten(reg, clock, monkeypatch):
+    """A flood of distinct names while locked: the knocks table keeps at most KNOCK_ROWS names (the rest are
+    counted together, "N+"), and forgets them five minutes later."""
+    import store.registration as registration
+
+    monkeypatch.setattr(registration, "KNOCK_ROWS", 50)
+    for i in range(200):
+        assert reg.record_attempt(f"flood-{i}", "whatever-pw").outcome == "locked"
+    status = reg.status()
+    assert reg.m.Knock.select().count() == 51 and status.knocking == 50 and status.knocking_capped
+    assert status.refused_recent == 200
+    clock.advance(301)
+    reg.record_attempt("late-one", "whatever-pw")
+    assert reg.m.Knock.select().count() == 1 and reg.status().knocking == 1
+
+
+def test_throttled_attempts_are_counted_per_address(make_reg, clock):
+    reg = make_reg(RegistryConfig(per_peer_per_minute=3))
+    reg.unlock(3600, actor="op")
+    outcomes = [reg.record_attempt(f"dev-{i}", "dev-password", "c", "10.0.0.7").outcome for i in range(10)]
+    reg.record_attempt("other-1", "dev-password", "c", "10.0.0.8")
+    assert outcomes.count("pending") == 3 and outcomes.count("flood") == 7
+    status = reg.status()
+    assert (status.throttled, status.throttled_from, status.per_address_limit) == (7, [("10.0.0.7", 7)], 3)
+    clock.advance(301)
+    assert reg.status().throttled == 0

@@ -197,6 +197,9 @@ class DashboardScreen(Screen):
             state.remaining = max(0.0, status.unlocked_until - now) if state.unlocked else 0.0
             state.pending = status.pending
             state.knocking = status.knocking
+            state.knocking_capped = status.knocking_capped
+            state.throttled = status.throttled
+            state.throttled_from = status.throttled_from[0][0] if status.throttled_from else ""
         state.view = self.query_one(ContentSwitcher).current or "requests"
         self.query_one(StatusHeader).show(state)
 

@@ -28,6 +28,9 @@ class HeaderState:
     remaining: float = 0.0
     pending: int = 0
     knocking: int = 0
+    knocking_capped: bool = False
+    throttled: int = 0
+    throttled_from: str = ""  # the busiest address
     view: str = "requests"
     broker: str = "off"  # off | connecting | connected | retrying | refused | stopped
     broker_address: str = ""
@@ -52,7 +55,12 @@ def render_window(state: HeaderState) -> Text:
     text.append(f"{state.pending} pending", style="bold" if state.pending else "dim")
     if state.knocking:
         text.append(" · ")
-        text.append(plural(state.knocking, "device") + " knocking", style="bold yellow")
+        more = "+" if state.knocking_capped else ""
+        text.append(plural(state.knocking, "device").replace(" ", more + " ", 1) + " knocking", style="bold yellow")
+    if state.throttled:
+        text.append(" · ")
+        where = f" from {clean(state.throttled_from, 40)}" if state.throttled_from else ""
+        text.append(f"{state.throttled} throttled{where}", style="bold #ff8787")
     return text
 
 
