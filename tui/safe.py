@@ -13,7 +13,13 @@ import time
 
 from rich.text import Text
 
+from store.names import suspicious_characters
+
 from .safe_text import printable
+
+LOOKALIKE_MARKER = "⚠"  # before a name that may pass for another one (store.names)
+LOOKALIKE_STYLE = "bold #ffaf00"
+SUSPICIOUS_STYLE = "bold reverse #ffaf00"  # the characters that make it so
 
 def clean(value: object, limit: int | None = 64) -> str:
     """A printable, single-line version of ``value`` (the CLI's rules), cut to ``limit``."""
@@ -23,6 +29,23 @@ def clean(value: object, limit: int | None = 64) -> str:
 def safe_text(value: object, limit: int | None = 64, style: str = "") -> Text:
     """A ``Text`` showing ``value`` literally (no markup), escaped and cut to ``limit``."""
     return Text(clean(value, limit), style=style, no_wrap=True, overflow="ellipsis")
+
+
+def name_text(name: object, limit: int | None = 64, style: str = "") -> Text:
+    """A device's username as :func:`safe_text` shows it, but a name that may pass for another one (mixed
+    scripts, invisible or look-alike characters: ``store.names``) starts with ``⚠`` and its suspicious
+    characters (escaped when invisible) are highlighted, so the odd ``е`` or ``‑`` stands out."""
+    odd = set(suspicious_characters(name))
+    if not odd:
+        return safe_text(name, limit, style)
+    text = Text(style=style, no_wrap=True, overflow="ellipsis")
+    text.append(LOOKALIKE_MARKER + " ", style=LOOKALIKE_STYLE)
+    for ch in str(name):
+        text.append(clean(ch, None), style=SUSPICIOUS_STYLE if ch in odd else "")
+    if limit is not None and len(text) > limit + 2:
+        text.truncate(max(2, limit + 1))
+        text.append("…")
+    return text
 
 
 def ago(then: float | None, now: float) -> str:

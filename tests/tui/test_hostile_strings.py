@@ -71,3 +71,16 @@ async def test_hostile_requests_render(reg):
         await wait_for(pilot, lambda: all(r.status == "granted" for r in table.model.values()), message="granted")
         await pilot.press("2")
         assert app.is_running
+
+
+def test_header_names_the_broker_the_service_drives():
+    """From the service's retained status: which broker, and a stopped service said plainly."""
+    from tui.widgets.status_header import HeaderState, render_broker
+
+    state = HeaderState(broker="connected", broker_address="gw:1883", service_broker="attached to mqtt://gw:1883",
+                        service_state="running")
+    assert render_broker(state).plain == " broker gw:1883 ● connected · attached to mqtt://gw:1883"
+    state.service_state = "stopped"
+    assert "registry service stopped: devices are not recorded" in render_broker(state).plain
+    state.service_broker, state.service_state = "[red]x\x1b[2J", "running"  # a hostile status is text, escaped
+    assert "\x1b" not in render_broker(state).plain and "[red]" in render_broker(state).plain

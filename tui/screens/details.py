@@ -12,13 +12,18 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Label, Static
 
-from ..safe import clean, safe_text, stamp
+from ..safe import LOOKALIKE_MARKER, LOOKALIKE_STYLE, clean, name_text, safe_text, stamp
 
 
 def field_lines(pairs: Iterable[tuple[str, Any]]) -> Text:
     text = Text()
     for label, value in pairs:
-        text.append(f"{label:>20}  ", style="bold")
+        if isinstance(label, Text):  # a styled label, right-aligned as the others
+            text.append(" " * max(0, 20 - len(label)))
+            text.append_text(label)
+            text.append("  ")
+        else:
+            text.append(f"{label:>20}  ", style="bold")
         if isinstance(value, Text):
             text.append_text(value)
         else:
@@ -52,11 +57,19 @@ def history(events: Iterable[Any]) -> Text:
     return text
 
 
+def name_marks_lines(marks: Iterable[str]) -> list[tuple[str, Any]]:
+    """A look-alike name's marks (store.names), one line each, under a "⚠ look-alike" label."""
+    label = Text(f"{LOOKALIKE_MARKER} look-alike", style=LOOKALIKE_STYLE)
+    return [(label if i == 0 else "", safe_text(mark, limit=400, style=LOOKALIKE_STYLE))
+            for i, mark in enumerate(marks)]
+
+
 def request_details(req: Any, events: Iterable[Any]) -> Text:
     status = req.status + (" (conflict: another password was tried for this name)" if req.conflict else "")
     text = field_lines([
         ("request", f"#{req.id}"),
-        ("username", req.username),
+        ("username", name_text(req.username, limit=400)),
+        *name_marks_lines(getattr(req, "marks", ())),
         ("pairing code", Text(req.pairing_code or "", style="bold")),
         ("status", status),
         ("source", req.source),

@@ -13,7 +13,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Input, Label, Static
 
-from ..safe import safe_text
+from ..safe import name_text, safe_text
 
 ACCESS = ("read", "write", "readWrite")
 TEMPLATE_EXAMPLE = "devices/{username}/#=readWrite"
@@ -85,7 +85,7 @@ class GrantModal(Dialog):
                 if i:
                     listing.append("\n")
                 listing.append(f"{req.pairing_code} ", style="bold")
-                listing.append_text(safe_text(req.username, 40))
+                listing.append_text(name_text(req.username, 40))
                 listing.append(f"  {req.source}", style="dim")
                 if req.conflict:
                     listing.append("  conflict", style="bold #ff6b6b")

@@ -7,7 +7,7 @@ from typing import Any
 from rich.text import Text
 from textual.binding import Binding
 
-from ..safe import ago, safe_text
+from ..safe import ago, name_text, safe_text
 from .base_table import Column, OrderedTable
 
 STATUS_STYLE = {
@@ -184,7 +184,7 @@ class RequestsTable(OrderedTable):
         now = self.now()
         return {
             "mark": Text("●", style="bold cyan") if key in self.selected else Text(" "),
-            "username": safe_text(req.username),
+            "username": name_text(req.username),  # ⚠ and the odd characters lit for a look-alike name
             "client_id": safe_text(req.client_id),
             "peer": safe_text(req.peer),
             "source": Text(str(req.source)),

@@ -80,7 +80,7 @@ def render_broker(state: HeaderState) -> Text:
         text.append("● connected", style="bold green")
         if state.service_state == "stopped":
             text.append(" · registry service stopped: devices are not recorded", style="bold yellow")
-        elif state.service_broker:
+        elif state.service_broker and not state.embedded:  # embedded: "embedded broker" below says it
             text.append(f" · {clean(state.service_broker, 60)}", style="dim")
     elif state.broker == "connecting":
         text.append(f" {where} ", style="")
