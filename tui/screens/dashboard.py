@@ -247,6 +247,9 @@ class DashboardScreen(Screen):
         self.app.push_screen(DurationModal(), done)
 
     def after_change(self) -> None:
+        from broker.plugin_socket import SOCKET_NAME, wake
+
+        wake(self.reg.companion(SOCKET_NAME))  # the server applies it to the broker now, not at its next poll
         self.app.call_registry(self.sync_from_db)
         self.refresh_header()
 
