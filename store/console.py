@@ -10,9 +10,7 @@ import os
 import secrets
 from dataclasses import dataclass
 
-from .registry import Registry
-
-CONSOLE_USER = "client-registry-console"
+from .registry import CONSOLE_USER, Registry
 CREDENTIALS_FILE = "console.credentials"  # registry.db -> registry.console.credentials
 ENV_PASSWORD = "CLIENT_REGISTRY_CONSOLE_PASSWORD"
 

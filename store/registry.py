@@ -29,6 +29,7 @@ from .validation import normalise_username, parse_permission, password_problem, 
 from .views import ItemResult, RequestView, Status, UserView
 
 KNOCK_WINDOW = 300  # "devices knocking" and "throttled": the last five minutes (registration.RECENT)
+CONSOLE_USER = "client-registry-console"  # the dashboards' own admin account (store/console.py)
 SERVER_ALIVE = 5.0  # a server that noted nothing for this long is not running (it notes every 2 s)
 
 
@@ -296,6 +297,7 @@ class Registry(RegistrationRules, AccessRules, Queries):
     @guarded
     def remove_user(self, name: str, actor: str = "cli") -> None:
         name = normalise_username(name)
+        self._refuse_console(name, "removed")
         with write_transaction(self.db):
             row = self._require_user(name)
             self.m.Permission.delete().where(self.m.Permission.user == row).execute()
@@ -303,8 +305,15 @@ class Registry(RegistrationRules, AccessRules, Queries):
             self._event(actor, "user.removed", name)
         self.invalidate(name)
 
+    def _refuse_console(self, name: str, what: str) -> None:
+        if name == CONSOLE_USER:
+            raise RefusedError(f"{CONSOLE_USER} is the account every dashboard logs in with: it cannot be {what} "
+                               f"(change its password with `user passwd` if it leaked)")
+
     def _set_disabled(self, name: str, disabled: bool, actor: str) -> None:
         name = normalise_username(name)
+        if disabled:
+            self._refuse_console(name, "disabled")
         with write_transaction(self.db):
             row = self._require_user(name)
             if row.disabled == disabled:

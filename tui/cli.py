@@ -82,6 +82,18 @@ def db_option(func):
     )(func)
 
 
+def yes_option(func):
+    return click.option("--yes", "-y", is_flag=True, help="Do not ask (scripts).")(func)
+
+
+def confirm(question: str, yes: bool) -> None:
+    """Ask before a destructive change when a person is at the terminal; --yes (or no terminal) skips it."""
+    if yes or not sys.stdin.isatty():
+        return
+    if not click.confirm(question, default=False):
+        raise fail("nothing changed")
+
+
 def registry(ctx: click.Context, db: str | None, *, create: bool = False):
     """Open the registry named by this command's --db, else the group's --db. Only `init` creates one: a
     mistyped path is an error, never a new empty registry that no server uses."""
@@ -134,14 +146,23 @@ def read_password(name: str, from_stdin: bool) -> str:
     return click.prompt(f"Password for {printable(name)}", hide_input=True, confirmation_prompt=True)
 
 
+def mqtt_option(func):
+    return click.option(
+        "--mqtt", "mqtt", default=None, metavar="URL",
+        help="Broker to watch: mqtt://[user:pass@]host:port (default mqtt://127.0.0.1:1883 with the console "
+             "account, or $CLIENT_REGISTRY_MQTT). If no broker answers locally, one is started under the "
+             "dashboard.")(func)
+
+
 @click.group(cls=RegistryGroup, invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @db_option
+@mqtt_option
 @click.version_option(package_name="client-registry")
 @click.pass_context
-def main(ctx, db):
+def main(ctx, db, mqtt):
     """Admit self-registering MQTT devices: unlock, watch requests, grant or deny.
 
-    With no command, opens the dashboard."""
+    With no command, opens the dashboard. --db and --mqtt may come before or after the command."""
     if ctx.invoked_subcommand is None:
         ctx.invoke(dashboard)
 
@@ -265,10 +286,13 @@ def grant(ctx, db, items, permissions, requested, force):
 @main.command()
 @db_option
 @click.argument("items", nargs=-1, required=True, metavar="NAME_OR_ID...")
+@yes_option
 @click.pass_context
-def deny(ctx, db, items):
-    """Deny pending requests."""
-    report(registry(ctx, db).deny(items, actor=actor()))
+def deny(ctx, db, items, yes):
+    """Deny pending requests (the same credentials stay denied)."""
+    reg = registry(ctx, db)
+    confirm(f"Deny {len(items)} request{'s' if len(items) != 1 else ''} ({', '.join(map(printable, items))})?", yes)
+    report(reg.deny(items, actor=actor()))
 
 
 # ------------------------------------------------------------------------- users
@@ -326,21 +350,26 @@ def _handed_over(reg, name: str, password: str) -> str:
     return "; no running server was reached: the broker account is set at the device's first login"
 
 
-def _user_change(verb: str, method: str, help_text: str):
+def _user_change(verb: str, method: str, help_text: str, ask: str | None = None):
     @user.command(verb, help=help_text)
     @db_option
     @click.argument("name")
+    @yes_option
     @click.pass_context
-    def command(ctx, db, name):
+    def command(ctx, db, name, yes):
         reg = registry(ctx, db)
+        if ask:
+            confirm(ask.format(name=printable(name)), yes)
         refused(lambda: getattr(reg, method)(name, actor=actor()))
         click.echo(f"{verb}d {printable(name)}")
 
     return command
 
 
-_user_change("remove", "remove_user", "Delete a user and its permissions; its sessions are closed.")
-_user_change("disable", "disable_user", "Refuse a user's logins and close its sessions.")
+_user_change("remove", "remove_user", "Delete a user and its permissions; its sessions are closed.",
+             "Remove {name}, its permissions and its broker account, and disconnect it?")
+_user_change("disable", "disable_user", "Refuse a user's logins and close its sessions.",
+             "Disable {name} and disconnect its sessions?")
 _user_change("enable", "enable_user", "Let a disabled user log in again.")
 
 
@@ -483,18 +512,16 @@ def mosquitto_config(ctx, db, conf_d, dynsec_file, plugin, socket_path, listener
 # ------------------------------------------------------------------------ dashboard and simulate (owned by tui/)
 @main.command()
 @db_option
-@click.option("--mqtt", "mqtt", default=None, envvar="CLIENT_REGISTRY_MQTT", metavar="URL",
-              help="Broker to watch: mqtt://[user:pass@]host:port (default mqtt://127.0.0.1:1883 with the "
-                   "console account). If no broker answers locally, one is started inside the dashboard.")
+@mqtt_option
 @click.option("--no-embed", is_flag=True, help="Never start an embedded broker; keep retrying the given one.")
 @click.option("--http-bind", default="127.0.0.1:8080", show_default=True, metavar="HOST:PORT",
-              help="Where the embedded server's HTTP API listens (only when it is embedded).")
+              help="Where the embedded server's HTTP API listens (only when it is embedded; `none`: no HTTP API).")
 @click.pass_context
 def dashboard(ctx, db=None, mqtt=None, no_embed=False, http_bind="127.0.0.1:8080"):
     """Open the keyboard-driven dashboard (also what `client-registry` alone does)."""
     from .launch import run_dashboard
 
-    mqtt = mqtt or os.environ.get("CLIENT_REGISTRY_MQTT")  # ctx.invoke (no subcommand) skips envvars
+    mqtt = mqtt or ctx.find_root().params.get("mqtt") or os.environ.get("CLIENT_REGISTRY_MQTT")
     ctx.exit(run_dashboard(db or ctx.find_root().params.get("db"), mqtt, embed=not no_embed, http_bind=http_bind))
 
 

@@ -58,7 +58,8 @@ def prepare_dashboard(db: str | None, mqtt: str | None, *, embed: bool = True,
     embedded = None
     try:
         if embed and target.host in LOCAL_HOSTS and not broker_answers(target.host, target.port):
-            embedded = start_embedded(db, target, http_bind)
+            # An explicit --mqtt URL says where to listen; by default, like `serve`, on every interface.
+            embedded = start_embedded(db, target, http_bind, bind_host=target.host if mqtt else "0.0.0.0")
         target = console_target(reg, target)
     except (StoreError, LaunchError) as exc:
         if embedded is not None:
@@ -72,6 +73,12 @@ def prepare_dashboard(db: str | None, mqtt: str | None, *, embed: bool = True,
 def run_dashboard(db: str | None, mqtt: str | None, *, embed: bool = True,
                   http_bind: str | None = "127.0.0.1:8080") -> int:
     """What ``client-registry`` and ``client-registry dashboard`` run. Returns the exit code."""
+    from .widgets.base_table import textual_problem
+
+    problem = textual_problem()
+    if problem:
+        print(f"client-registry: {problem}", file=sys.stderr)
+        return 1
     try:
         app, reg, embedded = prepare_dashboard(db, mqtt, embed=embed, http_bind=http_bind)
     except LaunchError as exc:
@@ -90,14 +97,14 @@ def start_embedded(db: str | None, target: MqttTarget, http_bind: str | None, *,
     """Start the server in-process on the target's port (all interfaces by default, as `serve` does)."""
     from .embedded import EmbeddedBroker
 
-    host = bind_host or ("0.0.0.0" if target.host in ("127.0.0.1", "localhost", "0.0.0.0") else target.host)
+    host = bind_host or "0.0.0.0"
+    host = "127.0.0.1" if host == "localhost" else host
     mqtt_bind = f"[{host}]:{target.port}" if ":" in host else f"{host}:{target.port}"
-    for http in (http_bind, None):  # the HTTP port may be taken by something else: go on without it
-        try:
-            return EmbeddedBroker(lambda: open_registry(db), mqtt_bind, http).start()
-        except Exception as exc:  # noqa: BLE001 - ServerError or StoreError: one line
-            message = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
-            if http is not None and "HTTP" in message:
-                continue
-            raise LaunchError(f"cannot start the embedded broker: {message}") from None
-    raise LaunchError("cannot start the embedded broker")
+    if http_bind is not None and http_bind.strip().lower() in ("", "none", "off"):
+        http_bind = None
+    try:
+        return EmbeddedBroker(lambda: open_registry(db), mqtt_bind, http_bind).start()
+    except Exception as exc:  # noqa: BLE001 - ServerError or StoreError: one line
+        message = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+        hint = " (choose another with --http-bind HOST:PORT, or --http-bind none)" if "HTTP" in message else ""
+        raise LaunchError(f"cannot start the embedded server: {message}{hint}") from None

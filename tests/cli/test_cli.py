@@ -182,3 +182,42 @@ def test_status_shows_throttled_addresses_and_the_servers_limit(db_path):
                            "(limit 3 new requests per address per minute)")
     data = json.loads(ok(db_path, "status", "--json"))
     assert (data["throttled"], data["throttled_from"], data["per_address_limit"]) == (12, [["10.0.0.7", 12]], 3)
+
+
+def test_global_options_before_or_after_the_command(db_path):
+    """`client-registry --mqtt URL` (the README's form) reaches the dashboard; --db works on either side."""
+    for args in (["--mqtt", "http://example.com"], ["--mqtt", "http://example.com", "dashboard"],
+                 ["dashboard", "--mqtt", "http://example.com"]):
+        result = subprocess.run([EXE, "--db", db_path, *args], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 2 and "mqtt://" in result.stderr and "No such option" not in result.stderr
+    assert ok(None, "--db", db_path, "status").startswith("LOCKED")
+    assert ok(db_path, "status").startswith("LOCKED")
+
+
+def test_the_console_account_cannot_be_removed_or_disabled(db_path):
+    reg = open_registry(db_path)
+    from store.console import ensure_console_account
+
+    ensure_console_account(reg)
+    for verb in ("remove", "disable"):
+        result = run(db_path, "user", verb, "client-registry-console", "--yes")
+        assert result.returncode == 1
+        assert result.stderr.startswith("client-registry: client-registry-console is the account every dashboard "
+                                        f"logs in with: it cannot be {verb}d")
+    assert reg.user("client-registry-console") is not None and not reg.user("client-registry-console").disabled
+
+
+def test_destructive_commands_ask_at_a_terminal(db_path):
+    """At a terminal `user remove` asks first (no: nothing changes); --yes and scripts (no terminal) do not."""
+    ok(db_path, "user", "add", "keep-me", "--password-stdin", stdin="keep-me-pw\n")
+    master, slave = os.openpty()
+    try:
+        os.write(master, b"n\n")
+        result = subprocess.run([EXE, "user", "remove", "keep-me", "--db", db_path], stdin=slave,
+                                capture_output=True, text=True, timeout=60)
+    finally:
+        os.close(slave)
+        os.close(master)
+    assert result.returncode == 1 and "Remove keep-me" in result.stdout and "nothing changed" in result.stderr
+    assert open_registry(db_path).user("keep-me") is not None
+    assert "removed keep-me" in ok(db_path, "user", "remove", "keep-me")  # no terminal: a script, no question

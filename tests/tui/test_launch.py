@@ -51,3 +51,52 @@ def test_bad_url_is_a_usage_error(db_path):
         assert exc.code == 2 and "mqtt://" in str(exc)
     else:
         raise AssertionError("expected LaunchError")
+
+
+def test_the_embedded_broker_listens_where_the_url_says(db_path):
+    """--mqtt mqtt://127.0.0.1:PORT: the embedded Mosquitto listens on 127.0.0.1 only, not on every interface."""
+    import socket
+
+    port = free_port()
+    app, reg, embedded = prepare_dashboard(db_path, f"mqtt://127.0.0.1:{port}", http_bind="none")
+    try:
+        conf = reg.companion("mosquitto.conf").read_text()
+        assert f"listener {port} 127.0.0.1" in conf.splitlines()
+        assert embedded.http_port is None  # --http-bind none
+        other = next((a for a in {i[4][0] for i in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)}
+                      if not a.startswith("127.")), None)
+        if other is not None:
+            assert not broker_answers(other, port)
+    finally:
+        embedded.stop()
+        reg.close()
+
+
+def test_a_taken_http_port_is_one_clear_line(db_path):
+    import socket
+
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", 0))
+    blocker.listen()
+    taken = blocker.getsockname()[1]
+    try:
+        prepare_dashboard(db_path, f"mqtt://127.0.0.1:{free_port()}", http_bind=f"127.0.0.1:{taken}")
+    except LaunchError as exc:
+        assert str(exc) == (f"cannot start the embedded server: cannot listen for HTTP on 127.0.0.1:{taken}: "
+                            f"address already in use (choose another with --http-bind HOST:PORT, or --http-bind none)")
+        assert exc.code == 1
+    else:
+        raise AssertionError("the dashboard started without its HTTP API and said nothing")
+    finally:
+        blocker.close()
+
+
+def test_textual_is_the_pinned_release(monkeypatch):
+    """base_table.py touches DataTable internals: the installed Textual must be the pinned one, and another
+    release is one clear line at start, not a crash in the middle of a table update."""
+    import tui.widgets.base_table as base_table
+
+    assert base_table.textual_problem() is None
+    monkeypatch.setattr(base_table, "version", lambda name: "9.0.0")
+    assert base_table.textual_problem() == ("the dashboard needs Textual 8.2.8 (its tables use that release's "
+                                            "internals), found 9.0.0: pip install textual==8.2.8")

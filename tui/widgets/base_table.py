@@ -4,10 +4,29 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable
 
+from importlib.metadata import PackageNotFoundError, version
+
 from textual._two_way_dict import TwoWayDict
 from textual.binding import Binding
 from textual.widgets import DataTable
 from textual.widgets.data_table import Row, RowKey
+
+
+# OrderedTable reads and writes DataTable's private state (row locations, render caches, the update count) as
+# this release of Textual keeps it; another release may keep it differently.
+TEXTUAL_VERSION = "8.2.8"
+
+
+def textual_problem() -> str | None:
+    """One line when the installed Textual is not the release the dashboard was built against."""
+    try:
+        found = version("textual")
+    except PackageNotFoundError:
+        return "Textual is not installed: pip install -e . (it pins textual==" + TEXTUAL_VERSION + ")"
+    if found != TEXTUAL_VERSION:
+        return (f"the dashboard needs Textual {TEXTUAL_VERSION} (its tables use that release's internals), "
+                f"found {found}: pip install textual=={TEXTUAL_VERSION}")
+    return None
 
 
 class Column:
