@@ -1,11 +1,11 @@
 """The registry store: models, rules and the audit log. Knows nothing of MQTT, HTTP or screens."""
 
 from .crypto import pairing_code
-from .errors import RefusedError, StoreError
+from .errors import BusyError, RefusedError, StoreError
 from .registry import Registry, RegistryConfig, open_registry
 from .views import AttemptResult, EventView, Grants, ItemResult, LoginResult, RequestView, Status, UserView
 
 __all__ = [
-    "AttemptResult", "EventView", "Grants", "ItemResult", "LoginResult", "RefusedError", "Registry", "RegistryConfig",
+    "AttemptResult", "BusyError", "EventView", "Grants", "ItemResult", "LoginResult", "RefusedError", "Registry", "RegistryConfig",
     "RequestView", "Status", "StoreError", "UserView", "open_registry", "pairing_code",
 ]

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 import peewee as pw
 from playhouse.db_url import connect as connect_url
 
-from .errors import StoreError
+from .errors import BusyError, StoreError
 import os
 
 from .location import create_private_folder, is_url, sqlite_path
@@ -48,7 +48,9 @@ def translated(location: str):
     except StoreError:
         raise
     except (pw.PeeweeException, sqlite3.Error) as exc:
-        raise StoreError(describe(exc, location)) from exc
+        text = str(exc).lower()
+        error = BusyError if ("locked" in text or "busy" in text) else StoreError
+        raise error(describe(exc, location)) from exc
 
 
 def guarded(method):

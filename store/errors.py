@@ -7,3 +7,7 @@ class StoreError(Exception):
 
 class RefusedError(StoreError):
     """An operation was refused by a rule (unknown user, invalid pattern, ...)."""
+
+
+class BusyError(StoreError):
+    """Another process held the database's write lock for longer than the busy timeout."""

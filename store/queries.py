@@ -6,7 +6,7 @@ from __future__ import annotations
 import peewee as pw
 
 from .database import guarded
-from .views import EventView, RequestView, UserView
+from .views import CONFLICT, EventView, RequestView, UserView
 
 
 class Queries:
@@ -36,7 +36,7 @@ class Queries:
         clause = (R.username.contains(text) | R.client_id.contains(text) | R.peer.contains(text)
                   | R.source.contains(text) | R.pairing_code.contains(text)
                   | (R.status.contains(text) & ~((R.status == "pending") & (R.conflict == True))))  # noqa: E712
-        if text in "conflict":
+        if text in CONFLICT:
             clause = clause | ((R.status == "pending") & (R.conflict == True))  # noqa: E712
         return clause
 
@@ -50,13 +50,16 @@ class Queries:
         return query.count()
 
     @guarded
-    def request_page(self, limit: int, offset: int = 0, match: str | None = None) -> tuple[list[RequestView], int]:
+    def request_page(self, limit: int, offset: int = 0, match: str | None = None,
+                     expire: bool = True) -> tuple[list[RequestView], int]:
         """``limit`` requests from position ``offset`` in the order of ``requests(include_all=True)`` (pending
         first, newest first), optionally only those matching ``match``; and how many match in all.
 
         Two index-friendly queries (pending, then decided, each by id descending) instead of one sort over
-        every row, so the first page of 100,000 requests costs about as much as the first page of 100."""
-        self.expire_stale()
+        every row, so the first page of 100,000 requests costs about as much as the first page of 100.
+        ``expire=False`` only reads."""
+        if expire:
+            self.expire_stale()
         R = self.m.Request
         clause = self._request_match(match)
 

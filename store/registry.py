@@ -23,6 +23,7 @@ from . import crypto, location as loc
 from .access import AccessRules, _Access
 from .database import connect, guarded, write_transaction
 from .errors import RefusedError, StoreError
+from .permissions import PermissionRules
 from .queries import Queries
 from .registration import OVERFLOW, RegistrationRules
 from .validation import normalise_username, parse_permission, password_problem, text_problem, username_problem
@@ -41,7 +42,7 @@ class RegistryConfig:
     default_unlock: int = 300
 
 
-class Registry(RegistrationRules, AccessRules, Queries):
+class Registry(RegistrationRules, AccessRules, PermissionRules, Queries):
     def __init__(self, location: str, config: RegistryConfig | None = None, clock: Callable[[], float] = time.time,
                  *, create: bool = False):
         self.location = location
@@ -112,9 +113,12 @@ class Registry(RegistrationRules, AccessRules, Queries):
         return self.status()
 
     @guarded
-    def status(self) -> Status:
+    def status(self, expire: bool = True) -> Status:
+        """``expire=False`` only reads (a dashboard's periodic refresh): stale requests are expired by the
+        next call that may write."""
         now = self.clock()
-        self.expire_stale()
+        if expire:
+            self.expire_stale()
         window = self.m.Window.get_by_id(1)
         unlocked = window.unlocked_until is not None and window.unlocked_until > now
         K, T = self.m.Knock, self.m.Throttle
@@ -205,8 +209,17 @@ class Registry(RegistrationRules, AccessRules, Queries):
         return out
 
     @guarded
-    def grant(self, ids_or_names, permissions=(), actor: str = "cli", force: bool = False) -> list[ItemResult]:
-        explicit = None if permissions is None else [parse_permission(p) for p in permissions]
+    def grant(self, ids_or_names, permissions=(), actor: str = "cli", force: bool = False,
+              requested: bool = False) -> list[ItemResult]:
+        """Create users from pending requests. ``permissions`` (``"PATTERN=ACCESS"`` or pairs) is the template
+        every granted user gets; ``requested=True`` also gives each device what it asked for (HTTP requests),
+        the template winning where both name a pattern. ``permissions=None`` is ``requested=True`` alone."""
+        if permissions is None:
+            permissions, requested = (), True
+        try:
+            template = [parse_permission(p) for p in permissions]
+        except ValueError as exc:
+            raise RefusedError(str(exc)) from None
         self.expire_stale()
         results = []
         for item, rows in self._resolve_items(ids_or_names):
@@ -218,10 +231,10 @@ class Registry(RegistrationRules, AccessRules, Queries):
                     f"{item!r} has {len(rows)} conflicting requests "
                     f"(#{', #'.join(str(r.id) for r in rows)}): grant one by id with force")))
                 continue
-            results.append(self._grant_one(item, rows[0].id, explicit, actor, force))
+            results.append(self._grant_one(item, rows[0].id, template, requested, actor, force))
         return results
 
-    def _grant_one(self, item, request_id, explicit, actor, force) -> ItemResult:
+    def _grant_one(self, item, request_id, template, requested, actor, force) -> ItemResult:
         R = self.m.Request
         now = self.clock()
         with write_transaction(self.db):
@@ -237,10 +250,9 @@ class Registry(RegistrationRules, AccessRules, Queries):
                     f"{', #'.join(str(r.id) for r in rivals)}: confirm with force"), RequestView.of(row))
             if self._user_row(row.username) is not None:
                 return ItemResult(item, False, f"{row.username!r} is already a user", RequestView.of(row))
-            if explicit is None:
-                perms = [(p["resource"], p["operation"]) for p in json.loads(row.requested_permissions or "[]")]
-            else:
-                perms = explicit
+            perms = [(p["resource"], p["operation"]) for p in json.loads(row.requested_permissions or "[]")
+                     ] if requested else []
+            perms += template  # after the requested ones: the operator's access wins for the same pattern
             user = self.m.User.create(
                 name=row.username, verifier=row.verifier, client_id=row.client_id, created_at=now,
                 created_by=actor, created_how=f"registration-{row.source}")
@@ -342,40 +354,6 @@ class Registry(RegistrationRules, AccessRules, Queries):
             self._event(actor, "user.password_changed", name)
         self.invalidate(name)
 
-    @guarded
-    def permit(self, name: str, pattern: str, access: str, actor: str = "cli") -> None:
-        name = normalise_username(name)
-        try:
-            pattern, access = parse_permission((pattern, access))
-        except ValueError as exc:
-            raise RefusedError(str(exc)) from None
-        P = self.m.Permission
-        with write_transaction(self.db):
-            row = self._require_user(name)
-            existing = P.get_or_none((P.user == row) & (P.pattern == pattern))
-            if existing is None:
-                P.create(user=row, pattern=pattern, access=access)
-            elif existing.access == access:
-                raise RefusedError(f"{name!r} already has {access} on {pattern!r}")
-            else:
-                P.update(access=access).where(P.id == existing.id).execute()
-            # Any change of access except to readWrite takes something away: the relay kicks on "removed".
-            shrinks = existing is not None and access != "readWrite"
-            self._event(actor, "permission.removed" if shrinks else "permission.added", name,
-                        pattern=pattern, access=access)
-        self.invalidate(name)
-
-    @guarded
-    def forbid(self, name: str, pattern: str, actor: str = "cli") -> None:
-        name = normalise_username(name)
-        P = self.m.Permission
-        with write_transaction(self.db):
-            row = self._require_user(name)
-            deleted = P.delete().where((P.user == row) & (P.pattern == pattern)).execute()
-            if not deleted:
-                raise RefusedError(f"{name!r} has no permission on {pattern!r}")
-            self._event(actor, "permission.removed", name, pattern=pattern)
-        self.invalidate(name)
 
 def open_registry(db: str | None = None, config: RegistryConfig | None = None,
                   clock: Callable[[], float] = time.time, *, create: bool = True) -> Registry:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import unicodedata
 
 from .topics import ACCESS_VALUES, filter_problem
@@ -135,3 +136,20 @@ def parse_permission(text_or_pair) -> tuple[str, str]:
     if problem:
         raise ValueError(f"permission {pattern!r}: {problem}")
     return pattern, access
+
+
+PERMISSION_EXAMPLE = "devices/{username}/#=readWrite"
+
+
+def parse_permissions(text: str) -> list[tuple[str, str]]:
+    """``"a/#=read, b/+=readWrite"`` (separated by commas or spaces) -> ``[("a/#", "read"), ("b/+", "readWrite")]``;
+    ValueError naming the first bad word. What the dashboard's dialogs and the CLI's options both read."""
+    result: list[tuple[str, str]] = []
+    for part in re.split(r"[,\s]+", text.strip()):
+        if not part:
+            continue
+        if "=" not in part:
+            raise ValueError(f"{part!r}: write PATTERN=ACCESS ({'/'.join(ACCESS_VALUES)}), "
+                             f"for example {PERMISSION_EXAMPLE}")
+        result.append(parse_permission(part))
+    return result

@@ -8,6 +8,16 @@ from dataclasses import asdict, dataclass, field
 from .names import name_marks
 
 
+CONFLICT = "conflict"  # the label of a pending request whose name was tried with another password too
+REQUEST_LABELS = ("pending", CONFLICT, "granted", "denied", "expired")
+
+
+def request_label(status: str, conflict: bool) -> str:
+    """What a request is called on screen and in the CLI: its status, or "conflict" while it is pending and
+    its name was tried with another password too."""
+    return CONFLICT if status == "pending" and conflict else status
+
+
 @dataclass(frozen=True)
 class RequestView:
     id: int
@@ -26,6 +36,10 @@ class RequestView:
     decided_at: float | None
     pairing_code: str | None  # while pending only (docs/SECURITY.md)
     marks: tuple[str, ...] = ()  # why the name may pass for another one (store.names); () for most names
+
+    @property
+    def label(self) -> str:
+        return request_label(self.status, self.conflict)
 
     def as_dict(self) -> dict:
         data = asdict(self)
