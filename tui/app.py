@@ -22,8 +22,6 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.worker import get_current_worker
 
-from store import StoreError
-
 from .listener import EventListener, MqttTarget
 from .messages import EventsBatch, ListenerState, ServiceStatus
 from .safe import clean
@@ -118,15 +116,6 @@ class RegistryApp(App[None]):
             self._last_input = time.monotonic()
         await super().on_event(event)
 
-    # -- the registry, safely -------------------------------------------------------------------
-    def call_registry(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Call the store; a refusal or database problem becomes a notification, never a crash."""
-        try:
-            return fn(*args, **kwargs)
-        except StoreError as exc:
-            self.notify(clean(str(exc), 300), severity="error", timeout=8, markup=False)
-            return None
-
     # -- listener worker ---------------------------------------------------------------------------
     @work(thread=True, exclusive=True, name="mqtt-listener", group="listener")
     def run_listener(self) -> None:
@@ -154,7 +143,7 @@ class RegistryApp(App[None]):
         if not dashboard.is_mounted:
             return  # it reads listener_state when it mounts
         if message.state == "connected":
-            self.call_registry(dashboard.full_resync)
+            dashboard.resync()
         dashboard.set_broker_state(message.state, message.detail, message.retry_in)
 
     def on_service_status(self, message: ServiceStatus) -> None:
@@ -164,7 +153,7 @@ class RegistryApp(App[None]):
 
     def on_events_batch(self, message: EventsBatch) -> None:
         if self.dashboard.is_mounted:  # before that, its first full resync covers these events
-            self.call_registry(self.dashboard.receive, message.events)
+            self.dashboard.deliver(message.events)
 
     async def action_quit(self) -> None:
         self.stop_listener()

@@ -15,6 +15,7 @@ import time
 import click
 
 from store import RefusedError, StoreError, open_registry
+from store.topics import ACCESS_VALUES
 from store.views import ItemResult
 
 from .safe_text import printable
@@ -253,7 +254,7 @@ def requests(ctx, db, include_all, as_json):
         ["ID", "USERNAME", "CLIENT ID", "PEER", "SOURCE", "TRIES", "LAST SEEN", "CODE", "STATUS", "LOOK-ALIKE"],
         [[str(r.id), ("⚠ " if r.marks else "") + printable(r.username, 40), printable(r.client_id, 30),
           printable(r.peer), r.source, str(r.attempts), ago(r.last_seen, now), r.pairing_code or "-",
-          r.status + (" conflict" if r.conflict else ""),
+          r.label,
           " ".join(map(code_point, suspicious_characters(r.username))) or "-"]
          for r in rows],
     )
@@ -269,18 +270,26 @@ def requests(ctx, db, include_all, as_json):
 @click.argument("items", nargs=-1, required=True, metavar="NAME_OR_ID...")
 @click.option("--permission", "-p", "permissions", multiple=True, metavar="PATTERN=ACCESS",
               help="Give a permission (repeatable); PATTERN may use {username} and {client_id}.")
-@click.option("--requested", is_flag=True, help="Give the permissions the device asked for (HTTP requests).")
+@click.option("--requested", is_flag=True,
+              help="Also give the permissions the device asked for (HTTP requests); --permission wins for the "
+                   "same pattern.")
 @click.option("--force", is_flag=True, help="Grant a conflicting request; its rivals are denied.")
 @click.pass_context
 def grant(ctx, db, items, permissions, requested, force):
     """Create users from pending requests, with exactly the password the device sent."""
-    if requested and permissions:
-        raise click.UsageError("--requested and --permission cannot be combined")
+    template = parse_permission_options(permissions)
+    results = registry(ctx, db).grant(items, template, actor=actor(), force=force, requested=requested)
+    report(results)
+
+
+def parse_permission_options(values) -> list[tuple[str, str]]:
+    """Every --permission value read by the store's parser (one option may hold several, comma-separated)."""
+    from store.validation import parse_permissions
+
     try:
-        results = registry(ctx, db).grant(items, None if requested else permissions, actor=actor(), force=force)
+        return [pair for value in values for pair in parse_permissions(value)]
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--permission") from None
-    report(results)
 
 
 @main.command()
@@ -392,7 +401,7 @@ def user_passwd(ctx, db, name, password_stdin):
 @db_option
 @click.argument("name")
 @click.argument("pattern")
-@click.argument("access", type=click.Choice(["read", "write", "readWrite"]))
+@click.argument("access", type=click.Choice(ACCESS_VALUES))
 @click.pass_context
 def permit(ctx, db, name, pattern, access):
     """Let NAME use topics matching PATTERN (MQTT wildcards, {username}, {client_id})."""

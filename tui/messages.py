@@ -76,3 +76,53 @@ class EventsBatch(Message):
     def __init__(self, events: list[RelayedEvent]) -> None:
         super().__init__()
         self.events = events
+
+
+# -- the dashboard's workers: results of store calls, posted from worker threads ---------------------------------
+class SyncDelta(Message):
+    """What changed in the registry (``tui.sync.Delta``), in event order."""
+
+    def __init__(self, delta: Any) -> None:
+        super().__init__()
+        self.delta = delta
+
+
+class PageLoaded(Message):
+    """A window of requests read for paging or a new filter; ``then`` is the cursor move that asked for it."""
+
+    def __init__(self, page: Any, cursor: str | None, then: str | None) -> None:
+        super().__init__()
+        self.page = page
+        self.cursor = cursor
+        self.then = then
+
+
+class WriteDone(Message):
+    """A change went through the store. ``op`` names it (``grant``, ``deny``, ``unlock``, ...); ``result`` is
+    what the store returned; ``context`` is what the screen attached when it asked."""
+
+    def __init__(self, op: str, result: Any, context: Any = None) -> None:
+        super().__init__()
+        self.op = op
+        self.result = result
+        self.context = context
+
+
+class StoreFailed(Message):
+    """A store call was refused or the database could not be used; ``busy``: another process holds its lock."""
+
+    def __init__(self, op: str, message: str, busy: bool = False, context: Any = None) -> None:
+        super().__init__()
+        self.op = op
+        self.message = message
+        self.busy = busy
+        self.context = context
+
+
+class DetailsLoaded(Message):
+    """The details panel's content, read from the store."""
+
+    def __init__(self, title: Any, body: Any) -> None:
+        super().__init__()
+        self.title = title
+        self.body = body

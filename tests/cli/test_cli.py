@@ -221,3 +221,18 @@ def test_destructive_commands_ask_at_a_terminal(db_path):
     assert result.returncode == 1 and "Remove keep-me" in result.stdout and "nothing changed" in result.stderr
     assert open_registry(db_path).user("keep-me") is not None
     assert "removed keep-me" in ok(db_path, "user", "remove", "keep-me")  # no terminal: a script, no question
+
+
+def test_grant_requested_and_template_together(db_path):
+    """--requested and --permission combine (the store's grant option, as the dashboard's dialog does); the
+    permissions are read by the store's parser (comma-separated allowed), a bad one is a usage error."""
+    reg = open_registry(db_path)
+    reg.unlock(300, actor="t")
+    reg.record_attempt("http-dev", "secret-pw", "c", "10.0.0.1", "http",
+                       requested_permissions=[{"resource": "asked/#", "operation": "read"}])
+    bad = run(db_path, "grant", "http-dev", "-p", "x/#=everything")
+    assert bad.returncode == 2 and "access must be one of read, write, readWrite" in bad.stderr
+    ok(db_path, "grant", "http-dev", "--requested", "-p", "devices/{username}/#=readWrite, t/+=write")
+    assert sorted(reg.user("http-dev").permissions) == [
+        ("asked/#", "read"), ("devices/{username}/#", "readWrite"), ("t/+", "write")]
+    reg.close()

@@ -87,3 +87,10 @@ async def wait_for(pilot, predicate, timeout: float = 10.0, message: str = "cond
             return
         await pilot.pause(0.05)
     raise AssertionError(f"timed out waiting for {message}")
+
+
+async def loaded(pilot, timeout: float = 10.0) -> None:
+    """Wait until the dashboard has applied its first read of the database (done in a worker)."""
+    dash = pilot.app.screen_stack[0]
+    await wait_for(pilot, lambda: getattr(dash, "loaded", False), timeout, "the first resync")
+    await pilot.pause()

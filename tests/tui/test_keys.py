@@ -10,7 +10,7 @@ from tui.screens.details import DetailsScreen
 from tui.screens.help import HelpScreen
 from tui.screens.modals import ConfirmModal, DurationModal, GrantModal, PermissionsModal
 
-from .conftest import wait_for
+from .conftest import loaded, wait_for
 
 
 def knock(reg, name, password="secret-1", client_id=None, peer="10.0.0.7:50000", **kw):
@@ -23,27 +23,36 @@ def rows(app):
     return app.screen_stack[0].requests_table.shown_items()
 
 
-async def test_unlock_and_lock_with_u(reg):
+async def test_u_unlocks_or_extends_and_l_locks(reg):
     app = RegistryApp(reg)
     async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(pilot)
         header = app.screen_stack[0].header_state
         assert not header.unlocked
+        assert app.screen.active_bindings["l"].enabled is False  # nothing to lock
         await pilot.press("u")
-        assert reg.status().unlocked
-        assert header.unlocked and 295 < header.remaining <= 300
-        await pilot.press("u")
-        assert not reg.status().unlocked and not header.unlocked
+        await wait_for(pilot, lambda: header.unlocked, message="unlocked shown")
+        assert reg.status().unlocked and 295 < header.remaining <= 300
+        first = reg.status().unlocked_until
+        await pilot.press("u")  # again: extends (5 minutes from now), never locks
+        await wait_for(pilot, lambda: reg.status().unlocked_until > first, message="extended")
+        assert header.unlocked
+        await pilot.press("l")
+        await wait_for(pilot, lambda: not header.unlocked, message="locked shown")
+        assert not reg.status().unlocked
 
 
 async def test_unlock_for_a_typed_duration(reg):
     app = RegistryApp(reg)
     async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(pilot)
         await pilot.press("U")
         assert isinstance(app.screen, DurationModal)
         await pilot.press("ctrl+a", "ctrl+k", *"90s", "enter")
-        status = reg.status()
-        assert status.unlocked and 85 < status.remaining <= 90
-        await pilot.press("u")  # lock again
+        await wait_for(pilot, lambda: reg.status().unlocked, message="unlocked")
+        assert 85 < reg.status().remaining <= 90
+        await pilot.press("l")  # lock again
+        await wait_for(pilot, lambda: not reg.status().unlocked, message="locked")
         await pilot.press("U")
         await pilot.press("ctrl+a", "ctrl+k", *"xyz", "enter")
         assert isinstance(app.screen, DurationModal)  # refused input keeps the dialog open
@@ -55,6 +64,7 @@ async def test_request_appears_then_select_and_grant_with_template(reg, db_path)
     reg.unlock(300, actor="test")
     app = RegistryApp(reg)
     async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(pilot)
         other = open_registry(db_path)  # another process: the broker recording attempts
         knock(other, "sensor-a")
         knock(other, "sensor-b")
@@ -75,6 +85,7 @@ async def test_request_appears_then_select_and_grant_with_template(reg, db_path)
 async def test_grant_is_disabled_with_nothing_pending(reg):
     app = RegistryApp(reg)
     async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(pilot)
         bindings = app.screen.active_bindings
         assert bindings["g"].enabled is False and bindings["d"].enabled is False
         await pilot.press("g")
@@ -91,6 +102,7 @@ async def test_deny_asks_first(reg):
     knock(reg, "intruder")
     app = RegistryApp(reg)
     async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(pilot)
         await pilot.press("d")
         assert isinstance(app.screen, ConfirmModal)
         await pilot.press("n")
@@ -107,13 +119,13 @@ async def test_conflict_needs_force(reg):
     knock(reg, "twin", password="password-two")
     app = RegistryApp(reg)
     async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(pilot)
         assert all(r.conflict for r in rows(app))
         await pilot.press("g")
         await pilot.press("enter")  # no force: refused for that item, shown, no crash
-        await pilot.pause()
+        await wait_for(pilot, lambda: any("force" in n.message.lower() or "conflict" in n.message.lower()
+                                          for n in app._notifications), message="refusal shown")
         assert all(r.status == "pending" for r in reg.requests())
-        assert any("force" in n.message.lower() or "conflict" in n.message.lower()
-                   for n in app._notifications)
         await pilot.press("g")
         assert isinstance(app.screen, GrantModal)
         app.screen.query_one("#force").value = True
@@ -127,14 +139,14 @@ async def test_granting_what_another_operator_denied_notifies(reg, db_path):
     knock(reg, "contested")
     app = RegistryApp(reg)
     async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(pilot)
         await pilot.press("space", "g")
         other = open_registry(db_path)
         other.deny(["contested"], actor="bob")  # while the modal is open
         other.close()
         await pilot.press("enter")
-        await pilot.pause()
+        await wait_for(pilot, lambda: any("contested" in n.message for n in app._notifications), message="notice")
         assert app.is_running
-        assert any("contested" in n.message for n in app._notifications)
         await wait_for(pilot, lambda: rows(app)[0].status == "denied", message="denied by bob")
 
 
@@ -144,6 +156,7 @@ async def test_select_all_pending_and_escape(reg):
         knock(reg, f"bulk-{i}")
     app = RegistryApp(reg)
     async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(pilot)
         table = app.screen_stack[0].requests_table
         await pilot.press("a")
         assert len(table.selected) == 3
@@ -157,7 +170,9 @@ async def test_filter(reg):
         knock(reg, name)
     app = RegistryApp(reg)
     async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(pilot)
         await pilot.press("slash", *"kitch")
+        await wait_for(pilot, lambda: len(rows(app)) == 2, message="filtered")
         assert sorted(r.username for r in rows(app)) == ["kitchen-1", "kitchen-2"]
         await pilot.press("enter")
         assert app.focused is app.screen.requests_table
@@ -166,7 +181,7 @@ async def test_filter(reg):
         await pilot.press("escape")  # cancels the grant
         await pilot.press("escape")  # clears the selection
         await pilot.press("escape")  # clears the filter
-        assert len(rows(app)) == 3
+        await wait_for(pilot, lambda: len(rows(app)) == 3, message="filter cleared")
         assert app.screen.query_one("#filter", Input).value == ""
 
 
@@ -176,8 +191,10 @@ async def test_details_shows_context_safely(reg):
           requested_permissions=[{"resource": "devices/x/#", "operation": "read"}])
     app = RegistryApp(reg)
     async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(pilot)
+        await wait_for(pilot, lambda: len(rows(app)) == 1, message="request")
         await pilot.press("enter")
-        assert isinstance(app.screen, DetailsScreen)
+        await wait_for(pilot, lambda: isinstance(app.screen, DetailsScreen), message="details")
         body = app.screen.body.plain
         assert "[red]evil[/red] \\u202e\U0001f525" in body and "cid\\x1b[2J" in body
         assert "[b]north[/b]" in body and "\\u202eabc" in body
@@ -191,29 +208,34 @@ async def test_views_users_and_audit(reg):
     reg.permit("plc-7", "plant/#", "read", actor="test")
     app = RegistryApp(reg)
     async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(pilot)
         switcher = app.screen.query_one(ContentSwitcher)
         await pilot.press("2")
         assert switcher.current == "users"
         users = app.screen.users_table
-        assert "plc-7" in users.model
+        await wait_for(pilot, lambda: "plc-7" in users.model, message="user shown")
         # p: edit permissions
         await pilot.press("p")
         assert isinstance(app.screen, PermissionsModal)
         await pilot.press("ctrl+a", "ctrl+k", *"plant/#=readWrite devices/plc-7/#=write", "enter")
-        await pilot.pause()
+        await wait_for(pilot, lambda: sorted(users.model["plc-7"].permissions) == [
+            ("devices/plc-7/#", "write"), ("plant/#", "readWrite")], message="permissions shown")
         assert sorted(reg.user("plc-7").permissions) == [("devices/plc-7/#", "write"), ("plant/#", "readWrite")]
+        # widening read to readWrite is not a removal (the broker would kick the device for nothing)
+        kinds = [e.kind for e in reg.events(subject="plc-7")][-2:]
+        assert kinds == ["permission.added", "permission.added"]
         # x: disable, then enable
         await pilot.press("x")
-        assert reg.user("plc-7").disabled
         await wait_for(pilot, lambda: users.model["plc-7"].disabled, message="disabled shown")
+        assert reg.user("plc-7").disabled
         await pilot.press("x")
-        assert not reg.user("plc-7").disabled
+        await wait_for(pilot, lambda: not users.model["plc-7"].disabled, message="enabled shown")
         # delete: asks first
         await pilot.press("delete")
         assert isinstance(app.screen, ConfirmModal)
         await pilot.press("y")
-        assert reg.user("plc-7") is None
         await wait_for(pilot, lambda: "plc-7" not in users.model, message="user gone")
+        assert reg.user("plc-7") is None
         # 3 / tab: audit, newest first
         await pilot.press("3")
         assert switcher.current == "audit"
@@ -227,11 +249,12 @@ async def test_views_users_and_audit(reg):
 async def test_help_and_command_palette(reg):
     app = RegistryApp(reg)
     async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(pilot)
         await pilot.press("question_mark")
         assert isinstance(app.screen, HelpScreen)
         await pilot.press("escape")
         titles = [c.title for c in app.get_system_commands(app.screen)]
-        assert any(t.startswith("(Un)lock") for t in titles)
+        assert any(t.startswith("Unlock") for t in titles)
         assert any(t.startswith("Filter") for t in titles)
         assert not any(t.startswith("Grant") for t in titles)  # disabled: nothing pending
         await pilot.press("ctrl+p")
@@ -241,6 +264,6 @@ async def test_help_and_command_palette(reg):
         await pilot.press("enter")
         await wait_for(pilot, lambda: isinstance(app.screen, DurationModal), message="palette ran the action")
         await pilot.press("enter")
-        assert reg.status().unlocked
+        await wait_for(pilot, lambda: reg.status().unlocked, message="unlocked")
         await pilot.press("q")
     assert not app.is_running

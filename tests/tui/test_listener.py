@@ -86,8 +86,8 @@ async def test_broker_lost_and_back(reg, db_path, mosquitto):
     resyncs = []
     async with app.run_test(size=(80, 24)) as pilot:
         dash = app.screen_stack[0]
-        original = dash.full_resync
-        dash.full_resync = lambda: (resyncs.append(1), original())
+        original = dash.resync
+        dash.resync = lambda: (resyncs.append(1), original())
         await wait_for(pilot, lambda: dash.header_state.broker == "connected", message="connected")
         before = len(resyncs)
         mosquitto.stop()

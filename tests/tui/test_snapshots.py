@@ -10,6 +10,8 @@ import pytest
 from tui.app import RegistryApp
 from tui.demo import build_demo
 
+from .conftest import loaded, wait_for
+
 SIZES = [(80, 24), (120, 40)]
 
 
@@ -25,7 +27,7 @@ def make_app(reg, clock):
 
 
 async def connected(pilot):
-    await pilot.pause()
+    await loaded(pilot)
     dash = pilot.app.screen_stack[0]
     dash.header_state.broker_address = "127.0.0.1:1883"
     dash.set_broker_state("connected")
@@ -75,13 +77,15 @@ def test_locked_disconnected_with_details(snap_compare, demo):
     reg, clock = demo
 
     async def run_before(pilot):
-        await pilot.pause()
+        await loaded(pilot)
         reg.lock(actor="alice@dashboard")
         dash = pilot.app.screen_stack[0]
         dash.header_state.broker_address = "127.0.0.1:1883"
         dash.set_broker_state("retrying", "Connection refused", retry_in=4)
-        dash.after_change()
+        dash.sync_from_db()
+        await wait_for(pilot, lambda: not dash.header_state.unlocked, message="locked")
         await pilot.press("enter")
+        await wait_for(pilot, lambda: pilot.app.screen is not dash, message="details")
         await pilot.pause()
 
     assert snap_compare(make_app(reg, clock), run_before=run_before, terminal_size=(80, 24))

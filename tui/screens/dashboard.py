@@ -1,24 +1,37 @@
 """The main screen: header, the three views, the filter bar and the footer.
 
-It owns the mapping from registry state to tables: a full resync (on start
-and whenever the listener (re)connects), and incremental application of
-events by id (from the relay, or read back from the database after a local
-action or when a gap in ids is seen).
+No store call runs on the UI thread. Reads go through ``tui.sync.EventSync`` (resync, relayed events with gap
+detection, polling) in thread workers that post ``SyncDelta``; changes are queued and run one after another by
+a thread worker of the exclusive ``writes`` group, which posts ``WriteDone`` or ``StoreFailed``. The tables post
+messages (``RequestsTable.GrantRequested``, ...) that this screen handles with ``@on``; it sets their rows.
+While a change waits for a database another process holds, a "database busy" line says so and every key still
+works.
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Callable, Iterable
 
 from rich.text import Text
+from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import ContentSwitcher, Footer, Input, Label, Static
+from textual.worker import get_current_worker
 
-from ..messages import RelayedEvent
+from store import BusyError, StoreError
+from store.database import BUSY_TIMEOUT_MS
+
+from ..messages import DetailsLoaded, PageLoaded, RelayedEvent, StoreFailed, SyncDelta, WriteDone
 from ..safe import clean, safe_text
+from ..sync import Delta, EventSync, Page, Window, read_page
 from ..widgets.audit_table import AuditTable
 from ..widgets.base_table import OrderedTable
 from ..widgets.requests_table import RequestsTable
@@ -28,14 +41,22 @@ from .details import DetailsScreen, event_details, request_details, user_details
 from .help import HelpScreen
 from .modals import ConfirmModal, DurationModal, GrantChoice, GrantModal, PermissionsModal
 
-AUDIT_BACKLOG = 500  # events loaded on (re)sync
 AUDIT_KEEP = 5000  # the audit view drops older rows beyond this (the CLI `log` has them all)
 VIEW_KEYS = [key for key, _ in VIEWS]
+BUSY_AFTER = 0.5  # a change waiting this long for the database is said on screen
+
+
+@dataclass
+class PendingWrite:
+    op: str
+    call: Callable[[], Any]
+    context: Any = None
 
 
 class DashboardScreen(Screen):
     BINDINGS = [
-        Binding("u", "toggle_lock", "(Un)lock", tooltip="Unlock the registry for 5 minutes, or lock it now"),
+        Binding("u", "unlock", "Unlock", tooltip="Unlock the registry for 5 minutes (again: 5 minutes from now)"),
+        Binding("l", "lock", "Lock", tooltip="Lock the registry now"),
         Binding("U", "unlock_for", "Unlock for…", show=False, tooltip="Unlock the registry for a duration you type"),
         Binding("1", "view('requests')", "Requests", show=False, tooltip="Show the requests"),
         Binding("2", "view('users')", "Users", show=False, tooltip="Show the users"),
@@ -48,9 +69,17 @@ class DashboardScreen(Screen):
 
     def __init__(self) -> None:
         super().__init__()
-        self.last_event_id = 0
         self.targets: list[Any] = []  # what the last grant dialog was opened for
         self.header_state = HeaderState()
+        self.status: Any = None  # the last store.Status read
+        self.sync: EventSync | None = None
+        self.window = Window()  # what the requests table holds, for the workers (replaced, never mutated)
+        self._writes: deque[PendingWrite] = deque()
+        self._write_lock = threading.Lock()
+        self.writing: tuple[str, float] | None = None  # (op, since): the change running now, for the busy line
+        self.busy_failed: tuple[str, float] | None = None  # (message, when) after a change failed on a lock
+        self._ticking = False
+        self.loaded = False  # the first resync has been applied
 
     # -- composition ------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -60,6 +89,7 @@ class DashboardScreen(Screen):
             yield UsersTable(id="users")
             yield AuditTable(id="audit")
         yield Static(id="window-info")  # "rows 1-1,000 of 10,000 requests": the table holds a window
+        yield Static(id="busy")  # "database busy: ..."
         with Horizontal(id="filter-bar"):
             yield Label("filter ", id="filter-label")
             yield Input(placeholder="text to match (enter: keep, esc: clear)", id="filter")
@@ -68,6 +98,10 @@ class DashboardScreen(Screen):
     @property
     def reg(self):
         return self.app.reg
+
+    @property
+    def last_event_id(self) -> int:
+        return self.sync.last_event_id if self.sync else 0
 
     @property
     def requests_table(self) -> RequestsTable:
@@ -89,34 +123,112 @@ class DashboardScreen(Screen):
         self.header_state.broker = self.app.listener_state
         self.header_state.service_broker, self.header_state.service_state = self.app.service_status
         self.header_state.broker_address = self.app.mqtt_target.address if self.app.mqtt_target else ""
-        self.app.call_registry(self.full_resync)  # the tables fill their rows when they first get a size
+        self.sync = EventSync(self.reg, on_delta=lambda delta: self.post_message(SyncDelta(delta)))
+        self.note_window()
+        self.resync()  # the tables fill their rows when they first get a size
         self.requests_table.focus()
         self.set_interval(1.0, self.tick, name="tick")
+        self.set_interval(0.25, self.refresh_busy, name="busy")
 
-    # -- syncing with the store ---------------------------------------------------------------------
-    def full_resync(self) -> None:
-        """Reload everything from the database (start, broker (re)connect)."""
-        reg = self.reg
-        last = reg.last_event_id()  # read first: anything later arrives as an event
-        self.load_requests(self.requests_table.window_start)
-        self.users_table.load({u.name: u for u in reg.users()})
-        backlog = reg.events(since=max(0, last - AUDIT_BACKLOG))
-        self.audit_table.load({str(e.id): RelayedEvent.from_view(e) for e in backlog if e.id <= last})
-        self.last_event_id = last
-        self.refresh_header()
-        self.refresh_bindings()
-
-    def load_requests(self, offset: int = 0, cursor: str | None = None) -> None:
-        """Read one window of requests (from ``offset``, matching the filter) from the database."""
+    # -- reading, in workers -------------------------------------------------------------------------
+    def note_window(self) -> None:
         table = self.requests_table
-        items, total = self.reg.request_page(table.WINDOW, offset, match=table.filter or None)
-        if not items and offset > 0 and total:  # the window fell off the end (rows were removed): last page
-            offset = max(0, total - table.WINDOW)
-            items, total = self.reg.request_page(table.WINDOW, offset, match=table.filter or None)
-        table.show_page(items, total, offset, cursor=cursor)
+        self.window = Window(table.window_start, table.WINDOW, table.filter or None)
+
+    def resync(self) -> None:
+        """Reload everything from the database (start, broker (re)connect)."""
+        self._sync("resync")
+
+    def deliver(self, events: list[RelayedEvent]) -> None:
+        """Events relayed over MQTT."""
+        self._sync("receive", events)
+
+    def sync_from_db(self) -> None:
+        """Apply every event after the last one seen (after a local action, when polling)."""
+        self._sync("poll")
+
+    @work(thread=True, group="sync", exit_on_error=False)
+    def _sync(self, op: str, events: list[RelayedEvent] | None = None) -> None:
+        sync = self.sync
+        try:
+            if op == "resync":
+                sync.resync(self.window)
+            elif op == "receive":
+                sync.receive(events or [], self.window)
+            elif op == "tick" and self.header_state.broker == "connected":
+                sync.status()  # the relay brings the events (once the broker enforces them)
+            else:
+                sync.poll(self.window, status=True)
+        except StoreError as exc:
+            self.post_message(StoreFailed(op, str(exc), busy=isinstance(exc, BusyError)))
+        finally:
+            if op == "tick":
+                self._ticking = False
+
+    @on(SyncDelta)
+    def apply_delta(self, message: SyncDelta) -> None:
+        delta: Delta = message.delta
+        table = self.requests_table
+        if delta.page is not None:
+            self.show_page(delta.page)
+        elif delta.requests or delta.gone:
+            if delta.total is None or self.window.match != (table.filter or None) or not table.upsert_window(
+                    delta.requests, delta.gone, delta.total):
+                self.load_requests(table.window_start)  # a row left a window with more rows beyond it
+        if delta.users is not None:
+            self.users_table.load({u.name: u for u in delta.users})
+            self.users_table.update_bindings()
+        audit = self.audit_table
+        if delta.full:
+            audit.load({str(e.id): e for e in delta.events})
+        elif delta.events:
+            overflow = len(audit.model) + len(delta.events) - AUDIT_KEEP
+            oldest = sorted(audit.model, key=int)[:overflow] if overflow > 0 else []
+            audit.upsert({str(e.id): e for e in delta.events}, removed=oldest)
+        audit.update_bindings()
         table.prune_selection()
         self.refresh_window_info()
+        if delta.status is not None:
+            self.status = delta.status
+        self.refresh_header()
         table.update_bindings()
+        if delta.full:
+            self.loaded = True
+            self.refresh_bindings()
+
+    def show_page(self, page: Page, cursor: str | None = None) -> None:
+        table = self.requests_table
+        table.show_page(page.items, page.total, page.offset, cursor=cursor)
+        table.prune_selection()
+        self.note_window()
+        self.refresh_window_info()
+        table.update_bindings()
+
+    def load_requests(self, offset: int = 0, cursor: str | None = None, then: str | None = None) -> None:
+        """Read one window of requests (from ``offset``, matching the filter) in a worker."""
+        table = self.requests_table
+        self._load_page(Window(max(0, offset), table.WINDOW, table.filter or None), cursor, then)
+
+    @work(thread=True, exclusive=True, group="page", exit_on_error=False)
+    def _load_page(self, window: Window, cursor: str | None, then: str | None) -> None:
+        try:
+            page = read_page(self.reg, window)
+        except StoreError as exc:
+            self.post_message(StoreFailed("page", str(exc), busy=isinstance(exc, BusyError)))
+            return
+        if not get_current_worker().is_cancelled:
+            self.post_message(PageLoaded(page, cursor, then))
+
+    @on(PageLoaded)
+    def page_loaded(self, message: PageLoaded) -> None:
+        if message.page.match != (self.requests_table.filter or None):
+            return  # the filter changed since: a newer page is on its way
+        self.show_page(message.page, message.cursor)
+        self.requests_table.after_page(message.then)
+
+    @on(RequestsTable.PageRequested)
+    def page_requested(self, message: RequestsTable.PageRequested) -> None:
+        self.load_requests(message.offset, message.cursor, message.then)
 
     def refresh_window_info(self) -> None:
         info = self.query_one("#window-info", Static)
@@ -125,71 +237,77 @@ class DashboardScreen(Screen):
         if text:
             info.update(Text(text, no_wrap=True, overflow="ellipsis"))
 
-    def sync_from_db(self) -> None:
-        """Apply every event after the last one seen (after a local action, on a gap, when polling)."""
-        events = [RelayedEvent.from_view(e) for e in self.reg.events(since=self.last_event_id)]
-        if events:
-            self.apply(events)
+    # -- changing, in the one writes worker ------------------------------------------------------------
+    def write(self, op: str, fn: Callable[..., Any], *args: Any, context: Any = None, **kwargs: Any) -> None:
+        """Queue a store change; the writes worker runs the queue in order and posts what happened."""
+        self._writes.append(PendingWrite(op, partial(fn, *args, **kwargs), context))
+        self._run_writes()
 
-    def receive(self, events: Iterable[RelayedEvent]) -> None:
-        """Events relayed over MQTT: applied in id order; a gap in ids means reading from the DB."""
-        fresh = sorted((e for e in events if e.id > self.last_event_id), key=lambda e: e.id)
-        if not fresh:
-            return
-        expected = self.last_event_id + 1
-        contiguous = all(e.id == expected + i for i, e in enumerate(fresh))
-        if contiguous:
-            self.apply(fresh)
-        else:
-            self.sync_from_db()
+    @work(thread=True, exclusive=True, group="writes", exit_on_error=False)
+    def _run_writes(self) -> None:
+        # exclusive: a newer worker cancels an older one that may not have started yet; the queue is drained
+        # by whichever runs, under one lock, so no change is lost and they apply in the order they were asked.
+        from broker.plugin_socket import SOCKET_NAME, wake
 
-    def apply(self, events: list[RelayedEvent]) -> None:
-        reg = self.reg
-        request_ids: set[int] = set()
-        reload_requests = users_changed = False
-        for ev in events:
-            kind = ev.kind
-            if kind.startswith("request."):
-                rid = ev.detail.get("request_id")
-                if kind in ("request.conflict", "request.expired") or not isinstance(rid, int):
-                    reload_requests = True
+        with self._write_lock:
+            while self._writes:
+                pending = self._writes.popleft()
+                self.writing = (pending.op, time.monotonic())
+                try:
+                    result = pending.call()
+                except StoreError as exc:
+                    self.post_message(StoreFailed(pending.op, str(exc), busy=isinstance(exc, BusyError),
+                                                  context=pending.context))
+                except Exception as exc:  # noqa: BLE001 - a bug must not end the dashboard
+                    self.post_message(StoreFailed(pending.op, f"{type(exc).__name__}: {exc}", context=pending.context))
                 else:
-                    request_ids.add(rid)
-                if kind == "request.granted":
-                    users_changed = True
-            elif kind.startswith(("user.", "permission.")):
-                users_changed = True
-        table = self.requests_table
-        if not reload_requests and request_ids:
-            found, gone = {}, []
-            for rid in request_ids:
-                view = reg.request(rid)
-                if view is None:
-                    gone.append(str(rid))
-                else:
-                    found[str(rid)] = view
-            total = reg.request_count(table.filter or None)
-            reload_requests = not table.upsert_window(found, gone, total)
-        if reload_requests:
-            self.load_requests(table.window_start)
-        table.prune_selection()
-        self.refresh_window_info()
-        if users_changed:
-            self.users_table.load({u.name: u for u in reg.users()})
-        audit = self.audit_table
-        overflow = len(audit.model) + len(events) - AUDIT_KEEP
-        oldest = sorted(audit.model, key=int)[:overflow] if overflow > 0 else []
-        audit.upsert({str(e.id): e for e in events}, removed=oldest)
-        self.last_event_id = max(self.last_event_id, max(e.id for e in events))
-        self.refresh_header()
-        table.update_bindings()
-        self.audit_table.update_bindings()
-        if users_changed:
-            self.users_table.update_bindings()
+                    wake(self.reg.companion(SOCKET_NAME))  # the server applies it now, not at its next poll
+                    self.post_message(WriteDone(pending.op, result, pending.context))
+                finally:
+                    self.writing = None
+
+    @on(WriteDone)
+    def write_done(self, message: WriteDone) -> None:
+        self.busy_failed = None
+        handler = getattr(self, f"done_{message.op}", None)
+        if handler is not None:
+            handler(message.result, message.context)
+        self.sync_from_db()
+
+    @on(StoreFailed)
+    def store_failed(self, message: StoreFailed) -> None:
+        if message.busy:
+            what = message.op.replace("_", " ")
+            self.busy_failed = (f"the {what} was not done: another process held the database for "
+                                f"{BUSY_TIMEOUT_MS // 1000} s; press the key again", time.monotonic())
+        self.app.notify(clean(message.message, 300), severity="error", timeout=8, markup=False)
+        self.refresh_busy()
+
+    def busy_text(self) -> str:
+        if self.writing is not None:
+            op, since = self.writing
+            waited = time.monotonic() - since
+            if waited >= BUSY_AFTER:
+                return (f"database busy: another process is writing; waiting to {op.replace('_', ' ')} "
+                        f"({waited:.0f} s) · every key still works")
+        if self.busy_failed is not None:
+            text, when = self.busy_failed
+            if time.monotonic() - when < 15:
+                return f"database busy: {text}"
+            self.busy_failed = None
+        return ""
+
+    def refresh_busy(self) -> None:
+        line = self.query_one("#busy", Static)
+        text = self.busy_text()
+        if line.display != bool(text):
+            line.display = bool(text)
+        if text and str(line.render()) != text:
+            line.update(Text(text, no_wrap=True, overflow="ellipsis"))
 
     # -- header and clock ---------------------------------------------------------------------------
     def refresh_header(self) -> None:
-        status = self.app.call_registry(self.reg.status)
+        status = self.status
         state = self.header_state
         if status is not None:
             now = self.app.clock()
@@ -204,10 +322,11 @@ class DashboardScreen(Screen):
         self.query_one(StatusHeader).show(state)
 
     def tick(self) -> None:
-        if self.header_state.broker != "connected":
-            self.app.call_registry(self.sync_from_db)  # no live events: poll the changelog
-        self.refresh_header()
+        self.refresh_header()  # the countdown, from the last status read
         self.current_table().refresh_ages()
+        if not self._ticking:  # never more than one periodic read at a time, however slow the database
+            self._ticking = True
+            self._sync("tick")  # read-only: the status, and the changelog (when no broker relays events)
 
     def set_service_status(self, broker: str, state: str) -> None:
         self.header_state.service_broker = broker
@@ -221,37 +340,36 @@ class DashboardScreen(Screen):
         self.refresh_header()
 
     # -- window --------------------------------------------------------------------------------------
-    def action_toggle_lock(self) -> None:
-        status = self.app.call_registry(self.reg.status)  # fresh: the window may have closed since the last tick
-        if status is None:
-            return
-        if status.unlocked:
-            self.app.call_registry(self.reg.lock, actor=self.app.actor)
-            self.app.notify("Registry locked", timeout=3)
-        else:
-            self.unlock(None)
-        self.after_change()
+    def action_unlock(self) -> None:
+        self.write("unlock", self.reg.unlock, None, actor=self.app.actor)
 
-    def unlock(self, seconds: int | None) -> None:
-        status = self.app.call_registry(self.reg.unlock, seconds, actor=self.app.actor)
-        if status is not None:
-            minutes = int((status.remaining + 59) // 60)
-            self.app.notify(f"Registry unlocked for {minutes} min: devices may knock now", timeout=3)
+    def action_lock(self) -> None:
+        self.write("lock", self.reg.lock, actor=self.app.actor)
+
+    def done_unlock(self, status: Any, context: Any) -> None:
+        self.status = status
+        minutes = int((status.remaining + 59) // 60)
+        self.app.notify(f"Registry unlocked for {minutes} min: devices may knock now", timeout=3)
+        self.refresh_header()
+        self.refresh_bindings()
+
+    def done_lock(self, status: Any, context: Any) -> None:
+        self.status = status
+        self.app.notify("Registry locked", timeout=3)
+        self.refresh_header()
+        self.refresh_bindings()
 
     def action_unlock_for(self) -> None:
         def done(seconds: int | None) -> None:
             if seconds:
-                self.unlock(seconds)
-                self.after_change()
+                self.write("unlock", self.reg.unlock, seconds, actor=self.app.actor)
 
         self.app.push_screen(DurationModal(), done)
 
-    def after_change(self) -> None:
-        from broker.plugin_socket import SOCKET_NAME, wake
-
-        wake(self.reg.companion(SOCKET_NAME))  # the server applies it to the broker now, not at its next poll
-        self.app.call_registry(self.sync_from_db)
-        self.refresh_header()
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "lock":
+            return True if self.header_state.unlocked else None
+        return True
 
     # -- views and filter ------------------------------------------------------------------------------
     def action_view(self, key: str) -> None:
@@ -289,7 +407,7 @@ class DashboardScreen(Screen):
                 table.rebuild()
         if self.requests_table.filter != text:  # the requests are matched in the database, beyond the window
             self.requests_table.filter = text
-            self.app.call_registry(self.load_requests, 0)
+            self.load_requests(0)
         self.refresh_bindings()
 
     def action_clear(self) -> None:
@@ -306,7 +424,10 @@ class DashboardScreen(Screen):
         self.app.push_screen(HelpScreen())
 
     # -- requests ---------------------------------------------------------------------------------------
-    def ask_grant(self, targets: list[Any]) -> None:
+    @on(RequestsTable.GrantRequested)
+    def ask_grant(self, message: RequestsTable.GrantRequested) -> None:
+        targets = message.targets
+
         def done(choice: GrantChoice | None) -> None:
             if choice is not None:
                 self.grant(targets, choice)
@@ -315,100 +436,117 @@ class DashboardScreen(Screen):
         self.app.push_screen(GrantModal(targets), done)
 
     def grant(self, targets: list[Any], choice: GrantChoice) -> None:
-        results = []
-        template = [f"{p}={a}" for p, a in choice.permissions]
-        plain = [r for r in targets if not (choice.include_requested and r.requested_permissions)]
-        asked = [r for r in targets if choice.include_requested and r.requested_permissions]
-        if plain:
-            results += self.app.call_registry(
-                self.reg.grant, [r.id for r in plain], template, actor=self.app.actor, force=choice.force) or []
-        for req in asked:
-            perms = [f"{p.get('resource')}={p.get('operation')}" for p in req.requested_permissions
-                     if isinstance(p, dict)] + template
-            results += self.app.call_registry(
-                self.reg.grant, [req.id], perms, actor=self.app.actor, force=choice.force) or []
+        self.write("grant", self.reg.grant, [r.id for r in targets], choice.permissions, actor=self.app.actor,
+                   force=choice.force, requested=choice.include_requested)
+
+    def done_grant(self, results: list[Any], context: Any) -> None:
         self.report(results, "Granted")
         self.requests_table.clear_selection()
-        self.after_change()
 
-    def ask_deny(self, targets: list[Any]) -> None:
+    @on(RequestsTable.DenyRequested)
+    def ask_deny(self, message: RequestsTable.DenyRequested) -> None:
+        targets = message.targets
         body = Text()
         for i, req in enumerate(targets):
             if i:
                 body.append("\n")
-            body.append(f"{req.pairing_code} ", style="bold")
+            body.append(f"#{req.id} {req.pairing_code} ", style="bold")
             body.append_text(safe_text(req.username, 50))
         n = len(targets)
 
         def done(ok: bool | None) -> None:
             if ok:
-                results = self.app.call_registry(self.reg.deny, [r.id for r in targets], actor=self.app.actor) or []
-                self.report(results, "Denied")
-                self.requests_table.clear_selection()
-                self.after_change()
+                self.write("deny", self.reg.deny, [r.id for r in targets], actor=self.app.actor)
 
         self.app.push_screen(ConfirmModal(f"Deny {n} request{'s' if n != 1 else ''}?", body, "Deny"), done)
+
+    def done_deny(self, results: list[Any], context: Any) -> None:
+        self.report(results, "Denied")
+        self.requests_table.clear_selection()
 
     def report(self, results: list[Any], verb: str) -> None:
         ok = [r for r in results if r.ok]
         failed = [r for r in results if not r.ok]
         if ok:
-            names = ", ".join(r.request.username if r.request else r.item for r in ok[:5])
+            names = ", ".join((f"{r.request.username} (#{r.request.id})" if r.request else r.item) for r in ok[:5])
             more = f" and {len(ok) - 5} more" if len(ok) > 5 else ""
-            self.app.notify(f"{verb} {len(ok)}: " + clean(names + more, 120), timeout=4, markup=False)
+            self.app.notify(f"{verb} {len(ok)}: " + clean(names + more, 160), timeout=4, markup=False)
         for r in failed:
             who = r.request.username if r.request else r.item
             self.app.notify(clean(f"{who}: {r.message}", 200), severity="warning", timeout=8, markup=False)
 
-    def show_request_details(self, req: Any) -> None:
-        fresh = self.reg.request(req.id) or req
-        events = [e for e in self.reg.events(subject=fresh.username)]
-        title = Text("Request ")
-        title.append_text(safe_text(fresh.username, 50))
-        self.app.push_screen(DetailsScreen(title, request_details(fresh, events)))
+    @on(RequestsTable.DetailsRequested)
+    def request_details_wanted(self, message: RequestsTable.DetailsRequested) -> None:
+        self._load_details("request", message.request)
+
+    @on(UsersTable.DetailsRequested)
+    def user_details_wanted(self, message: UsersTable.DetailsRequested) -> None:
+        self._load_details("user", message.user)
+
+    @on(AuditTable.DetailsRequested)
+    def event_details_wanted(self, message: AuditTable.DetailsRequested) -> None:
+        self._load_details("event", message.event)
+
+    @work(thread=True, exclusive=True, group="details", exit_on_error=False)
+    def _load_details(self, kind: str, item: Any) -> None:
+        reg = self.reg
+        try:
+            if kind == "request":
+                fresh = reg.request(item.id) or item
+                title = Text(f"Request #{fresh.id} ")
+                title.append_text(safe_text(fresh.username, 50))
+                body = request_details(fresh, reg.events(subject=fresh.username))
+            elif kind == "user":
+                fresh = reg.user(item.name) or item
+                title = Text("User ")
+                title.append_text(safe_text(fresh.name, 50))
+                body = user_details(fresh, reg.events(subject=fresh.name))
+            else:
+                title = f"Event #{item.id}"
+                body = event_details(item, reg.events(subject=item.subject) if item.subject else [])
+        except StoreError as exc:
+            self.post_message(StoreFailed("details", str(exc), busy=isinstance(exc, BusyError)))
+            return
+        self.post_message(DetailsLoaded(title, body))
+
+    @on(DetailsLoaded)
+    def details_loaded(self, message: DetailsLoaded) -> None:
+        if self.app.screen is self:  # not over a dialog opened meanwhile
+            self.app.push_screen(DetailsScreen(message.title, message.body))
 
     # -- users --------------------------------------------------------------------------------------------
-    def show_user_details(self, user: Any) -> None:
-        fresh = self.reg.user(user.name) or user
-        title = Text("User ")
-        title.append_text(safe_text(fresh.name, 50))
-        self.app.push_screen(DetailsScreen(title, user_details(fresh, self.reg.events(subject=fresh.name))))
+    @on(UsersTable.PermissionsRequested)
+    def ask_permissions(self, message: UsersTable.PermissionsRequested) -> None:
+        user = message.user
 
-    def show_event_details(self, ev: Any) -> None:
-        events = self.reg.events(subject=ev.subject) if ev.subject else []
-        self.app.push_screen(DetailsScreen(f"Event #{ev.id}", event_details(ev, events)))
-
-    def ask_permissions(self, user: Any) -> None:
         def done(perms: list[tuple[str, str]] | None) -> None:
-            if perms is None:
-                return
-            old = {p: a for p, a in user.permissions}
-            new = dict(perms)
-            for pattern in old:
-                if pattern not in new or new[pattern] != old[pattern]:
-                    self.app.call_registry(self.reg.forbid, user.name, pattern, actor=self.app.actor)
-            for pattern, access in new.items():
-                if old.get(pattern) != access:
-                    self.app.call_registry(self.reg.permit, user.name, pattern, access, actor=self.app.actor)
-            self.after_change()
+            if perms is not None:
+                self.write("set_permissions", self.reg.set_permissions, user.name, perms, actor=self.app.actor,
+                           context=user.name)
 
         self.app.push_screen(PermissionsModal(user.name, user.permissions), done)
 
-    def toggle_disabled(self, user: Any) -> None:
-        if user.disabled:
-            self.app.call_registry(self.reg.enable_user, user.name, actor=self.app.actor)
-        else:
-            self.app.call_registry(self.reg.disable_user, user.name, actor=self.app.actor)
-        self.after_change()
+    def done_set_permissions(self, changes: int, name: str) -> None:
+        if changes:
+            self.app.notify(clean(f"Permissions of {name}: {changes} changed", 160), timeout=3, markup=False)
 
-    def ask_remove(self, user: Any) -> None:
+    @on(UsersTable.DisableToggled)
+    def toggle_disabled(self, message: UsersTable.DisableToggled) -> None:
+        user = message.user
+        if user.disabled:
+            self.write("enable", self.reg.enable_user, user.name, actor=self.app.actor)
+        else:
+            self.write("disable", self.reg.disable_user, user.name, actor=self.app.actor)
+
+    @on(UsersTable.RemoveRequested)
+    def ask_remove(self, message: UsersTable.RemoveRequested) -> None:
+        user = message.user
         body = Text("The user ")
         body.append_text(safe_text(user.name, 60))
         body.append(" and its permissions are deleted; its live sessions are closed.")
 
         def done(ok: bool | None) -> None:
             if ok:
-                self.app.call_registry(self.reg.remove_user, user.name, actor=self.app.actor)
-                self.after_change()
+                self.write("remove", self.reg.remove_user, user.name, actor=self.app.actor)
 
         self.app.push_screen(ConfirmModal("Remove this user?", body, "Remove"), done)

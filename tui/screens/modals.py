@@ -13,25 +13,12 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Input, Label, Static
 
+from store.topics import ACCESS_VALUES
+from store.validation import PERMISSION_EXAMPLE, parse_permissions
+
 from ..safe import name_text, safe_text
 
-ACCESS = ("read", "write", "readWrite")
-TEMPLATE_EXAMPLE = "devices/{username}/#=readWrite"
-
-
-def parse_permissions(text: str) -> list[tuple[str, str]]:
-    """``"a/#=read, b/+=readWrite"`` -> ``[("a/#", "read"), ("b/+", "readWrite")]``; raises ValueError."""
-    result: list[tuple[str, str]] = []
-    for part in re.split(r"[,\s]+", text.strip()):
-        if not part:
-            continue
-        pattern, sep, access = part.rpartition("=")
-        if not sep or not pattern:
-            raise ValueError(f"{part!r}: write PATTERN=ACCESS, for example {TEMPLATE_EXAMPLE}")
-        if access not in ACCESS:
-            raise ValueError(f"{part!r}: access must be read, write or readWrite")
-        result.append((pattern, access))
-    return result
+TEMPLATE_EXAMPLE = PERMISSION_EXAMPLE
 
 
 def format_permissions(perms: Sequence[tuple[str, str]]) -> str:
@@ -198,7 +185,7 @@ class PermissionsModal(Dialog):
             title = Text("Permissions of ")
             title.append_text(safe_text(self.username, 40))
             yield Label(title, classes="title")
-            yield Label("Space-separated PATTERN=ACCESS (read, write, readWrite); empty for none.")
+            yield Label(f"PATTERN=ACCESS words ({', '.join(ACCESS_VALUES)}); empty: none.")
             yield Input(value=format_permissions(self.permissions), placeholder=TEMPLATE_EXAMPLE, id="permissions")
             yield Label("", id="error", classes="error")
             yield from self.buttons("Save")

@@ -7,6 +7,7 @@ from typing import Any
 
 from rich.text import Text
 from textual.binding import Binding
+from textual.message import Message
 
 from ..safe import ago, safe_text
 from .base_table import Column, OrderedTable
@@ -27,6 +28,11 @@ def detail_summary(detail: dict) -> str:
 
 
 class AuditTable(OrderedTable):
+    class DetailsRequested(Message):
+        def __init__(self, event: Any) -> None:
+            super().__init__()
+            self.event = event
+
     BINDINGS = [
         Binding("enter", "details", "Details", show=False, tooltip="History of the subject of this event"),
     ]
@@ -68,4 +74,4 @@ class AuditTable(OrderedTable):
     def action_details(self) -> None:
         ev = self.cursor_item()
         if ev is not None:
-            self.screen.show_event_details(ev)
+            self.post_message(self.DetailsRequested(ev))

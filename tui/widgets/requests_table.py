@@ -6,13 +6,16 @@ from typing import Any
 
 from rich.text import Text
 from textual.binding import Binding
+from textual.message import Message
+
+from store.views import CONFLICT, request_label
 
 from ..safe import ago, name_text, safe_text
 from .base_table import Column, OrderedTable
 
 STATUS_STYLE = {
     "pending": "bold yellow",
-    "conflict": "bold #ff6b6b",
+    CONFLICT: "bold #ff6b6b",
     "granted": "#5fd75f",
     "denied": "#ff8787",
     "expired": "dim",
@@ -20,9 +23,7 @@ STATUS_STYLE = {
 
 
 def status_label(req: Any) -> str:
-    if req.status == "pending" and req.conflict:
-        return "conflict"
-    return req.status
+    return request_label(req.status, req.conflict)
 
 
 class RequestsTable(OrderedTable):
@@ -34,6 +35,34 @@ class RequestsTable(OrderedTable):
     above the first one loads the previous ones; the filter is a database query too. ``total`` is how many
     requests (matching the filter) exist, and ``window_text()`` says what part of them is shown.
     """
+
+    class GrantRequested(Message):
+        """Grant these pending requests (the screen asks for permissions first)."""
+
+        def __init__(self, targets: list[Any]) -> None:
+            super().__init__()
+            self.targets = targets
+
+    class DenyRequested(Message):
+        """Deny these pending requests (the screen asks first)."""
+
+        def __init__(self, targets: list[Any]) -> None:
+            super().__init__()
+            self.targets = targets
+
+    class DetailsRequested(Message):
+        def __init__(self, request: Any) -> None:
+            super().__init__()
+            self.request = request
+
+    class PageRequested(Message):
+        """Read the window from ``offset``; put the cursor on ``cursor`` and then move it (``then``)."""
+
+        def __init__(self, offset: int, cursor: str | None = None, then: str | None = None) -> None:
+            super().__init__()
+            self.offset = offset
+            self.cursor = cursor
+            self.then = then
 
     WINDOW = 1000  # rows held at most
     STEP = 500  # rows the window moves by when paging
@@ -138,17 +167,26 @@ class RequestsTable(OrderedTable):
         return any(text in str(x or "").lower() for x in (req.username, req.client_id, req.peer, req.source,
                                                           req.pairing_code, status_label(req)))
 
-    def page(self, offset: int, cursor: str | None = None) -> None:
-        self.screen.load_requests(max(0, offset), cursor=cursor)
+    def page(self, offset: int, cursor: str | None = None, then: str | None = None) -> None:
+        """Ask the screen for another window (read in a worker); ``then`` is the move to make once it is here."""
+        self.post_message(self.PageRequested(max(0, offset), cursor, then))
+
+    def after_page(self, then: str | None) -> None:
+        """The cursor move that asked for a new window, made in it."""
+        move = {"down": super().action_cursor_down, "up": super().action_cursor_up,
+                "page_down": super().action_page_down, "page_up": super().action_page_up,
+                "top": super().action_scroll_top, "bottom": super().action_scroll_bottom}.get(then or "")
+        if move is not None:
+            move()
 
     def action_cursor_down(self) -> None:
         if self.row_count and self.cursor_row == self.row_count - 1 and self.window_start + self.row_count < self.total:
-            self.page(self.window_start + self.STEP, cursor=self.cursor_key())
+            return self.page(self.window_start + self.STEP, cursor=self.cursor_key(), then="down")
         super().action_cursor_down()
 
     def action_cursor_up(self) -> None:
         if self.cursor_row == 0 and self.window_start > 0:
-            self.page(self.window_start - self.STEP, cursor=self.cursor_key())
+            return self.page(self.window_start - self.STEP, cursor=self.cursor_key(), then="up")
         super().action_cursor_up()
 
     def _page_height(self) -> int:
@@ -156,22 +194,22 @@ class RequestsTable(OrderedTable):
 
     def action_page_down(self) -> None:
         if self.cursor_row + self._page_height() >= self.row_count and self.window_start + self.row_count < self.total:
-            self.page(self.window_start + self.STEP, cursor=self.cursor_key())
+            return self.page(self.window_start + self.STEP, cursor=self.cursor_key(), then="page_down")
         super().action_page_down()
 
     def action_page_up(self) -> None:
         if self.cursor_row - self._page_height() < 0 and self.window_start > 0:
-            self.page(self.window_start - self.STEP, cursor=self.cursor_key())
+            return self.page(self.window_start - self.STEP, cursor=self.cursor_key(), then="page_up")
         super().action_page_up()
 
     def action_scroll_top(self) -> None:
         if self.window_start > 0:
-            self.page(0)
+            return self.page(0, then="top")
         super().action_scroll_top()
 
     def action_scroll_bottom(self) -> None:
         if self.window_start + self.row_count < self.total:
-            self.page(self.total - self.WINDOW)
+            return self.page(self.total - self.WINDOW, then="bottom")
         super().action_scroll_bottom()
 
     def now(self) -> float:
@@ -286,14 +324,14 @@ class RequestsTable(OrderedTable):
     def action_grant(self) -> None:
         targets = self.targets()
         if targets:
-            self.screen.ask_grant(targets)
+            self.post_message(self.GrantRequested(targets))
 
     def action_deny(self) -> None:
         targets = self.targets()
         if targets:
-            self.screen.ask_deny(targets)
+            self.post_message(self.DenyRequested(targets))
 
     def action_details(self) -> None:
         req = self.cursor_item()
         if req is not None:
-            self.screen.show_request_details(req)
+            self.post_message(self.DetailsRequested(req))

@@ -6,6 +6,7 @@ from typing import Any
 
 from rich.text import Text
 from textual.binding import Binding
+from textual.message import Message
 
 from ..safe import ago, clean, safe_text
 from .base_table import Column, OrderedTable
@@ -16,6 +17,23 @@ def format_permissions(perms: list[tuple[str, str]]) -> str:
 
 
 class UsersTable(OrderedTable):
+    class UserMessage(Message):
+        def __init__(self, user: Any) -> None:
+            super().__init__()
+            self.user = user
+
+    class PermissionsRequested(UserMessage):
+        """Edit this user's permissions."""
+
+    class DisableToggled(UserMessage):
+        """Disable this user (or enable it, when it is disabled)."""
+
+    class RemoveRequested(UserMessage):
+        """Remove this user (the screen asks first)."""
+
+    class DetailsRequested(UserMessage):
+        pass
+
     BINDINGS = [
         Binding("p", "edit_permissions", "Permissions", tooltip="Edit the user's topic permissions"),
         Binding("x", "toggle_disabled", "Disable", tooltip="Disable or enable the user"),
@@ -71,22 +89,19 @@ class UsersTable(OrderedTable):
             return True if user is not None else None
         return True
 
-    def action_edit_permissions(self) -> None:
+    def _post(self, message_type: type) -> None:
         user = self.cursor_item()
         if user is not None:
-            self.screen.ask_permissions(user)
+            self.post_message(message_type(user))
+
+    def action_edit_permissions(self) -> None:
+        self._post(self.PermissionsRequested)
 
     def action_toggle_disabled(self) -> None:
-        user = self.cursor_item()
-        if user is not None:
-            self.screen.toggle_disabled(user)
+        self._post(self.DisableToggled)
 
     def action_remove(self) -> None:
-        user = self.cursor_item()
-        if user is not None:
-            self.screen.ask_remove(user)
+        self._post(self.RemoveRequested)
 
     def action_details(self) -> None:
-        user = self.cursor_item()
-        if user is not None:
-            self.screen.show_user_details(user)
+        self._post(self.DetailsRequested)
