@@ -19,6 +19,8 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from store.console import Credentials as ServiceCredentials  # the same shape, and the same masked repr
+
 DYNSEC_SO = "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so"
 DYNSEC_SO_CANDIDATES = (
     DYNSEC_SO,
@@ -100,15 +102,6 @@ def write_private(path: Path, text: str) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-
-
-@dataclass(frozen=True)
-class ServiceCredentials:
-    username: str
-    password: str
-
-    def __repr__(self) -> str:  # never print the password by accident
-        return f"ServiceCredentials(username={self.username!r}, password=***)"
 
 
 def load_or_create_service_credentials(path: Path) -> ServiceCredentials:

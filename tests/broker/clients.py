@@ -10,6 +10,8 @@ import threading
 import time
 
 import paho.mqtt.client as mqtt
+
+from bench.mqtt import _str, _varint, packet  # the one encoder of raw packets
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -149,24 +151,6 @@ def drain(client: Paho, timeout: float = 0.5) -> list[tuple[str, bytes]]:
     while (message := client.next_message(timeout=timeout)) is not None:
         got.append(message)
     return got
-
-
-def _str(s: str) -> bytes:
-    data = s.encode()
-    return struct.pack("!H", len(data)) + data
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n % 128, n // 128
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def packet(kind: int, body: bytes, flags: int = 0) -> bytes:
-    return bytes([(kind << 4) | flags]) + _varint(len(body)) + body
 
 
 def raw_connect(client_id: str, username: str, password: str, *, will_topic: str | None = None,

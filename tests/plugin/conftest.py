@@ -43,13 +43,7 @@ def _field(value: bytes) -> bytes:
     return struct.pack("!H", len(value)) + value
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n % 128, n // 128
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
+from bench.mqtt import _varint  # noqa: E402 - the one encoder of MQTT's variable-length integers
 
 
 def connect_packet(client_id: bytes, username: bytes | None = None, password: bytes | None = None, *,
