@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import gc
 import getpass
+import os
 import threading
+import tomllib
 import time
 from pathlib import Path
 from functools import partial
@@ -24,8 +26,12 @@ from textual.worker import get_current_worker
 
 from .listener import EventListener, MqttTarget
 from .messages import EventsBatch, ListenerState, ServiceStatus
+from rich.text import Text
+
 from .safe import clean
 from .screens.dashboard import DashboardScreen
+from .screens.modals import ConfirmModal
+from .sessions import other_sessions
 
 
 def default_actor() -> str:
@@ -45,7 +51,10 @@ class RegistryApp(App[None]):
     TITLE = "client-registry"
     CSS_PATH = Path(__file__).parent / "app.tcss"  # absolute: subclasses may live elsewhere
     BINDINGS = [
-        Binding("q", "quit", "Quit", tooltip="Quit the dashboard"),
+        Binding("q", "quit", "Quit", id="quit",
+                tooltip="Quit (asks first when the embedded broker has other clients)"),
+        Binding("ctrl+c", "quit", "Quit", show=False, priority=True, id="quit-ctrl-c",
+                tooltip="Quit, as q does (with the same question)"),
     ]
 
     def __init__(
@@ -57,6 +66,7 @@ class RegistryApp(App[None]):
         actor: str | None = None,
         embedded: bool = False,
         listener_backoff: tuple[float, float] = (0.5, 10.0),
+        keymap_file: str | None = None,
     ) -> None:
         super().__init__()
         self.reg = reg
@@ -69,6 +79,9 @@ class RegistryApp(App[None]):
         self.listener_done = threading.Event()  # set when the listener thread has really returned
         self.listener_state = "off" if mqtt_target is None else "connecting"
         self.service_status: tuple[str, str] = ("", "")  # (broker, state) from $registry/v1/status
+        self.keymap_problem: str | None = None
+        self._keymap_file = keymap_file
+        self.count_other_sessions: Callable[[], int | None] = self._other_sessions
 
     @property
     def login_name(self) -> str | None:
@@ -83,6 +96,7 @@ class RegistryApp(App[None]):
         return self.screen_stack[0]  # type: ignore[return-value]
 
     def on_mount(self) -> None:
+        self.load_keymap()
         if self.mqtt_target is not None:
             self.run_listener()
         self._start_idle_gc()
@@ -155,30 +169,148 @@ class RegistryApp(App[None]):
         if self.dashboard.is_mounted:  # before that, its first full resync covers these events
             self.dashboard.deliver(message.events)
 
+    # -- quitting: the embedded broker stops with the dashboard -----------------------------------------
+    def _other_sessions(self) -> int | None:
+        if not self.embedded or self.mqtt_target is None:
+            return 0
+        return other_sessions(self.mqtt_target.port)
+
     async def action_quit(self) -> None:
+        if isinstance(self.screen, ConfirmModal) and getattr(self.screen, "quitting", False):
+            return  # ctrl+c again while asking: the question stands
+        others = self.count_other_sessions() if self.embedded else 0
+        if not others:
+            self.really_quit()
+            return
+        many = others != 1
+        body = Text(f"{others} other MQTT connection{'s' if many else ''} (devices, other dashboards) "
+                    f"{'use' if many else 'uses'} the broker this dashboard started. Quitting stops it and cuts "
+                    f"{'them' if many else 'it'} off; devices reconnect when a broker runs again.")
+
+        def done(ok: bool | None) -> None:
+            if ok:
+                self.really_quit()
+
+        modal = ConfirmModal("Stop the embedded broker and quit?", body, "Quit")
+        modal.quitting = True
+        self.push_screen(modal, done)
+
+    def really_quit(self) -> None:
         self.stop_listener()
         self.exit()
+
+    # -- keys: ids a user keymap can remap, help from the bindings -------------------------------------
+    def load_keymap(self) -> None:
+        """``$CLIENT_REGISTRY_KEYMAP`` or ``~/.config/client-registry/keymap.toml``: ``binding-id = "keys"``
+        lines (e.g. ``grant = "G"``, ``row-down = "j,ctrl+n"``); a broken file is one notice, not a crash."""
+        path = Path(self._keymap_file or os.environ.get("CLIENT_REGISTRY_KEYMAP")
+                    or Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+                    / "client-registry" / "keymap.toml")
+        if not path.is_file():
+            return
+        try:
+            data = tomllib.loads(path.read_text())
+            keymap = {str(k): str(v) for k, v in data.get("keymap", data).items() if isinstance(v, str)}
+        except (OSError, ValueError) as exc:
+            self.keymap_problem = f"keymap {path}: {exc}"
+            self.notify(clean(self.keymap_problem, 200), severity="warning", timeout=8, markup=False)
+            return
+        self.set_keymap(keymap)
+
+    def binding_entries(self, node: Any, ids: Iterable[str]) -> list[tuple[str, Binding, Any]]:
+        """(keys as shown, binding, node) for each binding id of ``node``, in the order given."""
+        wanted = list(ids)
+        keys: dict[str, list[str]] = {}
+        first: dict[str, Binding] = {}
+        bindings_map = node._bindings.copy()
+        if self._keymap:
+            bindings_map.apply_keymap(self._keymap)  # as the screen applies it to its binding chain
+        for key, bindings in bindings_map.key_to_bindings.items():
+            for binding in bindings:
+                if binding.id in wanted:
+                    keys.setdefault(binding.id, []).append(self.get_key_display(binding))
+                    first.setdefault(binding.id, binding)
+        return [(", ".join(keys[i]), first[i], node) for i in wanted if i in first]
+
+    def key_sections(self) -> list[tuple[str, list[tuple[str, str]]]]:
+        from .screens.modals import ConfirmModal as Confirm, Dialog
+        from .widgets.audit_table import AuditTable
+        from .widgets.base_table import OrderedTable
+        from .widgets.requests_table import RequestsTable
+        from .widgets.users_table import UsersTable
+
+        dash = self.dashboard
+
+        def ids(cls: type) -> list[str]:
+            return [b.id for b in cls.BINDINGS if isinstance(b, Binding) and b.id]
+
+        def rows(node: Any, cls: type) -> list[tuple[str, str]]:
+            return [(k, b.tooltip or b.description) for k, b, _ in self.binding_entries(node, ids(cls))]
+
+        everywhere = rows(dash, type(dash)) + rows(self, type(self))
+        everywhere.append((self.COMMAND_PALETTE_BINDING, "command palette: every action by name, and why one "
+                                                         "is unavailable now"))
+        moving = rows(dash.requests_table, OrderedTable) + [
+            ("↑ ↓ pgup pgdn", "move; past the requests window's edge the next rows are read"),
+            ("ctrl+home, ctrl+end", "first / last row (the requests: first / last page)")]
+        dialogs = [("enter", "confirm (grant, save, unlock…)"),
+                   *((k, b.tooltip or b.description) for b in Dialog.BINDINGS for k in [b.key]),
+                   *((f"{b.key} (confirmations)", b.description) for b in Confirm.BINDINGS),
+                   ("tab, space", "move to a checkbox (Force, requested permissions) and tick it")]
+        return [
+            ("Everywhere", everywhere),
+            ("Moving (every view)", moving),
+            ("Requests", rows(dash.requests_table, RequestsTable)),
+            ("Users", rows(dash.users_table, UsersTable)),
+            ("Audit", rows(dash.audit_table, AuditTable)),
+            ("Dialogs", dialogs),
+        ]
+
+    # -- command palette: every action of the app, and why it is unavailable now ------------------------
+    def palette_entries(self, screen: Screen | None = None) -> list[tuple[str, str, Binding, Any, str | None]]:
+        """(title, help, binding, node, why it is unavailable or None) for every action of the app."""
+        from .widgets.audit_table import AuditTable
+        from .widgets.base_table import OrderedTable
+        from .widgets.requests_table import RequestsTable
+        from .widgets.users_table import UsersTable
+
+        dash = self.dashboard
+        current = dash.current_table() if dash.is_mounted else None
+        out = []
+        groups = [(dash, type(dash), None), (self, type(self), None)]
+        for table, cls, view, key in ((dash.requests_table, RequestsTable, "Requests", "1"),
+                                      (dash.users_table, UsersTable, "Users", "2"),
+                                      (dash.audit_table, AuditTable, "Audit", "3")):
+            groups.append((table, cls, None if table is current else f"only in the {view} view (press {key})"))
+        seen = set()
+        for node, cls, elsewhere in groups:
+            for keys, binding, _ in self.binding_entries(node, [b.id for b in cls.BINDINGS if b.id]):
+                if binding.id in seen or binding.id == "quit-ctrl-c":
+                    continue
+                seen.add(binding.id)
+                name = binding.action.split("(")[0]
+                why = elsewhere or (node.unavailable(name) if hasattr(node, "unavailable") else None)
+                if (screen or self.screen) is not dash and node is not self:
+                    why = why or "close the dialog first"
+                title = f"{binding.description} ({keys})"
+                if isinstance(node, OrderedTable):
+                    title = f"{binding.description} ({keys}, {cls.__name__.replace('Table', '')})"
+                out.append((title, binding.tooltip or binding.description, binding, node, why))
+        return out
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        if not self.dashboard.is_mounted:
+            return
+        for title, help_text, binding, node, why in self.palette_entries(screen):
+            if why:
+                yield SystemCommand(f"{title} — unavailable", f"{help_text}: unavailable, {why}",
+                                    partial(self.notify, f"{binding.description}: unavailable, {why}",
+                                            severity="warning", timeout=5, markup=False))
+            else:
+                yield SystemCommand(title, help_text, partial(self.run_action, binding.action, node))
 
     def on_unmount(self) -> None:
         self.stop_listener()
         if hasattr(self, "_gc_threshold"):
             gc.set_threshold(*self._gc_threshold)
             gc.unfreeze()
-
-    # -- command palette: every binding of the screen, by name --------------------------------------
-    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
-        yield from super().get_system_commands(screen)
-        seen: set[str] = set()
-        for key, active in screen.active_bindings.items():
-            binding = active.binding
-            if not active.enabled or not binding.description or binding.system:
-                continue
-            if binding.action in seen or binding.action in ("quit", "command_palette"):
-                continue
-            seen.add(binding.action)
-            help_text = binding.tooltip or binding.description
-            yield SystemCommand(
-                f"{binding.description} ({binding.key_display or key})",
-                help_text,
-                partial(self.run_action, binding.action, active.node),
-            )

@@ -239,12 +239,45 @@ def lock(ctx, db):
 @db_option
 @click.option("--all", "include_all", is_flag=True, help="Also granted, denied and expired requests.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--watch", "-w", is_flag=True,
+              help="Show the list again whenever a request changes (on a terminal: in place), until ctrl+c.")
 @click.pass_context
-def requests(ctx, db, include_all, as_json):
+def requests(ctx, db, include_all, as_json, watch):
     """List registration requests (pending ones, newest first)."""
+    reg = registry(ctx, db)
+    last = reg.last_event_id()
+    print_requests(reg.requests(include_all=include_all), as_json)
+    if not watch:
+        return
+    clear = sys.stdout.isatty() and not as_json
+    try:
+        while True:
+            time.sleep(WATCH_EVERY)
+            now_last = reg.last_event_id()
+            if now_last == last:
+                continue
+            changed = [e for e in reg.events(since=last) if e.kind.startswith("request.")]
+            last = now_last
+            if not changed:
+                continue
+            rows = reg.requests(include_all=include_all)
+            if clear:
+                click.clear()
+            if not as_json:
+                pending = sum(1 for r in rows if r.status == "pending")
+                click.echo(f"--- {time.strftime('%H:%M:%S')}: {len(changed)} change{'s' if len(changed) != 1 else ''}, "
+                           f"{pending} pending ---")
+            print_requests(rows, as_json)
+    except KeyboardInterrupt:
+        return
+
+
+WATCH_EVERY = 0.5  # seconds between looks at the changelog (--watch, --follow)
+
+
+def print_requests(rows, as_json: bool) -> None:
     from store.names import code_point, suspicious_characters
 
-    rows = registry(ctx, db).requests(include_all=include_all)
     if as_json:
         return echo_json([r.as_dict() for r in rows])  # "marks": why a name may pass for another one
     now = time.time()
@@ -425,17 +458,37 @@ def forbid(ctx, db, name, pattern):
 @main.command()
 @db_option
 @click.option("--since", type=click.IntRange(min=0), default=0, help="Only events after this id.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (with --follow: one JSON per line).")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing events as they happen, until ctrl+c.")
 @click.pass_context
-def log(ctx, db, since, as_json):
+def log(ctx, db, since, as_json, follow):
     """The audit log: every change, oldest first."""
-    rows = registry(ctx, db).events(since=since)
-    if as_json:
+    reg = registry(ctx, db)
+    rows = reg.events(since=since)
+    if as_json and not follow:
         return echo_json([e.as_dict() for e in rows])
+    last = max([since, *(e.id for e in rows)])
     for e in rows:
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.time))
-        detail = " ".join(f"{k}={printable(json.dumps(v, ensure_ascii=False))}" for k, v in e.detail.items())
-        click.echo(f"{e.id:>6}  {stamp}  {printable(e.actor):<16} {e.kind:<24} {printable(e.subject)}  {detail}".rstrip())
+        print_event(e, as_json)
+    if not follow:
+        return
+    try:
+        while True:
+            time.sleep(WATCH_EVERY)
+            for e in reg.events(since=last):
+                print_event(e, as_json)
+                last = e.id
+    except KeyboardInterrupt:
+        return
+
+
+def print_event(e, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(e.as_dict(), ensure_ascii=False))
+        return
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.time))
+    detail = " ".join(f"{k}={printable(json.dumps(v, ensure_ascii=False))}" for k, v in e.detail.items())
+    click.echo(f"{e.id:>6}  {stamp}  {printable(e.actor):<16} {e.kind:<24} {printable(e.subject)}  {detail}".rstrip())
 
 
 # ------------------------------------------------------------------------ serve (owned by broker/)

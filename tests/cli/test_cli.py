@@ -236,3 +236,50 @@ def test_grant_requested_and_template_together(db_path):
     assert sorted(reg.user("http-dev").permissions) == [
         ("asked/#", "read"), ("devices/{username}/#", "readWrite"), ("t/+", "write")]
     reg.close()
+
+
+def _follow(db_path, *args):
+    env = {**os.environ, "CLIENT_REGISTRY_DB": "", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([EXE, *args, "--db", db_path], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+
+
+def _read_until(proc, needle: str) -> list[str]:
+    lines = []
+    for line in proc.stdout:  # blocks until the next line: the process prints as things happen
+        lines.append(line)
+        if needle in line:
+            return lines
+    raise AssertionError(f"{needle!r} never printed: {lines} {proc.stderr.read()}")
+
+
+def test_log_follow_prints_events_as_they_happen(db_path):
+    reg = open_registry(db_path)
+    reg.unlock(300, actor="t")
+    proc = _follow(db_path, "log", "--follow")
+    try:
+        assert "registry.unlocked" in _read_until(proc, "registry.unlocked")[-1]
+        reg.record_attempt("late-dev", "secret-1", "c", "10.0.0.1", "mqtt")
+        assert "late-dev" in _read_until(proc, "request.created")[-1]
+        reg.lock(actor="t")
+        _read_until(proc, "registry.locked")
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        reg.close()
+
+
+def test_requests_watch_shows_the_list_again_on_a_change(db_path):
+    reg = open_registry(db_path)
+    reg.unlock(300, actor="t")
+    reg.record_attempt("first-dev", "secret-1", "c", "10.0.0.1", "mqtt")
+    proc = _follow(db_path, "requests", "--watch")
+    try:
+        _read_until(proc, "first-dev")
+        reg.record_attempt("second-dev", "secret-1", "c2", "10.0.0.2", "mqtt")
+        assert "1 change, 2 pending" in _read_until(proc, "2 pending")[-1]
+        _read_until(proc, "second-dev")
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        reg.close()

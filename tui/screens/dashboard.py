@@ -55,16 +55,19 @@ class PendingWrite:
 
 class DashboardScreen(Screen):
     BINDINGS = [
-        Binding("u", "unlock", "Unlock", tooltip="Unlock the registry for 5 minutes (again: 5 minutes from now)"),
-        Binding("l", "lock", "Lock", tooltip="Lock the registry now"),
-        Binding("U", "unlock_for", "Unlock for…", show=False, tooltip="Unlock the registry for a duration you type"),
-        Binding("1", "view('requests')", "Requests", show=False, tooltip="Show the requests"),
-        Binding("2", "view('users')", "Users", show=False, tooltip="Show the users"),
-        Binding("3", "view('audit')", "Audit", show=False, tooltip="Show the audit log"),
-        Binding("tab", "next_view", "Next view", show=False, tooltip="Switch to the next view"),
-        Binding("slash", "filter", "Filter", tooltip="Filter the views by text"),
-        Binding("escape", "clear", "Clear", show=False, tooltip="Clear the selection, then the filter"),
-        Binding("question_mark", "help", "Help", tooltip="All keys and what they do"),
+        Binding("u", "unlock", "Unlock", id="unlock",
+                tooltip="Unlock the registry for 5 minutes (when open: 5 minutes from now)"),
+        Binding("U", "unlock_for", "Unlock for…", show=False, id="unlock-for",
+                tooltip="Unlock the registry for a duration you type"),
+        Binding("l", "lock", "Lock", id="lock", tooltip="Lock the registry now"),
+        Binding("1", "view('requests')", "Requests", show=False, id="view-requests", tooltip="Show the requests"),
+        Binding("2", "view('users')", "Users", show=False, id="view-users", tooltip="Show the users"),
+        Binding("3", "view('audit')", "Audit", show=False, id="view-audit", tooltip="Show the audit log"),
+        Binding("tab", "next_view", "Next view", show=False, id="next-view", tooltip="Switch to the next view"),
+        Binding("slash", "filter", "Filter", id="filter", tooltip="Filter the views by text"),
+        Binding("escape", "clear", "Clear", show=False, id="clear",
+                tooltip="Clear the selection, then the filter"),
+        Binding("question_mark", "help", "Help", id="help", tooltip="All keys and what they do"),
     ]
 
     def __init__(self) -> None:
@@ -230,9 +233,15 @@ class DashboardScreen(Screen):
     def page_requested(self, message: RequestsTable.PageRequested) -> None:
         self.load_requests(message.offset, message.cursor, message.then)
 
+    @on(OrderedTable.UnseenChanged)
+    def unseen_changed(self) -> None:
+        self.refresh_window_info()
+
     def refresh_window_info(self) -> None:
         info = self.query_one("#window-info", Static)
-        text = self.requests_table.window_text() if self.query_one(ContentSwitcher).current == "requests" else ""
+        table = self.current_table()
+        parts = [table.unseen_text(), table.window_text() if table is self.requests_table else ""]
+        text = " · ".join(p for p in parts if p)
         info.display = bool(text)
         if text:
             info.update(Text(text, no_wrap=True, overflow="ellipsis"))
@@ -366,10 +375,13 @@ class DashboardScreen(Screen):
 
         self.app.push_screen(DurationModal(), done)
 
+    def unavailable(self, action: str) -> str | None:
+        if action == "lock" and not self.header_state.unlocked:
+            return "the registry is already locked"
+        return None
+
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action == "lock":
-            return True if self.header_state.unlocked else None
-        return True
+        return None if self.unavailable(action) else True
 
     # -- views and filter ------------------------------------------------------------------------------
     def action_view(self, key: str) -> None:
@@ -421,7 +433,7 @@ class DashboardScreen(Screen):
             self.set_focus(self.current_table())
 
     def action_help(self) -> None:
-        self.app.push_screen(HelpScreen())
+        self.app.push_screen(HelpScreen(self.app.key_sections()))
 
     # -- requests ---------------------------------------------------------------------------------------
     @on(RequestsTable.GrantRequested)

@@ -34,7 +34,8 @@ class AuditTable(OrderedTable):
             self.event = event
 
     BINDINGS = [
-        Binding("enter", "details", "Details", show=False, tooltip="History of the subject of this event"),
+        Binding("enter", "details", "Details", show=False, id="event-details",
+                tooltip="The event and the history of its subject"),
     ]
 
     COLUMNS = [
@@ -66,10 +67,10 @@ class AuditTable(OrderedTable):
         now = self.app.clock()
         self.refresh_column_cells("age", lambda e: Text(ago(e.time, now), justify="right"))
 
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action == "details":
-            return True if self.cursor_item() is not None else None
-        return True
+    def unavailable(self, action: str) -> str | None:
+        if action == "details" and self.cursor_item() is None:
+            return "no event under the cursor"
+        return None
 
     def action_details(self) -> None:
         ev = self.cursor_item()

@@ -8,6 +8,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from textual._two_way_dict import TwoWayDict
 from textual.binding import Binding
+from textual.message import Message
 from textual.widgets import DataTable
 from textual.widgets.data_table import Row, RowKey
 
@@ -47,10 +48,21 @@ class OrderedTable(DataTable):
 
     COLUMNS: list[Column] = []
 
+    # Moving, as in k9s, lazygit and htop (DataTable's own home/end scroll sideways, which these tables never need).
+    BINDINGS = [
+        Binding("j", "cursor_down", "Down", show=False, id="row-down", tooltip="Move down a row"),
+        Binding("k", "cursor_up", "Up", show=False, id="row-up", tooltip="Move up a row"),
+        Binding("home", "scroll_top", "First row", show=False, id="first-row",
+                tooltip="First row (the newest); also ctrl+home"),
+        Binding("end", "scroll_bottom", "Last row", show=False, id="last-row",
+                tooltip="Last row (the oldest); also ctrl+end"),
+    ]
+
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id, cursor_type="row", zebra_stripes=False, cell_padding=1)
         self.model: dict[str, Any] = {}
         self.filter = ""
+        self.unseen = 0  # rows that arrived above the cursor while it was not on the first row (the "N new" hint)
         self._layout_width = -1
         self._shown_columns: list[Column] = []
         self._binding_state: tuple | None = None
@@ -74,8 +86,21 @@ class OrderedTable(DataTable):
             self._binding_state = state
             self.refresh_bindings()
 
+    def unavailable(self, action: str) -> str | None:
+        """Why ``action`` cannot run now (for the footer, the palette and the help), or None."""
+        return None
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return None if self.unavailable(action) else True
+
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.cursor_row == 0 and self.unseen:
+            self.unseen = 0
+            self.post_message(self.UnseenChanged())
         self.update_bindings()
+
+    class UnseenChanged(Message):
+        """The "N new above" count changed (``unseen``)."""
 
     # -- layout --------------------------------------------------------------------------
     def on_resize(self) -> None:
@@ -176,8 +201,15 @@ class OrderedTable(DataTable):
         self.rebuild()
 
     def upsert(self, items: dict[str, Any], removed: Iterable[str] = ()) -> None:
-        """Add or update some rows (and drop ``removed``), keeping order and cursor."""
+        """Add or update some rows (and drop ``removed``), keeping order and cursor.
+
+        Follow mode: with the cursor on the first row, a row that arrives above it takes the cursor (the view
+        follows the newest); anywhere else the cursor stays on its row and ``unseen`` counts the rows that
+        arrived above it."""
         keep = self.cursor_key()
+        follow = self.row_count == 0 or self.cursor_row == 0
+        before = self.cursor_row
+        arrived = [key for key in items if key not in self.rows]
         changed = False
         for key in removed:
             self.model.pop(key, None)
@@ -203,7 +235,21 @@ class OrderedTable(DataTable):
             changed = True
         if changed:
             self._sort_by_model()
-            self._restore_cursor(keep)
+            if follow and arrived and self.row_count:
+                self.move_cursor(row=0, animate=False)
+                self.scroll_to(y=0, animate=False)
+            else:
+                self._restore_cursor(keep)
+                above = sum(1 for key in arrived if key in self.rows and self.get_row_index(key) < self.cursor_row)
+                if above and self.cursor_row > 0:
+                    self.unseen += above
+                    self.post_message(self.UnseenChanged())
+                elif before != self.cursor_row and self.cursor_row == 0 and self.unseen:
+                    self.unseen = 0
+                    self.post_message(self.UnseenChanged())
+
+    def unseen_text(self) -> str:
+        return f"{self.unseen} new above · home: go to the newest" if self.unseen else ""
 
     def drop_rows(self, keys: list[str]) -> None:
         """Remove many rows at once (``remove_row`` renumbers every row, once per call)."""

@@ -68,11 +68,14 @@ class RequestsTable(OrderedTable):
     STEP = 500  # rows the window moves by when paging
 
     BINDINGS = [
-        Binding("space", "toggle_select", "Select", tooltip="Select or unselect the request under the cursor"),
-        Binding("a", "select_pending", "All", tooltip="Select every pending request shown"),
-        Binding("g", "grant", "Grant", tooltip="Grant the selection (or the request under the cursor)"),
-        Binding("d", "deny", "Deny", tooltip="Deny the selection (or the request under the cursor)"),
-        Binding("enter", "details", "Details", show=False, tooltip="Every field and the history of the request"),
+        Binding("space", "toggle_select", "Select", id="select",
+                tooltip="Select or unselect the request under the cursor (the cursor stays)"),
+        Binding("a", "select_pending", "All", id="select-all", tooltip="Select every pending request shown"),
+        Binding("g", "grant", "Grant", id="grant",
+                tooltip="Grant the selection (or the request under the cursor): asks for permissions"),
+        Binding("d", "deny", "Deny", id="deny", tooltip="Deny the selection (or the request under the cursor), asks first"),
+        Binding("enter", "details", "Details", show=False, id="details",
+                tooltip="Every field of the request (its id, context, requested permissions) and its history"),
     ]
 
     COLUMNS = [
@@ -284,17 +287,20 @@ class RequestsTable(OrderedTable):
         return [req] if req is not None and req.status == "pending" else []
 
     # -- actions ----------------------------------------------------------------------------------
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in ("grant", "deny"):
-            return True if self.targets() else None
+    def unavailable(self, action: str) -> str | None:
+        if action in ("grant", "deny") and not self.targets():
+            return "no pending request is selected or under the cursor"
         if action == "toggle_select":
             req = self.cursor_item()
-            return True if req is not None and req.status == "pending" else None
-        if action == "select_pending":
-            return True if any(r.status == "pending" for r in self.model.values()) else None
-        if action == "details":
-            return True if self.cursor_item() is not None else None
-        return True
+            if req is None:
+                return "no request under the cursor"
+            if req.status != "pending":
+                return f"the request under the cursor is {status_label(req)}, not pending"
+        if action == "select_pending" and not any(r.status == "pending" for r in self.model.values()):
+            return "no pending request in the table"
+        if action == "details" and self.cursor_item() is None:
+            return "no request under the cursor"
+        return None
 
     def action_toggle_select(self) -> None:
         key = self.cursor_key()
@@ -307,9 +313,7 @@ class RequestsTable(OrderedTable):
         else:
             self.selected.add(key)
             self.selected_views[key] = req
-        self._refresh_mark(key)
-        if self.cursor_row < self.row_count - 1:
-            self.move_cursor(row=self.cursor_row + 1)
+        self._refresh_mark(key)  # the cursor stays: space toggles, j/down moves
         self.update_bindings()
 
     def action_select_pending(self) -> None:

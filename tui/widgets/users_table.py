@@ -35,10 +35,11 @@ class UsersTable(OrderedTable):
         pass
 
     BINDINGS = [
-        Binding("p", "edit_permissions", "Permissions", tooltip="Edit the user's topic permissions"),
-        Binding("x", "toggle_disabled", "Disable", tooltip="Disable or enable the user"),
-        Binding("delete", "remove", "Remove", tooltip="Remove the user (asks first)"),
-        Binding("enter", "details", "Details", show=False, tooltip="Every field and the history of the user"),
+        Binding("p", "edit_permissions", "Permissions", id="permissions", tooltip="Edit the user's topic permissions"),
+        Binding("x", "toggle_disabled", "Disable", id="disable", tooltip="Disable or enable the user"),
+        Binding("delete", "remove", "Remove", id="remove", tooltip="Remove the user (asks first)"),
+        Binding("enter", "details", "Details", show=False, id="user-details",
+                tooltip="Every field and the history of the user"),
     ]
 
     COLUMNS = [
@@ -81,13 +82,13 @@ class UsersTable(OrderedTable):
         now = self.app.clock()
         self.refresh_column_cells("created", lambda u: Text(ago(u.created_at, now), justify="right"))
 
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+    def unavailable(self, action: str) -> str | None:
         user = self.cursor_item()
+        if action in ("edit_permissions", "toggle_disabled", "remove", "details") and user is None:
+            return "no user under the cursor"
         if action in ("toggle_disabled", "remove") and user is not None and user.name == self.app.login_name:
-            return None  # the dashboard's own broker login: disabling it would cut the live feed
-        if action in ("edit_permissions", "toggle_disabled", "remove", "details"):
-            return True if user is not None else None
-        return True
+            return f"{user.name} is the dashboard's own broker login: disabling or removing it cuts the live feed"
+        return None
 
     def _post(self, message_type: type) -> None:
         user = self.cursor_item()
