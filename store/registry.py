@@ -24,6 +24,7 @@ from .access import AccessRules, _Access
 from .database import connect, guarded, write_transaction
 from .errors import RefusedError, StoreError
 from .permissions import PermissionRules
+from .preferences import Preferences
 from .queries import Queries
 from .registration import OVERFLOW, RegistrationRules
 from .validation import normalise_username, parse_permission, password_problem, text_problem, username_problem
@@ -42,7 +43,7 @@ class RegistryConfig:
     default_unlock: int = 300
 
 
-class Registry(RegistrationRules, AccessRules, PermissionRules, Queries):
+class Registry(RegistrationRules, AccessRules, PermissionRules, Preferences, Queries):
     def __init__(self, location: str, config: RegistryConfig | None = None, clock: Callable[[], float] = time.time,
                  *, create: bool = False):
         self.location = location

@@ -98,3 +98,13 @@ def test_request_labels():
     assert request_label("pending", True) == CONFLICT == "conflict"
     assert request_label("granted", True) == "granted" and request_label("pending", False) == "pending"
     assert set(REQUEST_LABELS) == {"pending", "conflict", "granted", "denied", "expired"}
+
+
+def test_last_template_per_operator(reg):
+    assert reg.last_template("alice") == ""
+    reg.remember_template("alice", "devices/{username}/#=readWrite,  t/+=read")
+    reg.remember_template("b" * 200, "x/#=write")  # a long operator name still fits the key
+    assert reg.last_template("alice") == "devices/{username}/#=readWrite t/+=read"
+    assert reg.last_template("b" * 200) == "x/#=write" and reg.last_template("bob") == ""
+    with pytest.raises(ValueError):
+        reg.remember_template("alice", "no-access")

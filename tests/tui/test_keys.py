@@ -122,16 +122,16 @@ async def test_conflict_needs_force(reg):
         await loaded(pilot)
         assert all(r.conflict for r in rows(app))
         await pilot.press("g")
-        await pilot.press("enter")  # no force: refused for that item, shown, no crash
-        await wait_for(pilot, lambda: any("force" in n.message.lower() or "conflict" in n.message.lower()
-                                          for n in app._notifications), message="refusal shown")
-        assert all(r.status == "pending" for r in reg.requests())
-        await pilot.press("g")
+        await pilot.press(*"t/#=read", "enter")  # no force: the dialog stays, with what was typed and why
         assert isinstance(app.screen, GrantModal)
+        assert app.screen.query_one("#template").value == "t/#=read"
+        assert "Force" in str(app.screen.query_one("#error").render())
+        assert all(r.status == "pending" for r in reg.requests())
         app.screen.query_one("#force").value = True
         await pilot.press("enter")
         await wait_for(pilot, lambda: sorted(r.status for r in rows(app)) == ["denied", "granted"],
                        message="one granted, rival denied")
+        assert reg.user("twin").permissions == [("t/#", "read")]
 
 
 async def test_granting_what_another_operator_denied_notifies(reg, db_path):
@@ -267,3 +267,33 @@ async def test_help_and_command_palette(reg):
         await wait_for(pilot, lambda: reg.status().unlocked, message="unlocked")
         await pilot.press("q")
     assert not app.is_running
+
+
+async def test_grant_dialog_prefills_the_last_template_and_says_n_selected(reg, db_path):
+    reg.unlock(300)
+    knock(reg, "first-dev")
+    app = RegistryApp(reg, actor="alice@dashboard")
+    async with app.run_test(size=(100, 30)) as pilot:
+        await loaded(pilot)
+        await pilot.press("space")
+        info = app.screen.query_one("#window-info")
+        await wait_for(pilot, lambda: "1 selected" in str(info.render()), message="1 selected")
+        await pilot.press("g")
+        assert app.screen.query_one("#template").value == ""
+        await pilot.press(*"devices/{username}/#=readWrite", "enter")
+        await wait_for(pilot, lambda: reg.user("first-dev") is not None, message="granted")
+    assert reg.last_template("alice@dashboard") == "devices/{username}/#=readWrite"
+    assert reg.last_template("bob@dashboard") == ""
+    knock(reg, "second-dev")
+    app = RegistryApp(open_registry(db_path), actor="alice@dashboard")  # a new dashboard: kept in the database
+    async with app.run_test(size=(100, 30)) as pilot:
+        await loaded(pilot)
+        await pilot.press("g")
+        assert app.screen.query_one("#template").value == "devices/{username}/#=readWrite"
+        listing = str(app.screen.query_one(".listing Static").render())
+        assert f"#{reg.requests()[0].id}" in listing  # the request id is shown
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: reg.user("second-dev") is not None, message="granted")
+        assert reg.user("second-dev").permissions == [("devices/{username}/#", "readWrite")]
+        await wait_for(pilot, lambda: any("(#" in n.message for n in app._notifications), message="ids")
+    app.reg.close()

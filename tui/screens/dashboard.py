@@ -83,6 +83,7 @@ class DashboardScreen(Screen):
         self.busy_failed: tuple[str, float] | None = None  # (message, when) after a change failed on a lock
         self._ticking = False
         self.loaded = False  # the first resync has been applied
+        self.last_template = ""  # the operator's last grant template (Registry.last_template), pre-filled
 
     # -- composition ------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -155,6 +156,7 @@ class DashboardScreen(Screen):
         sync = self.sync
         try:
             if op == "resync":
+                self.last_template = self.reg.last_template(self.app.actor) or self.last_template
                 sync.resync(self.window)
             elif op == "receive":
                 sync.receive(events or [], self.window)
@@ -234,13 +236,16 @@ class DashboardScreen(Screen):
         self.load_requests(message.offset, message.cursor, message.then)
 
     @on(OrderedTable.UnseenChanged)
+    @on(RequestsTable.SelectionChanged)
     def unseen_changed(self) -> None:
         self.refresh_window_info()
 
     def refresh_window_info(self) -> None:
         info = self.query_one("#window-info", Static)
         table = self.current_table()
-        parts = [table.unseen_text(), table.window_text() if table is self.requests_table else ""]
+        requests = self.requests_table
+        selected = f"{len(requests.selected)} selected" if requests.selected and table is requests else ""
+        parts = [selected, table.unseen_text(), table.window_text() if table is requests else ""]
         text = " · ".join(p for p in parts if p)
         info.display = bool(text)
         if text:
@@ -445,11 +450,20 @@ class DashboardScreen(Screen):
                 self.grant(targets, choice)
 
         self.targets = targets
-        self.app.push_screen(GrantModal(targets), done)
+        self.app.push_screen(GrantModal(targets, self.last_template), done)
 
     def grant(self, targets: list[Any], choice: GrantChoice) -> None:
-        self.write("grant", self.reg.grant, [r.id for r in targets], choice.permissions, actor=self.app.actor,
-                   force=choice.force, requested=choice.include_requested)
+        reg, actor = self.reg, self.app.actor
+
+        def grant_and_remember() -> list[Any]:
+            results = reg.grant([r.id for r in targets], choice.permissions, actor=actor, force=choice.force,
+                                requested=choice.include_requested)
+            if any(r.ok for r in results):
+                reg.remember_template(actor, choice.template)
+            return results
+
+        self.last_template = choice.template
+        self.write("grant", grant_and_remember)
 
     def done_grant(self, results: list[Any], context: Any) -> None:
         self.report(results, "Granted")

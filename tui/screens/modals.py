@@ -30,6 +30,7 @@ class GrantChoice:
     permissions: list[tuple[str, str]]
     force: bool = False
     include_requested: bool = False
+    template: str = ""  # as typed, remembered for the operator's next grant
 
 
 class Dialog(ModalScreen):
@@ -59,9 +60,10 @@ class Dialog(ModalScreen):
 class GrantModal(Dialog):
     """Lists the requests to grant and asks for an optional permission template."""
 
-    def __init__(self, targets: Sequence[Any]) -> None:
+    def __init__(self, targets: Sequence[Any], template: str = "") -> None:
         super().__init__()
         self.targets = list(targets)
+        self.template = template  # pre-filled: the operator's last template (Registry.last_template)
 
     def compose(self) -> ComposeResult:
         n = len(self.targets)
@@ -73,7 +75,7 @@ class GrantModal(Dialog):
                     listing.append("\n")
                 listing.append(f"{req.pairing_code} ", style="bold")
                 listing.append_text(name_text(req.username, 40))
-                listing.append(f"  {req.source}", style="dim")
+                listing.append(f"  #{req.id} {req.source}", style="dim")
                 if req.conflict:
                     listing.append("  conflict", style="bold #ff6b6b")
                 if req.requested_permissions:
@@ -82,7 +84,7 @@ class GrantModal(Dialog):
                 yield Static(listing)
             yield Label("Check each pairing code against the device's display.", classes="hint")
             yield Label("Permissions (optional, {username} allowed):")
-            yield Input(placeholder=TEMPLATE_EXAMPLE, id="template")
+            yield Input(value=self.template, placeholder=f"none; e.g. {TEMPLATE_EXAMPLE}", id="template")
             yield Label("", id="error", classes="error")
             if any(r.requested_permissions for r in self.targets):
                 yield Checkbox("Also grant the permissions the device asked for", value=True, id="requested")
@@ -104,7 +106,15 @@ class GrantModal(Dialog):
             return
         force = bool(self.query("#force") and self.query_one("#force", Checkbox).value)
         requested = bool(self.query("#requested") and self.query_one("#requested", Checkbox).value)
-        self.dismiss(GrantChoice(perms, force=force, include_requested=requested))
+        conflicting = [r for r in self.targets if r.conflict]
+        if conflicting and not force:  # the dialog stays open with what was typed
+            ids = ", ".join(f"#{r.id}" for r in conflicting[:5])
+            self.query_one("#error", Label).update(Text(
+                f"{ids}: another password was tried for this name; tick Force (tab, space) to grant it and deny "
+                "its rivals, or cancel"))
+            return
+        self.dismiss(GrantChoice(perms, force=force, include_requested=requested,
+                                 template=self.query_one("#template", Input).value))
 
 
 class ConfirmModal(Dialog):

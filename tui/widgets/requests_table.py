@@ -64,6 +64,9 @@ class RequestsTable(OrderedTable):
             self.cursor = cursor
             self.then = then
 
+    class SelectionChanged(Message):
+        """The selection changed (the screen shows "N selected")."""
+
     WINDOW = 1000  # rows held at most
     STEP = 500  # rows the window moves by when paging
 
@@ -276,6 +279,7 @@ class RequestsTable(OrderedTable):
         for key in old:
             self._refresh_mark(key)
         self.update_bindings()
+        self.post_message(self.SelectionChanged())
         return True
 
     def targets(self) -> list[Any]:
@@ -315,6 +319,7 @@ class RequestsTable(OrderedTable):
             self.selected_views[key] = req
         self._refresh_mark(key)  # the cursor stays: space toggles, j/down moves
         self.update_bindings()
+        self.post_message(self.SelectionChanged())
 
     def action_select_pending(self) -> None:
         for key in self.rows:
@@ -324,6 +329,7 @@ class RequestsTable(OrderedTable):
                 self.selected_views[key.value] = req
                 self._refresh_mark(key.value)
         self.update_bindings()
+        self.post_message(self.SelectionChanged())
 
     def action_grant(self) -> None:
         targets = self.targets()
