@@ -7,7 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import crypto, topics
-from .database import guarded
+from types import SimpleNamespace
+
+from .database import guarded, run_sql
 from .validation import normalise_username, text_problem
 from .views import Grants, LoginResult
 
@@ -58,9 +60,9 @@ class AccessRules:
         if problem:
             return LoginResult(False, "not_credentials", problem)
         username = normalise_username(username)
-        row = self._user_row(username)
-        if row is not None:
-            verdict = self._check(row, username, password)
+        found = run_sql(self.db, 'SELECT "verifier", "disabled" FROM "users" WHERE "name" = ?', (username,)).fetchone()
+        if found is not None:
+            verdict = self._check(SimpleNamespace(verifier=found[0], disabled=bool(found[1])), username, password)
             if verdict == "ok":
                 return LoginResult(True, "accepted", "password verified")
             if verdict == "disabled":  # said only to whoever knows the password

@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 
 from . import crypto
-from .database import guarded, write_transaction
+from types import SimpleNamespace
+
+from .database import guarded, run_sql, write_transaction
 from .validation import normalise_username, registration_problem
 from .views import AttemptResult, RequestView
 
@@ -17,6 +19,12 @@ RECENT = 300.0  # knocks and throttled attempts are counted over the last five m
 PRUNE_EVERY = 10.0
 KNOCK_ROWS = 20_000  # distinct knocking names kept; beyond, they are counted together (see Status)
 OVERFLOW = "*"  # the key (or peer) of everything counted beyond the cap
+
+
+REQUEST_COLUMNS = ("username", "verifier", "pairing_code", "client_id", "peer", "source", "requested_permissions",
+                   "context", "first_seen", "last_seen", "attempts", "status", "conflict")
+INSERT_REQUEST = (f'INSERT INTO "requests" ({", ".join(f"{chr(34)}{c}{chr(34)}" for c in REQUEST_COLUMNS)}) '
+                  f'VALUES ({", ".join("?" * len(REQUEST_COLUMNS))}) RETURNING "id"')
 
 
 class RegistrationRules:
@@ -30,7 +38,7 @@ class RegistrationRules:
             return AttemptResult("invalid", broken[1], field=broken[0])
         if source not in ("mqtt", "http"):
             raise ValueError(f"unknown source {source!r}")
-        if self._user_row(username) is not None:
+        if self._is_user(username):
             return AttemptResult("known_user", f"{username!r} is already a user")
         now = self.clock()
         if not self._unlocked(now):
@@ -49,25 +57,26 @@ class RegistrationRules:
 
         with write_transaction(self.db):
             # Another process may have recorded the same credentials, or granted them, meanwhile.
-            if self._user_row(username) is not None:
+            if self._is_user(username):
                 return AttemptResult("known_user", f"{username!r} is already a user")
             outcome = self._match_existing(username, print_, client_id, peer, self.clock())
             if outcome:
                 return outcome
-            rivals = list(self.m.Request.select().where(
-                (self.m.Request.username == username) & (self.m.Request.status == "pending")))
-            row = self.m.Request.create(
+            rivals = [r for (r,) in run_sql(self.db, 'SELECT "id" FROM "requests" WHERE "username" = ? AND '
+                                                     '"status" = \'pending\'', (username,)).fetchall()]
+            row = SimpleNamespace(
                 username=username, verifier=print_, pairing_code=code,
                 client_id=client_id, peer=peer, source=source,
                 requested_permissions=json.dumps(requested_permissions) if requested_permissions else None,
                 context=json.dumps(context) if context is not None else None,
                 first_seen=now, last_seen=now, attempts=1, status="pending", conflict=bool(rivals),
-            )
+                decided_by=None, decided_at=None)
+            (row.id,) = run_sql(self.db, INSERT_REQUEST, tuple(getattr(row, c) for c in REQUEST_COLUMNS)).fetchone()
             if rivals:
-                self.m.Request.update(conflict=True).where(
-                    self.m.Request.id.in_([r.id for r in rivals])).execute()
+                run_sql(self.db, f'UPDATE "requests" SET "conflict" = ? WHERE "id" IN ({", ".join("?" * len(rivals))})',
+                        (True, *rivals))
                 self._event("registry", "request.conflict", username, request_id=row.id,
-                            rival_ids=[r.id for r in rivals], source=source, peer=peer)
+                            rival_ids=rivals, source=source, peer=peer)
             else:
                 self._event("registry", "request.created", username, request_id=row.id, source=source,
                             peer=peer, client_id=client_id)
@@ -80,18 +89,22 @@ class RegistrationRules:
     def _match_existing(self, username, print_, client_id, peer, now) -> AttemptResult | None:
         """Same name and same password as a stored request: count the retry there."""
         R = self.m.Request
-        for row in R.select().where((R.username == username) & R.status.in_(("pending", "denied"))):
-            if not crypto.same(row.verifier, print_):
+        candidates = run_sql(self.db, 'SELECT "id", "verifier" FROM "requests" WHERE "username" = ? AND '
+                                      '"status" IN (\'pending\', \'denied\')', (username,)).fetchall()
+        for request_id, verifier in candidates:
+            if not crypto.same(verifier, print_):
                 continue
-            R.update(last_seen=now, attempts=R.attempts + 1, client_id=client_id or row.client_id,
-                     peer=peer or row.peer).where(R.id == row.id).execute()
+            row = R.get_by_id(request_id)
+            row.last_seen, row.attempts = now, row.attempts + 1
+            row.client_id, row.peer = client_id or row.client_id, peer or row.peer
+            run_sql(self.db, 'UPDATE "requests" SET "last_seen" = ?, "attempts" = "attempts" + 1, "client_id" = ?, '
+                             '"peer" = ? WHERE "id" = ?', (now, row.client_id, row.peer, row.id))
             if row.status == "pending" and now - self._retry_event_at.get(row.id, 0.0) >= RETRY_EVENT_EVERY:
                 if len(self._retry_event_at) > 2 * self.config.max_pending:  # a long-running server: stay bounded
                     self._retry_event_at.clear()
                 self._retry_event_at[row.id] = now
-                self._event("registry", "request.retried", username, request_id=row.id,
-                            attempts=row.attempts + 1)
-            view = RequestView.of(R.get_by_id(row.id))
+                self._event("registry", "request.retried", username, request_id=row.id, attempts=row.attempts)
+            view = RequestView.of(row)
             if row.status == "denied":
                 return AttemptResult("denied", "an operator denied this request", request=view,
                                      pairing_code=row.pairing_code)
@@ -100,14 +113,15 @@ class RegistrationRules:
         return None
 
     def _flood_refusal(self, peer, now) -> str | None:
-        R = self.m.Request
         if peer is not None:
-            recent = R.select().where((R.peer == peer) & (R.first_seen > now - 60)).count()
+            (recent,) = run_sql(self.db, 'SELECT COUNT(*) FROM "requests" WHERE "peer" = ? AND "first_seen" > ?',
+                                (peer, now - 60)).fetchone()
             if recent >= self.config.per_peer_per_minute:
                 self.refused["flood"] += 1
                 self._count_recent(self.m.Throttle, self.m.Throttle.peer, peer, now)
                 return f"more than {self.config.per_peer_per_minute} new requests from {peer} in a minute"
-        if R.select().where(R.status == "pending").count() >= self.config.max_pending:
+        (pending,) = run_sql(self.db, 'SELECT COUNT(*) FROM "requests" WHERE "status" = \'pending\'').fetchone()
+        if pending >= self.config.max_pending:
             self.refused["flood"] += 1
             return f"{self.config.max_pending} requests are already pending"
         return None
@@ -124,13 +138,14 @@ class RegistrationRules:
             self._pruned_at[table] = now
             table.delete().where(table.last_seen < now - RECENT).execute()
             self._recent_rows[table] = table.select().count()
-        if not table.select().where(key_field == key).exists():
+        name, column = table._meta.table_name, key_field.column_name
+        if run_sql(self.db, f'SELECT 1 FROM "{name}" WHERE "{column}" = ?', (key,)).fetchone() is None:
             if self._recent_rows.get(table, 0) >= KNOCK_ROWS:
                 key = OVERFLOW
             else:
                 self._recent_rows[table] = self._recent_rows.get(table, 0) + 1
-        table.insert({key_field: key, table.last_seen: now, table.count: 1}).on_conflict(
-            conflict_target=[key_field], update={table.last_seen: now, table.count: table.count + 1}).execute()
+        run_sql(self.db, f'INSERT INTO "{name}" ("{column}", "last_seen", "count") VALUES (?, ?, 1) ON CONFLICT '
+                         f'("{column}") DO UPDATE SET "last_seen" = ?, "count" = "{name}"."count" + 1', (key, now, now))
 
     def _expire_if_due(self, now: float) -> None:
         """The hot path (record_attempt) looks for stale requests at most once a minute."""

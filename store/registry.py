@@ -21,7 +21,7 @@ import peewee as pw
 
 from . import crypto, location as loc
 from .access import AccessRules, _Access
-from .database import connect, guarded, write_transaction
+from .database import connect, guarded, run_sql, write_transaction
 from .errors import RefusedError, StoreError
 from .permissions import PermissionRules
 from .preferences import Preferences
@@ -73,7 +73,8 @@ class Registry(RegistrationRules, AccessRules, PermissionRules, Preferences, Que
 
     # ----------------------------------------------------------------- helpers
     def _event(self, actor: str, kind: str, subject: str | None, **detail) -> None:
-        self.m.Event.create(time=self.clock(), actor=actor, kind=kind, subject=subject, detail=json.dumps(detail))
+        run_sql(self.db, 'INSERT INTO "events" ("time", "actor", "kind", "subject", "detail") VALUES (?, ?, ?, ?, ?)',
+                (self.clock(), actor, kind, subject, json.dumps(detail)))
 
     def _verifier(self, username: str, password: str) -> str:
         return crypto.verifier(self._secret, username, password)
@@ -92,8 +93,12 @@ class Registry(RegistrationRules, AccessRules, PermissionRules, Preferences, Que
 
     # ------------------------------------------------------------------ window
     def _unlocked(self, now: float) -> bool:
-        row = self.m.Window.get_by_id(1)
-        return row.unlocked_until is not None and row.unlocked_until > now
+        (until,) = run_sql(self.db, 'SELECT "unlocked_until" FROM "window" WHERE "id" = 1').fetchone()
+        return until is not None and until > now
+
+    def _is_user(self, name: str) -> bool:
+        """The hot path's question (is this attempt a user's?), without building a model instance."""
+        return run_sql(self.db, 'SELECT 1 FROM "users" WHERE "name" = ?', (name,)).fetchone() is not None
 
     @guarded
     def unlock(self, seconds: float | None = None, actor: str = "cli") -> Status:
