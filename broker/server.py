@@ -53,7 +53,7 @@ from urllib.parse import urlsplit
 
 from .held_passwords import HeldPasswords
 from .http_api import RegisterAPI
-from .log_text import safe
+from .log_text import Refusals, safe
 from .mosquitto import config as mconf
 from .mosquitto.dynsec import Provisioner
 from .mosquitto.link import BrokerLink, LinkError
@@ -233,6 +233,7 @@ class EmbeddedServer:
         from store.console import ensure_console_account
 
         self._loop = asyncio.get_running_loop()
+        self._refusals = Refusals(self.log, self._loop.call_later)
         try:
             service = mconf.load_or_create_service_credentials(self.files.service_credentials)
         except OSError as exc:
@@ -449,11 +450,11 @@ class EmbeddedServer:
             username, password = knock.username.decode("utf-8"), knock.password.decode("utf-8")
             client_id = knock.client_id.decode("utf-8") or None
         except UnicodeDecodeError:
-            self.log(f"mqtt refuse user={safe(knock.username)} ({proto}): not valid UTF-8")
+            self._refusals(f"mqtt refuse user={safe(knock.username)} ({proto}): not valid UTF-8")
             return
         peer = knock.peer.decode("ascii", "replace") or None
         if self.database_problem:
-            self.log(f"mqtt refuse user={safe(username)} from {peer or '?'} ({proto}): not recorded, "
+            self._refusals(f"mqtt refuse user={safe(username)} from {peer or '?'} ({proto}): not recorded, "
                      f"{self.database_problem}")
             return
         loop = asyncio.get_running_loop()
@@ -472,7 +473,11 @@ class EmbeddedServer:
         if attempt is not None and attempt.accepted:
             self.held.hold(attempt.request.id, password)
             self._wake_relay()
-        self.log(f"mqtt refuse {where}: {result.outcome} ({result.reason})")
+        line = f"mqtt refuse {where}: {result.outcome} ({result.reason})"
+        if attempt is not None and attempt.accepted:
+            self.log(line)  # a request an operator will see: always its own line
+        else:
+            self._refusals(line)
 
     async def _granted_over_http(self, username: str, password: str) -> None:
         """The device proved its password at the 201 poll: its account exists before it connects, and the

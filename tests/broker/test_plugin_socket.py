@@ -50,3 +50,18 @@ def test_held_passwords_are_bounded_in_count_and_time():
     now[0] = 61
     assert held.take(3) is None  # too old: the device's next login provisions it instead
     assert "pw-" not in repr(held)
+
+
+def test_a_flood_of_refusals_does_not_write_the_log_full():
+    from broker.log_text import Refusals
+
+    lines, scheduled, now = [], [], [100.2]
+    refusals = Refusals(lines.append, lambda delay, fn: scheduled.append(fn), per_second=20, clock=lambda: now[0])
+    for i in range(1000):
+        refusals(f"mqtt refuse user='flood-{i}': locked")
+    assert len(lines) == 20 and len(scheduled) == 1
+    scheduled[0]()
+    assert lines[-1] == "mqtt refuse: 980 more refused attempts in the last second, not logged one by one"
+    now[0] = 101.5
+    refusals("mqtt refuse user='later': locked")
+    assert lines[-1] == "mqtt refuse user='later': locked"
