@@ -20,6 +20,7 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
 
 TOPIC_PREFIX = "$registry/v1/events/"
+NOTE_UNDER_LOAD = 0.05
 NOTE_EVERY = 2.0  # seconds: "this server is alive and has applied up to event N" (Registry.note_applied)
 _SECRET_WORDS = ("password", "hash", "hmac", "fingerprint", "secret")
 
@@ -61,10 +62,13 @@ class EventRelay:
         self._pool: Executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="cr-relay")
         self._wake = asyncio.Event()
         self._turn = asyncio.Lock()
-        self._noted_at = 0.0  # one reader of the changelog at a time: events are handled in id order
+        self._noted_at = 0.0
+        self._unnoted = False  # events applied since the last note
+        self._woken = False  # another process (or this one) asked: note at once  # one reader of the changelog at a time: events are handled in id order
 
     def wake(self) -> None:
         """Read the changelog now instead of at the next poll (call on the event loop, after the commit)."""
+        self._woken = True
         self._wake.set()
 
     async def _read(self, fn: Callable[..., Any], **kwargs: Any) -> Any:
@@ -113,9 +117,13 @@ class EventRelay:
                 await self.handle(event)
                 self.last_id = event.id
             now = time.monotonic()
-            if events or now - self._noted_at >= NOTE_EVERY:  # read your writes: say what is applied
+            # Read your writes: say what is applied, at once when asked (a CLI waits), else at most every
+            # 50 ms under load (each note is a write transaction that a device's attempt would wait for).
+            self._unnoted = self._unnoted or bool(events)
+            if (self._unnoted and (self._woken or now - self._noted_at >= NOTE_UNDER_LOAD)) \
+                    or now - self._noted_at >= NOTE_EVERY:
                 await self._read(self.reg.note_applied, event_id=self.last_id)
-                self._noted_at = now
+                self._noted_at, self._unnoted, self._woken = now, False, False
             return len(events)
 
     async def handle(self, event: Any) -> None:
