@@ -61,14 +61,15 @@ class EventRelay:
         self._own_pool = executor is None
         self._pool: Executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="cr-relay")
         self._wake = asyncio.Event()
-        self._turn = asyncio.Lock()
+        self._turn = asyncio.Lock()  # one reader of the changelog at a time: events are handled in id order
         self._noted_at = 0.0
         self._unnoted = False  # events applied since the last note
         self._woken = False  # another process (or this one) asked: note at once  # one reader of the changelog at a time: events are handled in id order
 
-    def wake(self) -> None:
-        """Read the changelog now instead of at the next poll (call on the event loop, after the commit)."""
-        self._woken = True
+    def wake(self, *, waited_for: bool = False) -> None:
+        """Read the changelog now instead of at the next poll (call on the event loop, after the commit).
+        ``waited_for``: another process waits to read its write (say what is applied at once)."""
+        self._woken = self._woken or waited_for
         self._wake.set()
 
     async def _read(self, fn: Callable[..., Any], **kwargs: Any) -> Any:

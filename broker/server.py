@@ -443,7 +443,8 @@ class EmbeddedServer:
 
     async def _on_knock(self, knock: Knock) -> None:
         if knock.protocol == WAKE:  # another process changed the registry and waits for us to apply it
-            self._wake_relay()
+            if self._relay is not None:
+                self._relay.wake(waited_for=True)
             return
         proto = PROTOCOLS.get(knock.protocol, f"protocol {knock.protocol}")
         try:
