@@ -33,6 +33,7 @@ from .link import BrokerLink, DynsecError, LinkError
 
 ACL_TYPES = (("publish", "publishClientSend"), ("subscribe", "subscribePattern"),
              ("receive", "publishClientReceive"))
+_MISSING = object()
 USER_EVENTS = frozenset({"request.granted", "user.added", "user.removed", "user.disabled", "user.enabled",
                          "user.password_changed", "permission.added", "permission.removed"})
 
@@ -114,9 +115,11 @@ class Provisioner:
     def _wanted_roles(grants: Any) -> list[str]:
         return [user_role(grants.username)] + ([ADMIN_ROLE] if grants.admin else [])
 
-    async def _sync(self, username: str, password: str | None = None, *, reset_password: bool = False) -> list[str]:
-        """Make Mosquitto agree with the registry about one user; returns what was changed (for the log)."""
-        grants = await self._grants(username)
+    async def _sync(self, username: str, password: str | None = None, *, reset_password: bool = False,
+                    known: Any = _MISSING) -> list[str]:
+        """Make Mosquitto agree with the registry about one user; returns what was changed (for the log).
+        ``known``: the user's grants, already read (reconcile reads them all at once)."""
+        grants = await self._grants(username) if known is _MISSING else known
         role = user_role(username)
         if grants is None:
             deleted = await self._delete_client(username)
@@ -212,7 +215,8 @@ class Provisioner:
             c["username"]: ClientState([r["rolename"] for r in c.get("roles", [])], c.get("clientid"),
                                        bool(c.get("disabled")), c.get("textname") == TEXTNAME)
             for c in clients if c.get("username")}
-        users = {u.name for u in await asyncio.to_thread(self.reg.users)}
+        every = await asyncio.to_thread(self.reg.all_grants)
+        users = set(every)
         fixes = 0
         for username, state in list(self.clients.items()):
             if username == SERVICE_USER or username in users:
@@ -227,7 +231,7 @@ class Provisioner:
                 self.log(f"reconcile: removed role {name!r}: not a registry user")
                 fixes += 1
         for username in sorted(users):
-            done = await self._sync(username)
+            done = await self._sync(username, known=every[username])
             if done:
                 self.log(f"reconcile: {username!r}: {', '.join(done)}")
                 fixes += 1

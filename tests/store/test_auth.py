@@ -145,3 +145,17 @@ def test_user_mutation_refusals(reg):
     ):
         with pytest.raises(RefusedError, match=message):
             call()
+
+
+def test_all_grants_is_grants_of_every_user(reg):
+    """Reconcile reads every user's grants at once: the same answers as one by one."""
+    reg.add_user("root", "root-pw-1", admin=True, actor="op")
+    reg.add_user("dev", "dev-pw-1", actor="op")
+    reg.permit("dev", "devices/{username}/#", "readWrite", actor="op")
+    reg.permit("dev", "$SYS/#", "read", actor="op")
+    reg.permit("root", "$SYS/#", "read", actor="op")
+    _granted(reg, "bound", "cid-9", "own/{client_id}/#")
+    reg.disable_user("bound", actor="op")
+    every = reg.all_grants()
+    assert set(every) == {"root", "dev", "bound"}
+    assert all(every[name] == reg.grants(name) for name in every)
