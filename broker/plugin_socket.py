@@ -20,6 +20,7 @@ from pathlib import Path
 MAGIC = b"CRK1"
 SOCKET_NAME = "sock"  # registry.db -> registry.sock beside it, unless `serve --plugin-socket` says otherwise
 QUEUE_LIMIT = 10_000
+BATCH = 64  # attempts recorded in one transaction when they queue up (a flood, a storm of new devices)
 HAND_OVER = 0  # not a device: the CLI handing over a password it just set (see hand_over)
 WAKE = 255  # not a device: "I just changed the registry, apply it now" (see wake)
 PROTOCOLS = {HAND_OVER: "handed over", 3: "MQTT 3.1", 4: "MQTT 3.1.1", 5: "MQTT 5"}
@@ -105,10 +106,10 @@ class _Receiver(asyncio.DatagramProtocol):
 
 
 class PluginSocket:
-    """Listens on ``path`` (mode 0600, or 0660 with ``group``) and awaits ``handle(knock)`` for each
-    datagram, one at a time."""
+    """Listens on ``path`` (mode 0600, or 0660 with ``group``) and awaits ``handle(knocks)`` for the datagrams
+    that arrived, one batch at a time (at most BATCH)."""
 
-    def __init__(self, path: Path, handle: Callable[[Knock], Awaitable[None]], log: Callable[[str], None],
+    def __init__(self, path: Path, handle: Callable[[list[Knock]], Awaitable[None]], log: Callable[[str], None],
                  *, group: int | None = None) -> None:
         self.path = path
         self.handle = handle
@@ -142,14 +143,16 @@ class PluginSocket:
 
     async def _work(self) -> None:
         while True:
-            knock = await self.queue.get()
+            batch = [await self.queue.get()]
+            while len(batch) < BATCH and not self.queue.empty():  # what queued up meanwhile: one go
+                batch.append(self.queue.get_nowait())
             try:
-                await self.handle(knock)
+                await self.handle(batch)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a database error or a bug: one line, and keep serving
-                self.log(f"mqtt knock {knock.username[:80]!r}: not recorded: {exc}")
-            self.counters["handled"] += 1
+                self.log(f"mqtt knock: {len(batch)} attempt(s) not recorded: {exc}")
+            self.counters["handled"] += len(batch)
 
     async def stop(self) -> None:
         if self._worker is not None:

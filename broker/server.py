@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import functools
 import grp
 import json
 import signal
@@ -276,7 +275,7 @@ class EmbeddedServer:
                 group = grp.getgrnam(self.socket_group).gr_gid
             except KeyError:
                 raise ServerError(f"no group named {self.socket_group!r} (--socket-group)") from None
-        self._socket = PluginSocket(self.socket_path, self._on_knock, self.log, group=group)
+        self._socket = PluginSocket(self.socket_path, self._on_knocks, self.log, group=group)
         try:
             self.socket_path.parent.mkdir(parents=True, exist_ok=True)
             await self._socket.start()
@@ -441,26 +440,36 @@ class EmbeddedServer:
         else:
             await self.provisioner.provision(name, password)
 
-    async def _on_knock(self, knock: Knock) -> None:
-        if knock.protocol == WAKE:  # another process changed the registry and waits for us to apply it
-            if self._relay is not None:
-                self._relay.wake(waited_for=True)
+    async def _on_knocks(self, knocks: list[Knock]) -> None:
+        """The logins Mosquitto forwarded (names it does not know), recorded in one transaction."""
+        attempts = []
+        for knock in knocks:
+            if knock.protocol == WAKE:  # another process changed the registry and waits for us to apply it
+                if self._relay is not None:
+                    self._relay.wake(waited_for=True)
+                continue
+            proto = PROTOCOLS.get(knock.protocol, f"protocol {knock.protocol}")
+            try:
+                username, password = knock.username.decode("utf-8"), knock.password.decode("utf-8")
+                client_id = knock.client_id.decode("utf-8") or None
+            except UnicodeDecodeError:
+                self._refusals(f"mqtt refuse user={safe(knock.username)} ({proto}): not valid UTF-8")
+                continue
+            peer = knock.peer.decode("ascii", "replace") or None
+            if self.database_problem:
+                self._refusals(f"mqtt refuse user={safe(username)} from {peer or '?'} ({proto}): not recorded, "
+                               f"{self.database_problem}")
+                continue
+            attempts.append((proto, (username, password, client_id, peer, "mqtt")))
+        if not attempts:
             return
-        proto = PROTOCOLS.get(knock.protocol, f"protocol {knock.protocol}")
-        try:
-            username, password = knock.username.decode("utf-8"), knock.password.decode("utf-8")
-            client_id = knock.client_id.decode("utf-8") or None
-        except UnicodeDecodeError:
-            self._refusals(f"mqtt refuse user={safe(knock.username)} ({proto}): not valid UTF-8")
-            return
-        peer = knock.peer.decode("ascii", "replace") or None
-        if self.database_problem:
-            self._refusals(f"mqtt refuse user={safe(username)} from {peer or '?'} ({proto}): not recorded, "
-                     f"{self.database_problem}")
-            return
-        loop = asyncio.get_running_loop()
-        result = await loop.run_in_executor(self._db_pool, functools.partial(
-            self.reg.login, username, password, client_id, peer, "mqtt"))
+        results = await asyncio.get_running_loop().run_in_executor(
+            self._db_pool, self.reg.login_many, [attempt for _, attempt in attempts])
+        for (proto, (username, password, client_id, peer, _)), result in zip(attempts, results):
+            await self._decided(proto, username, password, client_id, peer, result)
+
+    async def _decided(self, proto: str, username: str, password: str, client_id: str | None, peer: str | None,
+                       result: Any) -> None:
         where = f"user={safe(username)} client={safe(client_id)} from {peer or '?'} ({proto})"
         if result.accepted:
             # A user's right password: the device (or the CLI handing over a new password) gets its account,

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from . import crypto, topics
 from types import SimpleNamespace
 
-from .database import guarded, run_sql
+from .database import guarded, run_sql, write_transaction
 from .validation import normalise_username, text_problem
 from .views import Grants, LoginResult
 
@@ -70,6 +70,13 @@ class AccessRules:
             return LoginResult(False, "refused", "wrong password")
         attempt = self.record_attempt(username, password, client_id, peer, source)
         return LoginResult(False, attempt.outcome, attempt.reason, attempt)
+
+    @guarded
+    def login_many(self, attempts: list[tuple]) -> list[LoginResult]:
+        """:meth:`login` for several attempts ``(username, password, client_id, peer, source)`` in one write
+        transaction: a flood or a storm of new devices pays one commit per batch, not per attempt."""
+        with write_transaction(self.db):
+            return [self.login(*attempt) for attempt in attempts]
 
     def _access(self, username: str) -> _Access | None:
         username = normalise_username(username)
