@@ -1,4 +1,14 @@
-"""Start, measure and stop the servers under test: ours, stock amqtt, Debian's Mosquitto."""
+"""The servers under test, each in its own processes, and what we read about them from /proc.
+
+- ``passwd``: plain Mosquitto with a password file (``mosquitto_passwd -U``);
+- ``dynsec``: plain Mosquitto with the stock dynamic-security plugin (the same clients and roles as ours);
+- ``registry``: ``client-registry serve`` (the Python service) supervising Mosquitto with dynamic security
+  and our registry plugin.
+
+The plain ones run with the configuration ``serve`` would generate (``broker.mosquitto.config.render_conf``)
+minus the registry plugin's two lines (and, for ``passwd``, with ``password_file`` instead of dynamic
+security), so log settings, persistence and the user are the same.
+"""
 
 from __future__ import annotations
 
@@ -14,9 +24,12 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-KINDS = ("ours", "stock", "mosquitto")
-LABELS = {"ours": "client-registry", "stock": "amqtt 0.12.1 (stock)", "mosquitto": "Mosquitto",
-          "unfixed": "registry plugins on stock amqtt (no fixes)"}
+KINDS = ("passwd", "dynsec", "registry")
+LABELS = {"passwd": "Mosquitto + password file", "dynsec": "Mosquitto + dynamic security",
+          "registry": "client-registry serve"}
+SHORT = {"passwd": "passwd", "dynsec": "dynsec", "registry": "registry"}
+READY_LINE = "client-registry serving:"
+_LIVE: list[Server] = []
 
 
 def free_port() -> int:
@@ -27,15 +40,16 @@ def free_port() -> int:
 
 def ensure_mosquitto() -> str | None:
     """Path of the mosquitto binary; installs Debian's packages (as root) when missing. None if impossible."""
-    found = shutil.which("mosquitto") or (os.path.exists("/usr/sbin/mosquitto") and "/usr/sbin/mosquitto")
-    if found and shutil.which("mosquitto_passwd"):
-        return found
-    if os.geteuid() == 0 and shutil.which("apt-get"):
+    def found() -> str | None:
+        exe = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
+        return exe if exe and shutil.which("mosquitto_passwd") else None
+
+    if found() is None and os.geteuid() == 0 and shutil.which("apt-get"):
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        subprocess.run(["apt-get", "install", "-y", "mosquitto", "mosquitto-clients"], env=env,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
-    found = shutil.which("mosquitto") or (os.path.exists("/usr/sbin/mosquitto") and "/usr/sbin/mosquitto")
-    return found if found and shutil.which("mosquitto_passwd") else None
+        subprocess.run(["apt-get", "install", "-y", "mosquitto", "mosquitto-clients", "mosquitto-dev",
+                        "libmosquitto-dev"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       check=False)
+    return found()
 
 
 def mosquitto_version() -> str:
@@ -46,56 +60,171 @@ def mosquitto_version() -> str:
     return out.splitlines()[0].replace("mosquitto version ", "") if out else "?"
 
 
-class Server:
-    """One server under test in its own process. ``users`` are (name, password) pairs it must accept."""
+def client_registry_command() -> list[str]:
+    script = Path(sys.executable).with_name("client-registry")
+    if script.is_file():
+        return [str(script)]
+    return [sys.executable, "-c", "import sys; from tui.cli import main; sys.argv[0] = 'client-registry'; main()"]
 
-    def __init__(self, kind: str, workdir: Path, db: str | None = None) -> None:
+
+def plain_conf(kind: str, port: int, workdir: Path) -> str:
+    """What ``serve`` would write, minus the registry plugin (and, for passwd, with a password file)."""
+    from broker.mosquitto import config as mconf
+
+    dynsec_so = mconf.find_dynsec_plugin()
+    if dynsec_so is None:
+        raise RuntimeError("mosquitto_dynamic_security.so not found (apt-get install mosquitto)")
+    fake_plugin, fake_socket = Path("/bench/registry_plugin.so"), Path("/bench/registry.sock")
+    text = mconf.render_conf(listener=mconf.listener_line("127.0.0.1", port), dynsec_plugin=dynsec_so,
+                             dynsec_file=workdir / "dynamic-security.json", registry_plugin=fake_plugin,
+                             socket=fake_socket, user=mconf.current_user(),
+                             persistence=workdir / "mosquitto-data")
+    lines = text.splitlines()
+    registry_lines = [f"plugin {fake_plugin}", f"plugin_opt_socket {fake_socket}"]
+    dynsec_lines = [f"plugin {dynsec_so}", f"plugin_opt_config_file {workdir / 'dynamic-security.json'}"]
+    for line in registry_lines + dynsec_lines:
+        if line not in lines:
+            raise RuntimeError(f"render_conf changed: no line {line!r}; update bench/procs.py")
+    lines = [line for line in lines if line not in registry_lines]
+    if kind == "passwd":
+        at = lines.index(dynsec_lines[0])
+        lines[at:at + 2] = [f"password_file {workdir / 'mosquitto.passwd'}"]
+    (workdir / "mosquitto-data").mkdir(mode=0o700, exist_ok=True)
+    return "\n".join(lines) + "\n"
+
+
+def _status(pid: int, field: str) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def rss(pid: int | None) -> int:
+    """Resident set size in bytes (0 for no process)."""
+    return _status(pid, "VmRSS") if pid else 0
+
+
+def peak_rss(pid: int | None) -> int:
+    """Peak resident set size (VmHWM) in bytes since the process started."""
+    return _status(pid, "VmHWM") if pid else 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    try:  # a zombie is not alive
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+class Server:
+    """One server under test, started from the files in ``workdir`` (see bench/state.py)."""
+
+    def __init__(self, kind: str, workdir: Path) -> None:
         self.kind = kind
         self.workdir = workdir
-        self.db = db
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
-        self.started_at = 0.0
+        self.pids: dict[str, int] = {}
+        self.log_path = workdir / ("serve.log" if kind == "registry" else "mosquitto.log")
+        self.spawned_at = 0.0
+        self.listening_s: float | None = None  # spawn -> the MQTT port answers
+        self.ready_s: float | None = None  # spawn -> ready (registry: the "serving" line)
 
-    # -- mosquitto needs its password file written before it starts
-    def write_mosquitto_users(self, users: list[tuple[str, str]]) -> None:
-        pw = self.workdir / "mosquitto.passwd"
-        pw.write_text("".join(f"{u}:{p}\n" for u, p in users))
-        subprocess.run(["mosquitto_passwd", "-U", str(pw)], check=True, capture_output=True)
-        os.chmod(pw, 0o644)
+    @property
+    def db(self) -> Path:
+        return self.workdir / "registry.db"
 
     def _command(self) -> list[str]:
-        if self.kind == "mosquitto":
-            conf = self.workdir / "mosquitto.conf"
-            conf.write_text(
-                f"listener {self.port} 127.0.0.1\nallow_anonymous false\n"
-                f"password_file {self.workdir / 'mosquitto.passwd'}\npersistence false\n"
-                "log_dest none\nmax_connections -1\nmax_keepalive 65535\nuser root\n")
-            return [ensure_mosquitto() or "mosquitto", "-c", str(conf)]
-        cmd = [sys.executable, "-m", "bench.serverproc", self.kind, "--port", str(self.port)]
-        if self.kind in ("ours", "unfixed"):
-            cmd += ["--db", str(self.db)]
-        return cmd
+        if self.kind == "registry":
+            return client_registry_command() + [
+                "--db", str(self.db), "serve", "--mqtt-bind", f"127.0.0.1:{self.port}",
+                "--http-bind", f"127.0.0.1:{free_port()}"]
+        conf = self.workdir / "mosquitto.conf"
+        conf.write_text(plain_conf(self.kind, self.port, self.workdir))
+        return [ensure_mosquitto() or "mosquitto", "-c", str(conf)]
 
-    def start(self, timeout: float = 30.0) -> None:
-        self.proc = subprocess.Popen(self._command(), cwd=ROOT, stdout=subprocess.PIPE,
-                                     stderr=subprocess.DEVNULL, text=True)
-        deadline = time.monotonic() + timeout
-        if self.kind != "mosquitto":
-            line = self.proc.stdout.readline()
-            if not line.startswith("READY"):
-                raise RuntimeError(f"{self.kind} server did not start (exit {self.proc.poll()})")
-        while time.monotonic() < deadline:  # listening?
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+    def _answers(self) -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+            return True
+        except OSError:
+            return False
+
+    def start(self, timeout: float = 120.0, wait: str = "ready") -> Server:
+        """Spawn and return once the MQTT port answers (``wait="listening"``) or the server is ready
+        (``"ready"``: for ``registry``, the "serving" line, i.e. after its start-up reconcile)."""
+        log = open(self.log_path, "ab")
+        self.spawned_at = time.monotonic()
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self.proc = subprocess.Popen(self._command(), cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log,
+                                     stderr=subprocess.STDOUT, env=env)
+        log.close()
+        _LIVE.append(self)
+        deadline = self.spawned_at + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.kind} exited with {self.proc.returncode}: {self.log_tail()}")
+            if self.listening_s is None and self._answers():
+                self.listening_s = time.monotonic() - self.spawned_at
+            if self.listening_s is not None and (self.kind != "registry" or wait == "listening"):
                 break
-            except OSError:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"{self.kind} server exited with {self.proc.returncode}")
-                time.sleep(0.02)
+            if self.kind == "registry" and READY_LINE in self.log_text():
+                if self.listening_s is None:
+                    self.listening_s = time.monotonic() - self.spawned_at
+                break
+            time.sleep(0.005)
         else:
-            raise RuntimeError(f"{self.kind} server not listening after {timeout} s")
-        self.started_at = time.monotonic()
+            self.stop()
+            raise RuntimeError(f"{self.kind} not {wait} after {timeout:.0f} s: {self.log_tail()}")
+        if self.kind == "registry":
+            from .state import files
+
+            pid_file = files(self.db).conf.with_suffix(".pid")  # MosquittoSupervisor.pid_file
+            self.pids = {"mosquitto": int(pid_file.read_text()), "service": self.proc.pid}
+            if wait == "ready":
+                self.ready_s = time.monotonic() - self.spawned_at
+        else:
+            self.pids = {"mosquitto": self.proc.pid}
+            self.ready_s = self.listening_s
+        return self
+
+    def wait_ready(self, timeout: float = 120.0) -> bool:
+        """For a registry started with ``wait="listening"``: wait for its "serving" line (False: it exited
+        or did not get there in time)."""
+        if self.ready_s is not None:
+            return True
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.proc is not None and self.proc.poll() is None:
+            if READY_LINE in self.log_text():
+                self.ready_s = time.monotonic() - self.spawned_at
+                return True
+            time.sleep(0.01)
+        return False
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None and all(_alive(p) for p in self.pids.values())
+
+    def log_text(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def log_tail(self, lines: int = 5) -> str:
+        return " | ".join(self.log_text().strip().splitlines()[-lines:])
+
+    def count_log(self, needle: str) -> int:
+        return self.log_text().count(needle)
 
     def stop(self) -> None:
         if self.proc is None:
@@ -103,48 +232,75 @@ class Server:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(10)
+                self.proc.wait(30)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        child = self.pids.get("mosquitto")
+        if self.kind == "registry" and child and _alive(child):  # serve normally stops it; never leave it
+            os.kill(child, signal.SIGTERM)
+            for _ in range(100):
+                if not _alive(child):
+                    break
+                time.sleep(0.05)
+            else:
+                os.kill(child, signal.SIGKILL)
         self.proc = None
+        if self in _LIVE:
+            _LIVE.remove(self)
 
     def __enter__(self) -> Server:
-        self.start()
-        return self
+        return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    # -- measurements from /proc
-    def _status(self, field: str) -> int:
-        with open(f"/proc/{self.proc.pid}/status") as fh:
-            for line in fh:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) * 1024
-        return 0
+    # -- measurements
+    def rss(self) -> dict[str, int]:
+        return {name: rss(pid) for name, pid in self.pids.items()}
 
-    def rss(self) -> int:
-        """Resident set size in bytes."""
-        return self._status("VmRSS")
+    def peak_rss(self) -> dict[str, int]:
+        return {name: peak_rss(pid) for name, pid in self.pids.items()}
 
-    def peak_rss(self) -> int:
-        """Peak resident set size (VmHWM) in bytes since the process started."""
-        return self._status("VmHWM")
 
-    def cpu_seconds(self) -> float:
-        with open(f"/proc/{self.proc.pid}/stat") as fh:
-            fields = fh.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def _stop_all() -> None:
+    for server in list(_LIVE):
+        try:
+            server.stop()
+        except Exception:
+            pass
 
+
+atexit.register(_stop_all)
 
 _TEMPDIRS: list[Path] = []
 
 
 def tempdir(prefix: str) -> Path:
-    """A scratch folder (databases, password files) removed when the bench process exits."""
+    """A scratch folder removed when the bench process exits."""
     path = Path(tempfile.mkdtemp(prefix=f"bench-{prefix}-"))
     if not _TEMPDIRS:
         atexit.register(lambda: [shutil.rmtree(p, ignore_errors=True) for p in _TEMPDIRS])
     _TEMPDIRS.append(path)
     return path
+
+
+def copy_state(template: Path, label: str) -> Path:
+    """A fresh copy of a prepared server folder (each start of a server gets its own)."""
+    target = tempdir(label)
+    shutil.copytree(template, target, dirs_exist_ok=True, symlinks=True,
+                    ignore=shutil.ignore_patterns("*.log", "*.sock", "*.pid"))
+    return target
+
+
+def netstat_counters() -> dict[str, int]:
+    """TcpExt ListenOverflows / ListenDrops: SYNs dropped because an accept queue was full."""
+    try:
+        lines = Path("/proc/net/netstat").read_text().splitlines()
+    except OSError:
+        return {}
+    for head, values in zip(lines[::2], lines[1::2]):
+        if head.startswith("TcpExt:"):
+            table = dict(zip(head.split()[1:], map(int, values.split()[1:])))
+            return {k: table.get(k, 0) for k in ("ListenOverflows", "ListenDrops")}
+    return {}

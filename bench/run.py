@@ -9,30 +9,27 @@ import time
 import traceback
 from pathlib import Path
 
-from . import machine, report
+from . import machine, procs, report
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-NAMES = ("auth", "pipeline", "storm", "refusal", "dashboard")
+NAMES = ("auth", "storm", "refusal", "pipeline", "dashboard")
 
 
 def run_one(name: str, quick: bool) -> dict:
-    if name == "auth":
-        from . import b_auth as mod
-    elif name == "pipeline":
-        from . import b_pipeline as mod
-    elif name == "storm":
-        from . import b_storm as mod
-    elif name == "refusal":
-        from . import b_refusal as mod
-    else:
-        from . import b_dashboard as mod
-    return mod.run(quick=quick)
+    import importlib
+
+    return importlib.import_module(f"bench.b_{name}").run(quick=quick)
 
 
 def run_suite(names=NAMES, quick: bool = False, progress=print) -> dict:
+    from .loadgen import raise_fd_limit
+
+    if not procs.ensure_mosquitto():
+        raise RuntimeError("Mosquitto is needed: apt-get install mosquitto mosquitto-clients mosquitto-dev")
+    fd_limit = raise_fd_limit()  # 10,000 storm sockets here, and as many in Mosquitto (it inherits it)
     results = {"quick": quick, "started": time.strftime("%Y-%m-%d %H:%M:%S %z"), "machine": machine.describe(),
-               "benchmarks": {}, "seconds": {}}
+               "fd_limit": fd_limit, "benchmarks": {}, "seconds": {}}
     for name in names:
         progress(f"[bench] {name} ...")
         t0 = time.perf_counter()
@@ -44,6 +41,7 @@ def run_suite(names=NAMES, quick: bool = False, progress=print) -> dict:
         results["seconds"][name] = time.perf_counter() - t0
         progress(f"[bench] {name} done in {results['seconds'][name]:.1f} s")
     results["targets"] = report.targets(results)
+    results["code_changed_during_run"] = machine.code_fingerprint() != results["machine"]["code"]["fingerprint"]
     return results
 
 
