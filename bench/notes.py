@@ -6,13 +6,9 @@ come from measurements taken while writing this are marked as such, with the com
 
 from __future__ import annotations
 
+from .report import _get  # one way to read a nested result
 
-def _get(d, *path):
-    for p in path:
-        if not isinstance(d, dict) or p not in d:
-            return None
-        d = d[p]
-    return d
+
 
 
 def _n(v, fmt="{:.0f}"):
