@@ -99,13 +99,15 @@ class PageLoaded(Message):
 
 class WriteDone(Message):
     """A change went through the store. ``op`` names it (``grant``, ``deny``, ``unlock``, ...); ``result`` is
-    what the store returned; ``context`` is what the screen attached when it asked."""
+    what the store returned; ``context`` is what the screen attached when it asked; ``applied`` is whether the
+    running server applied it to the broker (``Registry.wait_applied``: applied, no_server, timeout)."""
 
-    def __init__(self, op: str, result: Any, context: Any = None) -> None:
+    def __init__(self, op: str, result: Any, context: Any = None, applied: str = "applied") -> None:
         super().__init__()
         self.op = op
         self.result = result
         self.context = context
+        self.applied = applied
 
 
 class StoreFailed(Message):

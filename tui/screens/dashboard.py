@@ -15,7 +15,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 from rich.text import Text
 from textual import on, work
@@ -40,6 +40,8 @@ from ..widgets.users_table import UsersTable
 from .details import DetailsScreen, event_details, request_details, user_details
 from .help import HelpScreen
 from .modals import ConfirmModal, DurationModal, GrantChoice, GrantModal, PermissionsModal
+
+APPLY_TIMEOUT = 1.0  # seconds a change waits for the running server to apply it to the broker
 
 AUDIT_KEEP = 5000  # the audit view drops older rows beyond this (the CLI `log` has them all)
 VIEW_KEYS = [key for key, _ in VIEWS]
@@ -275,14 +277,26 @@ class DashboardScreen(Screen):
                 except Exception as exc:  # noqa: BLE001 - a bug must not end the dashboard
                     self.post_message(StoreFailed(pending.op, f"{type(exc).__name__}: {exc}", context=pending.context))
                 else:
-                    wake(self.reg.companion(SOCKET_NAME))  # the server applies it now, not at its next poll
-                    self.post_message(WriteDone(pending.op, result, pending.context))
+                    # Read your writes: the server applies it now (not at its next poll); "done" is said once
+                    # the broker enforces it, or that no server did within 1 s.
+                    wake(self.reg.companion(SOCKET_NAME))
+                    try:
+                        applied = self.reg.wait_applied(self.reg.last_event_id(), APPLY_TIMEOUT)
+                    except StoreError:
+                        applied = "timeout"
+                    self.post_message(WriteDone(pending.op, result, pending.context, applied))
                 finally:
                     self.writing = None
 
     @on(WriteDone)
     def write_done(self, message: WriteDone) -> None:
         self.busy_failed = None
+        if message.applied == "no_server":
+            self.app.notify("No server is running on this registry: the broker gets this change when one starts.",
+                            severity="warning", timeout=6, markup=False)
+        elif message.applied == "timeout":
+            self.app.notify(f"Recorded, but the running server did not apply it within {APPLY_TIMEOUT:g} s "
+                            "(see its log).", severity="error", timeout=8, markup=False)
         handler = getattr(self, f"done_{message.op}", None)
         if handler is not None:
             handler(message.result, message.context)
