@@ -14,7 +14,7 @@ from store import open_registry
 from tui.app import RegistryApp
 from tui.listener import MqttTarget
 
-from .conftest import wait_for
+from .conftest import loaded, wait_for
 
 
 def payload(ev) -> str:
@@ -36,6 +36,9 @@ async def test_events_arrive_live_and_a_gap_resyncs_from_the_db(reg, db_path, mo
     async with app.run_test(size=(80, 24)) as pilot:
         dash = app.screen_stack[0]
         await wait_for(pilot, lambda: dash.header_state.broker == "connected", message="connected")
+        await loaded(pilot)  # the resyncs of start and connect read the database in workers: let them finish
+        await wait_for(pilot, lambda: not any(w.is_running for w in app.workers if w.group != "listener"),
+                       message="no read still running")
         other = open_registry(db_path)
         other.record_attempt("live-1", "secret-1", "c1", "10.0.0.1:1", "mqtt")
         await pilot.pause(0.3)
