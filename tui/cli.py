@@ -158,14 +158,18 @@ def mqtt_option(func):
 @click.group(cls=RegistryGroup, invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @db_option
 @mqtt_option
+@click.option("--no-embed", is_flag=True, help="Dashboard: never start an embedded broker.")
+@click.option("--http-bind", default=None, metavar="HOST:PORT",
+              help="Dashboard: where the embedded server's HTTP API listens (default 127.0.0.1:8080; `none`).")
 @click.version_option(package_name="client-registry")
 @click.pass_context
-def main(ctx, db, mqtt):
+def main(ctx, db, mqtt, no_embed, http_bind):
     """Admit self-registering MQTT devices: unlock, watch requests, grant or deny.
 
-    With no command, opens the dashboard. --db and --mqtt may come before or after the command."""
+    With no command, opens the dashboard (its options may come first). --db and --mqtt may come before or
+    after any command."""
     if ctx.invoked_subcommand is None:
-        ctx.invoke(dashboard)
+        ctx.invoke(dashboard, no_embed=no_embed, http_bind=http_bind or "127.0.0.1:8080")
 
 
 # ------------------------------------------------------------------------ window

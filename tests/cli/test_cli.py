@@ -187,6 +187,7 @@ def test_status_shows_throttled_addresses_and_the_servers_limit(db_path):
 def test_global_options_before_or_after_the_command(db_path):
     """`client-registry --mqtt URL` (the README's form) reaches the dashboard; --db works on either side."""
     for args in (["--mqtt", "http://example.com"], ["--mqtt", "http://example.com", "dashboard"],
+                 ["--http-bind", "127.0.0.1:0", "--no-embed", "--mqtt", "http://example.com"],
                  ["dashboard", "--mqtt", "http://example.com"]):
         result = subprocess.run([EXE, "--db", db_path, *args], capture_output=True, text=True, timeout=60)
         assert result.returncode == 2 and "mqtt://" in result.stderr and "No such option" not in result.stderr
