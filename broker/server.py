@@ -204,7 +204,7 @@ class EmbeddedServer:
         self._db_watch = DatabaseWatch(reg.location)
         self.database_problem: str | None = None
         self._link_connects = 0
-        # Device attempts are recorded one at a time (SQLite has one writer anyway), off the loop.
+        # Device attempts are recorded off the loop by one thread, a batch per transaction (SQLite has one writer).
         self._db_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cr-knocks")
 
     @property

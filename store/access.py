@@ -7,8 +7,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import crypto, topics
-from types import SimpleNamespace
-
 from .database import guarded, run_sql, write_transaction
 from .validation import normalise_username, text_problem
 from .views import Grants, LoginResult
@@ -34,11 +32,16 @@ class AccessRules:
         else:
             self._access_cache.pop(normalise_username(username), None)
 
-    def _check(self, row, username: str, password: str) -> str:
-        """"ok", "disabled" (the password is right but the user may not log in) or "wrong"."""
-        if row is None or not crypto.same(row.verifier, self._verifier(username, password)):
+    def _verdict(self, username: str, password: str) -> str | None:
+        """None when no user has this (normalised) name; else "ok", "disabled" (the password is right but the
+        user may not log in) or "wrong". One query and one HMAC: it is on a device's hot path."""
+        found = run_sql(self.db, 'SELECT "verifier", "disabled" FROM "users" WHERE "name" = ?', (username,)).fetchone()
+        if found is None:
+            return None
+        verifier, disabled = found
+        if not crypto.same(verifier, self._verifier(username, password)):
             return "wrong"
-        return "disabled" if row.disabled else "ok"
+        return "disabled" if disabled else "ok"
 
     @guarded
     def authenticate(self, username: str, password: str) -> bool:
@@ -46,7 +49,7 @@ class AccessRules:
         if text_problem(username, "username") or text_problem(password, "password"):
             return False
         username = normalise_username(username)
-        return self._check(self._user_row(username), username, password) == "ok"
+        return self._verdict(username, password) == "ok"
 
     @guarded
     def login(self, username: str, password: str, client_id: str | None = None, peer: str | None = None,
@@ -60,9 +63,8 @@ class AccessRules:
         if problem:
             return LoginResult(False, "not_credentials", problem)
         username = normalise_username(username)
-        found = run_sql(self.db, 'SELECT "verifier", "disabled" FROM "users" WHERE "name" = ?', (username,)).fetchone()
-        if found is not None:
-            verdict = self._check(SimpleNamespace(verifier=found[0], disabled=bool(found[1])), username, password)
+        verdict = self._verdict(username, password)
+        if verdict is not None:
             if verdict == "ok":
                 return LoginResult(True, "accepted", "password verified")
             if verdict == "disabled":  # said only to whoever knows the password
