@@ -18,6 +18,7 @@ from store import RefusedError, StoreError, open_registry
 from store.topics import ACCESS_VALUES
 from store.views import ItemResult
 
+from .read_your_writes import APPLY_TIMEOUT, until_applied
 from .safe_text import printable
 
 EXIT_REFUSED = 1
@@ -52,8 +53,6 @@ class RegistryGroup(click.Group):
             raise click.exceptions.Exit(130) from None
 
 
-APPLY_TIMEOUT = 1.0
-
 
 def wait_until_applied(ctx: click.Context) -> None:
     """After a change: wait (at most 1 s) until the server running on this registry has applied it to the
@@ -64,10 +63,7 @@ def wait_until_applied(ctx: click.Context) -> None:
     last = reg.last_event_id()
     if last <= before:
         return  # nothing changed
-    from broker.plugin_socket import SOCKET_NAME, wake
-
-    wake(reg.companion(SOCKET_NAME))  # the server applies it now rather than at its next poll
-    outcome = reg.wait_applied(last, APPLY_TIMEOUT)
+    outcome = until_applied(reg, last)
     if outcome == "no_server":
         click.echo("client-registry: no server is running on this registry: the broker gets this change "
                    "when `client-registry serve` (or the dashboard) starts", err=True)

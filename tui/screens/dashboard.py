@@ -35,13 +35,13 @@ from ..sync import Delta, EventSync, Page, Window, read_page
 from ..widgets.audit_table import AuditTable
 from ..widgets.base_table import OrderedTable
 from ..widgets.requests_table import RequestsTable
+from ..read_your_writes import APPLY_TIMEOUT, until_applied
 from ..widgets.status_header import VIEWS, HeaderState, StatusHeader
 from ..widgets.users_table import UsersTable
 from .details import DetailsScreen, event_details, request_details, user_details
 from .help import HelpScreen
 from .modals import ConfirmModal, DurationModal, GrantChoice, GrantModal, PermissionsModal
 
-APPLY_TIMEOUT = 1.0  # seconds a change waits for the running server to apply it to the broker
 
 AUDIT_KEEP = 5000  # the audit view drops older rows beyond this (the CLI `log` has them all)
 VIEW_KEYS = [key for key, _ in VIEWS]
@@ -263,8 +263,6 @@ class DashboardScreen(Screen):
     def _run_writes(self) -> None:
         # exclusive: a newer worker cancels an older one that may not have started yet; the queue is drained
         # by whichever runs, under one lock, so no change is lost and they apply in the order they were asked.
-        from broker.plugin_socket import SOCKET_NAME, wake
-
         with self._write_lock:
             while self._writes:
                 pending = self._writes.popleft()
@@ -279,9 +277,8 @@ class DashboardScreen(Screen):
                 else:
                     # Read your writes: the server applies it now (not at its next poll); "done" is said once
                     # the broker enforces it, or that no server did within 1 s.
-                    wake(self.reg.companion(SOCKET_NAME))
                     try:
-                        applied = self.reg.wait_applied(self.reg.last_event_id(), APPLY_TIMEOUT)
+                        applied = until_applied(self.reg)
                     except StoreError:
                         applied = "timeout"
                     self.post_message(WriteDone(pending.op, result, pending.context, applied))
