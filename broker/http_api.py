@@ -167,15 +167,15 @@ class RegisterAPI:
         return _BoundedSite(runner, host, port, self.limits, self.log)
 
     async def healthz(self, request: web.Request) -> web.Response:
-        try:
-            status = await asyncio.to_thread(self.reg.status)
-        except Exception as exc:
-            return _answer(503, status="error", message=str(exc))
         broker = self.health()
         if broker.get("broker_state", "running") != "running":
             return _answer(503, status="error", message=f"the broker is {broker['broker_state']}", **broker)
         if broker.get("database", "ok") != "ok":
             return _answer(503, status="error", message=broker["database"], **broker)
+        try:
+            status = await asyncio.to_thread(self.reg.status)
+        except Exception as exc:
+            return _answer(503, status="error", message=str(exc), **broker)
         return _answer(200, status="ok", unlocked=status.unlocked, pending=status.pending, **broker)
 
     async def register(self, request: web.Request) -> web.Response:

@@ -383,9 +383,9 @@ class EmbeddedServer:
         /healthz and stops new requests until it is back; nothing is ever written to a second file."""
         problem = self._db_watch.problem()
         if problem != self.database_problem:
+            self.database_problem = problem  # before the log line: whoever reads it sees /healthz agree
             self.log(f"database: {problem}; not admitting new requests until it is back" if problem
                      else "database: back; admitting new requests again")
-            self.database_problem = problem
 
     def _publish_status(self, state: str) -> None:
         if self.link is None:
