@@ -78,7 +78,7 @@ class RegistryApp(App[None]):
         self._stop_listener = threading.Event()
         self.listener_done = threading.Event()  # set when the listener thread has really returned
         self.listener_state = "off" if mqtt_target is None else "connecting"
-        self.service_status: tuple[str, str] = ("", "")  # (broker, state) from $registry/v1/status
+        self.service_status: tuple[str, str, str] = ("", "", "")  # (broker, state, http) from $registry/v1/status
         self.keymap_problem: str | None = None
         self._keymap_file = keymap_file
         self.count_other_sessions: Callable[[], int | None] = self._other_sessions
@@ -161,9 +161,9 @@ class RegistryApp(App[None]):
         dashboard.set_broker_state(message.state, message.detail, message.retry_in)
 
     def on_service_status(self, message: ServiceStatus) -> None:
-        self.service_status = (message.broker, message.state)
+        self.service_status = (message.broker, message.state, message.http)
         if self.dashboard.is_mounted:
-            self.dashboard.set_service_status(message.broker, message.state)
+            self.dashboard.set_service_status(*self.service_status)
 
     def on_events_batch(self, message: EventsBatch) -> None:
         if self.dashboard.is_mounted:  # before that, its first full resync covers these events

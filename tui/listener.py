@@ -26,6 +26,7 @@ from .messages import EventsBatch, ListenerState, RelayedEvent, ServiceStatus
 
 EVENTS_TOPIC = "$registry/v1/events/#"
 STATUS_TOPIC = "$registry/v1/status"  # retained by the service: which broker, running or stopped
+STATUS_GRACE = 2.0  # seconds after the subscription without a retained status: no registry service there
 BATCH_SECONDS = 0.1
 BACKOFF_FIRST = 0.5
 BACKOFF_MAX = 10.0
@@ -88,6 +89,8 @@ class EventListener:
         self._subscribed = False
         self._refused: str | None = None
         self._sub_mid: int | None = None
+        self._subscribed_at = 0.0
+        self._status_heard = False  # a retained status arrived on this connection (or was said absent)
 
     # -- paho callbacks (run on this thread, inside client.loop) ----------------
     def _on_connect(self, client, userdata, flags, reason_code, properties=None) -> None:
@@ -105,15 +108,20 @@ class EventListener:
             self._refused = "subscription to $registry/v1/events/# refused (is the console account an admin?)"
             return
         self._subscribed = True
+        self._subscribed_at = time.monotonic()
         self.post(ListenerState("connected", self.target.address))
 
     def _on_message(self, client, userdata, message) -> None:
         if message.topic == STATUS_TOPIC:
+            self._status_heard = True
             try:
                 status = json.loads(message.payload.decode("utf-8"))
-                self.post(ServiceStatus(str(status.get("broker") or ""), str(status.get("state") or "")))
+                if status.get("service") != "client-registry":
+                    raise ValueError("not a client-registry status")
+                self.post(ServiceStatus(str(status.get("broker") or ""), str(status.get("state") or ""),
+                                        str(status.get("http") or "")))
             except (ValueError, AttributeError, UnicodeDecodeError):
-                pass
+                self.post(ServiceStatus("", "absent"))
             return
         try:
             payload = json.loads(message.payload.decode("utf-8"))
@@ -157,7 +165,7 @@ class EventListener:
         backoff = self.backoff_first
         self.post(ListenerState("connecting", self.target.address))
         while not self.should_stop():
-            self._connected = self._subscribed = False
+            self._connected = self._subscribed = self._status_heard = False
             self._refused = None
             client = self._new_client()
             problem = ""
@@ -175,6 +183,9 @@ class EventListener:
                         break
                     if self._subscribed:
                         backoff = self.backoff_first
+                        if not self._status_heard and time.monotonic() - self._subscribed_at > STATUS_GRACE:
+                            self._status_heard = True  # said once per connection
+                            self.post(ServiceStatus("", "absent"))
                     elif time.monotonic() > deadline:
                         problem = "no answer from broker"
                         break

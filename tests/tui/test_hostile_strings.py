@@ -78,8 +78,10 @@ def test_header_names_the_broker_the_service_drives():
     from tui.widgets.status_header import HeaderState, render_broker
 
     state = HeaderState(broker="connected", broker_address="gw:1883", service_broker="attached to mqtt://gw:1883",
-                        service_state="running")
-    assert render_broker(state).plain == " broker gw:1883 ● connected · attached to mqtt://gw:1883"
+                        service_state="running", service_http="127.0.0.1:8080")
+    assert render_broker(state).plain == " broker gw:1883 ● connected · attached to mqtt://gw:1883 · HTTP API 127.0.0.1:8080"
+    state.service_http = ""
+    assert render_broker(state).plain.endswith("· no HTTP API")
     state.service_state = "stopped"
     assert "registry service stopped: devices are not recorded" in render_broker(state).plain
     state.service_broker, state.service_state = "[red]x\x1b[2J", "running"  # a hostile status is text, escaped

@@ -134,3 +134,31 @@ async def test_wrong_login_is_reported_and_retried(reg, tmp_path):
             assert "login refused" in render_broker(dash.header_state).plain
     finally:
         broker.stop()
+
+
+async def test_a_broker_without_a_registry_service_is_said_so(reg, mosquitto):
+    """A plain Mosquitto accepts the console and its subscription, but no service publishes a status there:
+    the header must not look like a working registry. A status that appears later clears the warning."""
+    app = make_app(reg, mosquitto)
+    async with app.run_test(size=(120, 40)) as pilot:
+        dash = app.screen_stack[0]
+        await wait_for(pilot, lambda: dash.header_state.service_state == "absent", message="status absent")
+        broker_line = str(dash.query_one("#header-broker").render())
+        assert "● connected" in broker_line and "not a client-registry broker" in broker_line
+        status = {"service": "client-registry", "version": "x", "broker": "mosquitto 2.0.11, supervised",
+                  "state": "running", "time": 0, "http": "127.0.0.1:18080"}
+        subprocess.run(["mosquitto_pub", "-p", str(mosquitto.port), "-r", "-q", "1", "-t", "$registry/v1/status",
+                        "-m", json.dumps(status)], check=True)
+        await wait_for(pilot, lambda: dash.header_state.service_state == "running", message="status heard")
+        broker_line = str(dash.query_one("#header-broker").render())
+        assert "not a client-registry broker" not in broker_line
+        assert "HTTP API 127.0.0.1:18080" in broker_line
+
+
+async def test_a_foreign_status_is_not_a_registry(reg, mosquitto):
+    subprocess.run(["mosquitto_pub", "-p", str(mosquitto.port), "-r", "-q", "1", "-t", "$registry/v1/status",
+                    "-m", '{"state": "running"}'], check=True)
+    app = make_app(reg, mosquitto)
+    async with app.run_test(size=(120, 40)) as pilot:
+        dash = app.screen_stack[0]
+        await wait_for(pilot, lambda: dash.header_state.service_state == "absent", message="foreign status refused")

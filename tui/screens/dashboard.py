@@ -127,7 +127,8 @@ class DashboardScreen(Screen):
     def on_mount(self) -> None:
         self.header_state.embedded = self.app.embedded
         self.header_state.broker = self.app.listener_state
-        self.header_state.service_broker, self.header_state.service_state = self.app.service_status
+        (self.header_state.service_broker, self.header_state.service_state,
+         self.header_state.service_http) = self.app.service_status
         self.header_state.broker_address = self.app.mqtt_target.address if self.app.mqtt_target else ""
         self.sync = EventSync(self.reg, on_delta=lambda delta: self.post_message(SyncDelta(delta)))
         self.note_window()
@@ -353,9 +354,10 @@ class DashboardScreen(Screen):
             self._ticking = True
             self._sync("tick")  # read-only: the status, and the changelog (when no broker relays events)
 
-    def set_service_status(self, broker: str, state: str) -> None:
+    def set_service_status(self, broker: str, state: str, http: str = "") -> None:
         self.header_state.service_broker = broker
         self.header_state.service_state = state
+        self.header_state.service_http = http
         self.refresh_header()
 
     def set_broker_state(self, state: str, detail: str = "", retry_in: float | None = None) -> None:

@@ -38,7 +38,8 @@ class HeaderState:
     retry_in: float | None = None
     embedded: bool = False
     service_broker: str = ""  # from the service's retained status: "mosquitto 2.0.11, supervised"
-    service_state: str = ""  # running | stopped | "" (no status heard)
+    service_state: str = ""  # running | stopped | absent (no registry service behind this broker) | "" (not yet)
+    service_http: str = ""  # where the service's HTTP API serves ("" when it has none)
 
 
 def plural(n: int, one: str, many: str | None = None) -> str:
@@ -80,8 +81,12 @@ def render_broker(state: HeaderState) -> Text:
         text.append("● connected", style="bold green")
         if state.service_state == "stopped":
             text.append(" · registry service stopped: devices are not recorded", style="bold yellow")
-        elif state.service_broker and not state.embedded:  # embedded: "embedded broker" below says it
-            text.append(f" · {clean(state.service_broker, 60)}", style="dim")
+        elif state.service_state == "absent":
+            text.append(" · not a client-registry broker: no registry service status, requests will not appear",
+                        style="bold white on red")
+        elif state.service_state == "running":
+            if state.service_broker and not state.embedded:  # embedded: "embedded broker" below says it
+                text.append(f" · {clean(state.service_broker, 60)}", style="dim")
     elif state.broker == "connecting":
         text.append(f" {where} ", style="")
         text.append("connecting…", style="yellow")
@@ -98,6 +103,9 @@ def render_broker(state: HeaderState) -> Text:
     if state.embedded:
         text.append(" · ")
         text.append("embedded broker: stops when you quit", style="bold yellow")
+    if state.broker == "connected" and state.service_state == "running":  # what devices can reach, last
+        http = f"HTTP API {clean(state.service_http, 60)}" if state.service_http else "no HTTP API"
+        text.append(f" · {http}", style="dim")
     return text
 
 
