@@ -6,6 +6,8 @@ from __future__ import annotations
 import peewee as pw
 
 from .database import guarded
+from .name_patterns import name_matches
+from .validation import normalise_username
 from .views import CONFLICT, EventView, RequestView, UserView
 
 
@@ -24,6 +26,16 @@ class Queries:
     def request(self, request_id: int) -> RequestView | None:
         row = self.m.Request.get_or_none(self.m.Request.id == request_id)
         return RequestView.of(row) if row else None
+
+    @guarded
+    def pending_matching(self, pattern: str) -> list[RequestView]:
+        """The pending requests whose username matches the glob ``pattern`` (store.name_patterns), oldest
+        first: what a bulk grant (`grant 'sensor-*'`) previews and then grants by id. A name that holds
+        glob characters itself (``cam[1]``) and has a pending request is taken as that name."""
+        R = self.m.Request
+        pending = list(R.select().where(R.status == "pending").order_by(R.id))
+        exact = [r for r in pending if r.username == normalise_username(pattern)]
+        return [RequestView.of(r) for r in exact or [r for r in pending if name_matches(pattern, r.username)]]
 
     # -- paged reading, for the dashboard's bounded requests table (added on branch perf-tui) ---------------
     def _request_match(self, match: str | None):

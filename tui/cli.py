@@ -307,12 +307,39 @@ def print_requests(rows, as_json: bool) -> None:
               help="Also give the permissions the device asked for (HTTP requests); --permission wins for the "
                    "same pattern.")
 @click.option("--force", is_flag=True, help="Grant a conflicting request; its rivals are denied.")
+@yes_option
 @click.pass_context
-def grant(ctx, db, items, permissions, requested, force):
-    """Create users from pending requests, with exactly the password the device sent."""
+def grant(ctx, db, items, permissions, requested, force, yes):
+    """Create users from pending requests, with exactly the password the device sent.
+
+    A NAME with * ? or [ ] (quote it: 'sensor-*') selects every pending request whose name matches: they are
+    listed, and granted after you confirm (--yes for scripts)."""
     template = parse_permission_options(permissions)
-    results = registry(ctx, db).grant(items, template, actor=actor(), force=force, requested=requested)
+    reg = registry(ctx, db)
+    results = reg.grant(expand_name_patterns(reg, items, yes), template, actor=actor(), force=force,
+                        requested=requested)
     report(results)
+
+
+def expand_name_patterns(reg, items, yes: bool) -> list[str]:
+    """Each glob among ``items`` replaced by the ids of the pending requests it matches, after showing them
+    and asking once; exactly the requests shown are granted, not ones that arrive meanwhile."""
+    from store.name_patterns import is_name_pattern
+
+    out, shown = [], []
+    for item in items:
+        if not is_name_pattern(item):
+            out.append(item)
+            continue
+        matched = reg.pending_matching(item)
+        if not matched:
+            raise fail(f"no pending request matches {printable(item)!r}")
+        shown += matched
+        out += [str(r.id) for r in matched]
+    if shown:
+        print_requests(shown, as_json=False)
+        confirm("Grant this request?" if len(shown) == 1 else f"Grant these {len(shown)} requests?", yes)
+    return out
 
 
 def parse_permission_options(values) -> list[tuple[str, str]]:

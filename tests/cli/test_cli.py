@@ -284,3 +284,35 @@ def test_requests_watch_shows_the_list_again_on_a_change(db_path):
         proc.terminate()
         proc.wait(10)
         reg.close()
+
+
+def test_grant_by_pattern_previews_asks_and_grants_what_it_showed(db_path):
+    reg = open_registry(db_path)
+    reg.unlock(300, actor="t")
+    for i in range(3):
+        reg.record_attempt(f"sensor-{i}", "secret-pw", f"c{i}", "10.0.0.1", "mqtt")
+    reg.record_attempt("pump-1", "secret-pw", "c9", "10.0.0.1", "mqtt")
+    missing = run(db_path, "grant", "valve-*", "--yes")
+    assert missing.returncode == 1 and "no pending request matches 'valve-*'" in missing.stderr
+    out = ok(db_path, "grant", "sensor-*", "-p", "devices/{username}/#=readWrite", "--yes")
+    assert out.count("granted sensor-") == 3 and "pump-1" not in out
+    assert "ID" in out.splitlines()[0] and "sensor-2" in out.splitlines()[3]  # the preview table came first
+    assert sorted(u.name for u in reg.users()) == ["sensor-0", "sensor-1", "sensor-2"]
+    assert reg.user("sensor-1").permissions == [("devices/{username}/#", "readWrite")]
+    assert [r.username for r in reg.requests()] == ["pump-1"]
+    reg.close()
+
+
+def test_grant_by_pattern_asks_on_a_terminal(db_path, tmp_path):
+    """On a terminal the preview is followed by a question; 'n' grants nothing."""
+    reg = open_registry(db_path)
+    reg.unlock(300, actor="t")
+    reg.record_attempt("sensor-a", "secret-pw", "c", "10.0.0.1", "mqtt")
+    script = tmp_path / "typescript"
+    result = subprocess.run(["script", "-qec", f"{EXE} grant 'sensor-*' --db {db_path}", str(script)],
+                            input="n\n", capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "CLIENT_REGISTRY_DB": ""})
+    assert "sensor-a" in result.stdout and "Grant this request? [y/N]" in result.stdout
+    assert result.returncode == 1 and "nothing changed" in result.stdout
+    assert reg.user("sensor-a") is None and [r.username for r in reg.requests()] == ["sensor-a"]
+    reg.close()

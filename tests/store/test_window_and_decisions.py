@@ -142,3 +142,18 @@ def test_requests_listing_order(reg, clock):
     reg.deny(["new-dev"], actor="op")
     assert [r.username for r in reg.requests(include_all=True)] == ["mid-dev", "old-dev", "new-dev"]
     assert [r.username for r in reg.requests()] == ["mid-dev", "old-dev"]
+
+
+def test_pending_matching_selects_by_glob_on_the_stored_name(reg):
+    """Bulk grant's selection: shell globs, case-sensitive, NFC (an NFD pattern finds the NFC name), pending
+    requests only, and never a look-alike by accident."""
+    reg.unlock(300)
+    for name in ("sensor-1", "sensor-2", "Sensor-3", "pump-1", "s\u0435nsor-4", "caf\u00e9-1"):  # Cyrillic е
+        pending(reg, name)
+    reg.deny(["sensor-2"])
+    assert [r.username for r in reg.pending_matching("sensor-*")] == ["sensor-1"]
+    assert [r.username for r in reg.pending_matching("[sS]ensor-?")] == ["sensor-1", "Sensor-3"]
+    assert [r.username for r in reg.pending_matching("cafe\u0301-*")] == ["caf\u00e9-1"]
+    assert reg.pending_matching("valve-*") == []
+    pending(reg, "cam[1]")  # a name that holds glob characters is taken as itself
+    assert [r.username for r in reg.pending_matching("cam[1]")] == ["cam[1]"]
