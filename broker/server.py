@@ -260,11 +260,11 @@ class EmbeddedServer:
             self.log(f"reconcile: {fixes} correction(s) at start")
         if self.console is not None:
             await self._provision_console()
-        self._publish_status("running")
         self._relay = EventRelay(self.reg, self._publish, self._apply_event, self.log,
                                  interval=self.relay_interval)
         await self._relay.start()
         await self._start_http()
+        self._publish_status("running")  # once the HTTP API serves: the status names its address
         self._tasks.append(asyncio.create_task(self._reconcile_loop(), name="client-registry-reconcile"))
         self._tasks.append(asyncio.create_task(self._watch_database(), name="client-registry-database"))
 

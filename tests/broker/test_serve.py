@@ -168,3 +168,20 @@ def test_per_address_limit_is_a_setting_and_throttling_is_visible(tmp_path):
     finally:
         proc.terminate()
         proc.communicate(timeout=20)
+
+
+def test_retained_status_names_the_broker_and_the_http_api(server):
+    """What a dashboard reads to know it watches a registry: the service, its broker, and where the HTTP API
+    serves (published once the API is up, so the address is the real one)."""
+    from tests.broker.clients import Paho
+
+    admin = Paho(server.mqtt_port, server.console.username, server.console.password, client_id="status-test").connect()
+    try:
+        admin.subscribe("$registry/v1/status")
+        topic, payload = admin.next_message(timeout=5)[:2]
+        status = json.loads(payload)
+    finally:
+        admin.close()
+    assert status["service"] == "client-registry" and status["state"] == "running"
+    assert status["broker"].startswith("mosquitto 2.") and status["broker"].endswith("supervised")
+    assert status["http"] == f"127.0.0.1:{server.http_port}"
