@@ -130,3 +130,12 @@ class DetailsLoaded(Message):
         super().__init__()
         self.title = title
         self.body = body
+
+
+class MatchesLoaded(Message):
+    """The pending requests a name pattern matched (Registry.pending_matching)."""
+
+    def __init__(self, pattern: str, requests: list[Any]) -> None:
+        super().__init__()
+        self.pattern = pattern
+        self.requests = requests

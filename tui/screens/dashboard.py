@@ -29,7 +29,7 @@ from textual.worker import get_current_worker
 from store import BusyError, StoreError
 from store.database import BUSY_TIMEOUT_MS
 
-from ..messages import DetailsLoaded, PageLoaded, RelayedEvent, StoreFailed, SyncDelta, WriteDone
+from ..messages import DetailsLoaded, MatchesLoaded, PageLoaded, RelayedEvent, StoreFailed, SyncDelta, WriteDone
 from ..safe import clean, safe_text
 from ..sync import Delta, EventSync, Page, Window, read_page
 from ..widgets.audit_table import AuditTable
@@ -40,7 +40,7 @@ from ..widgets.status_header import VIEWS, HeaderState, StatusHeader
 from ..widgets.users_table import UsersTable
 from .details import DetailsScreen, event_details, request_details, user_details
 from .help import HelpScreen
-from .modals import ConfirmModal, DurationModal, GrantChoice, GrantModal, PermissionsModal
+from .modals import ConfirmModal, DurationModal, GrantChoice, GrantModal, NamePatternModal, PermissionsModal
 
 
 AUDIT_KEEP = 5000  # the audit view drops older rows beyond this (the CLI `log` has them all)
@@ -481,6 +481,35 @@ class DashboardScreen(Screen):
     def done_grant(self, results: list[Any], context: Any) -> None:
         self.report(results, "Granted")
         self.requests_table.clear_selection()
+
+    @on(RequestsTable.MatchRequested)
+    def ask_pattern(self) -> None:
+        def done(pattern: str | None) -> None:
+            if pattern:
+                self._match_pending(pattern)
+
+        self.app.push_screen(NamePatternModal(), done)
+
+    @work(thread=True, exclusive=True, group="match", exit_on_error=False)
+    def _match_pending(self, pattern: str) -> None:
+        try:
+            matched = self.reg.pending_matching(pattern)
+        except StoreError as exc:
+            self.post_message(StoreFailed("match", str(exc), busy=isinstance(exc, BusyError)))
+            return
+        self.post_message(MatchesLoaded(pattern, matched))
+
+    @on(MatchesLoaded)
+    def matches_loaded(self, message: MatchesLoaded) -> None:
+        """The bulk grant's preview is the selection itself: marked rows, "N selected", then `g` lists them."""
+        pattern = clean(message.pattern, 60)
+        if not message.requests:
+            self.app.notify(f"no pending request matches {pattern}", severity="warning", timeout=5, markup=False)
+            return
+        added = self.requests_table.select_requests(message.requests)
+        n = len(message.requests)
+        self.app.notify(f"{n} pending request{'s' if n != 1 else ''} match {pattern} ({added} newly selected): "
+                        "g grants the selection", timeout=5, markup=False)
 
     @on(RequestsTable.DenyRequested)
     def ask_deny(self, message: RequestsTable.DenyRequested) -> None:

@@ -213,3 +213,27 @@ class PermissionsModal(Dialog):
             self.query_one("#error", Label).update(Text(str(exc)))
             return
         self.dismiss(perms)
+
+
+class NamePatternModal(Dialog):
+    """A username glob for selecting pending requests in bulk."""
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Label("Select pending requests whose name matches", classes="title")
+            yield Input(placeholder="e.g. sensor-*  (* any text, ? one character, [0-9] one of)", id="pattern")
+            yield Label("", id="error", classes="error")
+            yield from self.buttons("Select")
+
+    def on_mount(self) -> None:
+        self.query_one("#pattern", Input).focus()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self.action_ok()
+
+    def action_ok(self) -> None:
+        pattern = self.query_one("#pattern", Input).value.strip()
+        if not pattern:
+            self.query_one("#error", Label).update(Text("write a pattern, or escape to cancel"))
+            return
+        self.dismiss(pattern)

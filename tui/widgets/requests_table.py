@@ -50,6 +50,9 @@ class RequestsTable(OrderedTable):
             super().__init__()
             self.targets = targets
 
+    class MatchRequested(Message):
+        """Select the pending requests whose name matches a glob (the screen asks for it, the store matches)."""
+
     class DetailsRequested(Message):
         def __init__(self, request: Any) -> None:
             super().__init__()
@@ -74,6 +77,8 @@ class RequestsTable(OrderedTable):
         Binding("space", "toggle_select", "Select", id="select",
                 tooltip="Select or unselect the request under the cursor (the cursor stays)"),
         Binding("a", "select_pending", "All", id="select-all", tooltip="Select every pending request shown"),
+        Binding("plus", "select_matching", "Match", id="select-matching",
+                tooltip="Select every pending request whose name matches a pattern (sensor-*), beyond the rows shown"),
         Binding("g", "grant", "Grant", id="grant",
                 tooltip="Grant the selection (or the request under the cursor): asks for permissions"),
         Binding("d", "deny", "Deny", id="deny", tooltip="Deny the selection (or the request under the cursor), asks first"),
@@ -330,6 +335,24 @@ class RequestsTable(OrderedTable):
                 self._refresh_mark(key.value)
         self.update_bindings()
         self.post_message(self.SelectionChanged())
+
+    def action_select_matching(self) -> None:
+        self.post_message(self.MatchRequested())
+
+    def select_requests(self, requests: list[Any]) -> int:
+        """Add these pending requests to the selection (also those outside the rows held); how many were new."""
+        added = 0
+        for req in requests:
+            key = str(req.id)
+            if req.status == "pending" and key not in self.selected:
+                self.selected.add(key)
+                self.selected_views[key] = req
+                if key in self.model:
+                    self._refresh_mark(key)
+                added += 1
+        self.update_bindings()
+        self.post_message(self.SelectionChanged())
+        return added
 
     def action_grant(self) -> None:
         targets = self.targets()
