@@ -1,4 +1,4 @@
-"""Snapshots of the main views at 80x24 and 120x40 with a fixed clock (tui/demo.py builds the data).
+"""Snapshots of the main views at 60x20, 80x24 and 120x40 with a fixed clock (tui/demo.py builds the data).
 
 Update after an intended change with: pytest tests/tui/test_snapshots.py --snapshot-update
 """
@@ -12,7 +12,7 @@ from tui.demo import build_demo
 
 from .conftest import loaded, wait_for
 
-SIZES = [(80, 24), (120, 40)]
+SIZES = [(60, 20), (80, 24), (120, 40)]
 
 
 @pytest.fixture

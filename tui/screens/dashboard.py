@@ -23,7 +23,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.screen import Screen
-from textual.widgets import ContentSwitcher, Footer, Input, Label, Static
+from textual.widgets import ContentSwitcher, Input, Label, Static
 from textual.worker import get_current_worker
 
 from store import BusyError, StoreError
@@ -34,6 +34,7 @@ from ..safe import clean, safe_text
 from ..sync import Delta, EventSync, Page, Window, read_page
 from ..widgets.audit_table import AuditTable
 from ..widgets.base_table import OrderedTable
+from ..widgets.fitting_footer import FittingFooter
 from ..widgets.requests_table import RequestsTable
 from ..read_your_writes import APPLY_TIMEOUT, until_applied
 from ..widgets.status_header import VIEWS, HeaderState, StatusHeader
@@ -99,7 +100,7 @@ class DashboardScreen(Screen):
         with Horizontal(id="filter-bar"):
             yield Label("filter ", id="filter-label")
             yield Input(placeholder="text to match (enter: keep, esc: clear)", id="filter")
-        yield Footer(compact=True)
+        yield FittingFooter()
 
     @property
     def reg(self):

@@ -12,6 +12,7 @@ from textual.message import Message
 from ..safe import ago, safe_text
 from .base_table import Column, OrderedTable
 
+KIND_WIDTH = len("user.password_changed")  # the longest event kind: kinds are never cut
 KIND_STYLE = {
     "request.granted": "#5fd75f",
     "request.denied": "#ff8787",
@@ -39,12 +40,12 @@ class AuditTable(OrderedTable):
     ]
 
     COLUMNS = [
-        Column("id", "#", 5),
+        Column("id", "#", 5, min_total=76),
         Column("age", "age", 5),
-        Column("actor", "actor", 8, flex=0.2),
-        Column("kind", "kind", 17),
-        Column("subject", "subject", 8, flex=0.3),
-        Column("detail", "detail", 6, flex=0.5),
+        Column("actor", "actor", 8, flex=0.25),
+        Column("kind", "kind", KIND_WIDTH),
+        Column("subject", "subject", 8, flex=0.35),
+        Column("detail", "detail", 6, flex=0.4, min_total=76),
     ]
 
     def row_cells(self, ev: Any) -> dict[str, Any]:

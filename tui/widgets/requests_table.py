@@ -88,12 +88,12 @@ class RequestsTable(OrderedTable):
 
     COLUMNS = [
         Column("mark", " ", 1),
-        Column("username", "username", 8, flex=0.55),
-        Column("client_id", "client id", 6, flex=0.45),
-        Column("peer", "peer", 21, min_total=110),
-        Column("source", "src", 4),
-        Column("attempts", "att", 3),
-        Column("first_seen", "first", 5, min_total=100),
+        Column("username", "username", 8, flex=0.4),
+        Column("client_id", "client id", 6, flex=0.25),
+        Column("peer", "peer", 12, min_total=76, flex=0.35),  # what the operator checks: shown from 80 columns
+        Column("source", "src", 4, min_total=100),
+        Column("attempts", "att", 3, min_total=100),
+        Column("first_seen", "first", 5, min_total=110),
         Column("last_seen", "last", 5),
         Column("pairing_code", "code", 6),
         Column("status", "status", 8),

@@ -46,7 +46,10 @@ def plural(n: int, one: str, many: str | None = None) -> str:
     return f"{n} {one if n == 1 else (many or one + 's')}"
 
 
-def render_window(state: HeaderState) -> Text:
+NARROW = 80  # below this many columns the header says the same in fewer words
+
+
+def render_window(state: HeaderState, narrow: bool = False) -> Text:
     text = Text(no_wrap=True, overflow="ellipsis")
     if state.unlocked:
         text.append(f" UNLOCKED {countdown(state.remaining)} ", style="bold black on yellow")
@@ -57,7 +60,9 @@ def render_window(state: HeaderState) -> Text:
     if state.knocking:
         text.append(" · ")
         more = "+" if state.knocking_capped else ""
-        text.append(plural(state.knocking, "device").replace(" ", more + " ", 1) + " knocking", style="bold yellow")
+        what = f"{state.knocking}{more} knocking" if narrow else (
+            plural(state.knocking, "device").replace(" ", more + " ", 1) + " knocking")
+        text.append(what, style="bold yellow")
     if state.throttled:
         text.append(" · ")
         where = f" from {clean(state.throttled_from, 40)}" if state.throttled_from else ""
@@ -65,17 +70,20 @@ def render_window(state: HeaderState) -> Text:
     return text
 
 
-def render_tabs(state: HeaderState) -> Text:
+def render_tabs(state: HeaderState, narrow: bool = False) -> Text:
+    """`` 1 Requests  2 Users  3 Audit ``; narrow: only the current view is named (`` 1 Requests  2  3 ``)."""
     text = Text(no_wrap=True, justify="right")
     for i, (key, label) in enumerate(VIEWS, 1):
-        style = "bold reverse" if key == state.view else "dim"
-        text.append(f" {i} {label} ", style=style)
+        current = key == state.view
+        text.append(f" {i} {label} " if current or not narrow else f" {i} ", style="bold reverse" if current else "dim")
     return text
 
 
-def render_broker(state: HeaderState) -> Text:
+def render_broker(state: HeaderState, narrow: bool = False, width: int = 0) -> Text:
+    """``narrow``: fewer words; ``width`` below 100 (but not narrow) only drops the word "broker"."""
     text = Text(no_wrap=True, overflow="ellipsis")
-    where = f"broker {state.broker_address}" if state.broker_address else "broker"
+    where = state.broker_address if narrow or 0 < width < 100 else (
+        f"broker {state.broker_address}" if state.broker_address else "broker")
     if state.broker == "connected":
         text.append(f" {where} ", style="")
         text.append("● connected", style="bold green")
@@ -102,7 +110,8 @@ def render_broker(state: HeaderState) -> Text:
         text.append(f" {where} {state.broker}", style="dim")
     if state.embedded:
         text.append(" · ")
-        text.append("embedded broker: stops when you quit", style="bold yellow")
+        text.append("embedded: stops when you quit" if narrow else "embedded broker: stops when you quit",
+                    style="bold yellow")
     if state.broker == "connected" and state.service_state == "running":  # what devices can reach, last
         http = f"HTTP API {clean(state.service_http, 60)}" if state.service_http else "no HTTP API"
         text.append(f" · {http}", style="dim")
@@ -129,6 +138,10 @@ class StatusHeader(Widget):
             return
         self.set_class(state.unlocked, "-unlocked")
         self.set_class(state.broker in ("retrying", "refused"), "-disconnected")
-        self.query_one("#header-window", Static).update(render_window(state))
-        self.query_one("#header-tabs", Static).update(render_tabs(state))
-        self.query_one("#header-broker", Static).update(render_broker(state))
+        narrow = 0 < self.size.width < NARROW
+        self.query_one("#header-window", Static).update(render_window(state, narrow))
+        self.query_one("#header-tabs", Static).update(render_tabs(state, narrow))
+        self.query_one("#header-broker", Static).update(render_broker(state, narrow, self.size.width))
+
+    def on_resize(self) -> None:
+        self.show(self.state)
