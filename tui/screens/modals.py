@@ -50,6 +50,27 @@ class Dialog(ModalScreen):
     def action_ok(self) -> None:  # pragma: no cover - overridden
         raise NotImplementedError
 
+    def show_error(self, message: str) -> None:
+        self.query_one("#error", Label).update(Text(message))
+        self.call_after_refresh(self.fit_listing)  # the message takes rows: the buttons stay in sight
+
+    LISTING_ROWS = 8  # the most rows a listing shows before it scrolls
+
+    def on_resize(self) -> None:
+        self.call_after_refresh(self.fit_listing)
+
+    def fit_listing(self) -> None:
+        """On a short terminal the listing scrolls in fewer rows, so the input and buttons stay in sight."""
+        for listing in self.query(".listing"):
+            dialog = listing.parent  # clipped to the screen: count its parts, not its height
+            chrome = dialog.outer_size.height - dialog.content_size.height
+            others = chrome + listing.styles.margin.height + sum(
+                child.outer_size.height + child.styles.margin.height
+                for child in dialog.children if child is not listing and child.display)
+            rows = max(2, min(self.LISTING_ROWS, self.size.height - others))
+            if listing.styles.max_height is None or listing.styles.max_height.value != rows:
+                listing.styles.max_height = rows
+
     @staticmethod
     def buttons(ok_label: str, ok_variant: str = "primary") -> ComposeResult:
         with Horizontal(classes="buttons"):
@@ -102,14 +123,14 @@ class GrantModal(Dialog):
         try:
             perms = parse_permissions(self.query_one("#template", Input).value)
         except ValueError as exc:
-            self.query_one("#error", Label).update(Text(str(exc)))
+            self.show_error(str(exc))
             return
         force = bool(self.query("#force") and self.query_one("#force", Checkbox).value)
         requested = bool(self.query("#requested") and self.query_one("#requested", Checkbox).value)
         conflicting = [r for r in self.targets if r.conflict]
         if conflicting and not force:  # the dialog stays open with what was typed
             ids = ", ".join(f"#{r.id}" for r in conflicting[:5])
-            self.query_one("#error", Label).update(Text(
+            self.show_error((
                 f"{ids}: another password was tried for this name; tick Force (tab, space) to grant it and deny "
                 "its rivals, or cancel"))
             return
@@ -177,7 +198,7 @@ class DurationModal(Dialog):
         try:
             seconds = parse_duration(self.query_one("#duration", Input).value)
         except ValueError as exc:
-            self.query_one("#error", Label).update(Text(str(exc)))
+            self.show_error(str(exc))
             return
         self.dismiss(seconds)
 
@@ -210,7 +231,7 @@ class PermissionsModal(Dialog):
         try:
             perms = parse_permissions(self.query_one("#permissions", Input).value)
         except ValueError as exc:
-            self.query_one("#error", Label).update(Text(str(exc)))
+            self.show_error(str(exc))
             return
         self.dismiss(perms)
 
@@ -234,6 +255,6 @@ class NamePatternModal(Dialog):
     def action_ok(self) -> None:
         pattern = self.query_one("#pattern", Input).value.strip()
         if not pattern:
-            self.query_one("#error", Label).update(Text("write a pattern, or escape to cancel"))
+            self.show_error("write a pattern, or escape to cancel")
             return
         self.dismiss(pattern)
