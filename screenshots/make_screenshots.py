@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Regenerate screenshots/*.svg from a scripted dashboard session.
 
-    .venv/bin/python screenshots/make_screenshots.py [--size 120x40]
+    .venv/bin/python screenshots/make_screenshots.py   (120x36, 80x24 and 60x20)
 
 The data comes from tui/demo.py (the real Registry with a fixed clock), so the
 pictures only change when the dashboard does.
@@ -69,6 +69,7 @@ def main() -> int:
     args = parser.parse_args()
     saved = asyncio.run(session(args.out, (120, 36), ""))
     saved += asyncio.run(session(args.out, (80, 24), "-80x24"))
+    saved += asyncio.run(session(args.out, (60, 20), "-60x20"))
     for path in saved:
         print(path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path)
     return 0
