@@ -450,28 +450,24 @@ def user_role():
     """Give a user a role, or take one away (its live session reconnects once with the new list)."""
 
 
-@user_role.command("add")
-@db_option
-@click.argument("name")
-@click.argument("role")
-@click.pass_context
-def user_role_add(ctx, db, name, role):
-    """Give user NAME the role ROLE, after the roles it has."""
-    reg = registry(ctx, db)
-    refused(lambda: reg.add_user_role(name, role, actor=actor()))
-    click.echo(f"{printable(name)} now has role {role}")
+def _user_role_change(verb: str, method: str, help_text: str, done: str):
+    @user_role.command(verb, help=help_text)
+    @db_option
+    @click.argument("name")
+    @click.argument("role")
+    @click.pass_context
+    def command(ctx, db, name, role):
+        reg = registry(ctx, db)
+        refused(lambda: getattr(reg, method)(name, role, actor=actor()))
+        click.echo(done.format(name=printable(name), role=role))  # a role's name is ASCII (validated)
+
+    return command
 
 
-@user_role.command("remove")
-@db_option
-@click.argument("name")
-@click.argument("role")
-@click.pass_context
-def user_role_remove(ctx, db, name, role):
-    """Take the role ROLE from user NAME."""
-    reg = registry(ctx, db)
-    refused(lambda: reg.remove_user_role(name, role, actor=actor()))
-    click.echo(f"{printable(name)} no longer has role {role}")
+_user_role_change("add", "add_user_role", "Give user NAME the role ROLE, after the roles it has.",
+                  "{name} now has role {role}")
+_user_role_change("remove", "remove_user_role", "Take the role ROLE from user NAME.",
+                  "{name} no longer has role {role}")
 
 
 # ------------------------------------------------------------------------- roles

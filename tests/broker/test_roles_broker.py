@@ -236,3 +236,23 @@ def test_cli_role_permit_is_applied_when_it_returns(db_path, admin_reg):
         assert "denied" in res.stderr, res.stderr
     finally:
         server.stop()
+
+
+def test_giving_a_live_user_a_role_reconnects_it_once(server, admin_reg):
+    """Mosquitto 2.0.11 disconnects a client whose role list changes (modifyClient with roles): a user given
+    a role (or losing one) reconnects once, and then has it."""
+    admin_reg.add_role("late", actor="test")
+    admin_reg.role_permit("late", "late/#", "read", actor="test")
+    member(server, admin_reg, "late-dev", "late-pass-1")
+    dev = Device(server.mqtt_port, "late-dev", "late-pass-1", client_id="late-1").connect()
+    try:
+        assert dev.accepted and dev.subscribe("late/#")[0] >= NOT_AUTHORIZED
+        admin_reg.add_user_role("late-dev", "late", actor="test")
+        assert dev.disconnected.wait(3.0), "the role list changed without a disconnect"
+    finally:
+        dev.close()
+    again = Device(server.mqtt_port, "late-dev", "late-pass-1", client_id="late-2").connect()
+    try:
+        assert again.accepted and again.subscribe("late/#") == [1]
+    finally:
+        again.close()
