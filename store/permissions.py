@@ -40,6 +40,40 @@ def put_permission(table, owner_field, owner, pattern: str, access: str, whose: 
     return existing is not None and not covers(access, existing.access)
 
 
+def replace_permissions(table, owner_field, owner, new: dict, event) -> int:
+    """Make ``owner``'s permissions exactly ``new`` ({pattern: access}) inside the caller's transaction, calling
+    ``event(kind, pattern, access)`` per change: ``*.removed`` only for a real narrowing (a pattern dropped, or
+    access that no longer covers the old). Returns how many patterns changed."""
+    old = {p.pattern: p for p in table.select().where(owner_field == owner)}
+    changes = 0
+    for pattern, perm in old.items():
+        if pattern not in new:
+            perm.delete_instance()
+            event("removed", pattern, None)
+            changes += 1
+    for pattern, access in new.items():
+        before = old.get(pattern)
+        if before is None:
+            table.create(**{owner_field.name: owner, "pattern": pattern, "access": access})
+            event("added", pattern, access)
+        elif before.access != access:
+            table.update(access=access).where(table.id == before.id).execute()
+            event("added" if covers(access, before.access) else "removed", pattern, access)
+        else:
+            continue
+        changes += 1
+    return changes
+
+
+def parsed_pairs(pairs: Iterable) -> dict:
+    """``(pattern, access)`` or ``"PATTERN=ACCESS"`` items as {pattern: access} (a pattern given twice keeps its
+    last access); RefusedError for the first bad one, before anything is written."""
+    try:
+        return dict(parse_permission(p) for p in pairs)
+    except ValueError as exc:
+        raise RefusedError(str(exc)) from None
+
+
 class PermissionRules:
     @guarded
     def permit(self, name: str, pattern: str, access: str, actor: str = "cli") -> None:
@@ -71,31 +105,14 @@ class PermissionRules:
         transaction: every pattern is checked first, so a bad one changes nothing. Returns how many patterns
         changed (0: nothing to do, no event). A pattern given twice keeps its last access."""
         name = normalise_username(name)
-        try:
-            new = dict(parse_permission(p) for p in pairs)
-        except ValueError as exc:
-            raise RefusedError(str(exc)) from None
+        new = parsed_pairs(pairs)
         P = self.m.Permission
-        changes = 0
+
+        def event(change: str, pattern: str, access: str | None) -> None:
+            self._event(actor, f"permission.{change}", name, pattern=pattern,
+                        **({"access": access} if access else {}))
+
         with write_transaction(self.db):
-            row = self._require_user(name)
-            old = {p.pattern: p for p in P.select().where(P.user == row)}
-            for pattern, perm in old.items():
-                if pattern not in new:
-                    perm.delete_instance()
-                    self._event(actor, "permission.removed", name, pattern=pattern)
-                    changes += 1
-            for pattern, access in new.items():
-                before = old.get(pattern)
-                if before is None:
-                    P.create(user=row, pattern=pattern, access=access)
-                    self._event(actor, "permission.added", name, pattern=pattern, access=access)
-                elif before.access != access:
-                    P.update(access=access).where(P.id == before.id).execute()
-                    kind = "permission.added" if covers(access, before.access) else "permission.removed"
-                    self._event(actor, kind, name, pattern=pattern, access=access)
-                else:
-                    continue
-                changes += 1
+            changes = replace_permissions(P, P.user, self._require_user(name), new, event)
         self.invalidate(name)
         return changes

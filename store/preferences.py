@@ -1,18 +1,19 @@
-"""What the registry remembers for each operator (not rules): the last permission template they granted with,
-so the next grant dialog starts from it. Kept in the database's ``meta`` table, so every dashboard on the
+"""What the registry remembers for each operator (not rules): the last permission template and roles they
+granted with, so the next grant dialog starts from them. Kept in the database's ``meta`` table, so every dashboard on the
 registry sees it. A part of :class:`store.registry.Registry`, the one entry point."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 
 from .database import guarded, write_transaction
-from .validation import parse_permissions
+from .validation import parse_permissions, role_name_problem
 
 
-def _key(actor: str) -> str:
-    key = f"template:{actor}"
-    return key if len(key) <= 64 else "template:" + hashlib.sha256(actor.encode()).hexdigest()[:40]
+def _key(actor: str, what: str = "template") -> str:
+    key = f"{what}:{actor}"
+    return key if len(key) <= 64 else f"{what}:" + hashlib.sha256(actor.encode()).hexdigest()[:40]
 
 
 class Preferences:
@@ -28,3 +29,15 @@ class Preferences:
         text = " ".join(f"{p}={a}" for p, a in parse_permissions(template))
         with write_transaction(self.db):
             self._meta(_key(actor), text)
+
+    @guarded
+    def last_roles(self, actor: str) -> list[str]:
+        """The roles ``actor`` last granted with ([] if none), whether they still exist or not."""
+        row = self.m.Meta.get_or_none(self.m.Meta.key == _key(actor, "roles"))
+        return json.loads(row.value) if row else []
+
+    @guarded
+    def remember_roles(self, actor: str, roles: list[str]) -> None:
+        names = [r for r in roles if not role_name_problem(r)]
+        with write_transaction(self.db):
+            self._meta(_key(actor, "roles"), json.dumps(names))

@@ -19,7 +19,7 @@ import peewee as pw
 
 from .database import guarded, write_transaction
 from .errors import RefusedError
-from .permissions import checked, put_permission
+from .permissions import checked, parsed_pairs, put_permission, replace_permissions
 from .topics import has_placeholder
 from .validation import normalise_username, role_name_problem
 from .views import RoleView
@@ -188,6 +188,24 @@ class RoleRules:
             self._event(actor, "role.permission_removed", name, pattern=pattern, members=len(members))
         self._forget(members)
         return len(members)
+
+    @guarded
+    def set_role_permissions(self, name: str, pairs: Iterable, actor: str = "cli") -> tuple[int, int]:
+        """Replace a role's permissions by ``pairs`` in one transaction (an editor's save): a bad pattern changes
+        nothing. Returns (patterns changed, members affected)."""
+        new = parsed_pairs(pairs)
+        RP = self.m.RolePermission
+        with write_transaction(self.db):
+            row = self._require_role(name)
+            members = self._member_names(row)
+
+            def event(change: str, pattern: str, access: str | None) -> None:
+                self._event(actor, f"role.permission_{change}", name, pattern=pattern, members=len(members),
+                            **({"access": access} if access else {}))
+
+            changes = replace_permissions(RP, RP.role, row, new, event)
+        self._forget(members)
+        return changes, len(members)
 
     # ------------------------------------------------------------------ members
     @guarded

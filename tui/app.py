@@ -237,6 +237,7 @@ class RegistryApp(App[None]):
         from .widgets.audit_table import AuditTable
         from .widgets.base_table import OrderedTable
         from .widgets.requests_table import RequestsTable
+        from .widgets.roles_table import RolesTable
         from .widgets.users_table import UsersTable
 
         dash = self.dashboard
@@ -263,6 +264,7 @@ class RegistryApp(App[None]):
             ("Requests", rows(dash.requests_table, RequestsTable)),
             ("Users", rows(dash.users_table, UsersTable)),
             ("Audit", rows(dash.audit_table, AuditTable)),
+            ("Roles", rows(dash.roles_table, RolesTable)),
             ("Dialogs", dialogs),
         ]
 
@@ -272,6 +274,7 @@ class RegistryApp(App[None]):
         from .widgets.audit_table import AuditTable
         from .widgets.base_table import OrderedTable
         from .widgets.requests_table import RequestsTable
+        from .widgets.roles_table import RolesTable
         from .widgets.users_table import UsersTable
 
         dash = self.dashboard
@@ -280,7 +283,8 @@ class RegistryApp(App[None]):
         groups = [(dash, type(dash), None), (self, type(self), None)]
         for table, cls, view, key in ((dash.requests_table, RequestsTable, "Requests", "1"),
                                       (dash.users_table, UsersTable, "Users", "2"),
-                                      (dash.audit_table, AuditTable, "Audit", "3")):
+                                      (dash.audit_table, AuditTable, "Audit", "3"),
+                                      (dash.roles_table, RolesTable, "Roles", "4")):
             groups.append((table, cls, None if table is current else f"only in the {view} view (press {key})"))
         seen = set()
         for node, cls, elsewhere in groups:

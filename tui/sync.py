@@ -53,6 +53,7 @@ class Delta:
     total: int | None = None  # requests matching the window's filter
     page: Page | None = None  # set when the window must be read again (or on a resync)
     users: list | None = None  # every user, when any changed
+    roles: list | None = None  # every role, when any (or its members) changed
     status: Any = None  # store.Status
     full: bool = False
 
@@ -91,11 +92,12 @@ class EventSync:
             last = reg.last_event_id()  # read first: anything later arrives as an event
             page = read_page(reg, window)
             users = reg.users()
+            roles = reg.roles()
             events = [RelayedEvent.from_view(e) for e in reg.events(since=max(0, last - self.backlog))
                       if e.id <= last]
             self.last_event_id = last
             self.synced = True
-            delta = Delta(last, events=events, page=page, total=page.total, users=users,
+            delta = Delta(last, events=events, page=page, total=page.total, users=users, roles=roles,
                           status=reg.status(expire=False), full=True)
             return self._done(delta)
 
@@ -132,7 +134,7 @@ class EventSync:
         reg = self.reg
         delta = Delta(self.last_event_id, events=events)
         request_ids: set[int] = set()
-        reload_requests = users_changed = False
+        reload_requests = users_changed = roles_changed = False
         for ev in events:
             kind = ev.kind
             if kind.startswith("request."):
@@ -145,6 +147,8 @@ class EventSync:
                     users_changed = True
             elif kind.startswith(("user.", "permission.")):
                 users_changed = True
+            elif kind.startswith("role."):
+                roles_changed = True
         if reload_requests:
             delta.page = read_page(reg, window)
             delta.total = delta.page.total
@@ -158,6 +162,8 @@ class EventSync:
             delta.total = reg.request_count(window.match)
         if users_changed:
             delta.users = reg.users()
+        if users_changed or roles_changed:  # a user's roles, a grant or a removal change the member counts
+            delta.roles = reg.roles()
         delta.status = reg.status(expire=False)
         if events:
             self.last_event_id = max(self.last_event_id, max(e.id for e in events))

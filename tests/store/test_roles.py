@@ -268,3 +268,23 @@ def test_schema_2_database_is_upgraded(db_path):
     con = sqlite3.connect(db_path)
     assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("3",)
     con.close()
+
+
+def test_set_role_permissions_is_one_change_and_only_a_narrowing_is_a_removal(reg):
+    reg.add_role("sensors")
+    member(reg, "sensor-1", roles=["sensors"])
+    reg.role_permit("sensors", "plant/#", "read")
+    last = reg.last_event_id()
+    assert reg.set_role_permissions("sensors", ["plant/#=readWrite", "devices/{username}/#=write"]) == (2, 1)
+    assert sorted((e.kind, e.detail["pattern"]) for e in reg.events(since=last)) == [
+        ("role.permission_added", "devices/{username}/#"), ("role.permission_added", "plant/#")]  # widening
+    assert reg.authorize("sensor-1", "publish", "plant/x") and reg.authorize("sensor-1", "publish", "devices/sensor-1/t")
+    last = reg.last_event_id()
+    with pytest.raises(RefusedError, match="access must be one of"):
+        reg.set_role_permissions("sensors", ["plant/#=read", "x/#=everything"])
+    assert reg.last_event_id() == last and reg.role("sensors").permissions == [
+        ("devices/{username}/#", "write"), ("plant/#", "readWrite")]  # a bad pair changed nothing
+    assert reg.set_role_permissions("sensors", ["plant/#=read"]) == (2, 1)
+    assert sorted(e.kind for e in reg.events(since=last)) == ["role.permission_removed"] * 2
+    assert not reg.authorize("sensor-1", "publish", "plant/x") and reg.authorize("sensor-1", "subscribe", "plant/x")
+    assert reg.set_role_permissions("sensors", ["plant/#=read"]) == (0, 1)

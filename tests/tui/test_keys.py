@@ -243,6 +243,8 @@ async def test_views_users_and_audit(reg):
         kinds = [ev.kind for ev in audit.shown_items()]
         assert kinds[0] == "user.removed" and "user.disabled" in kinds and "permission.added" in kinds
         await pilot.press("tab")
+        assert switcher.current == "roles"
+        await pilot.press("tab")
         assert switcher.current == "requests"
 
 

@@ -36,12 +36,14 @@ from ..widgets.audit_table import AuditTable
 from ..widgets.base_table import OrderedTable
 from ..widgets.fitting_footer import FittingFooter
 from ..widgets.requests_table import RequestsTable
+from ..widgets.roles_table import RolesTable
 from ..read_your_writes import APPLY_TIMEOUT, until_applied
 from ..widgets.status_header import VIEWS, HeaderState, StatusHeader
 from ..widgets.users_table import UsersTable
-from .details import DetailsScreen, event_details, request_details, user_details
+from .details import DetailsScreen, event_details, request_details, role_details, user_details
 from .help import HelpScreen
-from .modals import ConfirmModal, DurationModal, GrantChoice, GrantModal, NamePatternModal, PermissionsModal
+from .modals import (ConfirmModal, DurationModal, GrantChoice, GrantModal, PermissionsModal, TextModal,
+                     name_pattern_modal)
 
 
 AUDIT_KEEP = 5000  # the audit view drops older rows beyond this (the CLI `log` has them all)
@@ -66,6 +68,7 @@ class DashboardScreen(Screen):
         Binding("1", "view('requests')", "Requests", show=False, id="view-requests", tooltip="Show the requests"),
         Binding("2", "view('users')", "Users", show=False, id="view-users", tooltip="Show the users"),
         Binding("3", "view('audit')", "Audit", show=False, id="view-audit", tooltip="Show the audit log"),
+        Binding("4", "view('roles')", "Roles", show=False, id="view-roles", tooltip="Show the roles"),
         Binding("tab", "next_view", "Next view", show=False, id="next-view", tooltip="Switch to the next view"),
         Binding("slash", "filter", "Filter", id="filter", tooltip="Filter the views by text"),
         Binding("escape", "clear", "Clear", show=False, id="clear",
@@ -87,6 +90,7 @@ class DashboardScreen(Screen):
         self._ticking = False
         self.loaded = False  # the first resync has been applied
         self.last_template = ""  # the operator's last grant template (Registry.last_template), pre-filled
+        self.last_roles: list[str] = []  # and roles (Registry.last_roles)
 
     # -- composition ------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
@@ -95,6 +99,7 @@ class DashboardScreen(Screen):
             yield RequestsTable(id="requests")
             yield UsersTable(id="users")
             yield AuditTable(id="audit")
+            yield RolesTable(id="roles")
         yield Static(id="window-info")  # "rows 1-1,000 of 10,000 requests": the table holds a window
         yield Static(id="busy")  # "database busy: ..."
         with Horizontal(id="filter-bar"):
@@ -121,6 +126,10 @@ class DashboardScreen(Screen):
     @property
     def audit_table(self) -> AuditTable:
         return self.query_one(AuditTable)
+
+    @property
+    def roles_table(self) -> RolesTable:
+        return self.query_one(RolesTable)
 
     def current_table(self) -> OrderedTable:
         return self.query_one(f"#{self.query_one(ContentSwitcher).current}", OrderedTable)
@@ -161,6 +170,7 @@ class DashboardScreen(Screen):
         try:
             if op == "resync":
                 self.last_template = self.reg.last_template(self.app.actor) or self.last_template
+                self.last_roles = self.reg.last_roles(self.app.actor) or self.last_roles
                 sync.resync(self.window)
             elif op == "receive":
                 sync.receive(events or [], self.window)
@@ -187,6 +197,9 @@ class DashboardScreen(Screen):
         if delta.users is not None:
             self.users_table.load({u.name: u for u in delta.users})
             self.users_table.update_bindings()
+        if delta.roles is not None:
+            self.roles_table.load({r.name: r for r in delta.roles})
+            self.roles_table.update_bindings()
         audit = self.audit_table
         if delta.full:
             audit.load({str(e.id): e for e in delta.events})
@@ -432,7 +445,7 @@ class DashboardScreen(Screen):
             self.set_focus(self.current_table())
 
     def set_filter(self, text: str) -> None:
-        for table in (self.users_table, self.audit_table):
+        for table in (self.users_table, self.audit_table, self.roles_table):
             if table.filter != text:
                 table.filter = text
                 table.rebuild()
@@ -464,19 +477,22 @@ class DashboardScreen(Screen):
                 self.grant(targets, choice)
 
         self.targets = targets
-        self.app.push_screen(GrantModal(targets, self.last_template), done)
+        known = sorted(self.roles_table.model)
+        self.app.push_screen(GrantModal(targets, self.last_template, self.last_roles, known), done)
 
     def grant(self, targets: list[Any], choice: GrantChoice) -> None:
         reg, actor = self.reg, self.app.actor
 
         def grant_and_remember() -> list[Any]:
             results = reg.grant([r.id for r in targets], choice.permissions, actor=actor, force=choice.force,
-                                requested=choice.include_requested)
+                                requested=choice.include_requested, roles=choice.roles)
             if any(r.ok for r in results):
                 reg.remember_template(actor, choice.template)
+                reg.remember_roles(actor, list(choice.roles))
             return results
 
         self.last_template = choice.template
+        self.last_roles = list(choice.roles)
         self.write("grant", grant_and_remember)
 
     def done_grant(self, results: list[Any], context: Any) -> None:
@@ -489,7 +505,7 @@ class DashboardScreen(Screen):
             if pattern:
                 self._match_pending(pattern)
 
-        self.app.push_screen(NamePatternModal(), done)
+        self.app.push_screen(name_pattern_modal(), done)
 
     @work(thread=True, exclusive=True, group="match", exit_on_error=False)
     def _match_pending(self, pattern: str) -> None:
@@ -570,6 +586,10 @@ class DashboardScreen(Screen):
                 title = Text("User ")
                 title.append_text(safe_text(fresh.name, 50))
                 body = user_details(fresh, reg.events(subject=fresh.name))
+            elif kind == "role":
+                fresh = reg.role(item.name) or item
+                title = Text(f"Role {fresh.name}")
+                body = role_details(fresh, reg.role_members(fresh.name), reg.events(subject=fresh.name))
             else:
                 title = f"Event #{item.id}"
                 body = event_details(item, reg.events(subject=item.subject) if item.subject else [])
@@ -619,3 +639,57 @@ class DashboardScreen(Screen):
                 self.write("remove", self.reg.remove_user, user.name, actor=self.app.actor)
 
         self.app.push_screen(ConfirmModal("Remove this user?", body, "Remove"), done)
+
+    # -- roles --------------------------------------------------------------------------------------------
+    @on(RolesTable.AddRequested)
+    def ask_new_role(self) -> None:
+        from store.validation import role_name_problem
+
+        def done(name: str | None) -> None:
+            if name:
+                self.write("add_role", self.reg.add_role, name, actor=self.app.actor, context=name)
+
+        self.app.push_screen(TextModal("New role", "Create", "e.g. sensors (letters, digits, . _ -)",
+                                       check=role_name_problem), done)
+
+    def done_add_role(self, role: Any, name: str) -> None:
+        self.app.notify(f"Role {name} created: p gives it permissions; grant with it from the grant dialog",
+                        timeout=5, markup=False)
+
+    @on(RolesTable.PermissionsRequested)
+    def ask_role_permissions(self, message: RolesTable.PermissionsRequested) -> None:
+        role = message.role
+
+        def done(perms: list[tuple[str, str]] | None) -> None:
+            if perms is not None:
+                self.write("set_role_permissions", self.reg.set_role_permissions, role.name, perms,
+                           actor=self.app.actor, context=role.name)
+
+        self.app.push_screen(PermissionsModal(role.name, role.permissions, owner="role "), done)
+
+    def done_set_role_permissions(self, result: tuple[int, int], name: str) -> None:
+        changes, members = result
+        if changes:
+            # Mosquitto 2.0.11 replaces a role's ACLs without closing sessions: a narrowing applies to the
+            # members' next publish and delivery, so nobody is disconnected (docs/ARCHITECTURE.md, Roles).
+            self.app.notify(f"Role {name}: {changes} permission{'s' if changes != 1 else ''} changed for "
+                            f"{members} member{'s' if members != 1 else ''} at once; no session is disconnected",
+                            timeout=5, markup=False)
+
+    @on(RolesTable.RemoveRequested)
+    def ask_remove_role(self, message: RolesTable.RemoveRequested) -> None:
+        role = message.role
+        body = Text(f"The role {role.name} is deleted. ")
+        body.append(f"Its {role.members} member{'s' if role.members != 1 else ''} lose its permissions at once "
+                    "(each member's live session reconnects once, as its role list changes)." if role.members
+                    else "It has no members.")
+
+        def done(ok: bool | None) -> None:
+            if ok:
+                self.write("remove_role", self.reg.remove_role, role.name, actor=self.app.actor, force=True)
+
+        self.app.push_screen(ConfirmModal("Remove this role?", body, "Remove"), done)
+
+    @on(RolesTable.DetailsRequested)
+    def role_details_wanted(self, message: RolesTable.DetailsRequested) -> None:
+        self._load_details("role", message.role)

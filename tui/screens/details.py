@@ -116,6 +116,31 @@ def user_details(user: Any, events: Iterable[Any]) -> Text:
     return text
 
 
+def role_details(role: Any, members: list[str], events: Iterable[Any]) -> Text:
+    text = field_lines([
+        ("role", role.name),
+        ("members", str(len(members))),
+        ("created", stamp(role.created_at)),
+        ("created by", role.created_by),
+    ])
+    text.append("\nPermissions (every member's; {username} and {client_id} filled per member)\n",
+                style="bold underline")
+    for pattern, access in role.permissions or [("none", "")]:
+        text.append("    ")
+        text.append(clean(f"{pattern} = {access}" if access else pattern, 300))
+        text.append("\n")
+    text.append("\nMembers\n", style="bold underline")
+    for name in members[:200] or ["none"]:
+        text.append("    ")
+        text.append_text(name_text(name, 80))
+        text.append("\n")
+    if len(members) > 200:
+        text.append(f"    … and {len(members) - 200} more (the Users view lists every user's roles)\n", style="dim")
+    text.append("\nHistory\n", style="bold underline")
+    text.append_text(history(events))
+    return text
+
+
 def event_details(ev: Any, events: Iterable[Any]) -> Text:
     text = field_lines([
         ("event", f"#{ev.id}"),

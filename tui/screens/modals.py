@@ -16,7 +16,7 @@ from textual.widgets import Button, Checkbox, Input, Label, Static
 from store.topics import ACCESS_VALUES
 from store.validation import PERMISSION_EXAMPLE, parse_permissions
 
-from ..safe import name_text, safe_text
+from ..safe import clean, name_text, safe_text
 
 TEMPLATE_EXAMPLE = PERMISSION_EXAMPLE
 
@@ -31,6 +31,17 @@ class GrantChoice:
     force: bool = False
     include_requested: bool = False
     template: str = ""  # as typed, remembered for the operator's next grant
+    roles: tuple[str, ...] = ()  # in the order given, remembered for the operator's next grant
+
+
+def parse_role_names(text: str, known: Sequence[str]) -> tuple[str, ...]:
+    """``"sensors, plant-readers"`` -> the role names in order; ValueError naming an unknown one."""
+    names = tuple(dict.fromkeys(n for n in re.split(r"[\s,]+", text.strip()) if n))
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(f"no role named {unknown[0]!r}" + (f" (roles: {', '.join(known)})" if known else
+                                                            " (there are no roles yet: 4, then n)"))
+    return names
 
 
 class Dialog(ModalScreen):
@@ -81,10 +92,13 @@ class Dialog(ModalScreen):
 class GrantModal(Dialog):
     """Lists the requests to grant and asks for an optional permission template."""
 
-    def __init__(self, targets: Sequence[Any], template: str = "") -> None:
+    def __init__(self, targets: Sequence[Any], template: str = "", roles: Sequence[str] = (),
+                 known_roles: Sequence[str] = ()) -> None:
         super().__init__()
         self.targets = list(targets)
         self.template = template  # pre-filled: the operator's last template (Registry.last_template)
+        self.known_roles = list(known_roles)
+        self.roles = [r for r in roles if r in self.known_roles]  # the operator's last roles that still exist
 
     def compose(self) -> ComposeResult:
         n = len(self.targets)
@@ -101,14 +115,22 @@ class GrantModal(Dialog):
                     listing.append("  conflict", style="bold #ff6b6b")
                 if req.requested_permissions:
                     listing.append("  asks for permissions", style="cyan")
+                if getattr(req, "requested_roles", None):
+                    listing.append("  asks for roles ", style="cyan")
+                    listing.append(clean(", ".join(req.requested_roles), 60), style="cyan")
             with VerticalScroll(classes="listing"):
                 yield Static(listing)
             yield Label("Check each pairing code against the device's display.", classes="hint")
             yield Label("Permissions (optional, {username} allowed):")
             yield Input(value=self.template, placeholder=f"none; e.g. {TEMPLATE_EXAMPLE}", id="template")
+            if self.known_roles:
+                yield Label(Text(f"Roles, in order (of {', '.join(self.known_roles)}):", overflow="ellipsis",
+                                 no_wrap=True))
+                yield Input(value=", ".join(self.roles), placeholder="none; e.g. " + self.known_roles[0], id="roles")
             yield Label("", id="error", classes="error")
-            if any(r.requested_permissions for r in self.targets):
-                yield Checkbox("Also grant the permissions the device asked for", value=True, id="requested")
+            if any(r.requested_permissions or getattr(r, "requested_roles", None) for r in self.targets):
+                yield Checkbox("Also grant the permissions and roles the device asked for", value=True,
+                               id="requested")
             if any(r.conflict for r in self.targets):
                 yield Checkbox("Force: this password wins, its rivals are denied", value=False, id="force")
             yield from self.buttons("Grant", "success")
@@ -122,6 +144,8 @@ class GrantModal(Dialog):
     def action_ok(self) -> None:
         try:
             perms = parse_permissions(self.query_one("#template", Input).value)
+            roles = parse_role_names(self.query_one("#roles", Input).value, self.known_roles) if self.query(
+                "#roles") else ()
         except ValueError as exc:
             self.show_error(str(exc))
             return
@@ -135,7 +159,7 @@ class GrantModal(Dialog):
                 "its rivals, or cancel"))
             return
         self.dismiss(GrantChoice(perms, force=force, include_requested=requested,
-                                 template=self.query_one("#template", Input).value))
+                                 template=self.query_one("#template", Input).value, roles=roles))
 
 
 class ConfirmModal(Dialog):
@@ -204,16 +228,17 @@ class DurationModal(Dialog):
 
 
 class PermissionsModal(Dialog):
-    """Edit a user's permissions as ``PATTERN=ACCESS`` words."""
+    """Edit a user's (or a role's) permissions as ``PATTERN=ACCESS`` words."""
 
-    def __init__(self, username: str, permissions: Sequence[tuple[str, str]]) -> None:
+    def __init__(self, username: str, permissions: Sequence[tuple[str, str]], owner: str = "") -> None:
         super().__init__()
         self.username = username
         self.permissions = list(permissions)
+        self.owner = owner  # "role " for a role
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            title = Text("Permissions of ")
+            title = Text(f"Permissions of {self.owner}")
             title.append_text(safe_text(self.username, 40))
             yield Label(title, classes="title")
             yield Label(f"PATTERN=ACCESS words ({', '.join(ACCESS_VALUES)}); empty: none.")
@@ -236,25 +261,38 @@ class PermissionsModal(Dialog):
         self.dismiss(perms)
 
 
-class NamePatternModal(Dialog):
-    """A username glob for selecting pending requests in bulk."""
+class TextModal(Dialog):
+    """One line of text (a name pattern, a role's name); ``check`` returns why a value is refused, or None."""
+
+    def __init__(self, title: str, ok_label: str, placeholder: str = "", check=None) -> None:
+        super().__init__()
+        self.title_text = title
+        self.ok_label = ok_label
+        self.placeholder = placeholder
+        self.check = check
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Label("Select pending requests whose name matches", classes="title")
-            yield Input(placeholder="e.g. sensor-*  (* any text, ? one character, [0-9] one of)", id="pattern")
+            yield Label(self.title_text, classes="title")
+            yield Input(placeholder=self.placeholder, id="text")
             yield Label("", id="error", classes="error")
-            yield from self.buttons("Select")
+            yield from self.buttons(self.ok_label)
 
     def on_mount(self) -> None:
-        self.query_one("#pattern", Input).focus()
+        self.query_one("#text", Input).focus()
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         self.action_ok()
 
     def action_ok(self) -> None:
-        pattern = self.query_one("#pattern", Input).value.strip()
-        if not pattern:
-            self.show_error("write a pattern, or escape to cancel")
+        value = self.query_one("#text", Input).value.strip()
+        problem = "write something, or escape to cancel" if not value else (self.check(value) if self.check else None)
+        if problem:
+            self.show_error(problem)
             return
-        self.dismiss(pattern)
+        self.dismiss(value)
+
+
+def name_pattern_modal() -> TextModal:
+    return TextModal("Select pending requests whose name matches", "Select",
+                     "e.g. sensor-*  (* any text, ? one character, [0-9] one of)")

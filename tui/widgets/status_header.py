@@ -19,7 +19,7 @@ from textual.widgets import Static
 
 from ..safe import clean, countdown
 
-VIEWS = (("requests", "Requests"), ("users", "Users"), ("audit", "Audit"))
+VIEWS = (("requests", "Requests"), ("users", "Users"), ("audit", "Audit"), ("roles", "Roles"))
 
 
 @dataclass
