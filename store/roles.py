@@ -233,26 +233,19 @@ class RoleRules:
 
     @guarded
     def set_user_roles(self, user: str, roles: Iterable[str], actor: str = "cli") -> int:
-        """Make ``roles`` (in this order) a user's roles in one transaction (for an editor); an unknown role
-        changes nothing. Returns how many roles were added or removed (0: no event)."""
+        """Make ``roles`` a user's roles in one transaction (for an editor): the ones it has keep their
+        order, new ones follow in the order given; an unknown role changes nothing. Returns how many roles
+        were added or removed (0: nothing changed, no event)."""
         user = normalise_username(user)
-        UR, R = self.m.UserRole, self.m.Role
+        UR = self.m.UserRole
         with write_transaction(self.db):
             row = self._require_user(user)
             wanted = self._existing_roles(list(roles))
-            have = list(R.select(R.id, R.name, UR.position).join(UR, on=(UR.role == R.id))
-                        .where(UR.user == row).order_by(UR.position).tuples())
-            if [r[0] for r in have] == [r.id for r in wanted]:
-                return 0
             keep = {r.id for r in wanted}
-            removed = [name for role_id, name, _ in have if role_id not in keep]
-            for name in removed:
-                self._event(actor, "user.role_removed", user, role=name)
-            UR.delete().where(UR.user == row).execute()
-            had = {r[0] for r in have}
-            for position, role in enumerate(wanted):  # the new order
-                UR.create(user=row, role=role, position=position)
-                if role.id not in had:
-                    self._event(actor, "user.role_added", user, role=role.name, position=position)
+            removed = [link for link in UR.select().where(UR.user == row) if link.role_id not in keep]
+            for link in removed:
+                self._event(actor, "user.role_removed", user, role=link.role.name)
+                link.delete_instance()
+            added = self._attach_roles(row, wanted, actor)
         self.invalidate(user)
-        return len(removed) + len(keep - had)
+        return len(removed) + len(added)

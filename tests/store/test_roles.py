@@ -134,7 +134,7 @@ def test_set_user_roles(reg):
         reg.set_user_roles("dev", ["c", "zz"])
     assert reg.user("dev").roles == ["b", "a"] and reg.last_event_id() == last
     assert reg.set_user_roles("dev", ["c", "b"]) == 2
-    assert reg.user("dev").roles == ["c", "b"]
+    assert reg.user("dev").roles == ["b", "c"]  # kept ones keep their place, new ones follow
     assert sorted((e.kind, e.detail["role"]) for e in reg.events(since=last)) == [
         ("user.role_added", "c"), ("user.role_removed", "a")]
 
