@@ -4,10 +4,11 @@ the in-memory answers (a bounded cache of each user's access, dropped on every c
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from . import crypto, topics
 from .database import guarded, run_sql, write_transaction
+from .roles import shared_pattern
 from .validation import normalise_username, text_problem
 from .views import Grants, LoginResult
 
@@ -22,6 +23,32 @@ class _Access:
     disabled: bool
     permissions: list  # [(pattern, access)]
     client_id: str | None  # the client id the user registered with ({client_id} binds to it)
+    roles: list = field(default_factory=list)  # [(role name, [(pattern, access)])], in the user's order
+
+
+# A user's roles with their permissions, in the user's order (LEFT JOIN: a role without permissions counts).
+_ROLE_ROWS = ('SELECT "ur"."user_id", "r"."name", "rp"."pattern", "rp"."access" FROM "user_roles" AS "ur" '
+              'JOIN "roles" AS "r" ON "r"."id" = "ur"."role_id" '
+              'LEFT JOIN "role_permissions" AS "rp" ON "rp"."role_id" = "r"."id"')
+_ROLE_ORDER = ' ORDER BY "ur"."user_id", "ur"."position", "rp"."pattern"'
+
+
+def _roles_by_user(rows) -> dict[int, list]:
+    """(user id, role, pattern, access) rows in order -> {user id: [(role, [(pattern, access)])]}."""
+    out: dict[int, list] = {}
+    for user_id, role, pattern, access in rows:
+        roles = out.setdefault(user_id, [])
+        if not roles or roles[-1][0] != role:
+            roles.append((role, []))
+        if pattern is not None:
+            roles[-1][1].append((pattern, access))
+    return out
+
+
+def _union(into: dict, pattern: str, access: str) -> None:
+    """Two grants of one pattern add up (read and write is readWrite)."""
+    before = into.get(pattern)
+    into[pattern] = access if before in (None, access) else "readWrite"
 
 
 class AccessRules:
@@ -31,6 +58,14 @@ class AccessRules:
             self._access_cache.clear()
         else:
             self._access_cache.pop(normalise_username(username), None)
+
+    def invalidate_for(self, kind: str, subject: str | None) -> None:
+        """Forget the cached answers an event (of any process) may have changed: its user's, or, for a
+        role's event, everyone's (a role may have many members; the cache refills as it is asked)."""
+        if kind.startswith("role."):
+            self.invalidate()
+        elif subject and not kind.startswith("registry."):
+            self.invalidate(subject)
 
     def _verdict(self, username: str, password: str) -> str | None:
         """None when no user has this (normalised) name; else "ok", "disabled" (the password is right but the
@@ -88,8 +123,10 @@ class AccessRules:
         row = self._user_row(username)
         access = None
         if row is not None:
+            roles = _roles_by_user(run_sql(self.db, _ROLE_ROWS + ' WHERE "ur"."user_id" = ?' + _ROLE_ORDER,
+                                           (row.id,)).fetchall())
             access = _Access(row.admin, row.disabled, [(p.pattern, p.access) for p in row.permissions],
-                             row.client_id)
+                             row.client_id, roles.get(row.id, []))
         if len(self._access_cache) >= ACCESS_CACHE_MAX:  # bounded: a name flood cannot grow it
             self._access_cache.clear()
         self._access_cache[username] = access
@@ -108,26 +145,36 @@ class AccessRules:
 
     @guarded
     def all_grants(self) -> dict[str, Grants]:
-        """``grants`` of every user at once (two queries), for a broker's reconcile."""
+        """``grants`` of every user at once (three queries), for a broker's reconcile."""
         perms: dict[int, list] = {}
         for user_id, pattern, kind in run_sql(self.db, 'SELECT "user_id", "pattern", "access" FROM "permissions" '
                                                         'ORDER BY "pattern"').fetchall():
             perms.setdefault(user_id, []).append((pattern, kind))
-        return {name: self._grants_of(name, _Access(bool(admin), bool(disabled), perms.get(uid, []), client_id))
+        roles = _roles_by_user(run_sql(self.db, _ROLE_ROWS + _ROLE_ORDER).fetchall())
+        return {name: self._grants_of(name, _Access(bool(admin), bool(disabled), perms.get(uid, []), client_id,
+                                                    roles.get(uid, [])))
                 for uid, name, admin, disabled, client_id in run_sql(
                     self.db, 'SELECT "id", "name", "admin", "disabled", "client_id" FROM "users"').fetchall()}
 
     @staticmethod
     def _grants_of(username: str, access: _Access) -> Grants:
-        allowed = []
-        for pattern, kind in access.permissions:
-            expanded = topics.expand(pattern, username, access.client_id)
-            if expanded is None or (expanded.startswith("$") and not access.admin):
-                continue
-            allowed.append((expanded, kind))
-        binds = any("{client_id}" in pattern for pattern, _ in access.permissions)
+        """The user's own permissions, then its roles' in order; what a role holds alike for every member
+        (``shared_pattern``) stays out of ``personal``: a broker may keep it in one shared role."""
+        everything: dict[str, str] = {}
+        personal: dict[str, str] = {}
+        sources = [(access.permissions, False)] + [(perms, True) for _, perms in access.roles]
+        for perms, from_role in sources:
+            for pattern, kind in perms:
+                expanded = topics.expand(pattern, username, access.client_id)
+                if expanded is None or (expanded.startswith("$") and not access.admin):
+                    continue
+                _union(everything, expanded, kind)
+                if not (from_role and shared_pattern(pattern)):
+                    _union(personal, expanded, kind)
+        binds = any("{client_id}" in pattern for perms, _ in sources for pattern, _ in perms)
         return Grants(username, bool(access.admin), bool(access.disabled),
-                      access.client_id if binds else None, tuple(allowed))
+                      access.client_id if binds else None, tuple(everything.items()),
+                      tuple(name for name, _ in access.roles), tuple(personal.items()))
 
     @guarded
     def authorize(self, username: str | None, action: str, topic: str) -> bool:

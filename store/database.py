@@ -122,7 +122,7 @@ def connect(location: str, create: bool = True):
 
 def _prepare_schema(db: pw.Database, models, location: str) -> None:
     with write_transaction(db):  # reads then writes: take the write lock up front (see write_transaction)
-        db.create_tables(models.all, safe=True)
+        db.create_tables(models.all, safe=True)  # new tables of a newer schema are created here too
         row = models.Meta.get_or_none(models.Meta.key == "schema_version")
         if row is None:
             models.Meta.insert(key="schema_version", value=str(SCHEMA_VERSION)).on_conflict_ignore().execute()
@@ -133,13 +133,25 @@ def _prepare_schema(db: pw.Database, models, location: str) -> None:
                 f"database {location} was written by a newer client-registry (schema {found}); "
                 f"this version understands schema {SCHEMA_VERSION}: upgrade client-registry"
             )
-        if found < SCHEMA_VERSION:
+        if found < 2:
             raise StoreError(
                 f"database {location} was written by client-registry 0.1 (schema {found}: argon2id hashes, "
                 f"amqtt broker); this version keeps HMAC verifiers (schema {SCHEMA_VERSION}) and cannot convert "
                 f"it: move it aside, start a new registry and let the devices register again"
             )
+        if found < SCHEMA_VERSION:
+            _upgrade(db, models, found)
         models.Window.insert(id=1).on_conflict_ignore().execute()
+
+
+def _upgrade(db: pw.Database, models, found: int) -> None:
+    """Additive upgrades, in the transaction that opens the database. 2 -> 3: the role tables were created
+    above; requests gain ``requested_roles``. The version is raised so that an older client-registry refuses
+    the file instead of stripping roles from the broker's accounts."""
+    columns = {c.name for c in db.get_columns("requests")}
+    if "requested_roles" not in columns:
+        db.execute_sql('ALTER TABLE "requests" ADD COLUMN "requested_roles" TEXT')
+    models.Meta.update(value=str(SCHEMA_VERSION)).where(models.Meta.key == "schema_version").execute()
 
 
 def write_transaction(db: pw.Database):

@@ -6,7 +6,8 @@ from types import SimpleNamespace
 
 import peewee as pw
 
-SCHEMA_VERSION = 2  # 2: HMAC verifiers instead of argon2id hashes; users bound to a client id
+SCHEMA_VERSION = 3  # 2: HMAC verifiers instead of argon2id hashes; users bound to a client id
+#                    3: roles (three new tables) and the roles a request asks for; a 2 is upgraded on open
 # Tables added later without a version bump (create_tables(safe=True) adds them to an older file on open, and
 # an older client-registry ignores them): approval_rules.
 
@@ -53,6 +54,7 @@ def make_models(db: pw.Database) -> SimpleNamespace:
         peer = pw.CharField(max_length=128, null=True)
         source = pw.CharField(max_length=8)  # mqtt | http
         requested_permissions = pw.TextField(null=True)  # JSON
+        requested_roles = pw.TextField(null=True)  # JSON list of role names (HTTP flow); schema 3
         context = pw.TextField(null=True)  # JSON
         first_seen = pw.DoubleField(index=True)
         last_seen = pw.DoubleField()
@@ -65,6 +67,34 @@ def make_models(db: pw.Database) -> SimpleNamespace:
         class Meta:
             table_name = "requests"
             indexes = ((("peer", "first_seen"), False),)
+
+    class Role(Base):
+        """A named set of permissions shared by its members (store/roles.py)."""
+
+        name = pw.CharField(unique=True, max_length=64)
+        created_at = pw.DoubleField()
+        created_by = pw.CharField(max_length=128)
+
+        class Meta:
+            table_name = "roles"
+
+    class RolePermission(Base):
+        role = pw.ForeignKeyField(Role, backref="permissions", on_delete="CASCADE")
+        pattern = pw.CharField(max_length=1024)  # may hold {username} / {client_id}, filled per member
+        access = pw.CharField(max_length=16)  # read | write | readWrite
+
+        class Meta:
+            table_name = "role_permissions"
+            indexes = ((("role", "pattern"), True),)
+
+    class UserRole(Base):
+        user = pw.ForeignKeyField(User, backref="roles", on_delete="CASCADE")
+        role = pw.ForeignKeyField(Role, backref="members", on_delete="CASCADE")
+        position = pw.IntegerField()  # the order of a user's roles (0 first)
+
+        class Meta:
+            table_name = "user_roles"
+            indexes = ((("user", "role"), True),)
 
     class Window(Base):
         id = pw.IntegerField(primary_key=True)  # always 1
@@ -127,6 +157,8 @@ def make_models(db: pw.Database) -> SimpleNamespace:
 
     return SimpleNamespace(
         Meta=Meta, User=User, Permission=Permission, Request=Request, Window=Window, Knock=Knock,
-        Throttle=Throttle, ApprovalRule=ApprovalRule, Event=Event,
-        all=[Meta, User, Permission, Request, Window, Knock, Throttle, ApprovalRule, Event],
+        Throttle=Throttle, ApprovalRule=ApprovalRule, Event=Event, Role=Role, RolePermission=RolePermission,
+        UserRole=UserRole,
+        all=[Meta, User, Permission, Request, Window, Knock, Throttle, ApprovalRule, Event, Role, RolePermission,
+             UserRole],
     )

@@ -76,10 +76,21 @@ class Queries:
             rows += list(decided_q.order_by(R.id.desc()).limit(remaining).offset(max(0, offset - n_pending)))
         return [RequestView.of(r) for r in rows], n_total
 
-    def _user_view(self, row, permissions) -> UserView:
+    def _user_view(self, row, permissions, roles) -> UserView:
         return UserView(name=row.name, admin=bool(row.admin), disabled=bool(row.disabled), created_at=row.created_at,
                         created_by=row.created_by, created_how=row.created_how, permissions=permissions,
-                        client_id=row.client_id)
+                        client_id=row.client_id, roles=roles)
+
+    def _role_names(self, user_id: int | None = None) -> dict[int, list]:
+        """{user id: [role name, ...]} in each user's order (of one user, or of all)."""
+        R, UR = self.m.Role, self.m.UserRole
+        query = UR.select(UR.user, R.name).join(R, on=(UR.role == R.id))
+        if user_id is not None:
+            query = query.where(UR.user == user_id)
+        names: dict[int, list] = {}
+        for uid, name in query.order_by(UR.user, UR.position).tuples():
+            names.setdefault(uid, []).append(name)
+        return names
 
     @guarded
     def users(self) -> list[UserView]:
@@ -87,7 +98,8 @@ class Queries:
         perms: dict[int, list] = {}
         for p in P.select().order_by(P.pattern):
             perms.setdefault(p.user_id, []).append((p.pattern, p.access))
-        return [self._user_view(u, perms.get(u.id, [])) for u in U.select().order_by(U.name)]
+        roles = self._role_names()
+        return [self._user_view(u, perms.get(u.id, []), roles.get(u.id, [])) for u in U.select().order_by(U.name)]
 
     @guarded
     def user(self, name: str) -> UserView | None:
@@ -95,7 +107,8 @@ class Queries:
         if row is None:
             return None
         P = self.m.Permission
-        return self._user_view(row, [(p.pattern, p.access) for p in row.permissions.order_by(P.pattern)])
+        return self._user_view(row, [(p.pattern, p.access) for p in row.permissions.order_by(P.pattern)],
+                               self._role_names(row.id).get(row.id, []))
 
     @guarded
     def events(self, since: int = 0, limit: int | None = None, subject: str | None = None) -> list[EventView]:

@@ -22,7 +22,7 @@ OVERFLOW = "*"  # the key (or peer) of everything counted beyond the cap
 
 
 REQUEST_COLUMNS = ("username", "verifier", "pairing_code", "client_id", "peer", "source", "requested_permissions",
-                   "context", "first_seen", "last_seen", "attempts", "status", "conflict")
+                   "requested_roles", "context", "first_seen", "last_seen", "attempts", "status", "conflict")
 INSERT_REQUEST = (f'INSERT INTO "requests" ({", ".join(f"{chr(34)}{c}{chr(34)}" for c in REQUEST_COLUMNS)}) '
                   f'VALUES ({", ".join("?" * len(REQUEST_COLUMNS))}) RETURNING "id"')
 
@@ -30,12 +30,12 @@ INSERT_REQUEST = (f'INSERT INTO "requests" ({", ".join(f"{chr(34)}{c}{chr(34)}" 
 class RegistrationRules:
     @guarded
     def record_attempt(self, username, password, client_id=None, peer=None, source="mqtt",
-                       requested_permissions=None, context=None) -> AttemptResult:
+                       requested_permissions=None, context=None, requested_roles=None) -> AttemptResult:
         """Record a registration attempt of a name that is not a user (see :meth:`login` for any name). While
         unlocked, a new request that an approval rule matches is granted at once (outcome "granted")."""
         sent = username
         username = normalise_username(username)  # NFC: the one form every rule sees and the store keeps
-        broken = registration_problem(username, password, requested_permissions, context)
+        broken = registration_problem(username, password, requested_permissions, context, requested_roles)
         if broken:
             return AttemptResult("invalid", broken[1], field=broken[0])
         if source not in ("mqtt", "http"):
@@ -70,6 +70,7 @@ class RegistrationRules:
                 username=username, verifier=print_, pairing_code=code,
                 client_id=client_id, peer=peer, source=source,
                 requested_permissions=json.dumps(requested_permissions) if requested_permissions else None,
+                requested_roles=json.dumps(list(dict.fromkeys(requested_roles))) if requested_roles else None,
                 context=json.dumps(context) if context is not None else None,
                 first_seen=now, last_seen=now, attempts=1, status="pending", conflict=bool(rivals),
                 decided_by=None, decided_at=None)

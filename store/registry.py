@@ -28,6 +28,7 @@ from .permissions import PermissionRules
 from .preferences import Preferences
 from .queries import Queries
 from .registration import OVERFLOW, RegistrationRules
+from .roles import RoleRules
 from .validation import normalise_username, parse_permission, password_problem, text_problem, username_problem
 from .views import ItemResult, RequestView, Status, UserView
 
@@ -45,7 +46,7 @@ class RegistryConfig:
     default_unlock: int = 300
 
 
-class Registry(RegistrationRules, AccessRules, PermissionRules, ApprovalRules, Preferences, Queries):
+class Registry(RegistrationRules, AccessRules, PermissionRules, RoleRules, ApprovalRules, Preferences, Queries):
     def __init__(self, location: str, config: RegistryConfig | None = None, clock: Callable[[], float] = time.time,
                  *, create: bool = False):
         self.location = location
@@ -225,16 +226,19 @@ class Registry(RegistrationRules, AccessRules, PermissionRules, ApprovalRules, P
 
     @guarded
     def grant(self, ids_or_names, permissions=(), actor: str = "cli", force: bool = False,
-              requested: bool = False) -> list[ItemResult]:
+              requested: bool = False, roles: Iterable[str] = ()) -> list[ItemResult]:
         """Create users from pending requests. ``permissions`` (``"PATTERN=ACCESS"`` or pairs) is the template
-        every granted user gets; ``requested=True`` also gives each device what it asked for (HTTP requests),
-        the template winning where both name a pattern. ``permissions=None`` is ``requested=True`` alone."""
+        every granted user gets, ``roles`` (names) the roles; ``requested=True`` also gives each device what it
+        asked for (HTTP requests: permissions and roles), the template winning where both name a pattern and
+        the operator's roles coming first. ``permissions=None`` is ``requested=True`` alone. An unknown role
+        is refused before anything is written; a requested one refuses that request only."""
         if permissions is None:
             permissions, requested = (), True
         try:
             template = [parse_permission(p) for p in permissions]
         except ValueError as exc:
             raise RefusedError(str(exc)) from None
+        roles = [r.name for r in self._existing_roles(list(roles))]
         self.expire_stale()
         results = []
         for item, rows in self._resolve_items(ids_or_names):
@@ -246,10 +250,10 @@ class Registry(RegistrationRules, AccessRules, PermissionRules, ApprovalRules, P
                     f"{item!r} has {len(rows)} conflicting requests "
                     f"(#{', #'.join(str(r.id) for r in rows)}): grant one by id with force")))
                 continue
-            results.append(self._grant_one(item, rows[0].id, template, requested, actor, force))
+            results.append(self._grant_one(item, rows[0].id, template, requested, actor, force, roles))
         return results
 
-    def _grant_one(self, item, request_id, template, requested, actor, force, **detail) -> ItemResult:
+    def _grant_one(self, item, request_id, template, requested, actor, force, roles=(), **detail) -> ItemResult:
         """``detail``: more for the request.granted event (an approval rule names itself there)."""
         R = self.m.Request
         now = self.clock()
@@ -269,18 +273,25 @@ class Registry(RegistrationRules, AccessRules, PermissionRules, ApprovalRules, P
             perms = [(p["resource"], p["operation"]) for p in json.loads(row.requested_permissions or "[]")
                      ] if requested else []
             perms += template  # after the requested ones: the operator's access wins for the same pattern
+            wanted = list(roles) + (json.loads(row.requested_roles or "[]") if requested else [])
+            try:
+                role_rows = self._existing_roles(wanted)
+            except RefusedError as exc:  # a role the device asked for is gone (or never was): grant nothing
+                return ItemResult(item, False, f"request #{row.id} ({row.username}): {exc}", RequestView.of(row))
             user = self.m.User.create(
                 name=row.username, verifier=row.verifier, client_id=row.client_id, created_at=now,
                 created_by=actor, created_how=f"registration-{row.source}")
             for pattern, access in dict(perms).items():
                 self.m.Permission.create(user=user, pattern=pattern, access=access)
+            self._attach_roles(user, role_rows, actor=None)  # the request.granted event names them
             R.update(status="granted", decided_by=actor, decided_at=now, pairing_code=None).where(R.id == row.id).execute()
             for rival in rivals:
                 R.update(status="denied", decided_by=actor, decided_at=now, pairing_code=None).where(R.id == rival.id).execute()
                 self._event(actor, "request.denied", rival.username, request_id=rival.id,
                             reason=f"rival of granted request #{row.id}")
             self._event(actor, "request.granted", row.username, request_id=row.id,
-                        permissions=[{"pattern": p, "access": a} for p, a in dict(perms).items()], **detail)
+                        permissions=[{"pattern": p, "access": a} for p, a in dict(perms).items()],
+                        roles=[r.name for r in role_rows], **detail)
         self.invalidate(row.username)
         return ItemResult(item, True, f"granted {row.username} (request #{row.id})", RequestView.of(R.get_by_id(row.id)))
 
@@ -329,6 +340,7 @@ class Registry(RegistrationRules, AccessRules, PermissionRules, ApprovalRules, P
         with write_transaction(self.db):
             row = self._require_user(name)
             self.m.Permission.delete().where(self.m.Permission.user == row).execute()
+            self.m.UserRole.delete().where(self.m.UserRole.user == row).execute()
             row.delete_instance()
             self._event(actor, "user.removed", name)
         self.invalidate(name)

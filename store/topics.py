@@ -59,6 +59,11 @@ def covers(pattern: str, requested: str) -> bool:
     return len(p_levels) == len(r_levels)
 
 
+def has_placeholder(pattern: str) -> bool:
+    """Does the pattern hold {username} or {client_id} (so it differs per user)?"""
+    return _PLACEHOLDER.search(pattern) is not None
+
+
 def expand(pattern: str, username: str, client_id: str | None) -> str | None:
     """Fill {username} and {client_id}. A value that holds '/', '+' or '#' would widen the pattern into
     someone else's topics, so such a pattern matches nothing (None)."""

@@ -12,6 +12,11 @@ USERNAME_MIN, USERNAME_MAX = 3, 128
 PASSWORD_MIN, PASSWORD_MAX = 5, 1024
 MAX_REQUESTED_PERMISSIONS = 100
 MAX_CONTEXT_BYTES = 16 * 1024
+ROLE_MAX = 64
+MAX_REQUESTED_ROLES = 20
+# ASCII only: a role name is typed in commands, scripts and HTTP bodies and becomes part of a broker role's
+# name, so it cannot pass for another one (no look-alikes, no '/', '+', '#', spaces or control characters).
+_ROLE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
 
 
 def _has_control(text: str) -> bool:
@@ -64,6 +69,34 @@ def username_problem(username) -> str | None:
     return None
 
 
+def role_name_problem(name) -> str | None:
+    problem = text_problem(name, "role name")
+    if problem:
+        return problem
+    if not name:
+        return "role name is empty"
+    if len(name) > ROLE_MAX:
+        return f"role name must be at most {ROLE_MAX} characters"
+    if not _ROLE_NAME.match(name):
+        return "role name must be ASCII letters, digits, '.', '_' or '-', starting with a letter or digit"
+    return None
+
+
+def requested_roles_problem(items) -> str | None:
+    """For the HTTP flow: a list of role names (whether they exist is decided at grant time)."""
+    if items is None:
+        return None
+    if not isinstance(items, list):
+        return "roles must be a list of role names"
+    if len(items) > MAX_REQUESTED_ROLES:
+        return f"roles must have at most {MAX_REQUESTED_ROLES} entries"
+    for index, item in enumerate(items):
+        problem = role_name_problem(item)
+        if problem:
+            return f"roles[{index}]: {problem}"
+    return None
+
+
 def password_problem(password) -> str | None:
     problem = text_problem(password, "password")  # never normalised: the broker compares it byte for byte
     if problem:
@@ -111,12 +144,14 @@ def context_problem(context) -> str | None:
     return text_problem(json.dumps(context, ensure_ascii=False), "context")
 
 
-def registration_problem(username, password, requested_permissions=None, context=None) -> tuple[str, str] | None:
+def registration_problem(username, password, requested_permissions=None, context=None,
+                         requested_roles=None) -> tuple[str, str] | None:
     """The first broken rule of a registration as (field, rule), or None: what MQTT and HTTP attempts both obey."""
     for field, problem in (
         ("username", username_problem(username)),
         ("password", password_problem(password)),
         ("permissions", requested_permissions_problem(requested_permissions)),
+        ("roles", requested_roles_problem(requested_roles)),
         ("context", context_problem(context)),
     ):
         if problem:

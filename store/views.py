@@ -36,6 +36,7 @@ class RequestView:
     decided_at: float | None
     pairing_code: str | None  # while pending only (docs/SECURITY.md)
     marks: tuple[str, ...] = ()  # why the name may pass for another one (store.names); () for most names
+    requested_roles: list | None = None  # role names the device asked for (HTTP flow)
 
     @property
     def label(self) -> str:
@@ -54,6 +55,7 @@ class RequestView:
             first_seen=row.first_seen, last_seen=row.last_seen, attempts=row.attempts, status=row.status,
             conflict=bool(row.conflict), decided_by=row.decided_by, decided_at=row.decided_at,
             pairing_code=row.pairing_code, marks=tuple(name_marks(row.username)),
+            requested_roles=_loads(getattr(row, "requested_roles", None)),
         )
 
 
@@ -67,6 +69,24 @@ class UserView:
     created_how: str
     permissions: list = field(default_factory=list)  # [(pattern, access)]
     client_id: str | None = None  # the client id it registered with ({client_id} patterns bind to it)
+    roles: list = field(default_factory=list)  # role names, in the user's order
+
+    def as_dict(self) -> dict:
+        data = asdict(self)
+        data["permissions"] = [{"pattern": p, "access": a} for p, a in self.permissions]
+        return data
+
+
+@dataclass(frozen=True)
+class RoleView:
+    """A role: its permissions (patterns as written, {username}/{client_id} filled per member) and how many
+    users have it."""
+
+    name: str
+    permissions: list  # [(pattern, access)], by pattern
+    members: int
+    created_at: float
+    created_by: str
 
     def as_dict(self) -> dict:
         data = asdict(self)
@@ -180,7 +200,10 @@ class Grants:
     admin: bool
     disabled: bool
     client_id: str | None  # set when a {client_id} pattern binds the account to this client id
-    topics: tuple  # ((pattern, access), ...) with access read | write | readWrite
+    topics: tuple  # ((pattern, access), ...) with access read | write | readWrite: everything, roles included
+    roles: tuple = ()  # the user's role names, in order; a broker may share each role's `shared_grants` part
+    personal: tuple = ()  # the part of `topics` that is the user's alone: its own permissions and the role
+    #                       patterns that differ per member ({username}, {client_id}, `$` for admins)
 
 
 @dataclass(frozen=True)

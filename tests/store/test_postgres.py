@@ -36,3 +36,23 @@ def test_registration_flow_on_postgres(pg_url, clock):
     assert again.user("sensor-1").permissions == [("devices/{username}/#", "readWrite")]
     again.close()
     reg.close()
+
+
+def test_roles_on_postgres(pg_url, clock):
+    """Roles by URL: the hand-written joins of grants/all_grants and the schema upgrade's column check."""
+    reg = open_registry(pg_url, clock=clock)
+    try:
+        reg.add_role("pg-sensors", actor="op")
+        reg.role_permit("pg-sensors", "t/{username}/#", "write")
+        reg.role_permit("pg-sensors", "shared/#", "read")
+        reg.unlock(300, actor="op")
+        reg.record_attempt("pg-dev", "secret-pw", "c9", "p", "http", requested_roles=["pg-sensors"])
+        assert reg.grant(["pg-dev"], requested=True, actor="op")[0].ok
+        grants = reg.grants("pg-dev")
+        assert grants.roles == ("pg-sensors",) and set(grants.topics) == {("t/pg-dev/#", "write"),
+                                                                           ("shared/#", "read")}
+        assert reg.all_grants()["pg-dev"] == grants
+        assert reg.shared_grants("pg-sensors") == {"pg-sensors": (("shared/#", "read"),)}
+        assert reg.remove_role("pg-sensors", force=True) == 1 and reg.user("pg-dev").roles == []
+    finally:
+        reg.close()
