@@ -1,5 +1,5 @@
 """Approval rules: while the registry is unlocked, a new request that matches a rule is granted at once with
-the rule's permission template. A part of :class:`store.registry.Registry`, the one entry point.
+the rule's permission template and roles. A part of :class:`store.registry.Registry`, the one entry point.
 
 - **Where**: inside :meth:`record_attempt`'s transaction, right after a new request is recorded, through the
   operator's own grant code (``Registry._grant_one``): the same rows and the same ``request.granted`` event
@@ -10,6 +10,8 @@ the rule's permission template. A part of :class:`store.registry.Registry`, the 
   and a client-id glob (a request without a client id never matches one). The oldest matching rule with
   room left admits the device. Only new requests: a request pending before the rule existed waits for an
   operator.
+- **Roles**: a rule grants its roles (names checked when it is added); if one of them has been removed since,
+  the request waits for a person instead.
 - **Never automatic**: a conflicting request (another request for the name is pending), a name that is
   already a user (it never becomes a request), a name that may pass for another one (``store.names``
   marks it: mixed scripts, invisible or look-alike characters) or that the device did not send in NFC (its
@@ -41,8 +43,8 @@ PATTERN_MAX = 256
 LIMIT_MAX = 1_000_000
 EXPIRES_MAX = 365 * 24 * 3600
 
-_LIVE_RULES = ('SELECT "id", "name", "pattern", "peer_network", "protocol", "client_id_pattern", "permissions" '
-               'FROM "approval_rules" WHERE "expires_at" IS NULL OR "expires_at" > ? ORDER BY "id"')
+_LIVE_RULES = ('SELECT "id", "name", "pattern", "peer_network", "protocol", "client_id_pattern", "permissions", '
+               '"roles" FROM "approval_rules" WHERE "expires_at" IS NULL OR "expires_at" > ? ORDER BY "id"')
 # One slot of the rule's limit in the window that opened at ? (a counter of an older window starts again at 1).
 _TAKE_SLOT = ('UPDATE "approval_rules" SET "admitted" = CASE WHEN "admitted_window" = ? THEN "admitted" + 1 '
               'ELSE 1 END, "admitted_window" = ? WHERE "id" = ? AND ("admitted_window" IS NULL OR '
@@ -99,12 +101,13 @@ def _name_problem(name) -> str | None:
 class ApprovalRules:
     # ------------------------------------------------------------------ the operator's side
     @guarded
-    def add_rule(self, pattern: str, *, name: str | None = None, permissions=(), peer_network: str | None = None,
-                 protocol: str | None = None, client_id_pattern: str | None = None, limit: int = 100,
-                 expires_in: float | None = None, actor: str = "cli") -> RuleView:
+    def add_rule(self, pattern: str, *, name: str | None = None, permissions=(), roles=(),
+                 peer_network: str | None = None, protocol: str | None = None, client_id_pattern: str | None = None,
+                 limit: int = 100, expires_in: float | None = None, actor: str = "cli") -> RuleView:
         """A rule that grants new requests matching ``pattern`` (a username glob) while unlocked, with
-        ``permissions`` (``"PATTERN=ACCESS"`` or pairs, ``{username}``/``{client_id}`` allowed). ``name``
-        defaults to the pattern; ``expires_in`` is seconds from now (None: never)."""
+        ``permissions`` (``"PATTERN=ACCESS"`` or pairs, ``{username}``/``{client_id}`` allowed) and ``roles``
+        (names of existing roles, in order). ``name`` defaults to the pattern; ``expires_in`` is seconds from
+        now (None: never)."""
         pattern = normalise_username(pattern)  # names are compared in NFC: so is the glob
         problem = _glob_problem(pattern, "username pattern")
         name = pattern if name is None else normalise_username(name)
@@ -131,16 +134,17 @@ class ApprovalRules:
         now = self.clock()
         R = self.m.ApprovalRule
         with write_transaction(self.db):
+            role_names = [r.name for r in self._existing_roles(list(roles))]
             if R.get_or_none(R.name == name) is not None:
                 raise RefusedError(f"a rule named {name!r} exists: remove it or give this one another name")
             row = R.create(name=name, pattern=pattern, peer_network=peer_network, protocol=protocol,
                            client_id_pattern=client_id_pattern, permissions=json.dumps(template),
-                           admit_limit=limit, expires_at=None if expires_in is None else now + expires_in,
+                           roles=json.dumps(role_names), admit_limit=limit, expires_at=None if expires_in is None else now + expires_in,
                            created_at=now, created_by=actor)
             self._event(actor, "rule.added", name, rule_id=row.id, pattern=pattern, peer_network=peer_network,
                         protocol=protocol, client_id_pattern=client_id_pattern, limit=limit,
                         expires_at=row.expires_at,
-                        permissions=[{"pattern": p, "access": a} for p, a in template])
+                        permissions=[{"pattern": p, "access": a} for p, a in template], roles=role_names)
         return self._rule_view(row, self._window_opened(), now)
 
     def _rule_row(self, id_or_name):
@@ -188,7 +192,7 @@ class ApprovalRules:
         if name.isdigit():
             name = self._rule_row(name).name
         who = rule_actor(name)
-        R, U, P = self.m.Request, self.m.User, self.m.Permission
+        R, U = self.m.Request, self.m.User
         removed = []
         with write_transaction(self.db):
             now = self.clock()
@@ -197,9 +201,7 @@ class ApprovalRules:
             for row in granted:
                 user = U.get_or_none((U.name == row.username) & (U.created_by == who))
                 if user is not None:
-                    P.delete().where(P.user == user).execute()
-                    user.delete_instance()
-                    self._event(actor, "user.removed", row.username, rule=name, request_id=row.id)
+                    self._delete_user(user, actor, rule=name, request_id=row.id)
                     removed.append(row.username)
                 R.update(status="denied", decided_by=actor, decided_at=now).where(R.id == row.id).execute()
                 self._event(actor, "request.denied", row.username, request_id=row.id,
@@ -218,7 +220,7 @@ class ApprovalRules:
         if not sent_in_nfc or name_marks(row.username):  # a name that may pass for another: a person decides
             return None
         window = None
-        for rule_id, name, pattern, network, protocol, client_pattern, permissions in rules:
+        for rule_id, name, pattern, network, protocol, client_pattern, permissions, roles in rules:
             if not (fnmatchcase(row.username, pattern)
                     and (protocol is None or protocol == row.source)
                     and (client_pattern is None or (row.client_id is not None
@@ -232,8 +234,8 @@ class ApprovalRules:
                     continue  # this rule's limit is reached for this window: a later rule may still admit
                 template = [tuple(p) for p in json.loads(permissions)]
                 result = self._grant_one(row.username, row.id, template, False, rule_actor(name), False,
-                                         rule=name, rule_id=rule_id)
-                if not result.ok:  # cannot happen in record_attempt's transaction; never keep the slot
+                                         json.loads(roles or "[]"), rule=name, rule_id=rule_id)
+                if not result.ok:  # one of its roles was removed since: a person decides; the slot stays free
                     savepoint.rollback()
                     return None
             return AttemptResult("granted", f"admitted by rule {name!r}", request=result.request)

@@ -338,12 +338,15 @@ class Registry(RegistrationRules, AccessRules, PermissionRules, RoleRules, Appro
         name = normalise_username(name)
         self._refuse_console(name, "removed")
         with write_transaction(self.db):
-            row = self._require_user(name)
-            self.m.Permission.delete().where(self.m.Permission.user == row).execute()
-            self.m.UserRole.delete().where(self.m.UserRole.user == row).execute()
-            row.delete_instance()
-            self._event(actor, "user.removed", name)
+            self._delete_user(self._require_user(name), actor)
         self.invalidate(name)
+
+    def _delete_user(self, row, actor: str, **detail) -> None:
+        """Inside a write transaction: the user, its permissions and roles, and the user.removed event."""
+        self.m.Permission.delete().where(self.m.Permission.user == row).execute()
+        self.m.UserRole.delete().where(self.m.UserRole.user == row).execute()
+        row.delete_instance()
+        self._event(actor, "user.removed", row.name, **detail)
 
     def _refuse_console(self, name: str, what: str) -> None:
         if name == CONSOLE_USER:

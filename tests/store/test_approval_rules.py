@@ -38,7 +38,7 @@ def test_a_matching_request_is_granted_with_the_template_and_an_event_naming_the
     created, granted = [e for e in reg.events() if e.subject == "sensor-1"]
     assert created.kind == "request.created"
     assert (granted.kind, granted.actor) == ("request.granted", "rule:sensor-*")
-    assert granted.detail == {"request_id": result.request.id, "rule": "sensor-*", "rule_id": rule.id,
+    assert granted.detail == {"request_id": result.request.id, "rule": "sensor-*", "rule_id": rule.id, "roles": [],
                               "permissions": [{"pattern": "devices/{username}/#", "access": "readWrite"}]}
     [view] = reg.rules()
     assert (view.admitted, view.limit, view.expired, view.actor) == (1, 100, False, "rule:sensor-*")
@@ -268,3 +268,31 @@ def test_nothing_secret_in_rule_events(reg):
     reg.unlock(300, actor="op")
     attempt(reg, "sensor-1", password="Marker-Password-77")
     assert "Marker-Password-77" not in repr([e.as_dict() for e in reg.events()])
+
+
+def test_a_rule_grants_its_roles_in_order(reg):
+    reg.add_role("sensors", actor="op")
+    reg.role_permit("sensors", "telemetry/{username}/#", "write", actor="op")
+    reg.add_role("firmware", actor="op")
+    reg.role_permit("firmware", "fw/updates/#", "read", actor="op")
+    rule = reg.add_rule("sensor-*", roles=["sensors", "firmware"], permissions=["own/{username}=read"], actor="op")
+    assert rule.roles == ["sensors", "firmware"]
+    reg.unlock(300, actor="op")
+    assert attempt(reg, "sensor-1").outcome == "granted"
+    granted = [e for e in reg.events() if e.kind == "request.granted"][0]
+    assert granted.detail["roles"] == ["sensors", "firmware"] and granted.actor == "rule:sensor-*"
+    assert reg.authorize("sensor-1", "publish", "telemetry/sensor-1/t")
+    assert reg.authorize("sensor-1", "subscribe", "fw/updates/#")
+    assert reg.authorize("sensor-1", "subscribe", "own/sensor-1")
+
+
+def test_a_rule_refuses_unknown_roles_and_waits_for_a_person_when_one_is_gone(reg):
+    with pytest.raises(RefusedError, match="no role named 'nope'"):
+        reg.add_rule("sensor-*", roles=["nope"], actor="op")
+    assert reg.rules() == []
+    reg.add_role("sensors", actor="op")
+    reg.add_rule("sensor-*", roles=["sensors"], actor="op")
+    reg.remove_role("sensors", actor="op")
+    reg.unlock(300, actor="op")
+    assert attempt(reg, "sensor-1").outcome == "pending"
+    assert reg.users() == [] and reg.rules()[0].admitted == 0  # the slot was not kept
