@@ -486,6 +486,8 @@ EXPIRES_LONGEST = 365 * 24 * 3600
 @click.option("--name", default=None, help="What the rule is called (default: the pattern).")
 @click.option("--permission", "-p", "permissions", multiple=True, metavar="PATTERN=ACCESS",
               help="The template an admitted device gets (repeatable); PATTERN may use {username}, {client_id}.")
+@click.option("--role", "roles", multiple=True, metavar="NAME",
+              help="A role an admitted device gets (repeatable, in order; the role must exist).")
 @click.option("--from", "peer_network", default=None, metavar="CIDR",
               help="Only devices connecting from this network (10.0.0.0/8, fd00::/8).")
 @click.option("--protocol", type=click.Choice(["mqtt", "http"]), default=None,
@@ -497,12 +499,12 @@ EXPIRES_LONGEST = 365 * 24 * 3600
 @click.option("--expires", default=None, metavar="DURATION",
               help="It stops matching after this long: 90m, 2h, 3d (default: never).")
 @click.pass_context
-def rule_add(ctx, db, pattern, name, permissions, peer_network, protocol, client_id_pattern, limit, expires):
+def rule_add(ctx, db, pattern, name, permissions, roles, peer_network, protocol, client_id_pattern, limit, expires):
     """Admit new requests whose username matches PATTERN (a glob: sensor-*) while unlocked."""
     template = parse_permission_options(permissions)
     reg = registry(ctx, db)
     view = refused(lambda: reg.add_rule(
-        pattern, name=name, permissions=template, peer_network=peer_network, protocol=protocol,
+        pattern, name=name, permissions=template, roles=roles, peer_network=peer_network, protocol=protocol,
         client_id_pattern=client_id_pattern, limit=limit, expires_in=_expires(expires), actor=actor()))
     click.echo(f"added rule #{view.id} {printable(view.name)}: {rule_summary(view)}")
     if not reg.status(expire=False).unlocked:
@@ -514,9 +516,15 @@ def rule_summary(view) -> str:
     where = "".join([f" from {view.peer_network}" if view.peer_network else "",
                      f" over {view.protocol}" if view.protocol else "",
                      f" with client id {printable(view.client_id_pattern)}" if view.client_id_pattern else ""])
-    grants = " ".join(f"{printable(p)}={a}" for p, a in view.permissions) or "no permissions"
+    grants = rule_grants(view) if view.permissions or view.roles else "no permissions"
     return (f"admits up to {view.limit} device{'s' if view.limit != 1 else ''} per unlock window named "
             f"{printable(view.pattern)}{where}, with {grants}; {rule_expiry(view, time.time())}")
+
+
+def rule_grants(view) -> str:
+    """"role:sensors devices/{username}/#=readWrite": what a rule gives, its roles first ("-": nothing)."""
+    return " ".join([*(f"role:{printable(r)}" for r in view.roles),
+                     *(f"{printable(p)}={a}" for p, a in view.permissions)]) or "-"
 
 
 def rule_expiry(view, now: float) -> str:
@@ -540,10 +548,10 @@ def rules(ctx, db, as_json):
         return echo_json([r.as_dict() for r in rows])
     now = time.time()
     table(
-        ["ID", "NAME", "USERNAME", "FROM", "PROTOCOL", "CLIENT ID", "PERMISSIONS", "ADMITTED", "EXPIRES"],
+        ["ID", "NAME", "USERNAME", "FROM", "PROTOCOL", "CLIENT ID", "GRANTS", "ADMITTED", "EXPIRES"],
         [[str(r.id), printable(r.name, 30), printable(r.pattern, 30), r.peer_network or "any", r.protocol or "any",
           printable(r.client_id_pattern, 30) if r.client_id_pattern else "any",
-          " ".join(f"{printable(p)}={a}" for p, a in r.permissions) or "-", f"{r.admitted}/{r.limit}",
+          rule_grants(r), f"{r.admitted}/{r.limit}",
           rule_expiry(r, now).removeprefix("expires in ").replace("never expires", "never")] for r in rows],
     )
 

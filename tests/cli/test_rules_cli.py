@@ -73,3 +73,18 @@ def test_a_second_rule_with_the_same_name_is_refused(db_path):
     assert result.stderr.strip() == ("client-registry: a rule named 'sensor-*' exists: remove it or give this one "
                                      "another name")
     assert "added rule #2 sensor-eu" in ok(db_path, "rule", "add", "sensor-*", "--name", "sensor-eu")
+
+
+def test_rule_add_with_roles(db_path):
+    reg = open_registry(db_path)
+    try:
+        reg.add_role("sensors", actor="test")
+        reg.add_role("firmware", actor="test")
+    finally:
+        reg.close()
+    out = ok(db_path, "rule", "add", "sensor-*", "--role", "sensors", "--role", "firmware", "-p", "own/{username}=read")
+    assert "with role:sensors role:firmware own/{username}=read" in out
+    assert json.loads(ok(db_path, "rules", "--json"))[0]["roles"] == ["sensors", "firmware"]
+    assert "role:sensors role:firmware" in ok(db_path, "rules")
+    result = run(db_path, "rule", "add", "meter-*", "--role", "meters")
+    assert result.returncode == 1 and result.stderr.strip() == "client-registry: no role named 'meters'"
