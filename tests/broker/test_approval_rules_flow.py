@@ -53,15 +53,22 @@ def test_a_locked_registry_admits_nothing(server, admin_reg):
 
 
 def test_http_explicit_flow_with_a_rule_answers_201_at_once(server, admin_reg):
-    admin_reg.add_rule("sensor-*", permissions=[TEMPLATE], protocol="http", actor="test")
+    """With a role instead of a template: the rule's role is what the device may do."""
+    admin_reg.add_role("sensors", actor="test")
+    admin_reg.role_permit("sensors", "sensors/{username}/#", "readWrite", actor="test")
+    admin_reg.add_rule("sensor-*", roles=["sensors"], protocol="http", actor="test")
     admin_reg.unlock(300, actor="test")
     code, body = post(server.http_port, {"username": "sensor-h1", "password": "pw-sensor-h1"})
     assert code == 201, body
-    assert body == {"status": "granted", "username": "sensor-h1",
-                    "permissions": [{"resource": "sensors/{username}/#", "operation": "readWrite"}]}
-    # the account exists before the answer: the first MQTT connect gets in
-    res = mosquitto_pub(server.mqtt_port, "sensor-h1", "pw-sensor-h1", topic="sensors/sensor-h1/t")
-    assert res.returncode == 0, res.stderr
+    assert (body["status"], body["username"]) == ("granted", "sensor-h1")
+    # the account exists before the answer: the first MQTT connect gets in, and may use its role's topics
+    device = Paho(server.mqtt_port, "sensor-h1", "pw-sensor-h1", client_id="h1").connect()
+    try:
+        assert device.reason_code == 0
+        assert device.subscribe("sensors/sensor-h1/#") == [1]
+        assert device.subscribe("sensors/#") == [0x80]
+    finally:
+        device.close()
     assert post(server.http_port, {"username": "sensor-h1", "password": "pw-sensor-h1"})[0] == 201  # polling again
     code, body = post(server.http_port, {"username": "meter-h1", "password": "pw-meter-h1"})
     assert code == 202 and body["status"] == "pending"
