@@ -118,7 +118,7 @@ def _parse(raw: bytes, max_depth: int = HTTPLimits.max_json_depth) -> tuple[dict
         return None, _answer(400, error="malformed", field="body", message="body must be a JSON object")
     # The rules themselves live in the store, shared with the MQTT path.
     broken = registration_problem(data.get("username"), data.get("password"), data.get("permissions"),
-                                  data.get("context"))
+                                  data.get("context"), data.get("roles"))
     if broken:
         return None, _bad(*broken)
     return data, None
@@ -226,7 +226,8 @@ class RegisterAPI:
             return await self._existing(username, password, peer)
         res = await asyncio.to_thread(
             reg.record_attempt, username, password, None, peer, "http",
-            requested_permissions=data.get("permissions"), context=data.get("context"))
+            requested_permissions=data.get("permissions"), context=data.get("context"),
+            requested_roles=data.get("roles"))
         outcome = res.outcome
         if res.accepted or outcome == "granted":
             self.hold(res.request.id, password)
@@ -275,7 +276,8 @@ class RegisterAPI:
         check.right()
         await self.granted(username, password)
         user = await asyncio.to_thread(reg.user, username)
-        return _answer(201, status="granted", username=username, permissions=_permissions(user))
+        return _answer(201, status="granted", username=username, permissions=_permissions(user),
+                       roles=list(user.roles) if user else [])
 
 
 # -- the bounded listener -----------------------------------------------------------------------------------

@@ -3,9 +3,9 @@
 It polls ``Registry.events(since=...)`` every ``interval`` seconds (default 0.1 s, so an event written by another
 process is out well within 250 ms of its commit), and at once when :meth:`EventRelay.wake` is called (the
 plugins and the HTTP API call it after a decision of this process that wrote an event). The reads run in the
-relay's own one-thread executor. For each event it drops the Registry's cached permissions the event changed
-(``invalidate_for``), lets the broker apply it (``apply``: dynamic-security commands; revocation disconnects there) and
-then publishes it with QoS 1 as JSON to ``$registry/v1/events/<kind>``: when a dashboard sees
+relay's own one-thread executor. For each event it drops the Registry's cached answers the event changed
+(``invalidate_for``), lets the broker apply it (``apply``: dynamic-security commands; revocation disconnects
+there) and then publishes it with QoS 1 as JSON to ``$registry/v1/events/<kind>``: when a dashboard sees
 ``request.granted`` the device's next CONNECT already succeeds.
 """
 

@@ -19,25 +19,36 @@ def covers(new: str, old: str) -> bool:
     return new == old or new == "readWrite"
 
 
+def checked(pattern: str, access: str) -> tuple[str, str]:
+    """(pattern, access) as parse_permission reads them, or RefusedError with the rule."""
+    try:
+        return parse_permission((pattern, access))
+    except ValueError as exc:
+        raise RefusedError(str(exc)) from None
+
+
+def put_permission(table, owner_field, owner, pattern: str, access: str, whose: str) -> bool:
+    """Give ``owner`` (a user's or a role's row, in ``owner_field`` of ``table``) ``access`` on ``pattern``
+    inside the caller's transaction; refused when it has exactly that. True when this narrows what it had."""
+    existing = table.get_or_none((owner_field == owner) & (table.pattern == pattern))
+    if existing is None:
+        table.create(**{owner_field.name: owner, "pattern": pattern, "access": access})
+    elif existing.access == access:
+        raise RefusedError(f"{whose} already has {access} on {pattern!r}")
+    else:
+        table.update(access=access).where(table.id == existing.id).execute()
+    return existing is not None and not covers(access, existing.access)
+
+
 class PermissionRules:
     @guarded
     def permit(self, name: str, pattern: str, access: str, actor: str = "cli") -> None:
         name = normalise_username(name)
-        try:
-            pattern, access = parse_permission((pattern, access))
-        except ValueError as exc:
-            raise RefusedError(str(exc)) from None
+        pattern, access = checked(pattern, access)
         P = self.m.Permission
         with write_transaction(self.db):
             row = self._require_user(name)
-            existing = P.get_or_none((P.user == row) & (P.pattern == pattern))
-            if existing is None:
-                P.create(user=row, pattern=pattern, access=access)
-            elif existing.access == access:
-                raise RefusedError(f"{name!r} already has {access} on {pattern!r}")
-            else:
-                P.update(access=access).where(P.id == existing.id).execute()
-            shrinks = existing is not None and not covers(access, existing.access)
+            shrinks = put_permission(P, P.user, row, pattern, access, repr(name))
             self._event(actor, "permission.removed" if shrinks else "permission.added", name,
                         pattern=pattern, access=access)
         self.invalidate(name)

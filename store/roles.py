@@ -19,9 +19,9 @@ import peewee as pw
 
 from .database import guarded, write_transaction
 from .errors import RefusedError
-from .permissions import covers
+from .permissions import checked, put_permission
 from .topics import has_placeholder
-from .validation import normalise_username, parse_permission, role_name_problem
+from .validation import normalise_username, role_name_problem
 from .views import RoleView
 
 
@@ -165,22 +165,12 @@ class RoleRules:
     @guarded
     def role_permit(self, name: str, pattern: str, access: str, actor: str = "cli") -> int:
         """Let every member of the role use ``pattern`` with ``access``; returns how many members it affects."""
-        try:
-            pattern, access = parse_permission((pattern, access))
-        except ValueError as exc:
-            raise RefusedError(str(exc)) from None
+        pattern, access = checked(pattern, access)
         RP = self.m.RolePermission
         with write_transaction(self.db):
             row = self._require_role(name)
-            existing = RP.get_or_none((RP.role == row) & (RP.pattern == pattern))
-            if existing is None:
-                RP.create(role=row, pattern=pattern, access=access)
-            elif existing.access == access:
-                raise RefusedError(f"role {name!r} already has {access} on {pattern!r}")
-            else:
-                RP.update(access=access).where(RP.id == existing.id).execute()
+            shrinks = put_permission(RP, RP.role, row, pattern, access, f"role {name!r}")
             members = self._member_names(row)
-            shrinks = existing is not None and not covers(access, existing.access)
             self._event(actor, "role.permission_removed" if shrinks else "role.permission_added", name,
                         pattern=pattern, access=access, members=len(members))
         self._forget(members)

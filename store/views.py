@@ -72,9 +72,7 @@ class UserView:
     roles: list = field(default_factory=list)  # role names, in the user's order
 
     def as_dict(self) -> dict:
-        data = asdict(self)
-        data["permissions"] = [{"pattern": p, "access": a} for p, a in self.permissions]
-        return data
+        return _with_permission_dicts(asdict(self))
 
 
 @dataclass(frozen=True)
@@ -89,9 +87,7 @@ class RoleView:
     created_by: str
 
     def as_dict(self) -> dict:
-        data = asdict(self)
-        data["permissions"] = [{"pattern": p, "access": a} for p, a in self.permissions]
-        return data
+        return _with_permission_dicts(asdict(self))
 
 
 @dataclass(frozen=True)
@@ -212,6 +208,12 @@ class ItemResult:
     ok: bool
     message: str
     request: RequestView | None = None
+
+
+def _with_permission_dicts(data: dict) -> dict:
+    """JSON's shape of permissions: [{"pattern", "access"}] instead of pairs."""
+    data["permissions"] = [{"pattern": p, "access": a} for p, a in data["permissions"]]
+    return data
 
 
 def _loads(text: str | None):

@@ -297,10 +297,14 @@ def print_requests(rows, as_json: bool) -> None:
          for r in rows],
     )
     marked = [r for r in rows if r.marks]
-    if marked:
+    asking = [r for r in rows if r.requested_roles and r.status == "pending"]
+    if marked or asking:
         click.echo()
     for r in marked:
         click.echo(f"⚠ #{r.id} {printable(r.username, 40)}: {printable('; '.join(r.marks))}")
+    for r in asking:  # granted with `grant --requested`
+        click.echo(f"#{r.id} {printable(r.username, 40)} asks for role{'s' if len(r.requested_roles) != 1 else ''} "
+                   f"{', '.join(map(printable, r.requested_roles))}")
 
 
 @main.command()
@@ -308,15 +312,18 @@ def print_requests(rows, as_json: bool) -> None:
 @click.argument("items", nargs=-1, required=True, metavar="NAME_OR_ID...")
 @click.option("--permission", "-p", "permissions", multiple=True, metavar="PATTERN=ACCESS",
               help="Give a permission (repeatable); PATTERN may use {username} and {client_id}.")
+@click.option("--role", "-r", "roles", multiple=True, metavar="NAME",
+              help="Give a role (repeatable, in order); with or without --permission.")
 @click.option("--requested", is_flag=True,
-              help="Also give the permissions the device asked for (HTTP requests); --permission wins for the "
-                   "same pattern.")
+              help="Also give the permissions and roles the device asked for (HTTP requests); --permission wins "
+                   "for the same pattern.")
 @click.option("--force", is_flag=True, help="Grant a conflicting request; its rivals are denied.")
 @click.pass_context
-def grant(ctx, db, items, permissions, requested, force):
+def grant(ctx, db, items, permissions, roles, requested, force):
     """Create users from pending requests, with exactly the password the device sent."""
     template = parse_permission_options(permissions)
-    results = registry(ctx, db).grant(items, template, actor=actor(), force=force, requested=requested)
+    results = registry(ctx, db).grant(items, template, actor=actor(), force=force, requested=requested,
+                                      roles=roles)
     report(results)
 
 
@@ -354,20 +361,28 @@ def users(ctx, db, as_json):
         return echo_json([u.as_dict() for u in rows])
     now = time.time()
     table(
-        ["USERNAME", "FLAGS", "PERMISSIONS", "CREATED"],
+        ["USERNAME", "FLAGS", "ROLES", "PERMISSIONS", "CREATED"],
         [[printable(u.name, 40), ",".join(f for f, on in (("admin", u.admin), ("disabled", u.disabled)) if on) or "-",
-          " ".join(f"{printable(p)}={a}" for p, a in u.permissions) or "-",
+          ",".join(u.roles) or "-", permissions_text(u.permissions),
           f"{ago(u.created_at, now)} by {printable(u.created_by)} ({u.created_how})"] for u in rows],
     )
 
 
+def permissions_text(permissions) -> str:
+    return " ".join(f"{printable(p)}={a}" for p, a in permissions) or "-"
+
+
+def members_text(count: int) -> str:
+    return f"{count} member{'' if count == 1 else 's'}"
+
+
 @main.group()
 def user():
-    """Add, remove, disable, enable a user, or set its password."""
+    """Add, remove, disable, enable a user, set its password or its roles."""
 
 
 def refused(func):
-    """Run a registry change and return its value; a RefusedError is one line and exit 1."""
+    """Run a mutation and return its result; a RefusedError is one line and exit 1."""
     try:
         return func()
     except RefusedError as exc:
@@ -433,6 +448,119 @@ def user_passwd(ctx, db, name, password_stdin):
     password = read_password(name, password_stdin)
     refused(lambda: reg.set_password(name, password, actor=actor()))
     click.echo(f"password changed for {printable(name)}" + _handed_over(reg, name, password))
+
+
+@user.group("role")
+def user_role():
+    """Give a user a role, or take one away (its live session reconnects once with the new list)."""
+
+
+def _user_role_change(verb: str, method: str, help_text: str, done: str):
+    @user_role.command(verb, help=help_text)
+    @db_option
+    @click.argument("name")
+    @click.argument("role")
+    @click.pass_context
+    def command(ctx, db, name, role):
+        reg = registry(ctx, db)
+        refused(lambda: getattr(reg, method)(name, role, actor=actor()))
+        click.echo(done.format(name=printable(name), role=role))  # a role's name is ASCII (validated)
+
+    return command
+
+
+_user_role_change("add", "add_user_role", "Give user NAME the role ROLE, after the roles it has.",
+                  "{name} now has role {role}")
+_user_role_change("remove", "remove_user_role", "Take the role ROLE from user NAME.",
+                  "{name} no longer has role {role}")
+
+
+# ------------------------------------------------------------------------- roles
+@main.command()
+@db_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def roles(ctx, db, as_json):
+    """List roles, their permissions and how many users have each."""
+    rows = registry(ctx, db).roles()
+    if as_json:
+        return echo_json([r.as_dict() for r in rows])
+    now = time.time()
+    table(["ROLE", "MEMBERS", "PERMISSIONS", "CREATED"],
+          [[r.name, str(r.members), permissions_text(r.permissions),
+            f"{ago(r.created_at, now)} by {printable(r.created_by)}"] for r in rows])
+
+
+@main.group()
+def role():
+    """Add or remove a role (a named set of permissions), or change its permissions."""
+
+
+def _members(reg, name: str) -> int:
+    found = reg.role(name)
+    if found is None:
+        raise fail(f"no role named {name!r}")
+    return found.members
+
+
+@role.command("add")
+@db_option
+@click.argument("name")
+@click.pass_context
+def role_add(ctx, db, name):
+    """Create an empty role."""
+    reg = registry(ctx, db)
+    refused(lambda: reg.add_role(name, actor=actor()))
+    click.echo(f"added role {name}")
+
+
+@role.command("remove")
+@db_option
+@click.argument("name")
+@click.option("--force", is_flag=True, help="Also when users have it: they lose what it gave them.")
+@yes_option
+@click.pass_context
+def role_remove(ctx, db, name, force, yes):
+    """Delete a role; refused while users have it, unless --force."""
+    reg = registry(ctx, db)
+    count = _members(reg, name)
+    if count and force:
+        confirm(f"Remove role {name}? Its {members_text(count)} lose its permissions, and their live sessions "
+                f"reconnect once.", yes)
+    elif not count:
+        confirm(f"Remove role {name} (no members)?", yes)
+    refused(lambda: reg.remove_role(name, actor=actor(), force=force))
+    click.echo(f"removed role {name}" + (f" from {members_text(count)}" if count else ""))
+
+
+@role.command("permit")
+@db_option
+@click.argument("name")
+@click.argument("pattern")
+@click.argument("access", type=click.Choice(ACCESS_VALUES))
+@click.pass_context
+def role_permit(ctx, db, name, pattern, access):
+    """Let every member of role NAME use topics matching PATTERN ({username}, {client_id} per member)."""
+    reg = registry(ctx, db)
+    count = refused(lambda: reg.role_permit(name, pattern, access, actor=actor()))
+    click.echo(f"role {name} ({members_text(count)}) may now {access} {printable(pattern)}")
+
+
+@role.command("forbid")
+@db_option
+@click.argument("name")
+@click.argument("pattern")
+@yes_option
+@click.pass_context
+def role_forbid(ctx, db, name, pattern, yes):
+    """Take PATTERN from role NAME, and so from every member."""
+    reg = registry(ctx, db)
+    count = _members(reg, name)
+    if count:
+        confirm(f"Take {printable(pattern)} from role {name}? Its {members_text(count)} lose it at once "
+                f"(live sessions stay connected).", yes)
+    count = refused(lambda: reg.role_forbid(name, pattern, actor=actor()))
+    click.echo(f"role {name} ({members_text(count)}) no longer has {printable(pattern)}")
 
 
 @main.command()

@@ -33,6 +33,7 @@ SERVICE_USER = "client-registry-service"
 SERVICE_ROLE = "client-registry:service"
 ADMIN_ROLE = "client-registry:admin"
 USER_ROLE_PREFIX = "client-registry:user:"
+SHARED_ROLE_PREFIX = "client-registry:role:"  # one per registry role: what it gives every member alike
 TEXTNAME = "client-registry"  # marks the clients the registry owns in a shared dynamic-security file
 CONTROL_TOPIC = "$CONTROL/dynamic-security/v1"
 EVENTS_PREFIX = "$registry/"

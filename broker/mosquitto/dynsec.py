@@ -1,8 +1,13 @@
-"""The registry projected onto Mosquitto's dynamic security: one client and one role per registry user.
+"""The registry projected onto Mosquitto's dynamic security: one client and one role per registry user, and
+one shared role per registry role.
 
 The registry is the truth; this module makes Mosquitto agree with it:
 - ``role_acls`` turns a user's grants (store.Registry.grants) into dynamic-security ACLs: ``read`` is
   subscribe and receive, ``write`` is publish; admins also get the shared admin role.
+- A registry role is the dynamic-security role ``client-registry:role:<name>`` holding what it gives every
+  member alike (``Registry.shared_grants``), listed in each member's client roles after the user's own role:
+  editing it is one ``modifyRole``, whatever the number of members. Its patterns that differ per member
+  ({username}, {client_id}) are filled into each member's own role (``Grants.personal``).
 - ``Provisioner.apply`` follows the changelog (each Event row, from any process) with the matching commands;
   ``Provisioner.provision`` creates the client of a user whose password the service holds (a device's
   attempt, in memory only); ``Provisioner.reconcile`` lists what Mosquitto has and fixes drift both ways.
@@ -14,7 +19,9 @@ Facts of Mosquitto 2.0.11's dynamic security that shape this (read in its source
   ``removeRoleACL`` would disconnect every client of the role), and ACLs are checked on every publish and
   every delivery, so a narrowing applies to live sessions at once;
 - ``deleteClient``, ``disableClient``, ``setClientPassword`` and ``modifyClient`` with roles disconnect the
-  client's live sessions: that is how revocation reaches devices that are connected.
+  client's live sessions: that is how revocation reaches devices that are connected. So giving a user a role,
+  or taking one away, disconnects that user once (its device reconnects with the new list); editing a role
+  disconnects no one.
 - A client without a password could never log in, and would hide the name from the registry plugin, so a
   client is only created with the password the device sent.
 """
@@ -26,26 +33,38 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from store.roles import shared_pattern
 from store.topics import access_allows
 
-from .config import ADMIN_ROLE, SERVICE_USER, TEXTNAME, USER_ROLE_PREFIX
+from .config import ADMIN_ROLE, SERVICE_USER, SHARED_ROLE_PREFIX, TEXTNAME, USER_ROLE_PREFIX
 from .link import BrokerLink, DynsecError, LinkError
 
 ACL_TYPES = (("publish", "publishClientSend"), ("subscribe", "subscribePattern"),
              ("receive", "publishClientReceive"))
 _MISSING = object()
 USER_EVENTS = frozenset({"request.granted", "user.added", "user.removed", "user.disabled", "user.enabled",
-                         "user.password_changed", "permission.added", "permission.removed"})
+                         "user.password_changed", "permission.added", "permission.removed",
+                         "user.role_added", "user.role_removed"})
+ROLE_EVENTS = frozenset({"role.added", "role.removed", "role.permission_added", "role.permission_removed"})
 
 
 def user_role(username: str) -> str:
     return USER_ROLE_PREFIX + username
 
 
+def shared_role(role: str) -> str:
+    return SHARED_ROLE_PREFIX + role
+
+
 def role_acls(grants: Any) -> list[dict]:
-    """A user's grants as dynamic-security ACLs, in a stable order (so equal lists compare equal)."""
+    """The ACLs of a user's own role: its grants that no shared role holds (``Grants.personal``)."""
+    return topic_acls(grants.personal)
+
+
+def topic_acls(topics: Any) -> list[dict]:
+    """(pattern, access) pairs as dynamic-security ACLs, in a stable order (so equal lists compare equal)."""
     acls = []
-    for pattern, access in sorted(grants.topics):
+    for pattern, access in sorted(topics):
         for action, acltype in ACL_TYPES:
             if access_allows(access, action):
                 acls.append({"acltype": acltype, "topic": pattern, "priority": 0, "allow": True})
@@ -113,7 +132,26 @@ class Provisioner:
 
     @staticmethod
     def _wanted_roles(grants: Any) -> list[str]:
-        return [user_role(grants.username)] + ([ADMIN_ROLE] if grants.admin else [])
+        return ([user_role(grants.username)] + [shared_role(r) for r in grants.roles]
+                + ([ADMIN_ROLE] if grants.admin else []))
+
+    @staticmethod
+    def _role_list(names: list[str]) -> list[dict]:
+        """A client's roles in the registry's order: Mosquitto sorts them by priority (highest first, then by
+        name; -1 when none is given), so the user's own role keeps -1 and shared roles follow with -2, -3..."""
+        shared = [n for n in names if n.startswith(SHARED_ROLE_PREFIX)]
+        return [{"rolename": n, **({"priority": -2 - shared.index(n)} if n in shared else {})} for n in names]
+
+    async def _ensure_shared(self, roles: tuple) -> list[str]:
+        """Create the shared roles a client is about to list (an event may have overtaken `role.added`)."""
+        done = []
+        for role in roles:
+            if shared_role(role) in self.roles:
+                continue
+            found = (await asyncio.to_thread(self.reg.shared_grants, role)).get(role)
+            if found is not None:
+                done += [x for x in [await self._ensure_role(shared_role(role), topic_acls(found))] if x]
+        return done
 
     async def _sync(self, username: str, password: str | None = None, *, reset_password: bool = False,
                     known: Any = _MISSING) -> list[str]:
@@ -126,6 +164,7 @@ class Provisioner:
             await self._delete_role(role)
             return ["account removed"] if deleted else []
         done = [x for x in [await self._ensure_role(role, role_acls(grants))] if x]
+        done += await self._ensure_shared(grants.roles)
         wanted_roles = self._wanted_roles(grants)
         state = self.clients.get(username)
         if state is not None and password is not None and reset_password and not grants.disabled:
@@ -137,7 +176,7 @@ class Provisioner:
             if password is None:
                 return done
             command = {"command": "createClient", "username": username, "password": password,
-                       "textname": TEXTNAME, "roles": [{"rolename": r} for r in wanted_roles]}
+                       "textname": TEXTNAME, "roles": self._role_list(wanted_roles)}
             if grants.client_id is not None:
                 command["clientid"] = grants.client_id
             responses = await self.link.run([command], ok=("Client already exists",))
@@ -149,9 +188,9 @@ class Provisioner:
                 await self.link.run([{"command": "disableClient", "username": username}])
                 self.clients[username].disabled = True
             return done
-        if sorted(state.roles) != sorted(wanted_roles):  # Mosquitto lists them in its own order
+        if sorted(state.roles) != sorted(wanted_roles):  # the set: a new order alone is not worth a disconnect
             await self.link.run([{"command": "modifyClient", "username": username,
-                                  "roles": [{"rolename": r} for r in wanted_roles]}])
+                                  "roles": self._role_list(wanted_roles)}])
             state.roles = wanted_roles
             done.append("roles set")
         if state.clientid != grants.client_id:
@@ -180,6 +219,12 @@ class Provisioner:
 
     async def apply(self, event: Any, password: str | None = None) -> None:
         """Follow one changelog event. ``password``: the granted device's, if the service still holds it."""
+        if event.kind in ROLE_EVENTS and event.subject:
+            async with self._lock:
+                done = await self._apply_role(event)
+            if done:
+                self.log(f"dynsec role {event.subject!r}: {', '.join(done)} ({event.kind} #{event.id})")
+            return
         if event.kind not in USER_EVENTS or not event.subject:
             return
         username = event.subject
@@ -196,6 +241,24 @@ class Provisioner:
             done.append("its account is created at its next login")
         if done:
             self.log(f"dynsec {username!r}: {', '.join(done)} ({event.kind} #{event.id})")
+
+    async def _apply_role(self, event: Any) -> list[str]:
+        """A role changed: one ``modifyRole`` of its shared role; each member's own role only when the
+        pattern differs per member. Membership changes are `user.role_*` events (a client's role list)."""
+        name = event.subject
+        found = (await asyncio.to_thread(self.reg.shared_grants, name)).get(name)
+        if found is None:  # removed (its members were taken out by the user.role_removed events before)
+            await self._delete_role(shared_role(name))
+            return ["shared role removed"]
+        done = [x for x in [await self._ensure_role(shared_role(name), topic_acls(found))] if x]
+        pattern = (event.detail or {}).get("pattern")
+        if event.kind.startswith("role.permission") and pattern and not shared_pattern(pattern):
+            members = await asyncio.to_thread(self.reg.role_members, name)
+            changed = 0
+            for member in members:
+                changed += bool(await self._sync(member))
+            done.append(f"{changed} of {len(members)} members' own roles set")
+        return done
 
     async def _list(self, command: str, key: str) -> list[dict]:
         responses = await self.link.run([{"command": command, "verbose": True}], timeout=30)
@@ -230,12 +293,23 @@ class Provisioner:
                 await self._delete_role(name)
                 self.log(f"reconcile: removed role {name!r}: not a registry user")
                 fixes += 1
+        shared = await asyncio.to_thread(self.reg.shared_grants)
+        for role, topics in sorted(shared.items()):  # before the clients that list them
+            done = await self._ensure_role(shared_role(role), topic_acls(topics))
+            if done:
+                self.log(f"reconcile: shared role {role!r}: {done}")
+                fixes += 1
         for username in sorted(users):
             done = await self._sync(username, known=every[username])
             if done:
                 self.log(f"reconcile: {username!r}: {', '.join(done)}")
                 fixes += 1
+        for name in list(self.roles):  # after the clients: none lists them any more
+            if name.startswith(SHARED_ROLE_PREFIX) and name[len(SHARED_ROLE_PREFIX):] not in shared:
+                await self._delete_role(name)
+                self.log(f"reconcile: removed role {name!r}: not a registry role")
+                fixes += 1
         return fixes
 
 
-__all__ = ["DynsecError", "LinkError", "Provisioner", "role_acls", "user_role"]
+__all__ = ["DynsecError", "LinkError", "Provisioner", "role_acls", "shared_role", "topic_acls", "user_role"]
