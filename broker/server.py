@@ -58,7 +58,7 @@ from .mosquitto.dynsec import Provisioner
 from .mosquitto.link import BrokerLink, LinkError
 from .mosquitto.plugin_build import PluginBuildError, plugin_path
 from .mosquitto.supervisor import MosquittoError, MosquittoSupervisor, find_mosquitto, mosquitto_version
-from .plugin_socket import PROTOCOLS, WAKE, Knock, PluginSocket
+from .plugin_socket import HAND_OVER, PROTOCOLS, WAKE, Knock, PluginSocket
 from .relay import EventRelay
 
 __all__ = ["EmbeddedServer", "ServerError", "parse_bind", "serve_main"]
@@ -483,6 +483,13 @@ class EmbeddedServer:
             # after every change committed before it was applied (a `user passwd` removes the old one).
             assert self.provisioner is not None and self._relay is not None
             await self._relay.catch_up()
+            if proto != PROTOCOLS[HAND_OVER] and self.provisioner.has_account(username):
+                # Mosquitto forwarded this CONNECT because it did not know the name then: the account was
+                # created since, with this same verified password (a grant, or an earlier retry). Setting it
+                # again would rewrite Mosquitto's whole file per queued retry (a storm of retries after a
+                # batch of grants made that a feedback loop).
+                self._refusals(f"mqtt knock {where}: a user's right password; its account was created meanwhile")
+                return
             done = await self.provisioner.provision(username, password)
             self.log(f"mqtt knock {where}: a user's right password; {', '.join(done) or 'account up to date'}")
             return
