@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import unicodedata
 from fnmatch import fnmatchcase
 from functools import lru_cache
 
@@ -70,31 +71,18 @@ def peer_in(peer: str | None, network: str) -> bool:
     return address.version == net.version and address in net
 
 
-def _glob_problem(value, what: str) -> str | None:
+def _field_problem(value, what: str, longest: int) -> str | None:
+    """A glob or a rule name: a string UTF-8 can carry, not empty, no surrounding whitespace, no control
+    characters, at most ``longest`` characters."""
     problem = text_problem(value, what)
     if problem:
         return problem
-    if not value:
-        return f"{what} must not be empty"
-    if len(value) > PATTERN_MAX:
-        return f"{what} must be at most {PATTERN_MAX} characters"
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+    if not value or value != value.strip():
+        return f"{what} must not be empty or start or end with whitespace"
+    if len(value) > longest:
+        return f"{what} must be at most {longest} characters"
+    if any(unicodedata.category(ch) == "Cc" for ch in value):
         return f"{what} must not contain control characters"
-    return None
-
-
-def _name_problem(name) -> str | None:
-    problem = text_problem(name, "rule name")
-    if problem:
-        return problem
-    if not name or name != name.strip():
-        return "rule name must not be empty or start or end with whitespace"
-    if len(name) > NAME_MAX:
-        return f"rule name must be at most {NAME_MAX} characters (give a shorter name)"
-    if name.isdigit():
-        return "rule name must not be a number (numbers are rule ids)"
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
-        return "rule name must not contain control characters"
     return None
 
 
@@ -109,11 +97,15 @@ class ApprovalRules:
         (names of existing roles, in order). ``name`` defaults to the pattern; ``expires_in`` is seconds from
         now (None: never)."""
         pattern = normalise_username(pattern)  # names are compared in NFC: so is the glob
-        problem = _glob_problem(pattern, "username pattern")
+        problem = _field_problem(pattern, "username pattern", PATTERN_MAX)
+        if name is None and not problem and len(pattern) > NAME_MAX:
+            problem = f"a pattern over {NAME_MAX} characters needs a shorter rule name"
         name = pattern if name is None else normalise_username(name)
-        problem = problem or _name_problem(name)
+        problem = problem or _field_problem(name, "rule name", NAME_MAX)
+        if not problem and name.isdigit():
+            problem = "rule name must not be a number (numbers are rule ids)"
         if client_id_pattern is not None:
-            problem = problem or _glob_problem(client_id_pattern, "client-id pattern")
+            problem = problem or _field_problem(client_id_pattern, "client-id pattern", PATTERN_MAX)
         if protocol is not None and protocol not in PROTOCOLS:
             problem = problem or f"protocol must be one of {', '.join(PROTOCOLS)}"
         if not isinstance(limit, int) or not 1 <= limit <= LIMIT_MAX:

@@ -651,8 +651,9 @@ def rule_summary(view) -> str:
 
 def rule_grants(view) -> str:
     """"role:sensors devices/{username}/#=readWrite": what a rule gives, its roles first ("-": nothing)."""
-    return " ".join([*(f"role:{printable(r)}" for r in view.roles),
-                     *(f"{printable(p)}={a}" for p, a in view.permissions)]) or "-"
+    roles = " ".join(f"role:{printable(r)}" for r in view.roles)
+    perms = permissions_text(view.permissions) if view.permissions else ""
+    return " ".join(part for part in (roles, perms) if part) or "-"
 
 
 def rule_expiry(view, now: float) -> str:

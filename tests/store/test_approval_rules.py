@@ -209,7 +209,8 @@ def test_add_rule_refuses_bad_input_in_one_line(reg):
         (dict(pattern="sensor-*", expires_in=0), "expiry must be"),
         (dict(pattern="sensor-*", permissions=["a/#=everything"]), "access must be one of"),
         (dict(pattern="sensor-*", name="42"), "must not be a number"),
-        (dict(pattern="x" * 70), "at most 64"),
+        (dict(pattern="x" * 70), "needs a shorter rule name"),
+        (dict(pattern="x-*", name="n" * 65), "at most 64"),
         (dict(pattern="sensor-\n*"), "control characters"),
     ]
     for kwargs, message in cases:
