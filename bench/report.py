@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from pathlib import Path
 
 from .procs import LABELS
@@ -296,6 +298,19 @@ def plot(results: dict, path: Path) -> bool:
     return True
 
 
+_SECTION = re.compile(r"<!-- (\w+) -->\n.*?<!-- /\1 -->\n", re.S)
+
+
+def replace_section(text: str, name: str, body: str) -> str:
+    """``text`` with the section of the stand-alone benchmark ``name`` (between ``<!-- name -->`` markers) set
+    to ``body``, appended when it is not there yet."""
+    block = f"<!-- {name} -->\n{body.rstrip()}\n<!-- /{name} -->\n"
+    for found in _SECTION.finditer(text):
+        if found.group(1) == name:
+            return text[:found.start()] + block + text[found.end():]
+    return text.rstrip("\n") + "\n\n" + block
+
+
 def write_docs(results: dict, docs: Path) -> Path:
     from .notes import notes
 
@@ -334,5 +349,7 @@ def write_docs(results: dict, docs: Path) -> Path:
     text += ["## Results", "", "```", table(results), "```", ""]
     text += notes(results)
     path = docs / "benchmarks.md"
-    path.write_text("\n".join(text) + "\n")
+    # Sections written by stand-alone benchmarks (python -m bench.rule_admission) are carried over.
+    kept = [found.group(0) for found in _SECTION.finditer(path.read_text())] if path.exists() else []
+    path.write_text("\n".join(text) + "\n" + "".join("\n" + block for block in kept))
     return path

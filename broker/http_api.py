@@ -1,6 +1,7 @@
 """The HTTP API (explicit flow): ``POST /api/client-registry/register`` and ``GET /healthz``.
 
-Status codes: 423 locked, 202 pending (body has the pairing code), 201 granted (body lists the permissions),
+Status codes: 423 locked, 202 pending (body has the pairing code), 201 granted (body lists the permissions; at the
+first request already when an approval rule admits it),
 409 different password pending / user exists with another password, 403 denied by the operator or user
 disabled, 400 malformed JSON or invalid field (body names the field and the rule), 408 body not received in
 time, 413 body over 64 KiB, 429 flood limit or too many wrong passwords (with ``Retry-After``), 503 too many open
@@ -228,9 +229,13 @@ class RegisterAPI:
             requested_permissions=data.get("permissions"), context=data.get("context"),
             requested_roles=data.get("roles"))
         outcome = res.outcome
-        if res.accepted:
+        if res.accepted or outcome == "granted":
             self.hold(res.request.id, password)
             self.wake()
+        if outcome == "granted":  # an approval rule admitted it: the account exists before the answer
+            await self.granted(username, password)
+            user = await asyncio.to_thread(reg.user, username)
+            return _answer(201, status="granted", username=username, permissions=_permissions(user))
         if outcome == "known_user":  # became a user between the two calls
             return await self._existing(username, password, peer)
         if outcome == "locked":

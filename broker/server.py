@@ -58,7 +58,7 @@ from .mosquitto.dynsec import Provisioner
 from .mosquitto.link import BrokerLink, LinkError
 from .mosquitto.plugin_build import PluginBuildError, plugin_path
 from .mosquitto.supervisor import MosquittoError, MosquittoSupervisor, find_mosquitto, mosquitto_version
-from .plugin_socket import PROTOCOLS, WAKE, Knock, PluginSocket
+from .plugin_socket import HAND_OVER, PROTOCOLS, WAKE, Knock, PluginSocket
 from .relay import EventRelay
 
 __all__ = ["EmbeddedServer", "ServerError", "parse_bind", "serve_main"]
@@ -465,6 +465,13 @@ class EmbeddedServer:
             return
         results = await asyncio.get_running_loop().run_in_executor(
             self._db_pool, self.reg.login_many, [attempt for _, attempt in attempts])
+        admitted = []  # granted by an approval rule in that transaction
+        for (_, (username, password, *_)), result in zip(attempts, results):
+            if result.attempt is not None and result.attempt.outcome == "granted":
+                self.held.hold(result.attempt.request.id, password)  # before any await: the relay takes it
+                admitted.append((username, password))
+        if admitted:
+            await self._provision_granted(admitted)
         for (proto, (username, password, client_id, peer, _)), result in zip(attempts, results):
             await self._decided(proto, username, password, client_id, peer, result)
 
@@ -476,10 +483,20 @@ class EmbeddedServer:
             # after every change committed before it was applied (a `user passwd` removes the old one).
             assert self.provisioner is not None and self._relay is not None
             await self._relay.catch_up()
+            if proto != PROTOCOLS[HAND_OVER] and self.provisioner.has_account(username):
+                # Mosquitto forwarded this CONNECT because it did not know the name then: the account was
+                # created since, with this same verified password (a grant, or an earlier retry). Setting it
+                # again would rewrite Mosquitto's whole file per queued retry (a storm of retries after a
+                # batch of grants made that a feedback loop).
+                self._refusals(f"mqtt knock {where}: a user's right password; its account was created meanwhile")
+                return
             done = await self.provisioner.provision(username, password)
             self.log(f"mqtt knock {where}: a user's right password; {', '.join(done) or 'account up to date'}")
             return
         attempt = result.attempt
+        if attempt is not None and attempt.outcome == "granted":
+            self.log(f"mqtt admit {where}: {attempt.reason}; its next connect gets in")
+            return
         if attempt is not None and attempt.accepted:
             self.held.hold(attempt.request.id, password)
             self._wake_relay()
@@ -490,13 +507,20 @@ class EmbeddedServer:
             self._refusals(line)
 
     async def _granted_over_http(self, username: str, password: str) -> None:
-        """The device proved its password at the 201 poll: its account exists before it connects, and the
-        grant (maybe not relayed yet) is applied first, so applying it later cannot disturb the device."""
+        """The device proved its password at the 201 poll (or an approval rule admitted it): its account
+        exists before the answer."""
+        await self._provision_granted([(username, password)])
+
+    async def _provision_granted(self, granted: list[tuple[str, str]]) -> None:
+        """Accounts of granted users whose passwords this service has at hand: the grants (maybe not relayed
+        yet) are applied first, so applying them later cannot disturb the devices; an account the relay did
+        not create (it ran before the password was held) is created here."""
         if self.provisioner is None or self._relay is None:
             return
         await self._relay.catch_up()
-        if not self.provisioner.has_account(username):
-            await self.provisioner.provision(username, password)
+        for username, password in granted:
+            if not self.provisioner.has_account(username):
+                await self.provisioner.provision(username, password)
 
     async def _apply_event(self, event: Any) -> None:
         request_id = (event.detail or {}).get("request_id")

@@ -8,6 +8,8 @@ import peewee as pw
 
 SCHEMA_VERSION = 3  # 2: HMAC verifiers instead of argon2id hashes; users bound to a client id
 #                    3: roles (three new tables) and the roles a request asks for; a 2 is upgraded on open
+# Tables added later without a version bump (create_tables(safe=True) adds them to an older file on open, and
+# an older client-registry ignores them): approval_rules.
 
 
 def make_models(db: pw.Database) -> SimpleNamespace:
@@ -122,6 +124,26 @@ def make_models(db: pw.Database) -> SimpleNamespace:
         class Meta:
             table_name = "throttles"
 
+    class ApprovalRule(Base):
+        """Admits matching new requests by itself while the registry is unlocked (store/approval_rules.py)."""
+
+        name = pw.CharField(unique=True, max_length=64)
+        pattern = pw.CharField(max_length=256)  # fnmatch glob on the NFC username, case-sensitive
+        peer_network = pw.CharField(max_length=64, null=True)  # CIDR, as ipaddress writes it
+        protocol = pw.CharField(max_length=8, null=True)  # mqtt | http
+        client_id_pattern = pw.CharField(max_length=256, null=True)
+        permissions = pw.TextField(default="[]")  # JSON [[pattern, access], ...]: the template granted
+        roles = pw.TextField(default="[]")  # JSON [name, ...], in order
+        admit_limit = pw.IntegerField(default=100)  # devices per unlock window
+        admitted = pw.IntegerField(default=0)  # in the window that opened at admitted_window
+        admitted_window = pw.DoubleField(null=True)
+        expires_at = pw.DoubleField(null=True)
+        created_at = pw.DoubleField()
+        created_by = pw.CharField(max_length=128)
+
+        class Meta:
+            table_name = "approval_rules"
+
     class Event(Base):
         id = pw.AutoField()
         time = pw.DoubleField()
@@ -135,6 +157,8 @@ def make_models(db: pw.Database) -> SimpleNamespace:
 
     return SimpleNamespace(
         Meta=Meta, User=User, Permission=Permission, Request=Request, Window=Window, Knock=Knock,
-        Throttle=Throttle, Event=Event, Role=Role, RolePermission=RolePermission, UserRole=UserRole,
-        all=[Meta, User, Permission, Request, Window, Knock, Throttle, Event, Role, RolePermission, UserRole],
+        Throttle=Throttle, ApprovalRule=ApprovalRule, Event=Event, Role=Role, RolePermission=RolePermission,
+        UserRole=UserRole,
+        all=[Meta, User, Permission, Request, Window, Knock, Throttle, ApprovalRule, Event, Role, RolePermission,
+             UserRole],
     )

@@ -31,7 +31,9 @@ class RegistrationRules:
     @guarded
     def record_attempt(self, username, password, client_id=None, peer=None, source="mqtt",
                        requested_permissions=None, context=None, requested_roles=None) -> AttemptResult:
-        """Record a registration attempt of a name that is not a user (see :meth:`login` for any name)."""
+        """Record a registration attempt of a name that is not a user (see :meth:`login` for any name). While
+        unlocked, a new request that an approval rule matches is granted at once (outcome "granted")."""
+        sent = username
         username = normalise_username(username)  # NFC: the one form every rule sees and the store keeps
         broken = registration_problem(username, password, requested_permissions, context, requested_roles)
         if broken:
@@ -81,6 +83,9 @@ class RegistrationRules:
             else:
                 self._event("registry", "request.created", username, request_id=row.id, source=source,
                             peer=peer, client_id=client_id)
+            admitted = None if rivals else self._admit_by_rule(row, sent == username)
+        if admitted is not None:
+            return admitted
         view = RequestView.of(row)
         if rivals:
             return AttemptResult("conflict", f"another request for {username!r} has a different password",

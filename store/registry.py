@@ -21,6 +21,7 @@ import peewee as pw
 
 from . import crypto, location as loc
 from .access import AccessRules, _Access
+from .approval_rules import ApprovalRules
 from .database import connect, guarded, run_sql, write_transaction
 from .errors import RefusedError, StoreError
 from .permissions import PermissionRules
@@ -34,6 +35,7 @@ from .views import ItemResult, RequestView, Status, UserView
 KNOCK_WINDOW = 300  # "devices knocking" and "throttled": the last five minutes (registration.RECENT)
 CONSOLE_USER = "client-registry-console"  # the dashboards' own admin account (store/console.py)
 SERVER_ALIVE = 5.0  # a server that noted nothing for this long is not running (it notes every 2 s)
+WINDOW_OPENED = "window_opened_at"  # meta key: when the registry last went from locked to unlocked
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,7 @@ class RegistryConfig:
     default_unlock: int = 300
 
 
-class Registry(RegistrationRules, AccessRules, PermissionRules, RoleRules, Preferences, Queries):
+class Registry(RegistrationRules, AccessRules, PermissionRules, RoleRules, ApprovalRules, Preferences, Queries):
     def __init__(self, location: str, config: RegistryConfig | None = None, clock: Callable[[], float] = time.time,
                  *, create: bool = False):
         self.location = location
@@ -97,6 +99,11 @@ class Registry(RegistrationRules, AccessRules, PermissionRules, RoleRules, Prefe
         (until,) = run_sql(self.db, 'SELECT "unlocked_until" FROM "window" WHERE "id" = 1').fetchone()
         return until is not None and until > now
 
+    def _window_opened(self) -> float:
+        """When the current (or, while locked, the last) unlock window opened; 0.0 before any was noted."""
+        found = run_sql(self.db, 'SELECT "value" FROM "meta" WHERE "key" = ?', (WINDOW_OPENED,)).fetchone()
+        return float(found[0]) if found else 0.0
+
     def _is_user(self, name: str) -> bool:
         """The hot path's question (is this attempt a user's?), without building a model instance."""
         return run_sql(self.db, 'SELECT 1 FROM "users" WHERE "name" = ?', (name,)).fetchone() is not None
@@ -108,6 +115,8 @@ class Registry(RegistrationRules, AccessRules, PermissionRules, RoleRules, Prefe
             raise RefusedError("the unlock duration must be between 1 second and 7 days")
         now = self.clock()
         with write_transaction(self.db):
+            if not self._unlocked(now):  # a new window (not an extension): approval rules count afresh
+                self._meta(WINDOW_OPENED, repr(now))
             self.m.Window.update(unlocked_until=now + seconds, unlocked_by=actor).where(self.m.Window.id == 1).execute()
             self._event(actor, "registry.unlocked", actor, seconds=seconds, until=now + seconds)
         return self.status()
@@ -244,7 +253,8 @@ class Registry(RegistrationRules, AccessRules, PermissionRules, RoleRules, Prefe
             results.append(self._grant_one(item, rows[0].id, template, requested, actor, force, roles))
         return results
 
-    def _grant_one(self, item, request_id, template, requested, actor, force, roles=()) -> ItemResult:
+    def _grant_one(self, item, request_id, template, requested, actor, force, roles=(), **detail) -> ItemResult:
+        """``detail``: more for the request.granted event (an approval rule names itself there)."""
         R = self.m.Request
         now = self.clock()
         with write_transaction(self.db):
@@ -281,7 +291,7 @@ class Registry(RegistrationRules, AccessRules, PermissionRules, RoleRules, Prefe
                             reason=f"rival of granted request #{row.id}")
             self._event(actor, "request.granted", row.username, request_id=row.id,
                         permissions=[{"pattern": p, "access": a} for p, a in dict(perms).items()],
-                        roles=[r.name for r in role_rows])
+                        roles=[r.name for r in role_rows], **detail)
         self.invalidate(row.username)
         return ItemResult(item, True, f"granted {row.username} (request #{row.id})", RequestView.of(R.get_by_id(row.id)))
 
@@ -328,12 +338,15 @@ class Registry(RegistrationRules, AccessRules, PermissionRules, RoleRules, Prefe
         name = normalise_username(name)
         self._refuse_console(name, "removed")
         with write_transaction(self.db):
-            row = self._require_user(name)
-            self.m.Permission.delete().where(self.m.Permission.user == row).execute()
-            self.m.UserRole.delete().where(self.m.UserRole.user == row).execute()
-            row.delete_instance()
-            self._event(actor, "user.removed", name)
+            self._delete_user(self._require_user(name), actor)
         self.invalidate(name)
+
+    def _delete_user(self, row, actor: str, **detail) -> None:
+        """Inside a write transaction: the user, its permissions and roles, and the user.removed event."""
+        self.m.Permission.delete().where(self.m.Permission.user == row).execute()
+        self.m.UserRole.delete().where(self.m.UserRole.user == row).execute()
+        row.delete_instance()
+        self._event(actor, "user.removed", row.name, **detail)
 
     def _refuse_console(self, name: str, what: str) -> None:
         if name == CONSOLE_USER:

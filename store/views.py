@@ -127,8 +127,46 @@ class Status:
 
 
 @dataclass(frozen=True)
+class RuleView:
+    """An approval rule (store/approval_rules.py) as the CLI and the dashboard show it."""
+
+    id: int
+    name: str
+    pattern: str  # username glob
+    peer_network: str | None
+    protocol: str | None  # mqtt | http | None (both)
+    client_id_pattern: str | None
+    permissions: list  # [(pattern, access)]: the template a matching device is granted
+    roles: list  # role names, in order
+    limit: int  # devices it may admit per unlock window
+    admitted: int  # in the current (or, while locked, the last) window
+    expires_at: float | None
+    expired: bool
+    created_at: float
+    created_by: str
+
+    @property
+    def actor(self) -> str:
+        """Who its grants are by, in the audit log and on the users it created."""
+        return rule_actor(self.name)
+
+    def as_dict(self) -> dict:
+        data = asdict(self)
+        data["permissions"] = [{"pattern": p, "access": a} for p, a in self.permissions]
+        return data
+
+
+RULE_ACTOR_PREFIX = "rule:"
+
+
+def rule_actor(name: str) -> str:
+    """``rule:<name>``: the actor of the grants (and the creator of the users) an approval rule made."""
+    return RULE_ACTOR_PREFIX + name
+
+
+@dataclass(frozen=True)
 class AttemptResult:
-    outcome: str  # pending | retry | conflict | denied | known_user | locked | invalid | flood
+    outcome: str  # pending | retry | conflict | denied | granted (by a rule) | known_user | locked | invalid | flood
     reason: str
     field: str | None = None
     request: RequestView | None = None

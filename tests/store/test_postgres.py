@@ -56,3 +56,23 @@ def test_roles_on_postgres(pg_url, clock):
         assert reg.remove_role("pg-sensors", force=True) == 1 and reg.user("pg-dev").roles == []
     finally:
         reg.close()
+
+
+def test_approval_rules_on_postgres(pg_url, clock):
+    """Rules by URL: the hand-written live-rules query and the conditional UPDATE that takes a slot."""
+    reg = open_registry(pg_url, clock=clock)
+    try:
+        reg.add_rule("pg-fleet-*", permissions=["fleet/{username}/#=write"], peer_network="10.0.0.0/8", limit=2,
+                     actor="op")
+        reg.lock(actor="op")
+        clock.advance(1)
+        reg.unlock(300, actor="op")
+        outcomes = [reg.record_attempt(f"pg-fleet-{i}", "secret-pw", "c", "10.1.1.1", "mqtt").outcome
+                    for i in range(3)]
+        assert outcomes == ["granted", "granted", "pending"]
+        assert reg.record_attempt("pg-fleet-9", "secret-pw", "c", "192.168.1.1", "mqtt").outcome == "pending"
+        assert reg.rules()[0].admitted == 2 and reg.authorize("pg-fleet-0", "publish", "fleet/pg-fleet-0/t")
+        assert reg.revoke_admitted("pg-fleet-*", actor="op") == ["pg-fleet-0", "pg-fleet-1"]
+        reg.remove_rule("pg-fleet-*", actor="op")
+    finally:
+        reg.close()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -16,6 +15,7 @@ from textual.widgets import Button, Checkbox, Input, Label, Static
 from store.topics import ACCESS_VALUES
 from store.validation import PERMISSION_EXAMPLE, parse_permissions
 
+from ..durations import parse_duration
 from ..safe import clean, name_text, safe_text
 
 TEMPLATE_EXAMPLE = PERMISSION_EXAMPLE
@@ -189,17 +189,6 @@ class ConfirmModal(Dialog):
 
     def action_ok(self) -> None:
         self.dismiss(True)
-
-
-def parse_duration(text: str) -> int:
-    """``"10"`` (minutes), ``"90s"``, ``"10m"``, ``"2h"`` -> seconds; raises ValueError."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", text.lower())
-    if not m:
-        raise ValueError("write a number of minutes, or e.g. 90s, 10m, 2h")
-    value = float(m.group(1)) * {"s": 1, "m": 60, "": 60, "h": 3600}[m.group(2)]
-    if not 1 <= value <= 7 * 24 * 3600:
-        raise ValueError("between 1 second and 7 days")
-    return int(value)
 
 
 class DurationModal(Dialog):
