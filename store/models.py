@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import peewee as pw
 
 SCHEMA_VERSION = 2  # 2: HMAC verifiers instead of argon2id hashes; users bound to a client id
+# Tables added later without a version (presence) are created by create_tables(safe=True) when a database opens.
 
 
 def make_models(db: pw.Database) -> SimpleNamespace:
@@ -92,6 +93,17 @@ def make_models(db: pw.Database) -> SimpleNamespace:
         class Meta:
             table_name = "throttles"
 
+    class Presence(Base):
+        """What the broker said of a user's connections (store/presence.py); not part of the audit log."""
+
+        name = pw.CharField(primary_key=True, max_length=128)  # a user's name; the row goes with the user
+        sessions = pw.IntegerField(default=0)  # live sessions as the server last counted them
+        last_connected = pw.DoubleField(null=True)
+        last_disconnected = pw.DoubleField(null=True)
+
+        class Meta:
+            table_name = "presence"
+
     class Event(Base):
         id = pw.AutoField()
         time = pw.DoubleField()
@@ -105,5 +117,6 @@ def make_models(db: pw.Database) -> SimpleNamespace:
 
     return SimpleNamespace(
         Meta=Meta, User=User, Permission=Permission, Request=Request, Window=Window, Knock=Knock,
-        Throttle=Throttle, Event=Event, all=[Meta, User, Permission, Request, Window, Knock, Throttle, Event],
+        Throttle=Throttle, Presence=Presence, Event=Event,
+        all=[Meta, User, Permission, Request, Window, Knock, Throttle, Presence, Event],
     )

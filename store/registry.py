@@ -25,6 +25,7 @@ from .database import connect, guarded, run_sql, write_transaction
 from .errors import RefusedError, StoreError
 from .permissions import PermissionRules
 from .preferences import Preferences
+from .presence import PresenceRecords
 from .queries import Queries
 from .registration import OVERFLOW, RegistrationRules
 from .validation import normalise_username, parse_permission, password_problem, text_problem, username_problem
@@ -43,7 +44,7 @@ class RegistryConfig:
     default_unlock: int = 300
 
 
-class Registry(RegistrationRules, AccessRules, PermissionRules, Preferences, Queries):
+class Registry(RegistrationRules, AccessRules, PermissionRules, Preferences, PresenceRecords, Queries):
     def __init__(self, location: str, config: RegistryConfig | None = None, clock: Callable[[], float] = time.time,
                  *, create: bool = False):
         self.location = location
@@ -319,6 +320,7 @@ class Registry(RegistrationRules, AccessRules, PermissionRules, Preferences, Que
         with write_transaction(self.db):
             row = self._require_user(name)
             self.m.Permission.delete().where(self.m.Permission.user == row).execute()
+            self.m.Presence.delete().where(self.m.Presence.name == name).execute()  # a new user of that name starts afresh
             row.delete_instance()
             self._event(actor, "user.removed", name)
         self.invalidate(name)
