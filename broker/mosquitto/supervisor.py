@@ -65,19 +65,49 @@ def port_answers(host: str, port: int) -> bool:
         return False
 
 
+LINE_MAX = 64 * 1024  # output lines are cut here (Mosquitto's own are at most 999 bytes)
+
+
+async def output_lines(stream: asyncio.StreamReader):
+    """The lines of ``stream`` without their ``\n``; one longer than LINE_MAX is cut to it and the rest of it
+    dropped, never taken for a line of its own (``readline`` would raise, and its rest read as a new line)."""
+    pending = b""
+    skipping = False
+    while True:
+        chunk = await stream.read(65536)
+        if not chunk:
+            if pending and not skipping:
+                yield pending
+            return
+        *lines, pending = (pending + chunk).split(b"\n")
+        for line in lines:
+            if skipping:  # the end of a line already cut
+                skipping = False
+                continue
+            yield line[:LINE_MAX]
+        if len(pending) > LINE_MAX:
+            if not skipping:
+                yield pending[:LINE_MAX]
+            skipping = True
+            pending = b""
+
+
 class MosquittoSupervisor:
     """``await start()`` returns once Mosquitto accepts connections on ``(host, port)`` (or raises
     MosquittoError with its own words); afterwards it is restarted whenever it exits, with backoff, until
     ``await stop()``. ``state`` is "running", "restarting" or "stopped"; ``on_state`` hears every change."""
 
     def __init__(self, binary: str, conf: Path, host: str, port: int, log: Callable[[str], None],
-                 on_state: Callable[[str], None] | None = None, *, outlive: bool = True) -> None:
+                 on_state: Callable[[str], None] | None = None, *, outlive: bool = True,
+                 on_line: Callable[[bytes], bool] | None = None, on_spawn: Callable[[], None] | None = None) -> None:
         self.binary = binary
         self.conf = conf
         self.host = host
         self.port = port
         self.log = log
         self.on_state = on_state or (lambda state: None)
+        self.on_line = on_line or (lambda line: False)  # sees every output line first; True: do not log it
+        self.on_spawn = on_spawn or (lambda: None)  # a new Mosquitto: the old one's sessions are gone
         self.outlive = outlive
         self.state = "stopped"
         self.restarts = 0
@@ -113,6 +143,7 @@ class MosquittoSupervisor:
 
     async def _spawn(self) -> asyncio.subprocess.Process:
         self._tail.clear()
+        self.on_spawn()
         # Its own session: a Ctrl-C meant for the dashboard does not reach it. With ``outlive`` (serve) it
         # outlives a service killed with SIGKILL, so the fleet keeps working until the service is back;
         # without (a dashboard that embeds it), it ends with its parent, e.g. when the terminal is closed.
@@ -127,11 +158,12 @@ class MosquittoSupervisor:
         return proc
 
     async def _pump(self, proc: asyncio.subprocess.Process) -> None:
+        """Mosquitto's output, line by line (split on ``\n`` only), read however long a line is: if this task
+        stopped reading, Mosquitto would block writing its log, and every client with it."""
         assert proc.stdout is not None
-        while True:
-            line = await proc.stdout.readline()
-            if not line:
-                return
+        async for line in output_lines(proc.stdout):
+            if self.on_line(line):
+                continue
             text = line.decode("utf-8", "replace").rstrip()
             if text:
                 self._tail.append(text)
