@@ -128,3 +128,11 @@ class DetailsLoaded(Message):
         super().__init__()
         self.title = title
         self.body = body
+
+
+class PresenceLoaded(Message):
+    """Who is online (``store.PresenceSnapshot``), read for the Users view."""
+
+    def __init__(self, snapshot: Any) -> None:
+        super().__init__()
+        self.snapshot = snapshot
