@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from broker.mosquitto.presence import LINE_LIMIT, PresenceTracker, parse
-from broker.mosquitto.supervisor import LINE_MAX, output_lines
+from broker.mosquitto.supervisor import LINE_MAX, LineSplitter
 
 
 def test_parse_connection_notices():
@@ -61,12 +61,11 @@ def test_tracker_counts_sessions_by_client_id_and_coalesces():
 
 
 def test_output_lines_survive_a_line_longer_than_any_buffer():
-    async def read():
-        stream = asyncio.StreamReader()
-        stream.feed_data(b"one\n" + b"x" * (3 * LINE_MAX) + b"Client victim closed its connection.\ntwo\nthree")
-        stream.feed_eof()
-        return [line async for line in output_lines(stream)]
-
-    lines = asyncio.run(read())
+    splitter = LineSplitter()
+    data = b"one\n" + b"x" * (3 * LINE_MAX) + b"Client victim closed its connection.\ntwo\nthree"
+    lines = []
+    for at in range(0, len(data), 4096):  # as the pipe hands it over
+        lines += splitter.feed(data[at:at + 4096])
+    lines += splitter.close()
     assert lines[0] == b"one" and len(lines[1]) == LINE_MAX and lines[2:] == [b"two", b"three"]
     assert not any(line.startswith(b"Client victim") for line in lines)  # the cut rest is not a line
