@@ -40,7 +40,8 @@ _ENDED = re.compile(
     r"Client (?P<cid>.+) (?:closed its connection|disconnected(?:, not authorised| due to [A-Za-z ]+|: [^:]*)?"
     r"|has exceeded timeout, disconnecting|been disconnected by administrative action)\.")
 _BAD_SOCKET = re.compile(r"Bad socket read/write on client (?P<cid>.+): [^:]*")
-_NOTICES = (b"New client connected from ", b"New bridge connected from ", b"Client ", b"Bad socket read/write on client ")
+_NOTICES = (b"New connection from ", b"New client connected from ", b"New bridge connected from ", b"Client ",
+            b"Bad socket read/write on client ")
 
 
 def parse(line: bytes) -> tuple[str, str, str | None] | None:

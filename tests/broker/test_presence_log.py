@@ -21,6 +21,7 @@ def test_parse_connection_notices():
     assert parse(b"Bad socket read/write on client esp-1: Unknown error.") == ("ended", "esp-1", None)
     assert parse(b"Client esp-1 already connected, closing old connection.") == ("other", "", None)
     assert parse(b"New client connected from 10.0.0.7:1 as anon (p4, c1, k60).") == ("other", "", None)
+    assert parse(b"New connection from 10.0.0.7:50012 on port 1883.") == ("other", "", None)  # not logged either
     assert parse(b"Opening ipv4 listen socket on port 1883.") is None
 
 
