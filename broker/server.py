@@ -519,8 +519,11 @@ class EmbeddedServer:
         if self.provisioner is not None:
             await self.provisioner.apply(event, password)
 
-    async def _record_presence(self, changes: dict, reset_at: float | None) -> None:
+    async def _record_presence(self, changes: dict, reset_at: float | None) -> bool:
+        if self.database_problem:  # opening the path now would create an empty database in its place
+            return False
         await asyncio.get_running_loop().run_in_executor(self._db_pool, self.reg.record_presence, changes, reset_at)
+        return True
 
     def _wake_relay(self) -> None:
         if self._relay is not None:

@@ -366,8 +366,7 @@ def users(ctx, db, as_json):
           " ".join(f"{printable(p)}={a}" for p, a in u.permissions) or "-",
           f"{ago(u.created_at, now)} by {printable(u.created_by)} ({u.created_how})"] for u in rows],
     )
-    if rows and not seen.watched:
-        click.echo(f"client-registry: who is online is unknown: {seen.why_not}", err=True)
+
 
 
 @main.group()

@@ -65,10 +65,11 @@ def parse(line: bytes) -> tuple[str, str, str | None] | None:
 
 class PresenceTracker:
     """Fed Mosquitto's output lines (``feed``, on the event loop); ``run()`` writes what changed every
-    ``FLUSH_EVERY`` s through ``write(changes, reset_at)`` (``Registry.record_presence``, off the loop), so a
+    ``FLUSH_EVERY`` s through ``write(changes, reset_at)`` (``Registry.record_presence``, off the loop; False:
+    not now, the database is away), so a
     reconnect storm of 10,000 devices is a few transactions, and Mosquitto never waits for us."""
 
-    def __init__(self, clock: Callable[[], float], write: Callable[..., Awaitable[None]],
+    def __init__(self, clock: Callable[[], float], write: Callable[..., Awaitable[bool]],
                  log: Callable[[str], None], interval: float = FLUSH_EVERY) -> None:
         self.clock = clock
         self.write = write
@@ -79,7 +80,7 @@ class PresenceTracker:
         self._changed: dict[str, list] = {}  # username -> [sessions, last connected, last disconnected]
         self._reset_at: float | None = None
         self._full_said = False
-        self._wake = asyncio.Event()
+        self._failed: str | None = None
 
     def feed(self, line: bytes) -> bool:
         """One line of Mosquitto's output; True when it was a connection notice (not worth a log line each)."""
@@ -141,9 +142,15 @@ class PresenceTracker:
         if batch is None:
             return
         try:
-            await self.write(*batch)
-        except Exception as exc:  # the database is away: keep the batch for the next round
-            self.log(f"presence: not recorded ({exc}); trying again")
+            written = await self.write(*batch)
+        except Exception as exc:  # the database failed: keep the batch for the next round, say so once
+            if str(exc) != self._failed:
+                self.log(f"presence: not recorded ({exc}); trying again every {self.interval:g} s")
+            self._failed = str(exc)
+            written = False
+        else:
+            self._failed = None
+        if not written:
             changes, reset_at = batch
             if self._reset_at is not None:
                 return  # Mosquitto restarted since: those sessions are gone anyway

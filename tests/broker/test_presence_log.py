@@ -41,6 +41,7 @@ def test_tracker_counts_sessions_by_client_id_and_coalesces():
 
     async def write(changes, reset_at):
         written.append((changes, reset_at))
+        return True
 
     tracker = PresenceTracker(lambda: now[0], write, log=lambda line: None)
     for i in range(1000):  # a reconnect storm: one batch, one row per user
