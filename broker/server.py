@@ -57,6 +57,7 @@ from .mosquitto import config as mconf
 from .mosquitto.dynsec import Provisioner
 from .mosquitto.link import BrokerLink, LinkError
 from .mosquitto.plugin_build import PluginBuildError, plugin_path
+from .mosquitto.presence import PresenceTracker
 from .mosquitto.supervisor import MosquittoError, MosquittoSupervisor, find_mosquitto, mosquitto_version
 from .plugin_socket import HAND_OVER, PROTOCOLS, WAKE, Knock, PluginSocket
 from .relay import EventRelay
@@ -206,6 +207,8 @@ class EmbeddedServer:
         self._link_connects = 0
         # Device attempts are recorded off the loop by one thread, a batch per transaction (SQLite has one writer).
         self._db_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cr-knocks")
+        # Who is online, from the supervised Mosquitto's connection notices (attached: not known).
+        self.presence: PresenceTracker | None = None
 
     @property
     def broker_state(self) -> str:
@@ -241,6 +244,7 @@ class EmbeddedServer:
         if self.use_console:
             self.console = await asyncio.to_thread(ensure_console_account, self.reg)
         await self._start_socket()
+        await asyncio.to_thread(self.reg.watch_presence, "mosquitto log" if self.broker_url is None else None)
         if self.broker_url is None:
             host, port = await self._start_mosquitto(service)
         else:
@@ -267,6 +271,8 @@ class EmbeddedServer:
         self._publish_status("running")  # once the HTTP API serves: the status names its address
         self._tasks.append(asyncio.create_task(self._reconcile_loop(), name="client-registry-reconcile"))
         self._tasks.append(asyncio.create_task(self._watch_database(), name="client-registry-database"))
+        if self.presence is not None:
+            self._tasks.append(asyncio.create_task(self.presence.run(), name="client-registry-presence"))
 
     async def _start_socket(self) -> None:
         group = None
@@ -303,8 +309,10 @@ class EmbeddedServer:
         host, port = self.mqtt_bind
         if port == 0:
             port = free_port(host)
+        self.presence = PresenceTracker(self.reg.clock, self._record_presence, self.log)
         self.supervisor = MosquittoSupervisor(binary, self.files.conf, host, port, self.log,
-                                              on_state=self._broker_changed, outlive=self.outlive)
+                                              on_state=self._broker_changed, outlive=self.outlive,
+                                              on_line=self.presence.feed, on_spawn=self.presence.restarted)
         await self.supervisor.end_orphan()  # a Mosquitto left by a killed service holds our port
         if self.mqtt_bind[1] != 0:
             try:  # say "address already in use" in our words, before Mosquitto says it in its own
@@ -368,6 +376,9 @@ class EmbeddedServer:
             self.link = None
         if self.supervisor is not None:
             await self.supervisor.stop()
+        if self.presence is not None:  # Mosquitto stopped: every session ended now
+            self.presence.restarted()
+            await self.presence.flush()
         if self._socket is not None:
             await self._socket.stop()
             self._socket = None
@@ -531,6 +542,12 @@ class EmbeddedServer:
             self.held.forget(request_id)
         if self.provisioner is not None:
             await self.provisioner.apply(event, password)
+
+    async def _record_presence(self, changes: dict, reset_at: float | None) -> bool:
+        if self.database_problem:  # opening the path now would create an empty database in its place
+            return False
+        await asyncio.get_running_loop().run_in_executor(self._db_pool, self.reg.record_presence, changes, reset_at)
+        return True
 
     def _wake_relay(self) -> None:
         if self._relay is not None:

@@ -3,10 +3,11 @@
 from .crypto import pairing_code
 from .errors import BusyError, RefusedError, StoreError
 from .registry import Registry, RegistryConfig, open_registry
-from .views import (AttemptResult, EventView, Grants, ItemResult, LoginResult, RequestView, RoleView, Status,
-                    UserView)
+from .views import (AttemptResult, EventView, Grants, ItemResult, LoginResult, PresenceSnapshot, RequestView,
+                    RoleView, Status, UserPresence, UserView)
 
 __all__ = [
-    "AttemptResult", "BusyError", "EventView", "Grants", "ItemResult", "LoginResult", "RefusedError", "Registry", "RegistryConfig",
-    "RequestView", "RoleView", "Status", "StoreError", "UserView", "open_registry", "pairing_code",
+    "AttemptResult", "BusyError", "EventView", "Grants", "ItemResult", "LoginResult", "PresenceSnapshot", "RefusedError",
+    "Registry", "RegistryConfig", "RequestView", "RoleView", "Status", "StoreError", "UserPresence", "UserView",
+    "open_registry", "pairing_code",
 ]

@@ -9,7 +9,7 @@ import peewee as pw
 SCHEMA_VERSION = 3  # 2: HMAC verifiers instead of argon2id hashes; users bound to a client id
 #                    3: roles (three new tables) and the roles a request asks for; a 2 is upgraded on open
 # Tables added later without a version bump (create_tables(safe=True) adds them to an older file on open, and
-# an older client-registry ignores them): approval_rules.
+# an older client-registry ignores them): approval_rules, presence.
 
 
 def make_models(db: pw.Database) -> SimpleNamespace:
@@ -144,6 +144,17 @@ def make_models(db: pw.Database) -> SimpleNamespace:
         class Meta:
             table_name = "approval_rules"
 
+    class Presence(Base):
+        """What the broker said of a user's connections (store/presence.py); not part of the audit log."""
+
+        name = pw.CharField(primary_key=True, max_length=128)  # a user's name; the row goes with the user
+        sessions = pw.IntegerField(default=0)  # live sessions as the server last counted them
+        last_connected = pw.DoubleField(null=True)
+        last_disconnected = pw.DoubleField(null=True)
+
+        class Meta:
+            table_name = "presence"
+
     class Event(Base):
         id = pw.AutoField()
         time = pw.DoubleField()
@@ -157,8 +168,8 @@ def make_models(db: pw.Database) -> SimpleNamespace:
 
     return SimpleNamespace(
         Meta=Meta, User=User, Permission=Permission, Request=Request, Window=Window, Knock=Knock,
-        Throttle=Throttle, ApprovalRule=ApprovalRule, Event=Event, Role=Role, RolePermission=RolePermission,
-        UserRole=UserRole,
-        all=[Meta, User, Permission, Request, Window, Knock, Throttle, ApprovalRule, Event, Role, RolePermission,
-             UserRole],
+        Throttle=Throttle, ApprovalRule=ApprovalRule, Presence=Presence, Event=Event, Role=Role,
+        RolePermission=RolePermission, UserRole=UserRole,
+        all=[Meta, User, Permission, Request, Window, Knock, Throttle, ApprovalRule, Presence, Event, Role,
+             RolePermission, UserRole],
     )

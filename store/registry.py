@@ -26,6 +26,7 @@ from .database import connect, guarded, run_sql, write_transaction
 from .errors import RefusedError, StoreError
 from .permissions import PermissionRules
 from .preferences import Preferences
+from .presence import PresenceRecords
 from .queries import Queries
 from .registration import OVERFLOW, RegistrationRules
 from .roles import RoleRules
@@ -46,7 +47,8 @@ class RegistryConfig:
     default_unlock: int = 300
 
 
-class Registry(RegistrationRules, AccessRules, PermissionRules, RoleRules, ApprovalRules, Preferences, Queries):
+class Registry(RegistrationRules, AccessRules, PermissionRules, RoleRules, ApprovalRules, Preferences,
+               PresenceRecords, Queries):
     def __init__(self, location: str, config: RegistryConfig | None = None, clock: Callable[[], float] = time.time,
                  *, create: bool = False):
         self.location = location
@@ -345,6 +347,7 @@ class Registry(RegistrationRules, AccessRules, PermissionRules, RoleRules, Appro
         """Inside a write transaction: the user, its permissions and roles, and the user.removed event."""
         self.m.Permission.delete().where(self.m.Permission.user == row).execute()
         self.m.UserRole.delete().where(self.m.UserRole.user == row).execute()
+        self.m.Presence.delete().where(self.m.Presence.name == row.name).execute()  # a new user of that name starts afresh
         row.delete_instance()
         self._event(actor, "user.removed", row.name, **detail)
 

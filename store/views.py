@@ -218,3 +218,42 @@ def _with_permission_dicts(data: dict) -> dict:
 
 def _loads(text: str | None):
     return json.loads(text) if text else None
+
+
+@dataclass(frozen=True)
+class UserPresence:
+    """What the broker said of one user's connections. ``online`` is None when no running server watches the
+    broker's connections now (attached to the site's own Mosquitto, or no server running): unknown.
+    ``ever_connected`` is False when the user never connected while they were watched, None when it may have
+    connected before watching began."""
+
+    online: bool | None
+    sessions: int | None
+    last_connected: float | None
+    last_disconnected: float | None
+    ever_connected: bool | None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class PresenceSnapshot:
+    """Every user's presence row at one moment, and whether a running server keeps them up to date."""
+
+    watched: bool
+    why_not: str | None  # one line when not watched
+    since: float | None  # when a server of this registry first watched its broker's connections
+    rows: dict = field(default_factory=dict)  # name -> (sessions, last_connected, last_disconnected)
+
+    def of(self, name: str, created_at: float) -> UserPresence:
+        sessions, connected, disconnected = self.rows.get(name, (0, None, None))
+        if connected is not None:
+            ever = True
+        elif self.since is not None and created_at >= self.since:
+            ever = False  # watched all its life and never seen
+        else:
+            ever = None
+        return UserPresence(online=(sessions > 0) if self.watched else None,
+                            sessions=sessions if self.watched else None,
+                            last_connected=connected, last_disconnected=disconnected, ever_connected=ever)

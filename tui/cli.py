@@ -19,6 +19,7 @@ from store.topics import ACCESS_VALUES
 from store.views import RULE_ACTOR_PREFIX, ItemResult
 
 from .read_your_writes import APPLY_TIMEOUT, until_applied
+from .ages import last_connected
 from .safe_text import printable
 
 EXIT_REFUSED = 1
@@ -120,6 +121,13 @@ def ago(moment: float | None, now: float) -> str:
         if seconds >= size:
             return f"{seconds // size}{unit} ago"
     return f"{seconds}s ago"
+
+
+def online_word(presence) -> str:
+    """``online``, ``offline`` or ``unknown`` (no running server watches the broker's connections)."""
+    if presence.online is None:
+        return "unknown"
+    return "online" if presence.online else "offline"
 
 
 def table(headers: list[str], rows: list[list[str]]) -> None:
@@ -381,14 +389,18 @@ def deny(ctx, db, items, yes):
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
 def users(ctx, db, as_json):
-    """List users and their permissions."""
-    rows = registry(ctx, db).users()
+    """List users, whether they are online (as far as the broker can tell), and their permissions."""
+    reg = registry(ctx, db)
+    rows = reg.users()
+    seen = reg.presence()
+    presence = {u.name: seen.of(u.name, u.created_at) for u in rows}
     if as_json:
-        return echo_json([u.as_dict() for u in rows])
+        return echo_json([{**u.as_dict(), "presence": presence[u.name].as_dict()} for u in rows])
     now = time.time()
     table(
-        ["USERNAME", "FLAGS", "ROLES", "PERMISSIONS", "CREATED"],
+        ["USERNAME", "FLAGS", "ONLINE", "LAST CONNECTED", "ROLES", "PERMISSIONS", "CREATED"],
         [[printable(u.name, 40), ",".join(f for f, on in (("admin", u.admin), ("disabled", u.disabled)) if on) or "-",
+          online_word(presence[u.name]), last_connected(presence[u.name], now),
           ",".join(u.roles) or "-", permissions_text(u.permissions),
           f"{ago(u.created_at, now)} by {printable(u.created_by)} ({u.created_how})"] for u in rows],
     )

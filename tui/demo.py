@@ -29,10 +29,13 @@ def build_demo(db: str, clock: DemoClock | None = None) -> tuple[Any, DemoClock]
     """Fill ``db`` with a believable session; returns ``(registry, clock)`` with the clock 'now'."""
     clock = clock or DemoClock()
     reg = open_registry(db, clock=clock)
+    reg.watch_presence("mosquitto log")  # as `serve` does: who is online, from its Mosquitto's log
     reg.add_user("client-registry-console", "console-password", admin=True, actor="server", how="console")
     reg.add_user("historian", "historian-password", actor="cli:ops", how="cli")
     reg.permit("historian", "plant/#", "read", actor="cli:ops")
-    clock.advance(3600)
+    clock.advance(600)
+    reg.record_presence({"client-registry-console": (1, clock(), None), "historian": (1, clock(), None)})
+    clock.advance(3000)
     reg.record_attempt("gate-cam", "gate-secret", "cam-1", "10.0.0.21:50110", "mqtt")  # locked: knocking
     clock.advance(30)
     reg.unlock(300, actor="alice@dashboard")
@@ -41,7 +44,9 @@ def build_demo(db: str, clock: DemoClock | None = None) -> tuple[Any, DemoClock]
     clock.advance(10)
     reg.record_attempt("pump-station-2", "pump-secret", "pump2", "10.0.0.18:40100", "mqtt")
     reg.grant(["pump-station-2"], ["devices/{username}/#=readWrite"], actor="alice@dashboard")
-    clock.advance(12)
+    clock.advance(2)
+    reg.record_presence({"pump-station-2": (1, clock(), None)})
+    clock.advance(10)
     reg.record_attempt("thermo-[bold]x[/]", "thermo-secret", "th\x1b[31m-1", "10.0.0.33:41000", "mqtt")
     clock.advance(8)
     reg.record_attempt("door-3", "first-password", "door3", "10.0.0.40:42000", "mqtt")
@@ -55,5 +60,7 @@ def build_demo(db: str, clock: DemoClock | None = None) -> tuple[Any, DemoClock]
     reg.deny(["intruder-99"], actor="alice@dashboard")
     clock.advance(3)
     reg.record_attempt("boiler-7", "boiler-secret", "esp32-a1b2c3", "10.0.0.17:40013", "mqtt")  # a retry
+    reg.record_presence({"pump-station-2": (0, None, clock())})
     clock.advance(25)
+    reg.note_applied(reg.last_event_id())  # a server is running: presence is watched
     return reg, clock

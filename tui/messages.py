@@ -139,3 +139,11 @@ class MatchesLoaded(Message):
         super().__init__()
         self.pattern = pattern
         self.requests = requests
+
+
+class PresenceLoaded(Message):
+    """Who is online (``store.PresenceSnapshot``), read for the Users view."""
+
+    def __init__(self, snapshot: Any) -> None:
+        super().__init__()
+        self.snapshot = snapshot

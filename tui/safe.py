@@ -15,6 +15,7 @@ from rich.text import Text
 
 from store.names import suspicious_characters
 
+from .ages import ago  # noqa: F401 - the dashboard's widgets import it from here
 from .safe_text import printable
 
 LOOKALIKE_MARKER = "⚠"  # before a name that may pass for another one (store.names)
@@ -46,24 +47,6 @@ def name_text(name: object, limit: int | None = 64, style: str = "") -> Text:
         text.truncate(max(2, limit + 1))
         text.append("…")
     return text
-
-
-def ago(then: float | None, now: float) -> str:
-    """A short relative age: ``now``, ``12s``, ``5m``, ``3h``, ``2d``."""
-    if not then:
-        return "—"
-    delta = now - then
-    if delta < 0:
-        delta = 0
-    if delta < 2:
-        return "now"
-    if delta < 60:
-        return f"{int(delta)}s"
-    if delta < 3600:
-        return f"{int(delta // 60)}m"
-    if delta < 86400:
-        return f"{int(delta // 3600)}h"
-    return f"{int(delta // 86400)}d"
 
 
 def countdown(seconds: float) -> str:

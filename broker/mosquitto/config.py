@@ -232,7 +232,7 @@ def render_conf(*, listener: str, dynsec_plugin: Path, dynsec_file: Path, regist
         "log_type warning",
         "log_type notice",
         "log_timestamp false",
-        "connection_messages false",
+        "connection_messages true",  # who is online (broker/mosquitto/presence.py): the service reads them
     ]
     if user:
         lines.append(f"user {user}")

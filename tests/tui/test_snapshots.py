@@ -48,6 +48,8 @@ def test_users_view(snap_compare, demo, size):
     async def run_before(pilot):
         await connected(pilot)
         await pilot.press("2")
+        dash = pilot.app.screen_stack[0]
+        await wait_for(pilot, lambda: dash.users_table.presence is not None, message="who is online")
         await pilot.pause()
 
     assert snap_compare(make_app(*demo), run_before=run_before, terminal_size=size)

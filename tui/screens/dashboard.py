@@ -29,7 +29,8 @@ from textual.worker import get_current_worker
 from store import BusyError, StoreError
 from store.database import BUSY_TIMEOUT_MS
 
-from ..messages import DetailsLoaded, MatchesLoaded, PageLoaded, RelayedEvent, StoreFailed, SyncDelta, WriteDone
+from ..messages import (DetailsLoaded, MatchesLoaded, PageLoaded, PresenceLoaded, RelayedEvent, StoreFailed,
+                        SyncDelta, WriteDone)
 from ..safe import clean, safe_text
 from ..sync import Delta, EventSync, Page, Window, read_page
 from ..widgets.audit_table import AuditTable
@@ -49,6 +50,7 @@ from .modals import (ConfirmModal, DurationModal, GrantChoice, GrantModal, Permi
 AUDIT_KEEP = 5000  # the audit view drops older rows beyond this (the CLI `log` has them all)
 VIEW_KEYS = [key for key, _ in VIEWS]
 BUSY_AFTER = 0.5  # a change waiting this long for the database is said on screen
+PRESENCE_EVERY = 2  # ticks (seconds) between reads of who is online, while the Users view shows
 
 
 @dataclass
@@ -88,6 +90,7 @@ class DashboardScreen(Screen):
         self.writing: tuple[str, float] | None = None  # (op, since): the change running now, for the busy line
         self.busy_failed: tuple[str, float] | None = None  # (message, when) after a change failed on a lock
         self._ticking = False
+        self._ticks = 0
         self.loaded = False  # the first resync has been applied
         self.last_template = ""  # the operator's last grant template (Registry.last_template), pre-filled
         self.last_roles: list[str] = []  # and roles (Registry.last_roles)
@@ -262,7 +265,8 @@ class DashboardScreen(Screen):
         table = self.current_table()
         requests = self.requests_table
         selected = f"{len(requests.selected)} selected" if requests.selected and table is requests else ""
-        parts = [selected, table.unseen_text(), table.window_text() if table is requests else ""]
+        presence = self.users_table.presence_note() if table is self.users_table else ""
+        parts = [selected, table.unseen_text(), table.window_text() if table is requests else "", presence]
         text = " · ".join(p for p in parts if p)
         info.display = bool(text)
         if text:
@@ -345,6 +349,22 @@ class DashboardScreen(Screen):
         if text and str(line.render()) != text:
             line.update(Text(text, no_wrap=True, overflow="ellipsis"))
 
+    # -- who is online (Users view) --------------------------------------------------------------------
+    @work(thread=True, exclusive=True, group="presence", exit_on_error=False)
+    def read_presence(self) -> None:
+        try:
+            snapshot = self.reg.presence()
+        except StoreError as exc:
+            self.post_message(StoreFailed("presence", str(exc), busy=isinstance(exc, BusyError)))
+            return
+        if not get_current_worker().is_cancelled:
+            self.post_message(PresenceLoaded(snapshot))
+
+    @on(PresenceLoaded)
+    def presence_loaded(self, message: PresenceLoaded) -> None:
+        self.users_table.show_presence(message.snapshot)
+        self.refresh_window_info()
+
     # -- header and clock ---------------------------------------------------------------------------
     def refresh_header(self) -> None:
         status = self.status
@@ -364,6 +384,9 @@ class DashboardScreen(Screen):
     def tick(self) -> None:
         self.refresh_header()  # the countdown, from the last status read
         self.current_table().refresh_ages()
+        self._ticks += 1
+        if self.current_table() is self.users_table and self._ticks % PRESENCE_EVERY == 0:
+            self.read_presence()
         if not self._ticking:  # never more than one periodic read at a time, however slow the database
             self._ticking = True
             self._sync("tick")  # read-only: the status, and the changelog (when no broker relays events)
@@ -420,6 +443,8 @@ class DashboardScreen(Screen):
         switcher = self.query_one(ContentSwitcher)
         switcher.current = key
         table = self.current_table()
+        if table is self.users_table:
+            self.read_presence()
         table.refresh_ages()
         self.set_focus(table)  # now, not after the next refresh: the next key must reach this view
         self.refresh_header()
@@ -585,7 +610,9 @@ class DashboardScreen(Screen):
                 fresh = reg.user(item.name) or item
                 title = Text("User ")
                 title.append_text(safe_text(fresh.name, 50))
-                body = user_details(fresh, reg.events(subject=fresh.name))
+                seen = reg.presence()
+                body = user_details(fresh, reg.events(subject=fresh.name), seen.of(fresh.name, fresh.created_at),
+                                    seen.why_not)
             elif kind == "role":
                 fresh = reg.role(item.name) or item
                 title = Text(f"Role {fresh.name}")

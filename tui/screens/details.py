@@ -96,12 +96,29 @@ def request_details(req: Any, events: Iterable[Any]) -> Text:
     return text
 
 
-def user_details(user: Any, events: Iterable[Any]) -> Text:
+def presence_lines(presence: Any, why_not: str | None) -> list[tuple[str, Any]]:
+    """Online or not, and the last connection and disconnection the broker reported."""
+    if presence.online is None:
+        online = f"unknown ({why_not})" if why_not else "unknown"
+    elif presence.online:
+        online = Text(f"yes ({presence.sessions} session{'s' if presence.sessions != 1 else ''})", style="bold green")
+    else:
+        online = "no"
+    never = "never" if presence.ever_connected is False else "unknown"
+    return [
+        ("online", online),
+        ("last connected", stamp(presence.last_connected) if presence.last_connected else never),
+        ("last disconnected", stamp(presence.last_disconnected) if presence.last_disconnected else "—"),
+    ]
+
+
+def user_details(user: Any, events: Iterable[Any], presence: Any = None, why_not: str | None = None) -> Text:
     perms = "\n".join(f"{p} = {a}" for p, a in user.permissions) or "none"
     text = field_lines([
         ("name", user.name),
         ("admin", "yes" if user.admin else "no"),
         ("disabled", "yes" if user.disabled else "no"),
+        *(presence_lines(presence, why_not) if presence is not None else []),
         ("created", stamp(user.created_at)),
         ("created by", user.created_by),
         ("created how", user.created_how),

@@ -8,6 +8,7 @@ from rich.text import Text
 from textual.binding import Binding
 from textual.message import Message
 
+from ..ages import last_connected
 from ..safe import ago, clean, safe_text
 from .base_table import Column, OrderedTable
 
@@ -45,11 +46,34 @@ class UsersTable(OrderedTable):
     COLUMNS = [
         Column("name", "name", 10, flex=0.4),
         Column("flags", "flags", 14),
+        Column("connected", "connected", 9),
         Column("permissions", "permissions", 10, flex=0.6),
         Column("how", "how", 5, min_total=100),
-        Column("created", "created", 7),
+        Column("created", "created", 7, min_total=100),  # under 100 columns "connected" matters more
         Column("by", "by", 10, min_total=100),
     ]
+
+    presence: Any = None  # the last store.PresenceSnapshot read (the screen refreshes it while this view shows)
+
+    def presence_cell(self, user: Any) -> Text:
+        """``● online``, or when it last connected (``3m ago``, ``never``, ``unknown``)."""
+        if self.presence is None:
+            return Text("")
+        seen = self.presence.of(user.name, user.created_at)
+        if seen.online:
+            return Text("● online", style="bold green")
+        word = last_connected(seen, self.app.clock())
+        return Text(word, style="dim" if word in ("never", "unknown") else "")
+
+    def show_presence(self, snapshot: Any) -> None:
+        self.presence = snapshot
+        self.refresh_column_cells("connected", self.presence_cell)
+
+    def presence_note(self) -> str:
+        """Why nobody shows online, when the broker's connections are not watched now."""
+        if self.presence is None or self.presence.watched:
+            return ""
+        return f"who is online is unknown: {self.presence.why_not}"
 
     def row_cells(self, user: Any) -> dict[str, Any]:
         flags = []
@@ -65,6 +89,7 @@ class UsersTable(OrderedTable):
         return {
             "name": safe_text(user.name),
             "flags": flag_text,
+            "connected": self.presence_cell(user),
             "permissions": safe_text(format_permissions(user.permissions), limit=200),
             "how": safe_text(user.created_how, limit=12),
             "created": Text(ago(user.created_at, self.app.clock()), justify="right"),
@@ -81,6 +106,7 @@ class UsersTable(OrderedTable):
     def refresh_ages(self) -> None:
         now = self.app.clock()
         self.refresh_column_cells("created", lambda u: Text(ago(u.created_at, now), justify="right"))
+        self.refresh_column_cells("connected", self.presence_cell)
 
     def unavailable(self, action: str) -> str | None:
         user = self.cursor_item()

@@ -1,0 +1,53 @@
+"""`client-registry users` says who is online and when each user last connected, from a real server and a
+real device; "unknown" when no server watches the broker."""
+
+import json
+
+from tests.broker.clients import Paho
+from tests.broker.conftest import ServerThread, wait_until
+
+from store import open_registry
+
+from .test_cli import ok, run
+
+
+def test_users_shows_online_and_last_connected(db_path):
+    server = ServerThread(db_path).start()
+    reg = open_registry(db_path)
+    try:
+        server.add_device(reg, "sensor-5", "secret-5")
+        server.add_device(reg, "sensor-6", "secret-6")
+        device = Paho(server.mqtt_port, "sensor-5", "secret-5", client_id="esp-5").connect()
+        try:
+            wait_until(lambda: reg.presence().rows.get("sensor-5", (0,))[0] == 1, message="sensor-5 online")
+            users = {u["name"]: u for u in json.loads(ok(db_path, "users", "--json"))}
+            five, six = users["sensor-5"]["presence"], users["sensor-6"]["presence"]
+            assert five["online"] is True and five["sessions"] == 1 and five["last_connected"] > 0
+            assert five["ever_connected"] is True and five["last_disconnected"] is None
+            assert six == {"online": False, "sessions": 0, "last_connected": None, "last_disconnected": None,
+                           "ever_connected": False}
+            assert "password" not in json.dumps(users) and "verifier" not in json.dumps(users)
+            lines = {line.split()[0]: line for line in ok(db_path, "users").splitlines()}
+            assert lines["USERNAME"].split()[:5] == ["USERNAME", "FLAGS", "ONLINE", "LAST", "CONNECTED"]
+            assert lines["sensor-5"].split()[1:4] in (["-", "online", "now"], ["-", "online", "2s"])
+            assert lines["sensor-6"].split()[1:4] == ["-", "offline", "never"]
+        finally:
+            device.close()
+        wait_until(lambda: reg.presence().rows["sensor-5"][0] == 0, message="sensor-5 offline")
+        line = next(x for x in ok(db_path, "users").splitlines() if x.startswith("sensor-5"))
+        assert line.split()[2] == "offline" and line.split()[3] in ("now", "1s", "2s", "3s")
+    finally:
+        server.stop()
+        reg.close()
+
+
+def test_users_without_a_server_says_unknown(db_path):
+    ok(db_path, "init")
+    ok(db_path, "user", "add", "sensor-7", "--password-stdin", stdin="secret-7\n")
+    result = run(db_path, "users")
+    assert result.returncode == 0
+    line = next(x for x in result.stdout.splitlines() if x.startswith("sensor-7"))
+    assert line.split()[2:4] == ["unknown", "unknown"]
+    assert result.stderr == ""  # reading says nothing more: the column says unknown
+    [user] = json.loads(ok(db_path, "users", "--json"))
+    assert user["presence"]["online"] is None and user["presence"]["sessions"] is None
