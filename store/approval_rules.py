@@ -57,12 +57,21 @@ def _network(text: str):
     return ipaddress.ip_network(text, strict=False)
 
 
+def _without_port(peer: str) -> str:
+    if peer.startswith("[") and "]" in peer:
+        return peer[1:peer.index("]")]
+    if peer.count(":") == 1:  # IPv4:PORT (a bare IPv6 address has several colons)
+        return peer.split(":", 1)[0]
+    return peer
+
+
 def peer_in(peer: str | None, network: str) -> bool:
-    """Is the peer address (as the broker or the HTTP server gives it) inside ``network``?"""
+    """Is the peer address (as the broker or the HTTP server gives it: an address, or ``IP:PORT`` /
+    ``[IPv6]:PORT``) inside ``network``?"""
     if not peer:
         return False
     try:
-        address = ipaddress.ip_address(peer)
+        address = ipaddress.ip_address(_without_port(peer))
     except ValueError:
         return False
     if address.version == 6 and address.ipv4_mapped is not None:

@@ -65,6 +65,9 @@ def test_the_glob_is_case_sensitive_and_whole_name(reg):
     ("fd00::/8", "10.1.1.1", False),
     ("10.0.0.0/8", None, False),
     ("10.0.0.0/8", "not-an-address", False),
+    ("10.0.0.0/8", "10.0.0.52:40200", True),  # with the port, as some peers are written
+    ("10.0.0.0/8", "192.168.1.7:40200", False),
+    ("fd00::/8", "[fd00::1]:40200", True),
 ])
 def test_peer_network(reg, network, peer, admitted):
     reg.add_rule("sensor-*", peer_network=network, actor="op")
