@@ -46,7 +46,7 @@ class Queries:
         R = self.m.Request
         text = match.lower()
         clause = (R.username.contains(text) | R.client_id.contains(text) | R.peer.contains(text)
-                  | R.source.contains(text) | R.pairing_code.contains(text)
+                  | R.source.contains(text) | R.pairing_code.contains(text) | R.decided_by.contains(text)
                   | (R.status.contains(text) & ~((R.status == "pending") & (R.conflict == True))))  # noqa: E712
         if text in CONFLICT:
             clause = clause | ((R.status == "pending") & (R.conflict == True))  # noqa: E712

@@ -190,6 +190,13 @@ class RoleRules:
         return len(members)
 
     @guarded
+    def set_user_access(self, user: str, pairs: Iterable, roles: Iterable[str], actor: str = "cli") -> int:
+        """A user's own permissions and its roles in one transaction (the dashboard's editor): a bad pattern or
+        an unknown role changes neither. Returns how many permissions and roles changed."""
+        with write_transaction(self.db):
+            return self.set_user_roles(user, roles, actor) + self.set_permissions(user, pairs, actor)
+
+    @guarded
     def set_role_permissions(self, name: str, pairs: Iterable, actor: str = "cli") -> tuple[int, int]:
         """Replace a role's permissions by ``pairs`` in one transaction (an editor's save): a bad pattern changes
         nothing. Returns (patterns changed, members affected)."""

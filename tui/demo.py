@@ -33,6 +33,10 @@ def build_demo(db: str, clock: DemoClock | None = None) -> tuple[Any, DemoClock]
     reg.add_user("client-registry-console", "console-password", admin=True, actor="server", how="console")
     reg.add_user("historian", "historian-password", actor="cli:ops", how="cli")
     reg.permit("historian", "plant/#", "read", actor="cli:ops")
+    reg.add_role("meters", actor="cli:ops")
+    reg.role_permit("meters", "meters/{username}/#", "write", actor="cli:ops")
+    reg.add_rule("meter-*", name="meter-install", roles=["meters"], peer_network="10.0.0.0/8", limit=20,
+                 actor="cli:ops")
     clock.advance(600)
     reg.record_presence({"client-registry-console": (1, clock(), None), "historian": (1, clock(), None)})
     clock.advance(3000)
@@ -44,6 +48,8 @@ def build_demo(db: str, clock: DemoClock | None = None) -> tuple[Any, DemoClock]
     clock.advance(10)
     reg.record_attempt("pump-station-2", "pump-secret", "pump2", "10.0.0.18:40100", "mqtt")
     reg.grant(["pump-station-2"], ["devices/{username}/#=readWrite"], actor="alice@dashboard")
+    clock.advance(1)
+    reg.record_attempt("meter-12", "meter-secret", "m12", "10.0.0.52:40200", "mqtt")  # admitted by the rule
     clock.advance(2)
     reg.record_presence({"pump-station-2": (1, clock(), None)})
     clock.advance(10)

@@ -288,3 +288,14 @@ def test_set_role_permissions_is_one_change_and_only_a_narrowing_is_a_removal(re
     assert sorted(e.kind for e in reg.events(since=last)) == ["role.permission_removed"] * 2
     assert not reg.authorize("sensor-1", "publish", "plant/x") and reg.authorize("sensor-1", "subscribe", "plant/x")
     assert reg.set_role_permissions("sensors", ["plant/#=read"]) == (0, 1)
+
+
+def test_set_user_access_is_one_transaction(reg):
+    reg.add_role("sensors")
+    reg.add_user("dev", "password-1")
+    last = reg.last_event_id()
+    with pytest.raises(RefusedError, match="access must be one of"):
+        reg.set_user_access("dev", ["x/#=everything"], ["sensors"])
+    assert reg.user("dev").roles == [] and reg.last_event_id() == last  # the role was not given either
+    assert reg.set_user_access("dev", ["x/#=read"], ["sensors"]) == 2
+    assert reg.user("dev").roles == ["sensors"] and reg.user("dev").permissions == [("x/#", "read")]

@@ -31,19 +31,19 @@ from store.database import BUSY_TIMEOUT_MS
 
 from ..messages import (DetailsLoaded, MatchesLoaded, PageLoaded, PresenceLoaded, RelayedEvent, StoreFailed,
                         SyncDelta, WriteDone)
-from ..safe import clean, safe_text
+from ..safe import clean, name_text, safe_text
 from ..sync import Delta, EventSync, Page, Window, read_page
 from ..widgets.audit_table import AuditTable
 from ..widgets.base_table import OrderedTable
 from ..widgets.fitting_footer import FittingFooter
-from ..widgets.requests_table import RequestsTable
+from ..widgets.requests_table import RequestsTable, granting_rule
 from ..widgets.roles_table import RolesTable
 from ..read_your_writes import APPLY_TIMEOUT, until_applied
 from ..widgets.status_header import VIEWS, HeaderState, StatusHeader
 from ..widgets.users_table import UsersTable
 from .details import DetailsScreen, event_details, request_details, role_details, user_details
 from .help import HelpScreen
-from .modals import (ConfirmModal, DurationModal, GrantChoice, GrantModal, PermissionsModal, TextModal,
+from .modals import (AccessChoice, ConfirmModal, DurationModal, GrantChoice, GrantModal, PermissionsModal, TextModal,
                      name_pattern_modal)
 
 
@@ -553,6 +553,29 @@ class DashboardScreen(Screen):
         self.app.notify(f"{n} pending request{'s' if n != 1 else ''} match {pattern} ({added} newly selected): "
                         "g grants the selection", timeout=5, markup=False)
 
+    @on(RequestsTable.UndoRuleRequested)
+    def ask_undo_rule(self, message: RequestsTable.UndoRuleRequested) -> None:
+        rule = message.rule
+        shown = [r for r in self.requests_table.model.values() if granting_rule(r) == rule]
+        body = Text(f"Every user the approval rule {rule} admitted in this window is removed (live sessions "
+                    "close) and its request denied, so the same credentials are not admitted again. Among them:\n")
+        for req in shown[:20]:
+            body.append("  ")
+            body.append_text(name_text(req.username, 50))
+            body.append(f"  #{req.id}\n", style="dim")
+        if len(shown) > 20:
+            body.append(f"  … and {len(shown) - 20} more shown\n", style="dim")
+
+        def done(ok: bool | None) -> None:
+            if ok:
+                self.write("undo_rule", self.reg.revoke_admitted, rule, actor=self.app.actor, context=rule)
+
+        self.app.push_screen(ConfirmModal(f"Undo rule {rule}?", body, "Undo"), done)
+
+    def done_undo_rule(self, removed: list[str], rule: str) -> None:
+        self.app.notify(clean(f"Undid rule {rule}: removed {len(removed)} user{'s' if len(removed) != 1 else ''}", 160),
+                        timeout=5, markup=False)
+
     @on(RequestsTable.DenyRequested)
     def ask_deny(self, message: RequestsTable.DenyRequested) -> None:
         targets = message.targets
@@ -635,16 +658,17 @@ class DashboardScreen(Screen):
     def ask_permissions(self, message: UsersTable.PermissionsRequested) -> None:
         user = message.user
 
-        def done(perms: list[tuple[str, str]] | None) -> None:
-            if perms is not None:
-                self.write("set_permissions", self.reg.set_permissions, user.name, perms, actor=self.app.actor,
-                           context=user.name)
+        def done(choice: AccessChoice | None) -> None:
+            if choice is not None:
+                self.write("set_permissions", self.reg.set_user_access, user.name, choice.permissions,
+                           choice.roles, actor=self.app.actor, context=user.name)
 
-        self.app.push_screen(PermissionsModal(user.name, user.permissions), done)
+        self.app.push_screen(PermissionsModal(user.name, user.permissions, roles=user.roles,
+                                              known_roles=sorted(self.roles_table.model)), done)
 
     def done_set_permissions(self, changes: int, name: str) -> None:
         if changes:
-            self.app.notify(clean(f"Permissions of {name}: {changes} changed", 160), timeout=3, markup=False)
+            self.app.notify(clean(f"Roles and permissions of {name}: {changes} changed", 160), timeout=3, markup=False)
 
     @on(UsersTable.DisableToggled)
     def toggle_disabled(self, message: UsersTable.DisableToggled) -> None:
@@ -687,9 +711,9 @@ class DashboardScreen(Screen):
     def ask_role_permissions(self, message: RolesTable.PermissionsRequested) -> None:
         role = message.role
 
-        def done(perms: list[tuple[str, str]] | None) -> None:
-            if perms is not None:
-                self.write("set_role_permissions", self.reg.set_role_permissions, role.name, perms,
+        def done(choice: AccessChoice | None) -> None:
+            if choice is not None:
+                self.write("set_role_permissions", self.reg.set_role_permissions, role.name, choice.permissions,
                            actor=self.app.actor, context=role.name)
 
         self.app.push_screen(PermissionsModal(role.name, role.permissions, owner="role "), done)

@@ -118,6 +118,7 @@ def user_details(user: Any, events: Iterable[Any], presence: Any = None, why_not
         ("name", user.name),
         ("admin", "yes" if user.admin else "no"),
         ("disabled", "yes" if user.disabled else "no"),
+        ("roles", ", ".join(getattr(user, "roles", None) or []) or "none"),
         *(presence_lines(presence, why_not) if presence is not None else []),
         ("created", stamp(user.created_at)),
         ("created by", user.created_by),

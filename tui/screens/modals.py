@@ -217,14 +217,23 @@ class DurationModal(Dialog):
         self.dismiss(seconds)
 
 
-class PermissionsModal(Dialog):
-    """Edit a user's (or a role's) permissions as ``PATTERN=ACCESS`` words."""
+@dataclass(frozen=True)
+class AccessChoice:
+    permissions: list[tuple[str, str]]
+    roles: tuple[str, ...] | None = None  # None: roles were not edited (a role's own permissions)
 
-    def __init__(self, username: str, permissions: Sequence[tuple[str, str]], owner: str = "") -> None:
+
+class PermissionsModal(Dialog):
+    """Edit a user's roles and permissions (or a role's permissions) as ``PATTERN=ACCESS`` words."""
+
+    def __init__(self, username: str, permissions: Sequence[tuple[str, str]], owner: str = "",
+                 roles: Sequence[str] | None = None, known_roles: Sequence[str] = ()) -> None:
         super().__init__()
         self.username = username
         self.permissions = list(permissions)
         self.owner = owner  # "role " for a role
+        self.roles = roles  # a user's roles, in order (None: no roles field)
+        self.known_roles = list(known_roles)
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
@@ -233,6 +242,10 @@ class PermissionsModal(Dialog):
             yield Label(title, classes="title")
             yield Label(f"PATTERN=ACCESS words ({', '.join(ACCESS_VALUES)}); empty: none.")
             yield Input(value=format_permissions(self.permissions), placeholder=TEMPLATE_EXAMPLE, id="permissions")
+            if self.roles is not None:
+                known = ", ".join(self.known_roles) or "none yet: 4, then n"
+                yield Label(Text(f"Roles, in order (of {known}):", overflow="ellipsis", no_wrap=True))
+                yield Input(value=", ".join(self.roles), placeholder="none", id="roles")
             yield Label("", id="error", classes="error")
             yield from self.buttons("Save")
 
@@ -245,10 +258,12 @@ class PermissionsModal(Dialog):
     def action_ok(self) -> None:
         try:
             perms = parse_permissions(self.query_one("#permissions", Input).value)
+            roles = None if self.roles is None else parse_role_names(self.query_one("#roles", Input).value,
+                                                                      [*self.known_roles, *self.roles])
         except ValueError as exc:
             self.show_error(str(exc))
             return
-        self.dismiss(perms)
+        self.dismiss(AccessChoice(perms, roles))
 
 
 class TextModal(Dialog):

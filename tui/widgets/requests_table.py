@@ -8,7 +8,7 @@ from rich.text import Text
 from textual.binding import Binding
 from textual.message import Message
 
-from store.views import CONFLICT, request_label
+from store.views import CONFLICT, RULE_ACTOR_PREFIX, request_label
 
 from ..safe import ago, name_text, safe_text
 from .base_table import Column, OrderedTable
@@ -17,13 +17,23 @@ STATUS_STYLE = {
     "pending": "bold yellow",
     CONFLICT: "bold #ff6b6b",
     "granted": "#5fd75f",
+    "by rule": "bold #5fd7ff",
     "denied": "#ff8787",
     "expired": "dim",
 }
 
 
+def granting_rule(req: Any) -> str | None:
+    """The approval rule that granted this request, if one did (its decider is ``rule:<name>``)."""
+    decided_by = getattr(req, "decided_by", None) or ""
+    if req is None or req.status != "granted" or not decided_by.startswith(RULE_ACTOR_PREFIX):
+        return None
+    return decided_by[len(RULE_ACTOR_PREFIX):]
+
+
 def status_label(req: Any) -> str:
-    return request_label(req.status, req.conflict)
+    """The status as shown: "by rule" for a request an approval rule granted (z undoes it)."""
+    return "by rule" if granting_rule(req) else request_label(req.status, req.conflict)
 
 
 class RequestsTable(OrderedTable):
@@ -52,6 +62,13 @@ class RequestsTable(OrderedTable):
 
     class MatchRequested(Message):
         """Select the pending requests whose name matches a glob (the screen asks for it, the store matches)."""
+
+    class UndoRuleRequested(Message):
+        """Undo what the approval rule that granted this request admitted in this window (the screen asks)."""
+
+        def __init__(self, rule: str) -> None:
+            super().__init__()
+            self.rule = rule
 
     class DetailsRequested(Message):
         def __init__(self, request: Any) -> None:
@@ -82,6 +99,9 @@ class RequestsTable(OrderedTable):
         Binding("g", "grant", "Grant", id="grant",
                 tooltip="Grant the selection (or the request under the cursor): asks for permissions"),
         Binding("d", "deny", "Deny", id="deny", tooltip="Deny the selection (or the request under the cursor), asks first"),
+        Binding("z", "undo_rule", "Undo rule", show=False, id="undo-rule",
+                tooltip="On a request an approval rule granted (by rule): remove every user that rule admitted in "
+                        "this window (asks first)"),
         Binding("enter", "details", "Details", show=False, id="details",
                 tooltip="Every field of the request (its id, context, requested permissions) and its history"),
     ]
@@ -309,6 +329,8 @@ class RequestsTable(OrderedTable):
             return "no pending request in the table"
         if action == "details" and self.cursor_item() is None:
             return "no request under the cursor"
+        if action == "undo_rule" and granting_rule(self.cursor_item()) is None:
+            return "the request under the cursor was not granted by an approval rule"
         return None
 
     def action_toggle_select(self) -> None:
@@ -363,6 +385,11 @@ class RequestsTable(OrderedTable):
         targets = self.targets()
         if targets:
             self.post_message(self.DenyRequested(targets))
+
+    def action_undo_rule(self) -> None:
+        rule = granting_rule(self.cursor_item())
+        if rule is not None:
+            self.post_message(self.UndoRuleRequested(rule))
 
     def action_details(self) -> None:
         req = self.cursor_item()

@@ -140,7 +140,7 @@ class StatusHeader(Widget):
         self.set_class(state.broker in ("retrying", "refused"), "-disconnected")
         narrow = 0 < self.size.width < NARROW
         self.query_one("#header-window", Static).update(render_window(state, narrow))
-        self.query_one("#header-tabs", Static).update(render_tabs(state, narrow))
+        self.query_one("#header-tabs", Static).update(render_tabs(state, 0 < self.size.width < 100))
         self.query_one("#header-broker", Static).update(render_broker(state, narrow, self.size.width))
 
     def on_resize(self) -> None:

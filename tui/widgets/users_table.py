@@ -17,6 +17,22 @@ def format_permissions(perms: list[tuple[str, str]]) -> str:
     return ", ".join(f"{p}={a}" for p, a in perms) if perms else "—"
 
 
+def access_text(user: Any) -> Text:
+    """A user's roles (in its order, in cyan) and then its own permissions."""
+    text = Text(no_wrap=True, overflow="ellipsis")
+    for role in getattr(user, "roles", None) or []:
+        text.append_text(safe_text(role, limit=64, style="cyan"))
+        text.append(" ")
+    if user.permissions or not text:
+        text.append_text(safe_text(format_permissions(user.permissions), limit=200))
+    return text
+
+
+def how_word(how: str) -> str:
+    """``registration-mqtt`` -> ``mqtt``: how the user came to be, in a word."""
+    return str(how).removeprefix("registration-")
+
+
 class UsersTable(OrderedTable):
     class UserMessage(Message):
         def __init__(self, user: Any) -> None:
@@ -36,7 +52,8 @@ class UsersTable(OrderedTable):
         pass
 
     BINDINGS = [
-        Binding("p", "edit_permissions", "Permissions", id="permissions", tooltip="Edit the user's topic permissions"),
+        Binding("p", "edit_permissions", "Permissions", id="permissions",
+                tooltip="Edit the user's roles and own topic permissions"),
         Binding("x", "toggle_disabled", "Disable", id="disable", tooltip="Disable or enable the user"),
         Binding("delete", "remove", "Remove", id="remove", tooltip="Remove the user (asks first)"),
         Binding("enter", "details", "Details", show=False, id="user-details",
@@ -44,13 +61,13 @@ class UsersTable(OrderedTable):
     ]
 
     COLUMNS = [
-        Column("name", "name", 10, flex=0.4),
-        Column("flags", "flags", 14),
+        Column("name", "name", 10, flex=0.45),
+        Column("flags", "flags", 8),
         Column("connected", "connected", 9),
-        Column("permissions", "permissions", 10, flex=0.6),
-        Column("how", "how", 5, min_total=100),
+        Column("permissions", "roles, permissions", 18, flex=0.35),
+        Column("how", "how", 7, min_total=100),
         Column("created", "created", 7, min_total=100),  # under 100 columns "connected" matters more
-        Column("by", "by", 10, min_total=100),
+        Column("by", "by", 8, min_total=100, flex=0.2),
     ]
 
     presence: Any = None  # the last store.PresenceSnapshot read (the screen refreshes it while this view shows)
@@ -90,8 +107,8 @@ class UsersTable(OrderedTable):
             "name": safe_text(user.name),
             "flags": flag_text,
             "connected": self.presence_cell(user),
-            "permissions": safe_text(format_permissions(user.permissions), limit=200),
-            "how": safe_text(user.created_how, limit=12),
+            "permissions": access_text(user),
+            "how": safe_text(how_word(user.created_how), limit=12),
             "created": Text(ago(user.created_at, self.app.clock()), justify="right"),
             "by": safe_text(user.created_by, limit=24),
         }
@@ -100,7 +117,8 @@ class UsersTable(OrderedTable):
         return (clean(user.name, None).lower(), user.name)
 
     def filter_text(self, user: Any) -> str:
-        return " ".join((user.name, format_permissions(user.permissions), "admin" if user.admin else "",
+        return " ".join((user.name, *(getattr(user, "roles", None) or []), format_permissions(user.permissions),
+                         "admin" if user.admin else "",
                          "disabled" if user.disabled else "", str(user.created_how), str(user.created_by)))
 
     def refresh_ages(self) -> None:
