@@ -55,6 +55,8 @@ async def session(out: Path, size: tuple[int, int], suffix: str) -> list[Path]:
             await shot("users")
             await pilot.press("3")
             await shot("audit")
+            await pilot.press("4")
+            await shot("roles")
             await pilot.press("question_mark")
             await shot("help")
         reg.close()
