@@ -5,8 +5,8 @@ the rule's permission template and roles. A part of :class:`store.registry.Regis
   operator's own grant code (``Registry._grant_one``): the same rows and the same ``request.granted`` event
   (actor ``rule:<name>``, detail ``rule`` and ``rule_id``), so the broker side provisions it exactly as a
   manual grant, and the device's next CONNECT succeeds.
-- **Matching**: a username glob (``fnmatch``, case-sensitive, on the NFC name as stored), optionally a peer
-  network (CIDR, IPv4 or IPv6; an IPv4-mapped IPv6 peer counts as IPv4), the protocol (``mqtt``/``http``)
+- **Matching**: a username glob (``store.name_patterns``, as bulk grants use: case-sensitive, on the NFC name
+  as stored), optionally a peer network (CIDR, IPv4 or IPv6; an IPv4-mapped IPv6 peer counts as IPv4), the protocol (``mqtt``/``http``)
   and a client-id glob (a request without a client id never matches one). The oldest matching rule with
   room left admits the device. Only new requests: a request pending before the rule existed waits for an
   operator.
@@ -34,6 +34,7 @@ from functools import lru_cache
 
 from .database import guarded, run_sql, write_transaction
 from .errors import RefusedError
+from .name_patterns import name_matches
 from .names import name_marks
 from .validation import normalise_username, parse_permission, text_problem
 from .views import AttemptResult, RuleView, rule_actor
@@ -222,7 +223,7 @@ class ApprovalRules:
             return None
         window = None
         for rule_id, name, pattern, network, protocol, client_pattern, permissions, roles in rules:
-            if not (fnmatchcase(row.username, pattern)
+            if not (name_matches(pattern, row.username)
                     and (protocol is None or protocol == row.source)
                     and (client_pattern is None or (row.client_id is not None
                                                     and fnmatchcase(row.client_id, client_pattern)))
