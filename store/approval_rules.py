@@ -6,8 +6,8 @@ the rule's permission template and roles. A part of :class:`store.registry.Regis
   (actor ``rule:<name>``, detail ``rule`` and ``rule_id``), so the broker side provisions it exactly as a
   manual grant, and the device's next CONNECT succeeds.
 - **Matching**: a username glob (``store.name_patterns``, as bulk grants use: case-sensitive, on the NFC name
-  as stored), optionally a peer network (CIDR, IPv4 or IPv6; an IPv4-mapped IPv6 peer counts as IPv4), the protocol (``mqtt``/``http``)
-  and a client-id glob (a request without a client id never matches one). The oldest matching rule with
+  as stored), optionally a peer network (CIDR, IPv4 or IPv6; an IPv4-mapped IPv6 peer counts as IPv4), the
+  protocol (``mqtt``/``http``) and a client-id glob (a request without a client id never matches one). The oldest matching rule with
   room left admits the device. Only new requests: a request pending before the rule existed waits for an
   operator.
 - **Roles**: a rule grants its roles (names checked when it is added); if one of them has been removed since,
