@@ -129,10 +129,9 @@ def _alive(pid: int) -> bool:
 class Server:
     """One server under test, started from the files in ``workdir`` (see bench/state.py)."""
 
-    def __init__(self, kind: str, workdir: Path, serve_args: tuple[str, ...] = ()) -> None:
+    def __init__(self, kind: str, workdir: Path) -> None:
         self.kind = kind
         self.workdir = workdir
-        self.serve_args = serve_args  # more `serve` options (registry only)
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
         self.pids: dict[str, int] = {}
@@ -149,7 +148,7 @@ class Server:
         if self.kind == "registry":
             return client_registry_command() + [
                 "--db", str(self.db), "serve", "--mqtt-bind", f"127.0.0.1:{self.port}",
-                "--http-bind", f"127.0.0.1:{free_port()}", *self.serve_args]
+                "--http-bind", f"127.0.0.1:{free_port()}"]
         conf = self.workdir / "mosquitto.conf"
         conf.write_text(plain_conf(self.kind, self.port, self.workdir))
         return [ensure_mosquitto() or "mosquitto", "-c", str(conf)]

@@ -94,28 +94,20 @@ class Operator(threading.Thread):
 
 
 def run_mode(mode: str, devices: int, rate: float, block: int) -> dict:
-    """``mode``: ``rule``, ``manual``, or ``rule-nagle`` (a rule, with Mosquitto's default Nagle's algorithm
-    as before `set_tcp_nodelay true` was in the generated configuration: each dynamic-security answer waited
-    for a delayed ACK)."""
     from store import open_registry
 
     work = state.fresh("registry", 0, f"rules-{mode}")
-    serve_args: tuple[str, ...] = ()
-    if mode == "rule-nagle":
-        include = work / "nagle.conf"
-        include.write_text("set_tcp_nodelay false\n")  # read after ours: Mosquitto's default again
-        serve_args = ("--mosquitto-include", str(include))
     db = work / "registry.db"
     reg = open_registry(str(db))
     try:
-        if mode.startswith("rule"):
+        if mode == "rule":
             reg.add_rule("ra-*", permissions=[TEMPLATE], limit=devices, actor="bench")
         reg.unlock(seconds=3600, actor="bench")
     finally:
         reg.close()
     items = new_devices("ra", devices, block, PER_ADDRESS)
     names = [name for name, _, _ in items]
-    with procs.Server("registry", work, serve_args) as server:
+    with procs.Server("registry", work) as server:
         engine = Engine("127.0.0.1", server.port)
         deadline = now() + 600
         operator = Operator(db, names, deadline) if mode == "manual" else None
@@ -205,11 +197,7 @@ def markdown(results: dict) -> str:
         "| | first CONNECT -> last successful CONNECT | CONNECTs per device (max) | service CPU | Mosquitto CPU |",
         "|---|---|---|---|---|",
     ]
-    rows = [(f"one rule (`ra-*`, limit {rule['devices']:,})", rule), ("manual: one `grant` of all", manual)]
-    if "rule-nagle" in results:
-        rows.append(("one rule, Mosquitto with Nagle's algorithm (as before `set_tcp_nodelay true`)",
-                     results["rule-nagle"]))
-    for label, r in rows:
+    for label, r in ((f"one rule (`ra-*`, limit {rule['devices']:,})", rule), ("manual: one `grant` of all", manual)):
         lines.append(f"| {label} | {s(r['first_to_last_connect_s'])} | {r['connects_per_device']:.1f} "
                      f"({r['max_connects_one_device']}) | {r['cpu_s'].get('service', 0):.1f} s | "
                      f"{r['cpu_s'].get('mosquitto', 0):.1f} s |")
@@ -240,9 +228,6 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.rule_admission", description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="tiny sizes (smoke run)")
     p.add_argument("--no-docs", action="store_true", help="do not rewrite the section of docs/benchmarks.md")
-    p.add_argument("--nagle", action="store_true",
-                   help="also run the rule with Mosquitto's default Nagle's algorithm (the configuration before "
-                        "set_tcp_nodelay true), side by side")
     a = p.parse_args(argv)
     from . import machine
 
@@ -255,8 +240,7 @@ def main(argv=None) -> int:
                "machine": f"{m['cores']} cores ({m['cpu_model']}), load average {m['load_avg_at_start'][0]:.2f} "
                           f"at start, Mosquitto {m['versions']['mosquitto']}"}
     results["hot_path"] = hot_path(size["hot_path"])
-    modes = ("rule", "manual") + (("rule-nagle",) if a.nagle else ())
-    for i, mode in enumerate(modes):
+    for i, mode in enumerate(("rule", "manual")):
         print(f"[bench] rule_admission {mode} ...", flush=True)
         results[mode] = run_mode(mode, size["devices"], size["rate"], 80 + i)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
@@ -265,7 +249,7 @@ def main(argv=None) -> int:
     print(text)
     if not a.quick and not a.no_docs:
         print(f"docs: {write_section(text)}")
-    ok = all(results[m]["admitted"] == size["devices"] for m in modes)
+    ok = all(results[m]["admitted"] == size["devices"] for m in ("rule", "manual"))
     return 0 if ok else 1
 
 

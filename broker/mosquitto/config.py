@@ -233,10 +233,6 @@ def render_conf(*, listener: str, dynsec_plugin: Path, dynsec_file: Path, regist
         "log_type notice",
         "log_timestamp false",
         "connection_messages true",  # who is online (broker/mosquitto/presence.py): the service reads them
-        # Each dynamic-security command waits for its answer; with Nagle's algorithm Mosquitto held the answer
-        # behind its PUBACK until the service's delayed ACK: 45 ms per command, 2 ms without (measured), and
-        # a new device's account takes two.
-        "set_tcp_nodelay true",
     ]
     if user:
         lines.append(f"user {user}")
@@ -264,7 +260,4 @@ def render_attach_snippet(*, listener: str, dynsec_plugin: Path, dynsec_file: Pa
         f"plugin_opt_config_file {dynsec_file}",
         f"plugin {registry_plugin}",
         f"plugin_opt_socket {socket}",
-        "# Answers without Nagle's delay: each account the service creates is a command waiting for its answer",
-        "# (45 ms each with Nagle, 2 ms without, measured on Mosquitto 2.0.11).",
-        "set_tcp_nodelay true",
     ]) + "\n"
