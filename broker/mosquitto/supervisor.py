@@ -121,6 +121,7 @@ class MosquittoSupervisor:
         self.proc: asyncio.subprocess.Process | None = None
         self._tail: deque[str] = deque(maxlen=20)
         self._task: asyncio.Task[None] | None = None
+        self._pumps: set[asyncio.Task[None]] = set()  # readers of its output (one per spawn)
         self._stopping = False
 
     def _set(self, state: str) -> None:
@@ -173,7 +174,9 @@ class MosquittoSupervisor:
         fd = os.open(self.pid_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(f"{proc.pid}\n")
-        asyncio.create_task(self._pump(read_end), name="mosquitto-output")
+        pump = asyncio.create_task(self._pump(read_end), name="mosquitto-output")
+        self._pumps.add(pump)
+        pump.add_done_callback(self._pumps.discard)
         return proc
 
     async def _pump(self, fd: int) -> None:
@@ -271,5 +274,13 @@ class MosquittoSupervisor:
             except TimeoutError:
                 proc.kill()
                 await proc.wait()
+        # Mosquitto has exited: its output ends, and the readers finish within PUMP_EVERY (its last lines are
+        # logged); a loop that closes before they do would destroy them pending.
+        pumps = list(self._pumps)
+        if pumps:
+            _, late = await asyncio.wait(pumps, timeout=1.0)
+            for pump in late:
+                pump.cancel()
+            await asyncio.gather(*pumps, return_exceptions=True)
         self.pid_file.unlink(missing_ok=True)
         self._set("stopped")
