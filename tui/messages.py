@@ -73,7 +73,7 @@ class ServiceStatus(Message):
 
 
 class EventsBatch(Message):
-    """Events received from the relay during the last ~100 ms, in arrival order."""
+    """Events received from the relay during the last ~250 ms, in arrival order."""
 
     def __init__(self, events: list[RelayedEvent]) -> None:
         super().__init__()
