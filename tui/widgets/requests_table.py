@@ -97,7 +97,7 @@ class RequestsTable(OrderedTable):
         Binding("plus", "select_matching", "Match", id="select-matching",
                 tooltip="Select every pending request whose name matches a pattern (sensor-*), beyond the rows shown"),
         Binding("g", "grant", "Grant", id="grant",
-                tooltip="Grant the selection (or the request under the cursor): asks for permissions"),
+                tooltip="Grant the selection (or the request under the cursor): asks for permissions and roles"),
         Binding("d", "deny", "Deny", id="deny", tooltip="Deny the selection (or the request under the cursor), asks first"),
         Binding("z", "undo_rule", "Undo rule", show=False, id="undo-rule",
                 tooltip="On a request an approval rule granted (by rule): remove every user that rule admitted in "
