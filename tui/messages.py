@@ -11,6 +11,8 @@ from typing import Any
 
 from textual.message import Message
 
+from store import BusyError
+
 
 @dataclass(frozen=True)
 class RelayedEvent:
@@ -121,6 +123,11 @@ class StoreFailed(Message):
         self.message = message
         self.busy = busy
         self.context = context
+
+    @classmethod
+    def of(cls, op: str, exc: Exception, context: Any = None) -> "StoreFailed":
+        """The message for a StoreError raised by ``op`` (busy when it is a BusyError)."""
+        return cls(op, str(exc), busy=isinstance(exc, BusyError), context=context)
 
 
 class DetailsLoaded(Message):

@@ -26,7 +26,7 @@ from textual.screen import Screen
 from textual.widgets import ContentSwitcher, Input, Label, Static
 from textual.worker import get_current_worker
 
-from store import BusyError, StoreError
+from store import StoreError
 from store.database import BUSY_TIMEOUT_MS
 
 from ..messages import (DetailsLoaded, MatchesLoaded, PageLoaded, PresenceLoaded, RelayedEvent, StoreFailed,
@@ -182,7 +182,7 @@ class DashboardScreen(Screen):
             else:
                 sync.poll(self.window, status=True)
         except StoreError as exc:
-            self.post_message(StoreFailed(op, str(exc), busy=isinstance(exc, BusyError)))
+            self.post_message(StoreFailed.of(op, exc))
         finally:
             if op == "tick":
                 self._ticking = False
@@ -239,7 +239,7 @@ class DashboardScreen(Screen):
         try:
             page = read_page(self.reg, window)
         except StoreError as exc:
-            self.post_message(StoreFailed("page", str(exc), busy=isinstance(exc, BusyError)))
+            self.post_message(StoreFailed.of("page", exc))
             return
         if not get_current_worker().is_cancelled:
             self.post_message(PageLoaded(page, cursor, then))
@@ -289,8 +289,7 @@ class DashboardScreen(Screen):
                 try:
                     result = pending.call()
                 except StoreError as exc:
-                    self.post_message(StoreFailed(pending.op, str(exc), busy=isinstance(exc, BusyError),
-                                                  context=pending.context))
+                    self.post_message(StoreFailed.of(pending.op, exc, context=pending.context))
                 except Exception as exc:  # noqa: BLE001 - a bug must not end the dashboard
                     self.post_message(StoreFailed(pending.op, f"{type(exc).__name__}: {exc}", context=pending.context))
                 else:
@@ -355,7 +354,7 @@ class DashboardScreen(Screen):
         try:
             snapshot = self.reg.presence()
         except StoreError as exc:
-            self.post_message(StoreFailed("presence", str(exc), busy=isinstance(exc, BusyError)))
+            self.post_message(StoreFailed.of("presence", exc))
             return
         if not get_current_worker().is_cancelled:
             self.post_message(PresenceLoaded(snapshot))
@@ -537,7 +536,7 @@ class DashboardScreen(Screen):
         try:
             matched = self.reg.pending_matching(pattern)
         except StoreError as exc:
-            self.post_message(StoreFailed("match", str(exc), busy=isinstance(exc, BusyError)))
+            self.post_message(StoreFailed.of("match", exc))
             return
         self.post_message(MatchesLoaded(pattern, matched))
 
@@ -644,7 +643,7 @@ class DashboardScreen(Screen):
                 title = f"Event #{item.id}"
                 body = event_details(item, reg.events(subject=item.subject) if item.subject else [])
         except StoreError as exc:
-            self.post_message(StoreFailed("details", str(exc), busy=isinstance(exc, BusyError)))
+            self.post_message(StoreFailed.of("details", exc))
             return
         self.post_message(DetailsLoaded(title, body))
 
