@@ -42,6 +42,12 @@ class RequestView:
     def label(self) -> str:
         return request_label(self.status, self.conflict)
 
+    @property
+    def deciding_rule(self) -> str | None:
+        """The approval rule that decided this request (its decider is ``rule:<name>``), if one did."""
+        by = self.decided_by or ""
+        return by[len(RULE_ACTOR_PREFIX):] if by.startswith(RULE_ACTOR_PREFIX) else None
+
     def as_dict(self) -> dict:
         data = asdict(self)
         data["marks"] = list(self.marks)

@@ -16,7 +16,7 @@ import click
 
 from store import RefusedError, StoreError, open_registry
 from store.topics import ACCESS_VALUES
-from store.views import RULE_ACTOR_PREFIX, ItemResult
+from store.views import ItemResult
 
 from .read_your_writes import APPLY_TIMEOUT, until_applied
 from .ages import last_connected
@@ -300,7 +300,7 @@ def print_requests(rows, as_json: bool) -> None:
         ["ID", "USERNAME", "CLIENT ID", "PEER", "SOURCE", "TRIES", "LAST SEEN", "CODE", "STATUS", "LOOK-ALIKE"],
         [[str(r.id), ("⚠ " if r.marks else "") + printable(r.username, 40), printable(r.client_id, 30),
           printable(r.peer), r.source, str(r.attempts), ago(r.last_seen, now), r.pairing_code or "-",
-          r.label + (f" by {printable(r.decided_by)}" if (r.decided_by or "").startswith(RULE_ACTOR_PREFIX) else ""),
+          r.label + (f" by {printable(r.decided_by)}" if r.deciding_rule is not None else ""),
           " ".join(map(code_point, suspicious_characters(r.username))) or "-"]
          for r in rows],
     )

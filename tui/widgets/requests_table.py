@@ -8,7 +8,7 @@ from rich.text import Text
 from textual.binding import Binding
 from textual.message import Message
 
-from store.views import CONFLICT, RULE_ACTOR_PREFIX, request_label
+from store.views import CONFLICT, request_label
 
 from ..safe import ago, name_text, safe_text
 from .base_table import Column, OrderedTable
@@ -24,11 +24,8 @@ STATUS_STYLE = {
 
 
 def granting_rule(req: Any) -> str | None:
-    """The approval rule that granted this request, if one did (its decider is ``rule:<name>``)."""
-    decided_by = getattr(req, "decided_by", None) or ""
-    if req is None or req.status != "granted" or not decided_by.startswith(RULE_ACTOR_PREFIX):
-        return None
-    return decided_by[len(RULE_ACTOR_PREFIX):]
+    """The approval rule that granted this request, if one did (z undoes what it admitted)."""
+    return req.deciding_rule if req is not None and req.status == "granted" else None
 
 
 def status_label(req: Any) -> str:
