@@ -47,9 +47,15 @@ def plural(n: int, one: str, many: str | None = None) -> str:
 
 
 NARROW = 80  # below this many columns the header says the same in fewer words
+COMPACT = 100  # below this many columns the tabs name only the current view and the broker line drops "broker"
 
 
-def render_window(state: HeaderState, narrow: bool = False) -> Text:
+def below(width: int, columns: int) -> bool:
+    """Is a header ``width`` columns wide (0: not laid out yet, full size) narrower than ``columns``?"""
+    return 0 < width < columns
+
+
+def render_window(state: HeaderState, width: int = 0) -> Text:
     text = Text(no_wrap=True, overflow="ellipsis")
     if state.unlocked:
         text.append(f" UNLOCKED {countdown(state.remaining)} ", style="bold black on yellow")
@@ -60,7 +66,7 @@ def render_window(state: HeaderState, narrow: bool = False) -> Text:
     if state.knocking:
         text.append(" · ")
         more = "+" if state.knocking_capped else ""
-        what = f"{state.knocking}{more} knocking" if narrow else (
+        what = f"{state.knocking}{more} knocking" if below(width, NARROW) else (
             plural(state.knocking, "device").replace(" ", more + " ", 1) + " knocking")
         text.append(what, style="bold yellow")
     if state.throttled:
@@ -70,19 +76,20 @@ def render_window(state: HeaderState, narrow: bool = False) -> Text:
     return text
 
 
-def render_tabs(state: HeaderState, narrow: bool = False) -> Text:
-    """`` 1 Requests  2 Users  3 Audit ``; narrow: only the current view is named (`` 1 Requests  2  3 ``)."""
+def render_tabs(state: HeaderState, width: int = 0) -> Text:
+    """`` 1 Requests  2 Users  3 Audit ``; compact: only the current view is named (`` 1 Requests  2  3 ``)."""
+    compact = below(width, COMPACT)
     text = Text(no_wrap=True, justify="right")
     for i, (key, label) in enumerate(VIEWS, 1):
         current = key == state.view
-        text.append(f" {i} {label} " if current or not narrow else f" {i} ", style="bold reverse" if current else "dim")
+        text.append(f" {i} {label} " if current or not compact else f" {i} ", style="bold reverse" if current else "dim")
     return text
 
 
-def render_broker(state: HeaderState, narrow: bool = False, width: int = 0) -> Text:
-    """``narrow``: fewer words; ``width`` below 100 (but not narrow) only drops the word "broker"."""
+def render_broker(state: HeaderState, width: int = 0) -> Text:
+    """Compact: without the word "broker"; narrow: the embedded note in fewer words too."""
     text = Text(no_wrap=True, overflow="ellipsis")
-    where = state.broker_address if narrow or 0 < width < 100 else (
+    where = state.broker_address if below(width, COMPACT) else (
         f"broker {state.broker_address}" if state.broker_address else "broker")
     if state.broker == "connected":
         text.append(f" {where} ", style="")
@@ -110,7 +117,7 @@ def render_broker(state: HeaderState, narrow: bool = False, width: int = 0) -> T
         text.append(f" {where} {state.broker}", style="dim")
     if state.embedded:
         text.append(" · ")
-        text.append("embedded: stops when you quit" if narrow else "embedded broker: stops when you quit",
+        text.append("embedded: stops when you quit" if below(width, NARROW) else "embedded broker: stops when you quit",
                     style="bold yellow")
     if state.broker == "connected" and state.service_state == "running":  # what devices can reach, last
         http = f"HTTP API {clean(state.service_http, 60)}" if state.service_http else "no HTTP API"
@@ -138,10 +145,10 @@ class StatusHeader(Widget):
             return
         self.set_class(state.unlocked, "-unlocked")
         self.set_class(state.broker in ("retrying", "refused"), "-disconnected")
-        narrow = 0 < self.size.width < NARROW
-        self.query_one("#header-window", Static).update(render_window(state, narrow))
-        self.query_one("#header-tabs", Static).update(render_tabs(state, 0 < self.size.width < 100))
-        self.query_one("#header-broker", Static).update(render_broker(state, narrow, self.size.width))
+        width = self.size.width
+        self.query_one("#header-window", Static).update(render_window(state, width))
+        self.query_one("#header-tabs", Static).update(render_tabs(state, width))
+        self.query_one("#header-broker", Static).update(render_broker(state, width))
 
     def on_resize(self) -> None:
         self.show(self.state)
