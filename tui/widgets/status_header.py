@@ -82,7 +82,8 @@ def render_tabs(state: HeaderState, width: int = 0) -> Text:
     text = Text(no_wrap=True, justify="right")
     for i, (key, label) in enumerate(VIEWS, 1):
         current = key == state.view
-        text.append(f" {i} {label} " if current or not compact else f" {i} ", style="bold reverse" if current else "dim")
+        text.append(f" {i} {label} " if current or not compact else f" {i} ",
+                    style="bold reverse" if current else "dim")
     return text
 
 
