@@ -34,7 +34,8 @@ class Queries:
         glob characters itself (``cam[1]``) and has a pending request is taken as that name."""
         R = self.m.Request
         pending = list(R.select().where(R.status == "pending").order_by(R.id))
-        exact = [r for r in pending if r.username == normalise_username(pattern)]
+        name = normalise_username(pattern)
+        exact = [r for r in pending if r.username == name]
         return [RequestView.of(r) for r in exact or [r for r in pending if name_matches(pattern, r.username)]]
 
     # -- paged reading, for the dashboard's bounded requests table (added on branch perf-tui) ---------------
