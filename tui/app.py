@@ -234,11 +234,7 @@ class RegistryApp(App[None]):
 
     def key_sections(self) -> list[tuple[str, list[tuple[str, str]]]]:
         from .screens.modals import ConfirmModal as Confirm, Dialog
-        from .widgets.audit_table import AuditTable
         from .widgets.base_table import OrderedTable
-        from .widgets.requests_table import RequestsTable
-        from .widgets.roles_table import RolesTable
-        from .widgets.users_table import UsersTable
 
         dash = self.dashboard
 
@@ -261,31 +257,21 @@ class RegistryApp(App[None]):
         return [
             ("Everywhere", everywhere),
             ("Moving (every view)", moving),
-            ("Requests", rows(dash.requests_table, RequestsTable)),
-            ("Users", rows(dash.users_table, UsersTable)),
-            ("Audit", rows(dash.audit_table, AuditTable)),
-            ("Roles", rows(dash.roles_table, RolesTable)),
+            *((label, rows(table, type(table))) for _, label, table in dash.view_tables()),
             ("Dialogs", dialogs),
         ]
 
     # -- command palette: every action of the app, and why it is unavailable now ------------------------
     def palette_entries(self, screen: Screen | None = None) -> list[tuple[str, str, Binding, Any, str | None]]:
         """(title, help, binding, node, why it is unavailable or None) for every action of the app."""
-        from .widgets.audit_table import AuditTable
         from .widgets.base_table import OrderedTable
-        from .widgets.requests_table import RequestsTable
-        from .widgets.roles_table import RolesTable
-        from .widgets.users_table import UsersTable
 
         dash = self.dashboard
         current = dash.current_table() if dash.is_mounted else None
         out = []
         groups = [(dash, type(dash), None), (self, type(self), None)]
-        for table, cls, view, key in ((dash.requests_table, RequestsTable, "Requests", "1"),
-                                      (dash.users_table, UsersTable, "Users", "2"),
-                                      (dash.audit_table, AuditTable, "Audit", "3"),
-                                      (dash.roles_table, RolesTable, "Roles", "4")):
-            groups.append((table, cls, None if table is current else f"only in the {view} view (press {key})"))
+        for key, view, table in dash.view_tables():
+            groups.append((table, type(table), None if table is current else f"only in the {view} view (press {key})"))
         seen = set()
         for node, cls, elsewhere in groups:
             for keys, binding, _ in self.binding_entries(node, [b.id for b in cls.BINDINGS if b.id]):

@@ -134,6 +134,10 @@ class DashboardScreen(Screen):
     def roles_table(self) -> RolesTable:
         return self.query_one(RolesTable)
 
+    def view_tables(self) -> list[tuple[str, str, OrderedTable]]:
+        """(number key, label, table) of each view, in the order of the header's tabs."""
+        return [(str(i), label, self.query_one(f"#{key}", OrderedTable)) for i, (key, label) in enumerate(VIEWS, 1)]
+
     def current_table(self) -> OrderedTable:
         return self.query_one(f"#{self.query_one(ContentSwitcher).current}", OrderedTable)
 
