@@ -69,6 +69,17 @@ def username_problem(username) -> str | None:
     return None
 
 
+RESERVED_PREFIX = "client-registry-"  # the service's and the console's own accounts: never a device's
+
+
+def reserved_problem(username: str) -> str | None:
+    """Names the registry keeps for its own accounts (the service's lives only in the broker plugin, the
+    console's is created by the server): no device may request, be granted or be added under one."""
+    if normalise_username(username).casefold().startswith(RESERVED_PREFIX):
+        return f"usernames starting with {RESERVED_PREFIX!r} are reserved for the registry's own accounts"
+    return None
+
+
 def role_name_problem(name) -> str | None:
     problem = text_problem(name, "role name")
     if problem:
@@ -148,7 +159,7 @@ def registration_problem(username, password, requested_permissions=None, context
                          requested_roles=None) -> tuple[str, str] | None:
     """The first broken rule of a registration as (field, rule), or None: what MQTT and HTTP attempts both obey."""
     for field, problem in (
-        ("username", username_problem(username)),
+        ("username", username_problem(username) or reserved_problem(username)),
         ("password", password_problem(password)),
         ("permissions", requested_permissions_problem(requested_permissions)),
         ("roles", requested_roles_problem(requested_roles)),
