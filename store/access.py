@@ -104,6 +104,9 @@ class AccessRules:
                 return LoginResult(True, "accepted", "password verified")
             if verdict == "disabled":  # said only to whoever knows the password
                 return LoginResult(False, "disabled", "the user is disabled")
+            if source == "mqtt-rekey":  # the broker says: a device of this name, unlocked, another password
+                attempt = self.record_rekey(username, password, client_id, peer, "mqtt")
+                return LoginResult(False, attempt.outcome, attempt.reason, attempt)
             return LoginResult(False, "refused", "wrong password")
         attempt = self.record_attempt(username, password, client_id, peer, source)
         return LoginResult(False, attempt.outcome, attempt.reason, attempt)
@@ -146,15 +149,58 @@ class AccessRules:
     @guarded
     def all_grants(self) -> dict[str, Grants]:
         """``grants`` of every user at once (three queries), for a broker's reconcile."""
+        return self._bulk_grants(None)
+
+    def _bulk_grants(self, names: list[str] | None) -> dict[str, Grants]:
+        users = 'SELECT "id", "name", "admin", "disabled", "client_id" FROM "users"'
+        if names is None:
+            rows = run_sql(self.db, users).fetchall()
+        else:
+            rows = []
+            for start in range(0, len(names), 500):
+                chunk = names[start:start + 500]
+                rows += run_sql(self.db, f'{users} WHERE "name" IN ({", ".join("?" * len(chunk))})',
+                                tuple(chunk)).fetchall()
+        ids = [uid for uid, *_ in rows]
         perms: dict[int, list] = {}
-        for user_id, pattern, kind in run_sql(self.db, 'SELECT "user_id", "pattern", "access" FROM "permissions" '
-                                                        'ORDER BY "pattern"').fetchall():
-            perms.setdefault(user_id, []).append((pattern, kind))
-        roles = _roles_by_user(run_sql(self.db, _ROLE_ROWS + _ROLE_ORDER).fetchall())
+        roles: dict[int, list] = {}
+        for start in range(0, len(ids), 500) if names is not None else [None]:
+            chunk = ids[start:start + 500] if start is not None else None
+            where = "" if chunk is None else f' WHERE "user_id" IN ({", ".join("?" * len(chunk))})'
+            params = () if chunk is None else tuple(chunk)
+            for user_id, pattern, kind in run_sql(self.db, 'SELECT "user_id", "pattern", "access" FROM "permissions"'
+                                                           + where + ' ORDER BY "pattern"', params).fetchall():
+                perms.setdefault(user_id, []).append((pattern, kind))
+            role_where = where.replace('"user_id"', '"ur"."user_id"')
+            for uid, found in _roles_by_user(run_sql(self.db, _ROLE_ROWS + role_where + _ROLE_ORDER,
+                                                     params).fetchall()).items():
+                roles[uid] = found
         return {name: self._grants_of(name, _Access(bool(admin), bool(disabled), perms.get(uid, []), client_id,
                                                     roles.get(uid, [])))
-                for uid, name, admin, disabled, client_id in run_sql(
-                    self.db, 'SELECT "id", "name", "admin", "disabled", "client_id" FROM "users"').fetchall()}
+                for uid, name, admin, disabled, client_id in rows}
+
+    def verifier_of(self, username: str, password: str) -> str:
+        """The verifier of an account the store does not keep (the service's own, in the broker plugin)."""
+        return self._verifier(username, password)
+
+    @guarded
+    def broker_verifiers(self, names: list[str] | None = None) -> dict[str, str]:
+        """The stored verifiers (hex) of these users (or all), for the broker plugin that checks passwords
+        against them: it holds the server secret too (docs/SECURITY.md). Nothing else hands them out."""
+        if names is None:
+            return dict(run_sql(self.db, 'SELECT "name", "verifier" FROM "users"').fetchall())
+        found: dict[str, str] = {}
+        names = [normalise_username(n) for n in names]
+        for start in range(0, len(names), 500):
+            chunk = names[start:start + 500]
+            found.update(run_sql(self.db, f'SELECT "name", "verifier" FROM "users" WHERE "name" IN '
+                                          f'({", ".join("?" * len(chunk))})', tuple(chunk)).fetchall())
+        return found
+
+    @guarded
+    def grants_of_users(self, names: list[str]) -> dict[str, Grants]:
+        """``grants`` of several users (those that exist), in a few queries: the broker's batched changes."""
+        return self._bulk_grants(list(dict.fromkeys(normalise_username(n) for n in names)))
 
     @staticmethod
     def _grants_of(username: str, access: _Access) -> Grants:

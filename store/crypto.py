@@ -2,8 +2,8 @@
 
 A password is never stored. Requests and users keep an HMAC-SHA256 verifier of name and password under a
 per-database server secret: enough to recognise a retry, or a granted device's first login, with one HMAC.
-Mosquitto keeps its own salted PBKDF2-SHA512 hash and checks every known device itself, so no password check
-of ours is on a hot path (docs/SECURITY.md says what each file gives an attacker).
+The registry plugin checks every known device against the same verifier inside Mosquitto (it reads the
+secret), so no Python runs for a known device's login (docs/SECURITY.md says what each file gives an attacker).
 """
 
 from __future__ import annotations

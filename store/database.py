@@ -141,6 +141,8 @@ def _prepare_schema(db: pw.Database, models, location: str) -> None:
             )
         if found < SCHEMA_VERSION:
             _upgrade(db, models, found)
+        if "rekey" not in {c.name for c in db.get_columns("requests")}:  # additive: older versions ignore it
+            db.execute_sql('ALTER TABLE "requests" ADD COLUMN "rekey" BOOLEAN NOT NULL DEFAULT FALSE')
         models.Window.insert(id=1).on_conflict_ignore().execute()
 
 

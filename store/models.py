@@ -61,6 +61,9 @@ def make_models(db: pw.Database) -> SimpleNamespace:
         attempts = pw.IntegerField(default=1)
         status = pw.CharField(max_length=8, default="pending", index=True)
         conflict = pw.BooleanField(default=False)
+        # A user's name tried with another password (a re-flashed or replaced device): granting replaces the
+        # user's password, never by a rule, only with force. Added without a schema bump (_prepare_schema).
+        rekey = pw.BooleanField(default=False)
         decided_by = pw.CharField(max_length=128, null=True)
         decided_at = pw.DoubleField(null=True)
 

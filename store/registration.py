@@ -10,7 +10,7 @@ from . import crypto
 from types import SimpleNamespace
 
 from .database import guarded, run_sql, write_transaction
-from .validation import normalise_username, registration_problem
+from .validation import normalise_username, registration_problem, text_problem
 from .views import AttemptResult, RequestView
 
 RETRY_EVENT_EVERY = 10.0  # seconds between request.retried events for one request
@@ -22,7 +22,7 @@ OVERFLOW = "*"  # the key (or peer) of everything counted beyond the cap
 
 
 REQUEST_COLUMNS = ("username", "verifier", "pairing_code", "client_id", "peer", "source", "requested_permissions",
-                   "requested_roles", "context", "first_seen", "last_seen", "attempts", "status", "conflict")
+                   "requested_roles", "context", "first_seen", "last_seen", "attempts", "status", "conflict", "rekey")
 INSERT_REQUEST = (f'INSERT INTO "requests" ({", ".join(f"{chr(34)}{c}{chr(34)}" for c in REQUEST_COLUMNS)}) '
                   f'VALUES ({", ".join("?" * len(REQUEST_COLUMNS))}) RETURNING "id"')
 
@@ -72,7 +72,7 @@ class RegistrationRules:
                 requested_permissions=json.dumps(requested_permissions) if requested_permissions else None,
                 requested_roles=json.dumps(list(dict.fromkeys(requested_roles))) if requested_roles else None,
                 context=json.dumps(context) if context is not None else None,
-                first_seen=now, last_seen=now, attempts=1, status="pending", conflict=bool(rivals),
+                first_seen=now, last_seen=now, attempts=1, status="pending", conflict=bool(rivals), rekey=False,
                 decided_by=None, decided_at=None)
             (row.id,) = run_sql(self.db, INSERT_REQUEST, tuple(getattr(row, c) for c in REQUEST_COLUMNS)).fetchone()
             if rivals:
@@ -91,6 +91,38 @@ class RegistrationRules:
             return AttemptResult("conflict", f"another request for {username!r} has a different password",
                                  request=view, pairing_code=code)
         return AttemptResult("pending", "waiting for an operator", request=view, pairing_code=code)
+
+    @guarded
+    def record_rekey(self, username, password, client_id=None, peer=None, source="mqtt") -> AttemptResult:
+        """A user's name tried with another password while unlocked (a re-flashed or replaced device): a
+        request flagged ``rekey``, so the operator learns why the device stays out. Never admitted by an
+        approval rule; granting it (with force) replaces the user's password. A retry counts on it."""
+        username = normalise_username(username)
+        broken = registration_problem(username, password)
+        if broken:
+            return AttemptResult("invalid", broken[1], field=broken[0])
+        now = self.clock()
+        if not self._unlocked(now):
+            return AttemptResult("locked", "the registry is locked")
+        print_ = self._verifier(username, password)
+        with write_transaction(self.db):
+            outcome = self._match_existing(username, print_, client_id, peer, now)
+            if outcome:
+                return outcome
+            refusal = self._flood_refusal(peer, now)
+            if refusal:
+                return AttemptResult("flood", refusal)
+            code = crypto.pairing_code(username, password)
+            row = SimpleNamespace(
+                username=username, verifier=print_, pairing_code=code, client_id=client_id, peer=peer,
+                source=source, requested_permissions=None, requested_roles=None, context=None, first_seen=now,
+                last_seen=now, attempts=1, status="pending", conflict=False, rekey=True, decided_by=None,
+                decided_at=None)
+            (row.id,) = run_sql(self.db, INSERT_REQUEST, tuple(getattr(row, c) for c in REQUEST_COLUMNS)).fetchone()
+            self._event("registry", "request.created", username, request_id=row.id, source=source, peer=peer,
+                        client_id=client_id, rekey=True)
+        return AttemptResult("rekey", f"{username!r} is a user with another password: a re-key request",
+                             request=RequestView.of(row), pairing_code=code)
 
     def _match_existing(self, username, print_, client_id, peer, now) -> AttemptResult | None:
         """Same name and same password as a stored request: count the retry there."""
@@ -132,11 +164,25 @@ class RegistrationRules:
             return f"{self.config.max_pending} requests are already pending"
         return None
 
-    def _knock(self, username: str, now: float) -> None:
+    def _knock(self, username: str, now: float, count: int = 1) -> None:
         key = crypto.verifier(self._secret, username, "")[:32]
-        self._count_recent(self.m.Knock, self.m.Knock.key, key, now)
+        self._count_recent(self.m.Knock, self.m.Knock.key, key, now, count)
 
-    def _count_recent(self, table, key_field, key: str, now: float) -> None:
+    @guarded
+    def record_knocks(self, counted: list[tuple[str, int]], total: int | None = None) -> None:
+        """Knocks the broker counted while locked (names with their attempts; ``total`` may count more
+        attempts than the names listed: those share the overflow row), in one transaction."""
+        now = self.clock()
+        listed = 0
+        with write_transaction(self.db):
+            for username, count in counted:
+                if count > 0 and not text_problem(username, "username"):
+                    self._knock(normalise_username(username), now, count)
+                    listed += count
+            if total is not None and total > listed:
+                self._count_recent(self.m.Knock, self.m.Knock.key, OVERFLOW, now, total - listed)
+
+    def _count_recent(self, table, key_field, key: str, now: float, count: int = 1) -> None:
         """Count one more for ``key`` in a table of recent counts, which stays bounded under floods of
         distinct names or addresses: rows older than five minutes are dropped (every 10 s), and beyond
         KNOCK_ROWS distinct keys the rest share one row."""
@@ -150,8 +196,9 @@ class RegistrationRules:
                 key = OVERFLOW
             else:
                 self._recent_rows[table] = self._recent_rows.get(table, 0) + 1
-        run_sql(self.db, f'INSERT INTO "{name}" ("{column}", "last_seen", "count") VALUES (?, ?, 1) ON CONFLICT '
-                         f'("{column}") DO UPDATE SET "last_seen" = ?, "count" = "{name}"."count" + 1', (key, now, now))
+        run_sql(self.db, f'INSERT INTO "{name}" ("{column}", "last_seen", "count") VALUES (?, ?, ?) ON CONFLICT '
+                         f'("{column}") DO UPDATE SET "last_seen" = ?, "count" = "{name}"."count" + ?',
+                (key, now, count, now, count))
 
     def _expire_if_due(self, now: float) -> None:
         """The hot path (record_attempt) looks for stale requests at most once a minute."""

@@ -9,13 +9,16 @@ from .names import name_marks
 
 
 CONFLICT = "conflict"  # the label of a pending request whose name was tried with another password too
-REQUEST_LABELS = ("pending", CONFLICT, "granted", "denied", "expired")
+REKEY = "re-key"  # the label of a pending request that would give an existing user a new password
+REQUEST_LABELS = ("pending", CONFLICT, REKEY, "granted", "denied", "expired")
 
 
-def request_label(status: str, conflict: bool) -> str:
-    """What a request is called on screen and in the CLI: its status, or "conflict" while it is pending and
-    its name was tried with another password too."""
-    return CONFLICT if status == "pending" and conflict else status
+def request_label(status: str, conflict: bool, rekey: bool = False) -> str:
+    """What a request is called on screen and in the CLI: its status, or while it is pending "re-key" (a
+    user's name with another password) or "conflict" (its name was tried with another password too)."""
+    if status != "pending":
+        return status
+    return REKEY if rekey else CONFLICT if conflict else status
 
 
 @dataclass(frozen=True)
@@ -37,10 +40,16 @@ class RequestView:
     pairing_code: str | None  # while pending only (docs/SECURITY.md)
     marks: tuple[str, ...] = ()  # why the name may pass for another one (store.names); () for most names
     requested_roles: list | None = None  # role names the device asked for (HTTP flow)
+    rekey: bool = False  # a user's name with another password: granting replaces the user's password
 
     @property
     def label(self) -> str:
-        return request_label(self.status, self.conflict)
+        return request_label(self.status, self.conflict, self.rekey)
+
+    @property
+    def needs_force(self) -> bool:
+        """Granting it takes force: its name was tried with another password too, or it re-keys a user."""
+        return self.status == "pending" and (self.conflict or self.rekey)
 
     @property
     def deciding_rule(self) -> str | None:
@@ -62,6 +71,7 @@ class RequestView:
             conflict=bool(row.conflict), decided_by=row.decided_by, decided_at=row.decided_at,
             pairing_code=row.pairing_code, marks=tuple(name_marks(row.username)),
             requested_roles=_loads(getattr(row, "requested_roles", None)),
+            rekey=bool(getattr(row, "rekey", False)),
         )
 
 
@@ -172,7 +182,8 @@ def rule_actor(name: str) -> str:
 
 @dataclass(frozen=True)
 class AttemptResult:
-    outcome: str  # pending | retry | conflict | denied | granted (by a rule) | known_user | locked | invalid | flood
+    outcome: str  # pending | retry | conflict | rekey | denied | granted (by a rule) | known_user | locked | invalid
+    #               | flood
     reason: str
     field: str | None = None
     request: RequestView | None = None
@@ -181,7 +192,7 @@ class AttemptResult:
     @property
     def accepted(self) -> bool:
         """Something is waiting for the operator."""
-        return self.outcome in ("pending", "retry", "conflict")
+        return self.outcome in ("pending", "retry", "conflict", "rekey")
 
 
 @dataclass(frozen=True)

@@ -234,3 +234,47 @@ def test_throttled_attempts_are_counted_per_address(make_reg, clock):
     assert (status.throttled, status.throttled_from, status.per_address_limit) == (7, [("10.0.0.7", 7)], 3)
     clock.advance(301)
     assert reg.status().throttled == 0
+
+
+@pytest.mark.parametrize("name", ["client-registry-service", "client-registry-console", "Client-Registry-x"])
+def test_the_registrys_own_names_are_never_requested_or_added(reg, name):
+    """The service's account lives in the broker plugin only and the console's is the server's: a device that
+    asks for either name (or any of their prefix) is refused with the rule, and no operator can add one."""
+    from store import RefusedError
+
+    reg.unlock(300, actor="op")
+    result = reg.record_attempt(name, "secret-pw", "c1", "10.0.0.5", "http")
+    assert (result.outcome, result.field) == ("invalid", "username")
+    assert "reserved" in result.reason
+    assert reg.requests(include_all=True) == []
+    with pytest.raises(RefusedError, match="reserved"):
+        reg.add_user(name, "secret-pw", actor="op")
+
+
+def test_knocks_counted_by_the_broker_are_recorded_in_one_go(reg):
+    """The plugin counts knocks while locked and reports names with counts (and a total beyond the names)."""
+    reg.record_knocks([("sensor-1", 3), ("sensor-2", 1)], total=10)
+    status = reg.status()
+    assert status.refused_recent == 10
+    assert (status.knocking, status.knocking_capped) == (2, True)  # "2+ devices knocking": six not listed
+
+
+def test_a_users_name_with_another_password_is_a_rekey_request(reg):
+    """A re-flashed device knocks with its old name and a new password: recorded (not while locked), flagged
+    "re-key", counted on retry, never granted without force; with force the user's password is the new one."""
+    reg.add_user("pump-1", "old-password", actor="op")
+    assert reg.login("pump-1", "new-password", "c1", "10.0.0.5", "mqtt-rekey").outcome == "locked"
+    reg.unlock(300, actor="op")
+    first = reg.login("pump-1", "new-password", "c1", "10.0.0.5", "mqtt-rekey")
+    assert first.outcome == "rekey" and not first.accepted
+    assert reg.login("pump-1", "new-password", "c1", "10.0.0.5", "mqtt-rekey").outcome == "retry"
+    [request] = reg.requests()
+    assert (request.label, request.rekey, request.attempts) == ("re-key", True, 2)
+    [refused] = reg.grant([request.id], actor="op")
+    assert not refused.ok and "force" in refused.message
+    assert reg.authenticate("pump-1", "old-password")
+    [done] = reg.grant([request.id], actor="op", force=True)
+    assert done.ok
+    assert reg.authenticate("pump-1", "new-password") and not reg.authenticate("pump-1", "old-password")
+    kinds = [e.kind for e in reg.events()][-2:]
+    assert kinds == ["user.password_changed", "request.granted"]

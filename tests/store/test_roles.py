@@ -299,3 +299,22 @@ def test_set_user_access_is_one_transaction(reg):
     assert reg.user("dev").roles == [] and reg.last_event_id() == last  # the role was not given either
     assert reg.set_user_access("dev", ["x/#=read"], ["sensors"]) == 2
     assert reg.user("dev").roles == ["sensors"] and reg.user("dev").permissions == [("x/#", "read")]
+
+
+def test_grants_of_several_users_read_in_bulk_are_each_users_grants(reg):
+    """The broker's batched changes read many users at once: the same answer as ``grants`` for each."""
+    reg.add_role("sensors", actor="t")
+    reg.role_permit("sensors", "t/{username}/#", "write", actor="t")
+    reg.add_role("readers", actor="t")
+    reg.role_permit("readers", "broadcast/#", "read", actor="t")
+    for name in ("a-1", "b-2", "c-3"):
+        reg.add_user(name, "password-1", actor="t")
+    reg.permit("a-1", "x/#", "read", actor="t")
+    reg.add_user_role("b-2", "sensors", actor="t")
+    reg.add_user_role("b-2", "readers", actor="t")
+    some = reg.grants_of_users(["b-2", "a-1", "nobody", "a-1"])
+    assert set(some) == {"a-1", "b-2"}
+    assert all(some[name] == reg.grants(name) for name in some)
+    assert some["b-2"].roles == ("sensors", "readers")
+    every = reg.all_grants()
+    assert set(every) == {"a-1", "b-2", "c-3"} and all(every[n] == reg.grants(n) for n in every)
