@@ -438,16 +438,7 @@ def user_add(ctx, db, name, admin, password_stdin):
     reg = registry(ctx, db)
     password = read_password(name, password_stdin)
     refused(lambda: reg.add_user(name, password, admin=admin, actor=actor()))
-    click.echo(f"added {printable(name)}" + (" (admin)" if admin else "") + _handed_over(reg, name, password))
-
-
-def _handed_over(reg, name: str, password: str) -> str:
-    """Hand the new password to the running server (never to disk), so the broker account is set at once."""
-    from broker.plugin_socket import SOCKET_NAME, hand_over
-
-    if hand_over(reg.companion(SOCKET_NAME), name, password):
-        return ""
-    return "; no running server was reached: the broker account is set at the device's first login"
+    click.echo(f"added {printable(name)}" + (" (admin)" if admin else ""))
 
 
 def _user_change(verb: str, method: str, help_text: str, ask: str | None = None):
@@ -485,7 +476,7 @@ def user_passwd(ctx, db, name, password_stdin):
         raise fail(f"no user named {name!r}")
     password = read_password(name, password_stdin)
     refused(lambda: reg.set_password(name, password, actor=actor()))
-    click.echo(f"password changed for {printable(name)}" + _handed_over(reg, name, password))
+    click.echo(f"password changed for {printable(name)}")
 
 
 @user.group("role")
@@ -826,10 +817,10 @@ def serve(ctx, db, mqtt_bind, http_bind, mosquitto, mosquitto_include, broker_ur
 
 @main.command("mosquitto-config")
 @db_option
-@click.option("--conf-d", default="/etc/mosquitto/conf.d/client-registry.conf", show_default=True, metavar="FILE",
-              help="Where the Mosquitto snippet belongs.")
-@click.option("--dynsec-file", default="/var/lib/mosquitto/dynamic-security.json", show_default=True,
-              metavar="FILE", help="Mosquitto's dynamic-security file (an existing one is merged, not replaced).")
+@click.option("--conf-d", default="/etc/mosquitto/conf.d/zz-client-registry.conf", show_default=True,
+              metavar="FILE", help="Where the Mosquitto snippet belongs (after the site's own plugin lines).")
+@click.option("--secret", "secret_path", default="/etc/mosquitto/client-registry.secret", show_default=True,
+              metavar="FILE", help="Where Mosquitto reads the registry's server secret (a copy, mode 0640).")
 @click.option("--plugin", "plugin", default="/usr/local/lib/client-registry/registry_plugin.so", show_default=True,
               metavar="FILE", help="Where to build the registry plugin.")
 @click.option("--socket", "socket_path", default="/run/client-registry/registry.sock", show_default=True,
@@ -837,8 +828,11 @@ def serve(ctx, db, mqtt_bind, http_bind, mosquitto, mosquitto_include, broker_ur
 @click.option("--listener", default="1883", show_default=True, metavar="[HOST:]PORT",
               help="The MQTT listener of the snippet.")
 @click.option("--write", is_flag=True, help="Also write the snippet to --conf-d (default: print it).")
+@click.option("--password-file-site", is_flag=True,
+              help="The site's Mosquitto uses a password_file: load only the plugin's first part (new devices "
+                   "then register over HTTP; Mosquitto refuses unknown names before a last part could see them).")
 @click.pass_context
-def mosquitto_config(ctx, db, conf_d, dynsec_file, plugin, socket_path, listener, write):
+def mosquitto_config(ctx, db, conf_d, secret_path, plugin, socket_path, listener, write, password_file_site):
     """Prepare a Mosquitto the site already runs (systemd) for `serve --broker-url`."""
     from pathlib import Path
 
@@ -854,9 +848,9 @@ def mosquitto_config(ctx, db, conf_d, dynsec_file, plugin, socket_path, listener
         raise fail(str(exc)) from None
     location = resolve(db or ctx.find_root().params.get("db"))
     try:
-        plan = prepare(location, conf_d=Path(conf_d), dynsec_file=Path(dynsec_file),
+        plan = prepare(location, conf_d=Path(conf_d), secret=Path(secret_path),
                        plugin=Path(plugin), socket=Path(socket_path), listener=listener_line(host, port),
-                       write_conf=write, db=location,
+                       write_conf=write, db=location, password_file_site=password_file_site,
                        broker_url=f"mqtt://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}")
     except (OSError, ValueError, PluginBuildError) as exc:
         raise fail(str(exc)) from None

@@ -12,6 +12,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from store import open_registry
+from tests.broker.plugin_state import applied
 from tui.app import RegistryApp
 from tui.embedded import EmbeddedBroker
 from tui.listener import MqttTarget
@@ -115,6 +116,7 @@ async def test_conflict_from_two_passwords_is_flagged(reg, server):
     async with app.run_test(size=(80, 24)) as pilot:
         dash = app.screen_stack[0]
         await wait_for(pilot, lambda: dash.header_state.broker == "connected", message="connected")
+        await wait_for(pilot, lambda: applied(server.srv, reg), message="the unlock in the plugin")
         Device(server.mqtt_port, "door-3", "first-password", "d3").connect()
         Device(server.mqtt_port, "door-3", "other-password", "d3b").connect()
         table = dash.requests_table
@@ -130,6 +132,7 @@ async def test_another_operator_grant_shows_up_live(reg, server, db_path):
     async with app.run_test(size=(80, 24)) as pilot:
         dash = app.screen_stack[0]
         await wait_for(pilot, lambda: dash.header_state.broker == "connected", message="connected")
+        await wait_for(pilot, lambda: applied(server.srv, reg), message="the unlock in the plugin")
         Device(server.mqtt_port, "cam-5", "secret-cam", "c5").connect()
         await wait_for(pilot, lambda: "cam-5" in requests(app), message="request")
         env = dict(os.environ, CLIENT_REGISTRY_DB=db_path)
@@ -168,6 +171,9 @@ def test_simulated_devices_get_in_once_granted(reg, server):
     from tui.simulate import Simulator
 
     reg.unlock(300)
+    from tests.broker.conftest import wait_until
+
+    wait_until(lambda: applied(server.srv, reg), message="the unlock in the plugin")
     lines: list[str] = []
     sim = Simulator(MqttTarget("127.0.0.1", server.mqtt_port), 2, out=lines.append,
                     backoff_first=0.2, backoff_max=0.5, heartbeat=0.2, seed=7)
@@ -199,6 +205,7 @@ async def test_deny_then_the_device_stays_out(reg, server):
     async with app.run_test(size=(80, 24)) as pilot:
         dash = app.screen_stack[0]
         await wait_for(pilot, lambda: dash.header_state.broker == "connected", message="connected")
+        await wait_for(pilot, lambda: applied(server.srv, reg), message="the unlock in the plugin")
         assert not Device(server.mqtt_port, "rogue-1", "rogue-secret", "r1").connect()
         await wait_for(pilot, lambda: "rogue-1" in requests(app), message="request")
         await pilot.press("d", "y")

@@ -127,7 +127,8 @@ async def test_conflict_needs_force(reg):
         assert app.screen.query_one("#template").value == "t/#=read"
         assert "Force" in str(app.screen.query_one("#error").render())
         assert all(r.status == "pending" for r in reg.requests())
-        app.screen.query_one("#force").value = True
+        await pilot.press("tab", "space")  # as an operator does it: to the Force box, tick it, confirm
+        assert app.screen.query_one("#force").value is True
         await pilot.press("enter")
         await wait_for(pilot, lambda: sorted(r.status for r in rows(app)) == ["denied", "granted"],
                        message="one granted, rival denied")

@@ -65,7 +65,9 @@ def name_marks_lines(marks: Iterable[str]) -> list[tuple[str, Any]]:
 
 
 def request_details(req: Any, events: Iterable[Any]) -> Text:
-    status = req.status + (" (conflict: another password was tried for this name)" if req.conflict else "")
+    status = req.status + (" (re-key: a new password for an existing user; granting it replaces the user's)"
+                           if getattr(req, "rekey", False) else
+                           " (conflict: another password was tried for this name)" if req.conflict else "")
     text = field_lines([
         ("request", f"#{req.id}"),
         ("username", name_text(req.username, limit=400)),

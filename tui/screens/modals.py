@@ -45,6 +45,14 @@ def parse_role_names(text: str, known: Sequence[str]) -> tuple[str, ...]:
     return names
 
 
+class DialogCheckbox(Checkbox, inherit_bindings=False):
+    """A checkbox in a dialog: space ticks it, enter confirms the dialog (Textual's Checkbox toggles on enter
+    too, so ticking Force and pressing enter used to untick it and leave the dialog open)."""
+
+    BINDINGS = [Binding("space", "toggle_button", "Toggle", show=False, id="dialog-toggle"),
+                Binding("enter", "screen.ok", "Confirm", show=False, id="dialog-confirm")]
+
+
 class Dialog(ModalScreen):
     """Shared look and keys: escape cancels."""
 
@@ -112,8 +120,8 @@ class GrantModal(Dialog):
                 listing.append(f"{req.pairing_code} ", style="bold")
                 listing.append_text(name_text(req.username, 40))
                 listing.append(f"  #{req.id} {req.source}", style="dim")
-                if req.conflict:
-                    listing.append("  conflict", style="bold #ff6b6b")
+                if req.needs_force:
+                    listing.append(f"  {req.label}", style="bold #ff6b6b")
                 if req.requested_permissions:
                     listing.append("  asks for permissions", style="cyan")
                 if getattr(req, "requested_roles", None):
@@ -130,10 +138,12 @@ class GrantModal(Dialog):
                 yield Input(value=", ".join(self.roles), placeholder="none; e.g. " + self.known_roles[0], id="roles")
             yield Label("", id="error", classes="error")
             if any(r.requested_permissions or getattr(r, "requested_roles", None) for r in self.targets):
-                yield Checkbox("Also grant the permissions and roles the device asked for", value=True,
-                               id="requested")
-            if any(r.conflict for r in self.targets):
-                yield Checkbox("Force: this password wins, its rivals are denied", value=False, id="force")
+                yield DialogCheckbox("Also grant the permissions and roles the device asked for", value=True,
+                                     id="requested")
+            if any(r.needs_force for r in self.targets):
+                rekey = any(getattr(r, "rekey", False) for r in self.targets)
+                yield DialogCheckbox("Force: the new password replaces the user's" if rekey else
+                                     "Force: this password wins, its rivals are denied", value=False, id="force")
             yield from self.buttons("Grant", "success")
 
     def on_mount(self) -> None:
@@ -152,12 +162,12 @@ class GrantModal(Dialog):
             return
         force = bool(self.query("#force") and self.query_one("#force", Checkbox).value)
         requested = bool(self.query("#requested") and self.query_one("#requested", Checkbox).value)
-        conflicting = [r for r in self.targets if r.conflict]
+        conflicting = [r for r in self.targets if r.needs_force]
         if conflicting and not force:  # the dialog stays open with what was typed
             ids = ", ".join(f"#{r.id}" for r in conflicting[:5])
             self.show_error((
-                f"{ids}: another password was tried for this name; tick Force (tab, space) to grant it and deny "
-                "its rivals, or cancel"))
+                f"{ids}: another password was tried for this name (or it is a user's); tick Force (tab, space) "
+                "to grant it, or cancel"))
             return
         self.dismiss(GrantChoice(perms, force=force, include_requested=requested,
                                  template=self.query_one("#template", Input).value, roles=roles))

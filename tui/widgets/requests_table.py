@@ -8,7 +8,7 @@ from rich.text import Text
 from textual.binding import Binding
 from textual.message import Message
 
-from store.views import CONFLICT, request_label
+from store.views import CONFLICT, REKEY, request_label
 
 from ..safe import ago, name_text, safe_text
 from .base_table import Column, OrderedTable
@@ -16,6 +16,7 @@ from .base_table import Column, OrderedTable
 STATUS_STYLE = {
     "pending": "bold yellow",
     CONFLICT: "bold #ff6b6b",
+    REKEY: "bold #ff6b6b",
     "granted": "#5fd75f",
     "by rule": "bold #5fd7ff",
     "denied": "#ff8787",
@@ -30,7 +31,7 @@ def granting_rule(req: Any) -> str | None:
 
 def status_label(req: Any) -> str:
     """The status as shown: "by rule" for a request an approval rule granted (z undoes it)."""
-    return "by rule" if granting_rule(req) else request_label(req.status, req.conflict)
+    return "by rule" if granting_rule(req) else request_label(req.status, req.conflict, getattr(req, "rekey", False))
 
 
 class RequestsTable(OrderedTable):
