@@ -1,4 +1,4 @@
-"""Build the Mosquitto registry plugin (registry_plugin.c) on the machine that runs it.
+"""Build the Mosquitto registry plugin (registry_plugin.c + registry_core.c) on the machine that runs it.
 
 The plugin is compiled here rather than shipped because it must match the installed
 broker's plugin ABI; Debian's mosquitto-dev headers are the contract. Builds are cached
@@ -15,7 +15,11 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-SOURCE = Path(__file__).resolve().with_name("registry_plugin.c")
+_HERE = Path(__file__).resolve().parent
+SOURCE = _HERE / "registry_plugin.c"
+# Every file that goes into the .so: the sources compiled, and the header they share (hashed too).
+SOURCES = (SOURCE, _HERE / "registry_core.c")
+HEADERS = (_HERE / "registry_core.h",)
 HEADER = "/usr/include/mosquitto_broker.h"
 # No link flags: the mosquitto_* symbols resolve from the broker when it loads the plugin.
 CFLAGS = ("-shared", "-fPIC", "-O2", "-Wall", "-Wextra")
@@ -59,10 +63,16 @@ def build_plugin(output: Path) -> Path:
 
 
 def _read_source() -> bytes:
-    try:
-        return SOURCE.read_bytes()
-    except OSError as exc:
-        raise PluginBuildError(f"{SOURCE} unreadable ({exc.strerror})") from None
+    """All sources and headers, each preceded by its name and length (so moving bytes between files
+    changes the hash)."""
+    out = bytearray()
+    for path in (*SOURCES, *HEADERS):
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise PluginBuildError(f"{path} unreadable ({exc.strerror})") from None
+        out += f"{path.name}\0{len(data)}\0".encode() + data
+    return bytes(out)
 
 
 def _make_dir(directory: Path) -> None:
@@ -103,7 +113,7 @@ def _compile(target: Path) -> Path:
     tmp = Path(tmp_name)
     try:
         try:
-            result = subprocess.run([*argv, *CFLAGS, "-o", str(tmp), str(SOURCE)],
+            result = subprocess.run([*argv, *CFLAGS, "-o", str(tmp), *map(str, SOURCES)],
                                     stdin=subprocess.DEVNULL, capture_output=True, text=True,
                                     errors="replace", timeout=COMPILE_TIMEOUT)
         except OSError as exc:
