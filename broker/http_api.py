@@ -137,19 +137,17 @@ def _one_line(text: str) -> str:
 
 
 class RegisterAPI:
-    """``wake`` is called after an attempt that wrote an event (the relay); ``hold(request_id, password)``
-    keeps a pending device's password in memory for its grant; ``granted(username, password)`` makes sure
-    the broker has the account of a device that proved its password (it may poll before the relay ran).
+    """``wake`` is called after an attempt that wrote an event (the relay); ``granted(username, password)``
+    makes sure the broker has the account of a device that proved its password (it may poll before the relay
+    ran).
     ``limits`` bound what a client may hold or try; serve the app with :meth:`site` to apply all of them."""
 
     def __init__(self, reg: Any, log: Callable[[str], None], *, wake: Callable[[], None] | None = None,
-                 hold: Callable[[int, str], None] | None = None,
                  granted: Callable[[str, str], Awaitable[Any]] | None = None,
                  health: Callable[[], dict] | None = None, limits: HTTPLimits | None = None) -> None:
         self.reg = reg
         self.log = log
         self.wake = wake or (lambda: None)
-        self.hold = hold or (lambda request_id, password: None)
         self.granted = granted or _nothing
         self.health = health or dict
         self.limits = limits or HTTPLimits()
@@ -230,7 +228,6 @@ class RegisterAPI:
             requested_roles=data.get("roles"))
         outcome = res.outcome
         if res.accepted or outcome == "granted":
-            self.hold(res.request.id, password)
             self.wake()
         if outcome == "granted":  # an approval rule admitted it: the account exists before the answer
             await self.granted(username, password)

@@ -1,10 +1,9 @@
-"""The registry plugin's datagrams (broker/mosquitto/registry_plugin.c): one per login Mosquitto could not
-answer, i.e. a username dynamic security does not know.
+"""The service's datagram socket: the registry plugin's reports (attempts of names it does not know, knock
+counts, presence: plugin_protocol.md, parsed by plugin_wire) and the CLI's wake.
 
-Format v1, big-endian: magic ``CRK1``, one byte MQTT protocol version (3, 4 or 5), then four fields, each a
-u16 length and that many bytes: username, password, client id, peer address. The receiver parses them and
-queues them for one worker, so a flood costs a bounded queue, never unbounded tasks; when the queue is full
-the attempt is dropped (the device was refused anyway) and counted.
+The wake is v1's layout: magic ``CRK1``, one byte (255), then four empty fields (a u16 length 0 each). The receiver parses every datagram and queues it for one worker, so a flood costs
+a bounded queue, never unbounded tasks; when the queue is full the datagram is dropped (the device was refused
+anyway) and counted.
 """
 
 from __future__ import annotations
@@ -12,72 +11,37 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-import struct
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
+
+from .mosquitto.plugin_wire import Attempt, Knocks, Presence, WireError, parse_datagram
 
 MAGIC = b"CRK1"
 SOCKET_NAME = "sock"  # registry.db -> registry.sock beside it, unless `serve --plugin-socket` says otherwise
 QUEUE_LIMIT = 10_000
 BATCH = 64  # attempts recorded in one transaction when they queue up (a flood, a storm of new devices)
-HAND_OVER = 0  # not a device: the CLI handing over a password it just set (see hand_over)
 WAKE = 255  # not a device: "I just changed the registry, apply it now" (see wake)
-PROTOCOLS = {HAND_OVER: "handed over", 3: "MQTT 3.1", 4: "MQTT 3.1.1", 5: "MQTT 5"}
 
 
-@dataclass(frozen=True)
-class Knock:
-    username: bytes
-    password: bytes
-    client_id: bytes
-    peer: bytes
-    protocol: int
-
-    def __repr__(self) -> str:  # never print the password by accident
-        return f"Knock(username={self.username[:80]!r}, protocol={self.protocol})"
+# The CLI's wake, byte for byte as earlier versions sent it (a v1 datagram of protocol 255, all fields empty).
+WAKE_DATAGRAM = MAGIC + bytes([WAKE]) + b"\0\0" * 4
 
 
-def parse(datagram: bytes) -> Knock | None:
-    """A datagram as a Knock, or None when it is not one of ours (wrong magic, truncated, trailing bytes)."""
-    if len(datagram) < 5 or datagram[:4] != MAGIC:
-        return None
-    protocol = datagram[4]
-    offset = 5
-    fields = []
-    for _ in range(4):
-        if offset + 2 > len(datagram):
-            return None
-        (length,) = struct.unpack_from("!H", datagram, offset)
-        offset += 2
-        if offset + length > len(datagram):
-            return None
-        fields.append(datagram[offset:offset + length])
-        offset += length
-    if offset != len(datagram):
-        return None
-    return Knock(*fields, protocol=protocol)
+class Wake:
+    """"I just changed the registry, apply it now" (another process; see wake)."""
+
+    def __repr__(self) -> str:
+        return "Wake()"
 
 
-def encode(username: str, password: str, client_id: str = "", peer: str = "", protocol: int = HAND_OVER) -> bytes:
-    out = MAGIC + bytes([protocol])
-    for value in (username, password, client_id, peer):
-        data = value.encode("utf-8")
-        out += struct.pack("!H", len(data)) + data
-    return out
-
-
-def hand_over(path: Path, username: str, password: str) -> bool:
-    """Give a running service the password just set for a user (`user add`, `user passwd`), exactly as the
-    plugin gives it a device's, so the broker account exists at once; False when no service listens there.
-    The password travels over the local socket only, never to disk."""
-    return _send(path, encode(username, password))
+WAKE_MARK = Wake()
 
 
 def wake(path: Path) -> bool:
     """Ask a running service to read the changelog now (after a change made by another process), instead of
     at its next poll; False when no service listens there."""
-    return _send(path, encode("", "", protocol=WAKE))
+    return _send(path, WAKE_DATAGRAM)
 
 
 def _send(path: Path, datagram: bytes) -> bool:
@@ -95,7 +59,11 @@ class _Receiver(asyncio.DatagramProtocol):
         self.counters = counters
 
     def datagram_received(self, data: bytes, addr) -> None:
-        knock = parse(data)
+        knock: Wake | Attempt | Knocks | Presence | None
+        try:
+            knock = parse_datagram(data)  # the plugin's (v2)
+        except WireError:
+            knock = WAKE_MARK if data == WAKE_DATAGRAM else None
         if knock is None:
             self.counters["malformed"] += 1
             return
@@ -109,14 +77,14 @@ class PluginSocket:
     """Listens on ``path`` (mode 0600, or 0660 with ``group``) and awaits ``handle(knocks)`` for the datagrams
     that arrived, one batch at a time (at most BATCH)."""
 
-    def __init__(self, path: Path, handle: Callable[[list[Knock]], Awaitable[None]], log: Callable[[str], None],
+    def __init__(self, path: Path, handle: Callable[[list[Any]], Awaitable[None]], log: Callable[[str], None],
                  *, group: int | None = None) -> None:
         self.path = path
         self.handle = handle
         self.log = log
         self.group = group
         self.counters = {"malformed": 0, "dropped": 0, "handled": 0}
-        self.queue: asyncio.Queue[Knock] = asyncio.Queue(QUEUE_LIMIT)
+        self.queue: asyncio.Queue[Any] = asyncio.Queue(QUEUE_LIMIT)
         self._transport: asyncio.DatagramTransport | None = None
         self._worker: asyncio.Task[None] | None = None
 

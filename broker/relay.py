@@ -4,8 +4,8 @@ It polls ``Registry.events(since=...)`` every ``interval`` seconds (default 0.1 
 process is out well within 250 ms of its commit), and at once when :meth:`EventRelay.wake` is called (the
 plugins and the HTTP API call it after a decision of this process that wrote an event). The reads run in the
 relay's own one-thread executor. For each event it drops the Registry's cached answers the event changed
-(``invalidate_for``), lets the broker apply it (``apply``: dynamic-security commands; revocation disconnects
-there) and then publishes it with QoS 1 as JSON to ``$registry/v1/events/<kind>``: when a dashboard sees
+(``invalidate_for``), lets the broker apply the batch (``apply``: one batch of account changes for the
+registry plugin; revocation disconnects there) and then publishes each with QoS 1 as JSON to ``$registry/v1/events/<kind>``: when a dashboard sees
 ``request.granted`` the device's next CONNECT already succeeds.
 """
 
@@ -49,7 +49,7 @@ def event_payload(event: Any) -> bytes:
 
 class EventRelay:
     def __init__(self, reg: Any, publish: Callable[[str, bytes], None],
-                 apply: Callable[[Any], Awaitable[None]], log: Callable[[str], None],
+                 apply: Callable[[list[Any]], Awaitable[Any]], log: Callable[[str], None],
                  interval: float = 0.1, executor: Executor | None = None) -> None:
         self.reg = reg
         self.publish = publish
@@ -64,7 +64,7 @@ class EventRelay:
         self._turn = asyncio.Lock()  # one reader of the changelog at a time: events are handled in id order
         self._noted_at = 0.0
         self._unnoted = False  # events applied since the last note
-        self._woken = False  # another process (or this one) asked: note at once  # one reader of the changelog at a time: events are handled in id order
+        self._woken = False  # another process (or this one) asked: note at once
 
     def wake(self, *, waited_for: bool = False) -> None:
         """Read the changelog now instead of at the next poll (call on the event loop, after the commit).
@@ -114,9 +114,9 @@ class EventRelay:
         every earlier change was applied (a password handed over after `user passwd`) await it first."""
         async with self._turn:
             events = await self._read(self.reg.events, since=self.last_id, limit=500)
-            for event in events:
-                await self.handle(event)
-                self.last_id = event.id
+            if events:
+                await self.handle(events)
+                self.last_id = events[-1].id
             now = time.monotonic()
             # Read your writes: say what is applied, at once when asked (a CLI waits), else at most every
             # 50 ms under load (each note is a write transaction that a device's attempt would wait for).
@@ -127,12 +127,15 @@ class EventRelay:
                 self._noted_at, self._unnoted, self._woken = now, False, False
             return len(events)
 
-    async def handle(self, event: Any) -> None:
-        self.reg.invalidate_for(str(event.kind), event.subject)
+    async def handle(self, events: list[Any]) -> None:
+        """Apply a batch of events to the broker (one batch of changes), then publish each."""
+        for event in events:
+            self.reg.invalidate_for(str(event.kind), event.subject)
         try:
-            await self.apply(event)
+            await self.apply(events)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # the broker is away or refused: reconcile corrects it later
-            self.log(f"relay {event.kind} #{event.id} {event.subject!r}: not applied to the broker yet: {exc}")
-        self.publish(TOPIC_PREFIX + event.kind, event_payload(event))
+        except Exception as exc:  # the broker is away or refused: reconcile corrects it soon
+            self.log(f"relay events #{events[0].id}-#{events[-1].id}: not applied to the broker yet: {exc}")
+        for event in events:
+            self.publish(TOPIC_PREFIX + event.kind, event_payload(event))

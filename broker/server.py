@@ -50,16 +50,16 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .held_passwords import HeldPasswords
 from .http_api import RegisterAPI
 from .log_text import Refusals, safe
 from .mosquitto import config as mconf
-from .mosquitto.dynsec import Provisioner
+from .mosquitto import plugin_wire as wire
 from .mosquitto.link import BrokerLink, LinkError
+from .mosquitto.plugin_accounts import PluginAccounts
 from .mosquitto.plugin_build import PluginBuildError, plugin_path
 from .mosquitto.presence import PresenceTracker
 from .mosquitto.supervisor import MosquittoError, MosquittoSupervisor, find_mosquitto, mosquitto_version
-from .plugin_socket import HAND_OVER, PROTOCOLS, WAKE, Knock, PluginSocket
+from .plugin_socket import WAKE_MARK, PluginSocket
 from .relay import EventRelay
 
 __all__ = ["EmbeddedServer", "ServerError", "parse_bind", "serve_main"]
@@ -68,6 +68,7 @@ DEFAULT_MQTT_BIND = "0.0.0.0:1883"
 DEFAULT_HTTP_BIND = "127.0.0.1:8080"
 STATUS_TOPIC = "$registry/v1/status"
 DATABASE_CHECK_EVERY = 1.0
+ATTACH_WAIT = 120.0  # seconds an attached server waits for the site's Mosquitto to take the service account
 
 
 class DatabaseWatch:
@@ -192,10 +193,9 @@ class EmbeddedServer:
         self.console: Any = None
         self.broker = ""
         self.version = ""
-        self.held = HeldPasswords(limit=reg.config.max_pending, ttl=reg.config.expire_after)
         self.supervisor: MosquittoSupervisor | None = None
         self.link: BrokerLink | None = None
-        self.provisioner: Provisioner | None = None
+        self.accounts: PluginAccounts | None = None
         self._socket: PluginSocket | None = None
         self._http_runner: Any = None
         self._relay: EventRelay | None = None
@@ -207,8 +207,8 @@ class EmbeddedServer:
         self._link_connects = 0
         # Device attempts are recorded off the loop by one thread, a batch per transaction (SQLite has one writer).
         self._db_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cr-knocks")
-        # Who is online, from the supervised Mosquitto's connection notices (attached: not known).
-        self.presence: PresenceTracker | None = None
+        # Who is online, from the registry plugin's reports of logins and disconnections.
+        self.presence = PresenceTracker(reg.clock, self._record_presence, self.log)
 
     @property
     def broker_state(self) -> str:
@@ -244,7 +244,17 @@ class EmbeddedServer:
         if self.use_console:
             self.console = await asyncio.to_thread(ensure_console_account, self.reg)
         await self._start_socket()
-        await asyncio.to_thread(self.reg.watch_presence, "mosquitto log" if self.broker_url is None else None)
+        await asyncio.to_thread(self.reg.watch_presence, "registry plugin")
+        from .mosquitto.attach import snapshot_beside
+
+        snapshot = self.files.snapshot if self.broker_url is None else snapshot_beside(self.socket_path)
+        self.accounts = PluginAccounts(self.reg, None, self.log, service=service, snapshot_path=snapshot,
+                                       group=self._socket.group if self._socket else None)
+        await self.accounts.load()
+        try:
+            await self.accounts.write_snapshot(force=True)  # what the plugin loads when Mosquitto starts
+        except OSError as exc:
+            raise ServerError(f"cannot write {snapshot}: {exc.strerror or exc}") from None
         if self.broker_url is None:
             host, port = await self._start_mosquitto(service)
         else:
@@ -254,16 +264,22 @@ class EmbeddedServer:
         self.link = BrokerLink(host, port, service.username, service.password, self.log,
                                on_connected=self._link_changed)
         try:
-            await asyncio.to_thread(self.link.start)
+            if self.broker_url is None:
+                await asyncio.to_thread(self.link.start)
+            else:  # the site restarts its Mosquitto after this start has written the snapshot (README)
+                self.log(f"mqtt: logging in to {self.broker} as the service account; if Mosquitto refuses, "
+                         f"restart it now that the snapshot is written (waiting up to {ATTACH_WAIT:.0f} s)")
+                await asyncio.to_thread(self.link.start, ATTACH_WAIT, patient=True)
         except LinkError as exc:
             hint = "" if self.broker_url is None else " (did you install `client-registry mosquitto-config`?)"
             raise ServerError(f"{exc}{hint}") from None
-        self.provisioner = Provisioner(self.reg, self.link, self.log, own_everything=self.broker_url is None)
-        fixes = await self.provisioner.reconcile()
+        self.accounts.link = self.link
+        try:
+            fixes = await self.accounts.reconcile()
+        except LinkError as exc:
+            raise ServerError(f"{exc}") from None
         if fixes:
             self.log(f"reconcile: {fixes} correction(s) at start")
-        if self.console is not None:
-            await self._provision_console()
         self._relay = EventRelay(self.reg, self._publish, self._apply_event, self.log,
                                  interval=self.relay_interval)
         await self._relay.start()
@@ -271,8 +287,8 @@ class EmbeddedServer:
         self._publish_status("running")  # once the HTTP API serves: the status names its address
         self._tasks.append(asyncio.create_task(self._reconcile_loop(), name="client-registry-reconcile"))
         self._tasks.append(asyncio.create_task(self._watch_database(), name="client-registry-database"))
-        if self.presence is not None:
-            self._tasks.append(asyncio.create_task(self.presence.run(), name="client-registry-presence"))
+        self._tasks.append(asyncio.create_task(self.presence.run(), name="client-registry-presence"))
+        self._tasks.append(asyncio.create_task(self.accounts.run_snapshots(), name="client-registry-snapshot"))
 
     async def _start_socket(self) -> None:
         group = None
@@ -296,10 +312,6 @@ class EmbeddedServer:
             plugin = await asyncio.to_thread(plugin_path)
         except (MosquittoError, PluginBuildError) as exc:
             raise ServerError(str(exc)) from None
-        dynsec_so = mconf.find_dynsec_plugin()
-        if dynsec_so is None:
-            raise ServerError("Mosquitto's dynamic-security plugin (mosquitto_dynamic_security.so) was not found: "
-                              "apt-get install mosquitto")
         include = ""
         if self.mosquitto_include is not None:
             try:
@@ -309,10 +321,9 @@ class EmbeddedServer:
         host, port = self.mqtt_bind
         if port == 0:
             port = free_port(host)
-        self.presence = PresenceTracker(self.reg.clock, self._record_presence, self.log)
         self.supervisor = MosquittoSupervisor(binary, self.files.conf, host, port, self.log,
                                               on_state=self._broker_changed, outlive=self.outlive,
-                                              on_line=self.presence.feed, on_spawn=self.presence.restarted)
+                                              on_spawn=self.presence.restarted)
         await self.supervisor.end_orphan()  # a Mosquitto left by a killed service holds our port
         if self.mqtt_bind[1] != 0:
             try:  # say "address already in use" in our words, before Mosquitto says it in its own
@@ -322,12 +333,11 @@ class EmbeddedServer:
             except OSError as exc:
                 raise _bind_error("MQTT", host, port, exc) from None
         try:
-            mconf.ensure_dynsec_file(self.files.dynsec, service)
             if self.persistence:
                 self.files.persistence.mkdir(mode=0o700, exist_ok=True)
             mconf.write_private(self.files.conf, mconf.render_conf(
-                listener=mconf.listener_line(host, port), dynsec_plugin=dynsec_so, dynsec_file=self.files.dynsec,
-                registry_plugin=plugin, socket=self.socket_path, user=mconf.current_user(),
+                listener=mconf.listener_line(host, port), registry_plugin=plugin, secret=self.reg.companion("secret"),
+                snapshot=self.files.snapshot, socket=self.socket_path, user=mconf.current_user(),
                 persistence=self.files.persistence if self.persistence else None, include=include))
         except (OSError, ValueError) as exc:
             raise ServerError(f"cannot write Mosquitto's configuration: {exc}") from None
@@ -345,8 +355,7 @@ class EmbeddedServer:
         from aiohttp import web
 
         host, port = self.http_bind
-        api = RegisterAPI(self.reg, self.log, wake=self._wake_relay, hold=self.held.hold,
-                          granted=self._granted_over_http, health=self.health, limits=self.http_limits)
+        api = RegisterAPI(self.reg, self.log, wake=self._wake_relay, granted=self._granted_over_http, health=self.health, limits=self.http_limits)
         runner = web.AppRunner(api.app(), access_log=None, handle_signals=False)
         await runner.setup()
         self._http_runner = runner
@@ -376,9 +385,14 @@ class EmbeddedServer:
             self.link = None
         if self.supervisor is not None:
             await self.supervisor.stop()
-        if self.presence is not None:  # Mosquitto stopped: every session ended now
+        if self.supervisor is not None:  # its Mosquitto stopped: every session ended now
             self.presence.restarted()
-            await self.presence.flush()
+        await self.presence.flush()
+        if self.accounts is not None:
+            try:
+                await self.accounts.write_snapshot()
+            except OSError:
+                pass  # said by the snapshot loop already
         if self._socket is not None:
             await self._socket.stop()
             self._socket = None
@@ -424,92 +438,88 @@ class EmbeddedServer:
             await asyncio.sleep(DATABASE_CHECK_EVERY)
 
     async def _reconcile_loop(self) -> None:
+        waited = 0.0
         while True:
-            try:
-                async with asyncio.timeout(self.reconcile_interval):
+            try:  # every reconcile_interval, at once after a reconnect, within a second of a failed change
+                async with asyncio.timeout(1.0):
                     await self._link_back.wait()
                 self._link_back.clear()
                 self.log("mqtt: connected to Mosquitto again; reconciling")
                 self._publish_status("running")
             except TimeoutError:
-                pass
+                waited += 1.0
+                if waited < self.reconcile_interval and not (self.accounts and self.accounts.stale):
+                    continue
+            waited = 0.0
             try:
                 await self.reconcile()
             except Exception as exc:  # the broker is away: try again at the next round
                 self.log(f"reconcile failed: {exc}")
 
     async def reconcile(self) -> int:
-        assert self.provisioner is not None
-        return await self.provisioner.reconcile()
+        assert self.accounts is not None
+        return await self.accounts.reconcile()
 
     # -- decisions ---------------------------------------------------------------------------------------------
-    async def _provision_console(self) -> None:
-        assert self.provisioner is not None and self.link is not None
-        name, password = self.console.username, self.console.password
-        if self.provisioner.has_account(name):  # its password may have changed on disk: Mosquitto must agree
-            await self.link.run([{"command": "setClientPassword", "username": name, "password": password}])
-        else:
-            await self.provisioner.provision(name, password)
-
-    async def _on_knocks(self, knocks: list[Knock]) -> None:
-        """The logins Mosquitto forwarded (names it does not know), recorded in one transaction."""
+    async def _on_knocks(self, batch: list[Any]) -> None:
+        """What the plugin reported (attempts of names Mosquitto does not know, knocks counted while locked,
+        logins and disconnections) and the CLI's wakes; the attempts are recorded in one transaction."""
         attempts = []
-        for knock in knocks:
-            if knock.protocol == WAKE:  # another process changed the registry and waits for us to apply it
-                if self._relay is not None:
+        for item in batch:
+            if item is WAKE_MARK:
+                if self._relay is not None:  # another process changed the registry and waits for it
                     self._relay.wake(waited_for=True)
-                continue
-            proto = PROTOCOLS.get(knock.protocol, f"protocol {knock.protocol}")
-            try:
-                username, password = knock.username.decode("utf-8"), knock.password.decode("utf-8")
-                client_id = knock.client_id.decode("utf-8") or None
-            except UnicodeDecodeError:
-                self._refusals(f"mqtt refuse user={safe(knock.username)} ({proto}): not valid UTF-8")
-                continue
-            peer = knock.peer.decode("ascii", "replace") or None
-            if self.database_problem:
-                self._refusals(f"mqtt refuse user={safe(username)} from {peer or '?'} ({proto}): not recorded, "
-                               f"{self.database_problem}")
-                continue
-            attempts.append((proto, (username, password, client_id, peer, "mqtt")))
+            elif isinstance(item, wire.Presence):
+                if item.reset and self.supervisor is None:  # an attached Mosquitto restarted
+                    self.presence.restarted()
+                for logged_in, username, client_id in item.changes:
+                    self.presence.change(username.decode("utf-8", "replace"),
+                                         client_id.decode("utf-8", "replace"), logged_in)
+            elif isinstance(item, wire.Knocks):
+                if not self.database_problem:
+                    await asyncio.get_running_loop().run_in_executor(
+                        self._db_pool, self.reg.record_knocks,
+                        [(n.decode("utf-8", "replace"), c) for n, c in item.names], item.total)
+            elif isinstance(item, wire.Attempt):
+                attempt = self._attempt(item)
+                if attempt is not None:
+                    attempts.append(attempt)
         if not attempts:
             return
         results = await asyncio.get_running_loop().run_in_executor(
             self._db_pool, self.reg.login_many, [attempt for _, attempt in attempts])
-        admitted = []  # granted by an approval rule in that transaction
-        for (_, (username, password, *_)), result in zip(attempts, results):
-            if result.attempt is not None and result.attempt.outcome == "granted":
-                self.held.hold(result.attempt.request.id, password)  # before any await: the relay takes it
-                admitted.append((username, password))
-        if admitted:
-            await self._provision_granted(admitted)
-        for (proto, (username, password, client_id, peer, _)), result in zip(attempts, results):
-            await self._decided(proto, username, password, client_id, peer, result)
+        if any(r.accepted or (r.attempt is not None and r.attempt.outcome == "granted") for r in results):
+            await self._relay_catch_up()  # granted by a rule, or granted meanwhile: the account goes in now
+        for (proto, (username, _password, client_id, peer, _)), result in zip(attempts, results):
+            self._decided(proto, username, client_id, peer, result)
 
-    async def _decided(self, proto: str, username: str, password: str, client_id: str | None, peer: str | None,
-                       result: Any) -> None:
+    def _attempt(self, item: wire.Attempt) -> tuple[str, tuple] | None:
+        proto = wire.PROTOCOLS.get(item.protocol, f"protocol {item.protocol}")
+        try:
+            username, password = item.username.decode("utf-8"), item.password.decode("utf-8")
+            client_id = item.client_id.decode("utf-8") or None
+        except UnicodeDecodeError:
+            self._refusals(f"mqtt refuse user={safe(item.username)} ({proto}): not valid UTF-8")
+            return None
+        peer = item.peer.decode("ascii", "replace") or None
+        if self.database_problem:
+            self._refusals(f"mqtt refuse user={safe(username)} from {peer or '?'} ({proto}): not recorded, "
+                           f"{self.database_problem}")
+            return None
+        return proto, (username, password, client_id, peer, "mqtt-rekey" if item.kind == wire.REKEY else "mqtt")
+
+    def _decided(self, proto: str, username: str, client_id: str | None, peer: str | None, result: Any) -> None:
         where = f"user={safe(username)} client={safe(client_id)} from {peer or '?'} ({proto})"
         if result.accepted:
-            # A user's right password: the device (or the CLI handing over a new password) gets its account,
-            # after every change committed before it was applied (a `user passwd` removes the old one).
-            assert self.provisioner is not None and self._relay is not None
-            await self._relay.catch_up()
-            if proto != PROTOCOLS[HAND_OVER] and self.provisioner.has_account(username):
-                # Mosquitto forwarded this CONNECT because it did not know the name then: the account was
-                # created since, with this same verified password (a grant, or an earlier retry). Setting it
-                # again would rewrite Mosquitto's whole file per queued retry (a storm of retries after a
-                # batch of grants made that a feedback loop).
-                self._refusals(f"mqtt knock {where}: a user's right password; its account was created meanwhile")
-                return
-            done = await self.provisioner.provision(username, password)
-            self.log(f"mqtt knock {where}: a user's right password; {', '.join(done) or 'account up to date'}")
+            # A user's right password that Mosquitto did not know yet: its account was on its way (a grant
+            # not applied when the device knocked); it is there now.
+            self._refusals(f"mqtt knock {where}: a user's right password; its account was being applied")
             return
         attempt = result.attempt
         if attempt is not None and attempt.outcome == "granted":
             self.log(f"mqtt admit {where}: {attempt.reason}; its next connect gets in")
             return
         if attempt is not None and attempt.accepted:
-            self.held.hold(attempt.request.id, password)
             self._wake_relay()
         line = f"mqtt refuse {where}: {result.outcome} ({result.reason})"
         if attempt is not None and attempt.accepted:
@@ -519,29 +529,16 @@ class EmbeddedServer:
 
     async def _granted_over_http(self, username: str, password: str) -> None:
         """The device proved its password at the 201 poll (or an approval rule admitted it): its account
-        exists before the answer."""
-        await self._provision_granted([(username, password)])
+        is in Mosquitto before the answer."""
+        await self._relay_catch_up()
 
-    async def _provision_granted(self, granted: list[tuple[str, str]]) -> None:
-        """Accounts of granted users whose passwords this service has at hand: the grants (maybe not relayed
-        yet) are applied first, so applying them later cannot disturb the devices; an account the relay did
-        not create (it ran before the password was held) is created here."""
-        if self.provisioner is None or self._relay is None:
-            return
-        await self._relay.catch_up()
-        for username, password in granted:
-            if not self.provisioner.has_account(username):
-                await self.provisioner.provision(username, password)
+    async def _relay_catch_up(self) -> None:
+        if self._relay is not None:
+            await self._relay.catch_up()
 
-    async def _apply_event(self, event: Any) -> None:
-        request_id = (event.detail or {}).get("request_id")
-        password = None
-        if event.kind == "request.granted" and request_id is not None:
-            password = self.held.take(request_id)
-        elif event.kind in ("request.denied", "request.expired") and request_id is not None:
-            self.held.forget(request_id)
-        if self.provisioner is not None:
-            await self.provisioner.apply(event, password)
+    async def _apply_event(self, events: list[Any]) -> None:
+        if self.accounts is not None and self.accounts.link is not None:
+            await self.accounts.apply(events)
 
     async def _record_presence(self, changes: dict, reset_at: float | None) -> bool:
         if self.database_problem:  # opening the path now would create an empty database in its place

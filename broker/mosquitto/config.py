@@ -1,18 +1,15 @@
-"""The files a Mosquitto under the registry needs: its configuration, the dynamic-security file and the
-service account's credentials, all in the registry's data directory (or where an operator puts them).
+"""The files a Mosquitto under the registry needs: its configuration and the service account's credentials,
+in the registry's data directory (or where an operator puts them).
 
-The service account (``client-registry-service``) is how the registry drives Mosquitto: it sends the
-dynamic-security commands and publishes the events. It lives only in the dynamic-security file, never in the
-registry's users, so no CLI command can remove it. Its password is random, kept in ``service.credentials``
-(0600) beside the database, and written into the dynamic-security file as Mosquitto's own PBKDF2-SHA512 hash
-before Mosquitto starts.
+The service account (``client-registry-service``) is how the registry drives Mosquitto: it sends the registry
+plugin its control messages and publishes the events. It lives only in the registry plugin (its verifier under
+the server secret, in the snapshot), never in the registry's users, so no CLI command can remove it and no
+device can ask for its name (``store.validation.reserved_problem``). Its password is random, kept in
+``service.credentials`` (0600) beside the database.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import json
 import os
 import pwd
 import secrets
@@ -21,74 +18,7 @@ from pathlib import Path
 
 from store.console import Credentials as ServiceCredentials  # the same shape, and the same masked repr
 
-DYNSEC_SO = "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so"
-DYNSEC_SO_CANDIDATES = (
-    DYNSEC_SO,
-    "/usr/lib/aarch64-linux-gnu/mosquitto_dynamic_security.so",
-    "/usr/lib/arm-linux-gnueabihf/mosquitto_dynamic_security.so",
-    "/usr/lib/mosquitto_dynamic_security.so",
-    "/usr/local/lib/mosquitto_dynamic_security.so",
-)
 SERVICE_USER = "client-registry-service"
-SERVICE_ROLE = "client-registry:service"
-ADMIN_ROLE = "client-registry:admin"
-USER_ROLE_PREFIX = "client-registry:user:"
-SHARED_ROLE_PREFIX = "client-registry:role:"  # one per registry role: what it gives every member alike
-TEXTNAME = "client-registry"  # marks the clients the registry owns in a shared dynamic-security file
-CONTROL_TOPIC = "$CONTROL/dynamic-security/v1"
-EVENTS_PREFIX = "$registry/"
-
-# Mosquitto's own defaults for a new password (src/password_mosq.h, 2.0.11): PBKDF2-HMAC-SHA512, 12-byte salt.
-PBKDF2_ITERATIONS = 101
-SALT_LEN = 12
-
-# Nothing is allowed unless a role says so: receiving too, so `read` really is "subscribe and receive".
-DEFAULT_ACL_ACCESS = {"publishClientSend": False, "publishClientReceive": False, "subscribe": False,
-                      "unsubscribe": True}
-
-
-def _acl(acltype: str, topic: str) -> dict:
-    return {"acltype": acltype, "topic": topic, "priority": 0, "allow": True}
-
-
-SERVICE_ACLS = [
-    _acl("publishClientSend", CONTROL_TOPIC),
-    _acl("subscribePattern", CONTROL_TOPIC + "/response"),
-    _acl("publishClientReceive", CONTROL_TOPIC + "/response"),
-    _acl("publishClientSend", EVENTS_PREFIX + "#"),
-]
-# An admin may use every topic, and read (never write) the registry's events. `#` does not match `$` topics.
-ADMIN_ACLS = [
-    _acl("publishClientSend", "#"),
-    _acl("subscribePattern", "#"),
-    _acl("publishClientReceive", "#"),
-    _acl("subscribePattern", EVENTS_PREFIX + "#"),
-    _acl("publishClientReceive", EVENTS_PREFIX + "#"),
-]
-
-
-def find_dynsec_plugin() -> Path | None:
-    for candidate in DYNSEC_SO_CANDIDATES:
-        if Path(candidate).is_file():
-            return Path(candidate)
-    return None
-
-
-def pbkdf2_fields(password: str, salt: bytes | None = None) -> dict:
-    """A client's password as Mosquitto's dynamic-security file stores it."""
-    salt = salt or secrets.token_bytes(SALT_LEN)
-    digest = hashlib.pbkdf2_hmac("sha512", password.encode("utf-8"), salt, PBKDF2_ITERATIONS)
-    return {"password": base64.b64encode(digest).decode(), "salt": base64.b64encode(salt).decode(),
-            "iterations": PBKDF2_ITERATIONS}
-
-
-def pbkdf2_matches(entry: dict, password: str) -> bool:
-    try:
-        salt = base64.b64decode(entry["salt"])
-        return pbkdf2_fields(password, salt)["password"] == entry["password"] and \
-            int(entry["iterations"]) == PBKDF2_ITERATIONS
-    except (KeyError, ValueError, TypeError):
-        return False
 
 
 def write_private(path: Path, text: str) -> None:
@@ -116,52 +46,6 @@ def load_or_create_service_credentials(path: Path) -> ServiceCredentials:
     path.parent.mkdir(parents=True, exist_ok=True)
     write_private(path, password + "\n")
     return ServiceCredentials(SERVICE_USER, password)
-
-
-def ensure_dynsec_file(path: Path, service: ServiceCredentials, *, deny_by_default: bool = True) -> bool:
-    """The dynamic-security file exists, holds the service account with this password and the registry's
-    shared roles, and (``deny_by_default``) denies what no role allows. Everything else in it (the devices,
-    a site's own clients) is kept. Returns whether it was changed. Call while Mosquitto is stopped
-    (Mosquitto rewrites the file on every change)."""
-    try:
-        data = json.loads(path.read_text())
-        if not isinstance(data, dict):
-            raise ValueError("not a JSON object")
-    except FileNotFoundError:
-        data = {}
-    except ValueError as exc:
-        raise ValueError(f"{path} is not a dynamic-security file: {exc}") from None
-    before = json.dumps(data, sort_keys=True)
-    data.setdefault("clients", [])
-    data.setdefault("groups", [])
-    data.setdefault("roles", [])
-    if deny_by_default or "defaultACLAccess" not in data:
-        data["defaultACLAccess"] = dict(DEFAULT_ACL_ACCESS)
-
-    roles = {r.get("rolename"): r for r in data["roles"] if isinstance(r, dict)}
-    for name, acls in ((SERVICE_ROLE, SERVICE_ACLS), (ADMIN_ROLE, ADMIN_ACLS)):
-        role = roles.get(name)
-        if role is None:
-            role = {"rolename": name}
-            data["roles"].append(role)
-        role["acls"] = [dict(a) for a in acls]
-
-    clients = {c.get("username"): c for c in data["clients"] if isinstance(c, dict)}
-    client = clients.get(service.username)
-    if client is None:
-        client = {"username": service.username}
-        data["clients"].append(client)
-    if not pbkdf2_matches(client, service.password):
-        client.update(pbkdf2_fields(service.password))
-    client["textname"] = TEXTNAME
-    client["roles"] = [{"rolename": SERVICE_ROLE}]
-    client.pop("disabled", None)
-    client.pop("clientid", None)
-
-    if json.dumps(data, sort_keys=True) == before:
-        return False
-    write_private(path, json.dumps(data, indent=2) + "\n")
-    return True
 
 
 def current_user() -> str:
@@ -195,8 +79,8 @@ class MosquittoFiles:
         return self._named("mosquitto.conf")
 
     @property
-    def dynsec(self) -> Path:
-        return self._named("dynamic-security.json")
+    def snapshot(self) -> Path:
+        return self._named("accounts.snapshot")
 
     @property
     def socket(self) -> Path:
@@ -213,26 +97,23 @@ class MosquittoFiles:
         return self._named("mosquitto-data")
 
 
-def render_conf(*, listener: str, dynsec_plugin: Path, dynsec_file: Path, registry_plugin: Path,
-                socket: Path, user: str | None, persistence: Path | None, include: str = "") -> str:
-    """The configuration of a supervised Mosquitto: one listener, no anonymous access, dynamic security
-    first (it answers every name it knows), then the registry plugin (it sees only unknown names)."""
+def render_conf(*, listener: str, registry_plugin: Path, secret: Path, snapshot: Path, socket: Path,
+                user: str | None, persistence: Path | None, include: str = "") -> str:
+    """The configuration of a supervised Mosquitto: one listener, no anonymous access, and the registry plugin,
+    which answers every login and every topic check itself (plugin_protocol.md)."""
     lines = [
         "# Written by client-registry at every start; edits are lost. Add your own settings with",
         "# `client-registry serve --mosquitto-include FILE`.",
         "per_listener_settings false",
         "allow_anonymous false",
         listener,
-        f"plugin {dynsec_plugin}",
-        f"plugin_opt_config_file {dynsec_file}",
-        f"plugin {registry_plugin}",
-        f"plugin_opt_socket {socket}",
+        *plugin_lines(registry_plugin, secret=secret, snapshot=snapshot, socket=socket),
         "log_dest stderr",
         "log_type error",
         "log_type warning",
         "log_type notice",
         "log_timestamp false",
-        "connection_messages true",  # who is online (broker/mosquitto/presence.py): the service reads them
+        "connection_messages false",  # who is online comes from the plugin (a storm would log 20,000 lines)
     ]
     if user:
         lines.append(f"user {user}")
@@ -246,18 +127,30 @@ def render_conf(*, listener: str, dynsec_plugin: Path, dynsec_file: Path, regist
     return text
 
 
-def render_attach_snippet(*, listener: str, dynsec_plugin: Path, dynsec_file: Path, registry_plugin: Path,
-                          socket: Path) -> str:
-    """The conf.d file that lets a Mosquitto the site runs (systemd's mosquitto.service) admit devices
-    through the registry: the same plugins, in the same order, as a supervised one."""
+def plugin_lines(registry_plugin: Path, *, secret: Path, snapshot: Path, socket: Path, part: str = "all") -> list[str]:
+    lines = [f"plugin {registry_plugin}"]
+    if part != "all":
+        lines.append(f"plugin_opt_part {part}")
+    lines += [f"plugin_opt_secret_file {secret}", f"plugin_opt_snapshot {snapshot}", f"plugin_opt_socket {socket}"]
+    return lines
+
+
+def render_attach_snippet(*, listener: str, registry_plugin: Path, secret: Path, snapshot: Path,
+                          socket: Path, password_file_site: bool = False) -> str:
+    """The conf.d file that lets a Mosquitto the site runs (systemd's mosquitto.service) admit devices through
+    the registry: the registry plugin twice, after the site's own plugins. Its first part answers the accounts
+    the registry manages and defers every other name (the site's dynamic security answers its own); its last
+    part records the names nobody knew and refuses them. A site with a ``password_file`` gets the first part only:
+    Mosquitto runs the password file's check after every plugin, so a last part would refuse the file's users."""
+    last = [] if password_file_site else plugin_lines(registry_plugin, secret=secret, snapshot=snapshot,
+                                                      socket=socket, part="last")
     return "\n".join([
-        "# client-registry: dynamic security first (it answers every name it knows), then the registry",
-        "# plugin (it hands unknown names to `client-registry serve` over the socket).",
+        "# client-registry: keep this file after the site's own `plugin` lines (conf.d is read in name order).",
+        "# The first part answers the registry's accounts and defers every other name; the last part hands the",
+        "# names nobody knew to `client-registry serve` over the socket, and refuses them.",
         "per_listener_settings false",
         "allow_anonymous false",
         listener,
-        f"plugin {dynsec_plugin}",
-        f"plugin_opt_config_file {dynsec_file}",
-        f"plugin {registry_plugin}",
-        f"plugin_opt_socket {socket}",
+        *plugin_lines(registry_plugin, secret=secret, snapshot=snapshot, socket=socket, part="first"),
+        *last,
     ]) + "\n"

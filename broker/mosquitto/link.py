@@ -1,12 +1,10 @@
-"""The service's own MQTT connection to Mosquitto (the service account): dynamic-security commands with their
-answers, and event publications. paho runs its network loop on its own thread and reconnects by itself;
+"""The service's own MQTT connection to Mosquitto (the service account): the registry plugin's control
+messages with their answers, and event publications. paho runs its network loop on its own thread and reconnects by itself;
 asyncio callers await futures resolved from that thread."""
 
 from __future__ import annotations
 
 import asyncio
-import itertools
-import json
 import os
 import threading
 from collections.abc import Callable
@@ -14,18 +12,13 @@ from concurrent.futures import Future
 
 import paho.mqtt.client as mqtt
 
-from .config import CONTROL_TOPIC
+from .plugin_wire import CONTROL_TOPIC, RESPONSE_TOPIC, Answer, WireError, control_message, parse_answer
 
-RESPONSE_TOPIC = CONTROL_TOPIC + "/response"
 COMMAND_TIMEOUT = 10.0
 
 
 class LinkError(Exception):
     """The broker could not be reached or did not answer; str() is one line."""
-
-
-class DynsecError(Exception):
-    """A dynamic-security command was refused; str() is Mosquitto's reason."""
 
 
 class BrokerLink:
@@ -48,9 +41,8 @@ class BrokerLink:
         self.connected = threading.Event()
         self._refused: str | None = None
         self._answered = threading.Event()
-        self._pending: dict[str, Future] = {}
+        self._pending: dict[int, Future] = {}  # control message seq -> its answer
         self._lock = threading.Lock()
-        self._ids = itertools.count(1)
 
     # -- connection ------------------------------------------------------------------------------------
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
@@ -75,10 +67,19 @@ class BrokerLink:
         if was:
             self.on_connected(False)
 
-    def start(self, timeout: float = 10.0) -> None:
-        """Connect (blocking, call from a thread); LinkError when the broker refuses or does not answer."""
+    def start(self, timeout: float = 10.0, *, patient: bool = False) -> None:
+        """Connect (blocking, call from a thread); LinkError when the broker refuses or does not answer.
+        ``patient``: a refusal is not the end (an attached Mosquitto that has not loaded the registry plugin's
+        snapshot yet refuses the service until it is restarted): keep trying until ``timeout``."""
         self.client.connect_async(self.host, self.port, keepalive=30)
         self.client.loop_start()
+        if patient:
+            if not self.connected.wait(timeout):
+                reason = self._refused or f"no answer from {self.host}:{self.port}"
+                self.stop()
+                raise LinkError(f"cannot log in to Mosquitto as the service account within {timeout:.0f} s: "
+                                f"{reason}")
+            return
         if not self._answered.wait(timeout) or not self.connected.wait(0):
             reason = self._refused or f"no answer from {self.host}:{self.port} within {timeout:.0f} s"
             self.stop()
@@ -93,60 +94,44 @@ class BrokerLink:
         """Queue a publication (thread-safe; paho sends it, and resends it after a reconnect)."""
         self.client.publish(topic, payload, qos=qos, retain=retain)
 
-    # -- dynamic security --------------------------------------------------------------------------------
+    # -- the registry plugin's control channel ----------------------------------------------------------
     def _on_message(self, client, userdata, message) -> None:
         if message.topic != RESPONSE_TOPIC:
             return
         try:
-            responses = json.loads(message.payload).get("responses", [])
-        except (ValueError, AttributeError):
-            self.log("dynsec: unreadable response from Mosquitto")
+            answer = parse_answer(message.payload)
+        except WireError:
+            self.log("plugin: unreadable answer from Mosquitto")
             return
-        for response in responses:
-            key = response.get("correlationData")
-            with self._lock:
-                future = self._pending.pop(key, None)
-            if future is not None and not future.done():
-                future.set_result(response)
-
-    def send(self, commands: list[dict]) -> list[Future]:
-        """Send dynamic-security commands in one message; one future per command, resolved with its
-        response ({"command", "error"?, "data"?})."""
-        futures = []
-        batch = []
         with self._lock:
-            for command in commands:
-                key = f"cr-{next(self._ids)}"
-                future: Future = Future()
-                self._pending[key] = future
-                futures.append(future)
-                batch.append({**command, "correlationData": key})
-        if not self.connected.is_set():
-            for future in futures:
-                future.set_exception(LinkError("not connected to Mosquitto"))
-            return futures
-        # QoS 0: with QoS 1, Mosquitto's PUBACK went out first and Nagle's algorithm held the answer behind it
-        # until our delayed ACK, 45 ms per command (0.8 ms at QoS 0, measured); a lost connection fails the
-        # futures either way (_on_disconnect), and reconcile repairs what was not applied.
-        self.client.publish(CONTROL_TOPIC, json.dumps({"commands": batch}), qos=0)
-        return futures
+            future = self._pending.pop(answer.seq, None)
+        if future is not None and not future.done():
+            future.set_result(answer)
 
-    async def run(self, commands: list[dict], *, ok: tuple[str, ...] = (),
-                  timeout: float = COMMAND_TIMEOUT) -> list[dict]:
-        """Run commands and return their responses; DynsecError for the first refused one, unless its error
-        text is in ``ok`` (e.g. "Client already exists" when that is fine)."""
-        sent = self.send(commands)
-        futures = [asyncio.wrap_future(f) for f in sent]
+    def send(self, seq: int, records: list[bytes]) -> Future:
+        """Send one control message; the future resolves with the plugin's Answer."""
+        future: Future = Future()
+        if not self.connected.is_set():
+            future.set_exception(LinkError("not connected to Mosquitto"))
+            return future
+        with self._lock:
+            self._pending[seq] = future
+        # QoS 0 both ways: at QoS 1 Mosquitto's PUBACK went first and Nagle's algorithm held the answer behind
+        # it until our delayed ACK (45 ms a message, measured with dynamic security); a lost connection fails
+        # the futures either way (_on_disconnect), and reconcile repairs what was not applied.
+        self.client.publish(CONTROL_TOPIC, control_message(seq, records), qos=0)
+        return future
+
+    async def control(self, seq: int, records: list[bytes], *, timeout: float = COMMAND_TIMEOUT) -> Answer:
+        """Send records to the plugin and wait for its answer; LinkError when none comes or it refused."""
+        sent = self.send(seq, records)
         try:
             async with asyncio.timeout(timeout):
-                responses = await asyncio.gather(*futures)
+                answer = await asyncio.wrap_future(sent)
         except TimeoutError:
-            with self._lock:  # no answer will come for them: forget them (bounded)
-                for key in [k for k, f in self._pending.items() if f in sent]:
-                    del self._pending[key]
-            raise LinkError(f"Mosquitto did not answer {commands[0].get('command')} within {timeout:.0f} s") from None
-        for response in responses:
-            error = response.get("error")
-            if error and error not in ok:
-                raise DynsecError(f"{response.get('command')}: {error}")
-        return responses
+            with self._lock:  # no answer will come for it: forget it (bounded)
+                self._pending.pop(seq, None)
+            raise LinkError(f"Mosquitto's registry plugin did not answer within {timeout:.0f} s") from None
+        if answer.status != 0:
+            raise LinkError("Mosquitto's registry plugin refused a change (its log says why)")
+        return answer

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from broker.plugin_socket import hand_over
+from broker.plugin_socket import wake
 from broker.server import EmbeddedServer
 from store import open_registry
 
@@ -75,12 +75,20 @@ class ServerThread:
     def console(self):
         return self.srv.console
 
+    def applied(self, reg) -> None:
+        """Wait until the server applied every change committed so far (through ``reg``, another process's
+        Registry) to the broker: e.g. an unlock, which the plugin must know before it reports attempts."""
+        from tests.broker.plugin_state import applied
+
+        wait_until(lambda: applied(self.srv, reg), message="the server to apply the changes")
+
     def add_device(self, reg, name: str, password: str, **kwargs) -> None:
-        """A user added as `client-registry user add` does it: the password handed to the server, whose
-        broker account then exists."""
+        """A user added as `client-registry user add` does it (the store only: the plugin checks the store's
+        own verifier, no password is handed to the server), then the CLI's wake; its broker account exists
+        once the server applied the change."""
         reg.add_user(name, password, actor="test", **kwargs)
-        assert hand_over(self.srv.socket_path, name, password)
-        wait_until(lambda: name in self.srv.provisioner.clients, message=f"{name}'s broker account")
+        wake(self.srv.socket_path)
+        wait_until(lambda: self.srv.accounts.has_account(name), message=f"{name}'s broker account")
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ def test_a_rule_admits_exactly_its_limit_and_their_next_connect_gets_in(server, 
     port, limit = server.mqtt_port, 5
     admin_reg.add_rule("sensor-*", permissions=[TEMPLATE], limit=limit, actor="test")
     admin_reg.unlock(300, actor="test")
+    server.applied(admin_reg)  # the plugin knows it is unlocked
     names = [f"sensor-{i}" for i in range(8)]
     for name in [*names, "meter-1"]:
         res = mosquitto_pub(port, name, f"pw-{name}", topic=f"sensors/{name}/t", client_id=f"id-{name}")
@@ -25,7 +26,7 @@ def test_a_rule_admits_exactly_its_limit_and_their_next_connect_gets_in(server, 
     assert {r.username for r in admin_reg.requests()} == {*names, "meter-1"} - set(admitted)  # pending
     assert all(r.decided_by == "rule:sensor-*" for r in admin_reg.requests(include_all=True) if r.status == "granted")
     assert admin_reg.rules()[0].admitted == limit
-    wait_until(lambda: all(server.srv.provisioner.has_account(n) for n in admitted), message="their accounts")
+    wait_until(lambda: all(server.srv.accounts.has_account(n) for n in admitted), message="their accounts")
 
     for name in names:  # the next connect: the admitted get in, the others are still refused
         res = mosquitto_pub(port, name, f"pw-{name}", topic=f"sensors/{name}/t", client_id=f"id-{name}")
@@ -58,6 +59,7 @@ def test_http_explicit_flow_with_a_rule_answers_201_at_once(server, admin_reg):
     admin_reg.role_permit("sensors", "sensors/{username}/#", "readWrite", actor="test")
     admin_reg.add_rule("sensor-*", roles=["sensors"], protocol="http", actor="test")
     admin_reg.unlock(300, actor="test")
+    server.applied(admin_reg)  # the plugin knows it is unlocked
     code, body = post(server.http_port, {"username": "sensor-h1", "password": "pw-sensor-h1"})
     assert code == 201, body
     assert (body["status"], body["username"]) == ("granted", "sensor-h1")

@@ -23,6 +23,7 @@ def healthz(port: int) -> tuple[int, dict]:
 
 def test_database_moved_away_and_back(server, admin_reg, db_path):
     admin_reg.unlock(actor="test")
+    server.applied(admin_reg)  # the plugin knows it is unlocked
     db, aside = Path(db_path), Path(db_path + ".aside")
     assert healthz(server.http_port)[0] == 200
     os.rename(db, aside)

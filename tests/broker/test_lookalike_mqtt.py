@@ -15,6 +15,7 @@ COMPOSED, DECOMPOSED = "caf\u00e9-7", "cafe\u0301-7"
 def test_a_cyrillic_look_alike_over_mqtt_is_recorded_with_its_mark(server, admin_reg, db_path):
     port = server.mqtt_port
     admin_reg.unlock(300, actor="test")
+    server.applied(admin_reg)  # the plugin knows it is unlocked
     res = mosquitto_pub(port, CYRILLIC, "secret-pw-1", client_id="dev-cyr")
     assert res.returncode != 0 and "not authori" in res.stderr
     wait_until(lambda: admin_reg.requests(), message="the request")
@@ -37,6 +38,7 @@ def test_a_cyrillic_look_alike_over_mqtt_is_recorded_with_its_mark(server, admin
 
 def test_both_unicode_forms_are_one_request_over_mqtt_and_http(server, admin_reg):
     admin_reg.unlock(300, actor="test")
+    server.applied(admin_reg)  # the plugin knows it is unlocked
     assert mosquitto_pub(server.mqtt_port, DECOMPOSED, "secret-pw-7", client_id="cafe").returncode != 0
     wait_until(lambda: admin_reg.requests(), message="the request")
     assert mosquitto_pub(server.mqtt_port, COMPOSED, "secret-pw-7", client_id="cafe").returncode != 0
@@ -52,6 +54,7 @@ def test_both_unicode_forms_are_one_request_over_mqtt_and_http(server, admin_reg
 
 def test_a_lone_surrogate_over_http_is_400_on_the_username(server, admin_reg):
     admin_reg.unlock(300, actor="test")
+    server.applied(admin_reg)  # the plugin knows it is unlocked
     status, body = post(server.http_port, b'{"username": "sens\\ud800or", "password": "secret-pw"}')
     assert (status, body["field"]) == (400, "username")
     assert body["message"] == "username must be valid UTF-8 (lone surrogate U+D800)"

@@ -1,6 +1,6 @@
 """Mosquitto under the registry, as devices and operators meet it (issue 8): the implicit flow with every
 protocol version and both real clients, the HTTP explicit flow, keepalive and QoS 1 redelivery, reconcile
-after hand edits of dynamic security, and recovery when the registry service or Mosquitto is killed.
+after hand edits of the registry plugin's accounts, and recovery when the registry service or Mosquitto is killed.
 
 Real parts only: Debian's mosquitto (supervised by the `server` fixture or by `client-registry serve` in its
 own process), mosquitto_pub/sub, paho (MQTT 3.1.1 and 5), hand-built packets, the CLI in other processes."""
@@ -23,12 +23,13 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 
+from broker.mosquitto import plugin_wire as wire
 from broker.mosquitto.config import SERVICE_USER
-from broker.mosquitto.dynsec import role_acls, user_role
 from tests.broker import mqtt_raw as raw
+from tests.broker import plugin_state
 from tests.broker.clients import Device, drain, mosquitto_pub, puback, raw_connect, read_packet
 from tests.broker.conftest import wait_until
-from tests.broker.test_mosquitto_security import NOT_AUTHORIZED, _acl_set, console, granted
+from tests.broker.test_mosquitto_security import NOT_AUTHORIZED, console, granted
 
 CLI = str(Path(sys.executable).parent / "client-registry")
 REGISTER = "/api/client-registry/register"
@@ -121,6 +122,7 @@ def test_implicit_flow_end_to_end(server, admin_reg, client):
 
         # unlocked: still refused, listed as pending with the client id and peer it came with
         admin_reg.unlock(actor="test")
+        server.applied(admin_reg)  # the plugin knows it is unlocked
         assert not client.attempt(port, name, password, cid)
         wait_until(lambda: admin_reg.requests() != [], message="the pending request")
         [req] = admin_reg.requests()
@@ -130,7 +132,7 @@ def test_implicit_flow_end_to_end(server, admin_reg, client):
         # granted with a template: the account appears in Mosquitto, the next connect succeeds
         [item] = admin_reg.grant([name], [("devices/{username}/#", "readWrite")], actor="test")
         assert item.ok, item.message
-        wait_until(lambda: name in server.srv.provisioner.clients, message=f"{name}'s account in Mosquitto")
+        wait_until(lambda: server.srv.accounts.has_account(name), message=f"{name}'s account in Mosquitto")
         assert client.attempt(port, name, password, cid)
         if isinstance(client, MosquittoClients):  # that mosquitto_pub published on its own topic
             assert admin.next_message(2.0) == (f"devices/{name}/hello", b"hi")
@@ -173,6 +175,7 @@ def test_http_explicit_flow_then_mqtt_with_exactly_the_requested_topics(server, 
     try:
         assert post(port, body)[0] == 423
         admin_reg.unlock(actor="test")
+        server.applied(admin_reg)  # the plugin knows it is unlocked
         status, answer = post(port, body)
         assert status == 202 and answer["status"] == "pending", answer
         [item] = admin_reg.grant([name], None, actor="test")  # what the device asked for
@@ -237,7 +240,8 @@ def slow_relay_server(db_path, admin_reg):
 def test_device_admitted_before_the_grant_is_applied_is_not_kicked_by_it(slow_relay_server, admin_reg, path):
     """A device that proves its password right after the grant (HTTP poll answering 201, or a forwarded MQTT
     attempt) gets its account at once; when the service then applies the `request.granted` event it must not
-    disconnect the session that is already in (setting the same password again kicks it in Mosquitto)."""
+    disconnect the session that is already in (a P record that changes the verifier, flags or client id
+    kicks the account's sessions in the plugin; the same account again must not)."""
     server = slow_relay_server
     name, password = f"early-{path}", "early-pass-1"
     body = {"username": name, "password": password,
@@ -246,6 +250,7 @@ def test_device_admitted_before_the_grant_is_applied_is_not_kicked_by_it(slow_re
     dev = None
     try:
         admin_reg.unlock(actor="test")
+        server.applied(admin_reg)  # the plugin knows it is unlocked
         if path == "http":
             assert post(server.http_port, body)[0] == 202
         else:
@@ -257,12 +262,12 @@ def test_device_admitted_before_the_grant_is_applied_is_not_kicked_by_it(slow_re
         assert item.ok, item.message
         if path == "http":
             wait_until(lambda: post(server.http_port, body)[0] == 201, message="201 from the poll")
-        for attempt in range(3):  # a device retrying at once: the forwarded attempt provisions, the next gets in
+        for attempt in range(3):  # a device retrying at once: its forwarded attempt brings the account in, the next gets in
             dev = Device(server.mqtt_port, name, password, client_id=f"early-{attempt}").connect()
             if dev.accepted:
                 break
             dev.close()
-            wait_until(lambda: name in server.srv.provisioner.clients, message="the account")
+            wait_until(lambda: server.srv.accounts.has_account(name), message="the account")
         assert dev.accepted
         assert dev.subscribe(f"devices/{name}/#") == [1]
         wait_event(admin, "request.granted")  # the service has applied the grant now
@@ -359,59 +364,62 @@ def test_qos1_in_flight_is_redelivered_after_the_connection_drops(server, admin_
 
 
 # -- 5. reconcile --------------------------------------------------------------------------------------------------
-def _dynsec(server, command: dict) -> dict:
-    [response] = server.call(server.srv.link.run([command]))
-    return response
-
-
-def test_reconcile_repairs_hand_edits_of_dynamic_security(server, admin_reg):
+def test_reconcile_repairs_hand_edits_of_the_plugins_accounts(server, admin_reg):
+    """The plugin's accounts drifted by hand (control messages the service did not send): its copy then
+    disagrees with what Mosquitto holds, and reconcile (the plugin's count and digest against the copy, the
+    copy against the store) puts Mosquitto back to exactly the registry's accounts."""
     name, password = "drift-dev", "drift-pass-1"
     port = server.mqtt_port
     granted(server, admin_reg, name, password, (f"devices/{name}/#", "readWrite"))
-    want = _acl_set(role_acls(admin_reg.grants(name)))
+    want = plugin_state.expected_account(admin_reg, name)
+    assert plugin_state.plugin_agrees(server)
 
-    # 1. its client deleted by hand: the role stays, the next attempt is forwarded and provisions the account
-    _dynsec(server, {"command": "deleteClient", "username": name})
-    server.call(server.srv.reconcile())
-    roles = _dynsec(server, {"command": "getRole", "rolename": user_role(name)})
-    assert _acl_set(roles["data"]["role"]["acls"]) == want
-    attempts = 0
-    while True:
-        attempts += 1
-        dev = Device(port, name, password, client_id="drift-1").connect()
+    # 1. its account deleted by hand: the device is refused, reconcile brings the account back
+    before = plugin_state.by_hand(server)
+    answer = plugin_state.by_hand(server, wire.delete_record(name))
+    assert answer.status == 0 and answer.accounts == before.accounts - 1
+    assert not plugin_state.plugin_agrees(server)
+    dev = Device(port, name, password, client_id="drift-0").connect()
+    dev.close()
+    assert not dev.accepted  # (the hand edit did take effect)
+    assert server.call(server.srv.reconcile()) >= 1
+    assert plugin_state.plugin_agrees(server)
+    assert plugin_state.account(server, name) == want
+    dev = Device(port, name, password, client_id="drift-1").connect()
+    dev.close()
+    assert dev.accepted, "refused after reconcile brought the account back"
+
+    # 2. an account put by hand that is no registry user (with the device's ACLs), and
+    # 3. the device's own account widened by hand
+    intruder = plugin_state.record_for("intruder", admin_reg.verifier_of("intruder", "intruder-pass-1"),
+                                       acls=want.acls)
+    widened = plugin_state.record_for(name, want.verifier.hex(), acls=((plugin_state.READ_WRITE, "#"),))
+    assert plugin_state.by_hand(server, intruder, widened).status == 0
+    probe = Device(port, "intruder", "intruder-pass-1", client_id="intruder-1").connect()
+    probe.close()
+    assert probe.accepted  # (the hand edit did take effect)
+    dev = Device(port, name, password, client_id="drift-w").connect()
+    try:
+        assert dev.accepted and dev.subscribe("#") == [1]  # (so did this one)
+    finally:
         dev.close()
-        if dev.accepted or attempts >= 2:
-            break
-        wait_until(lambda: name in server.srv.provisioner.clients, message="the account provisioned again")
-    assert dev.accepted, f"still refused after {attempts} attempts"
-    assert attempts <= 2
-
-    # 2. a client created by hand that is no registry user is removed
-    _dynsec(server, {"command": "createClient", "username": "intruder", "password": "intruder-pass-1",
-                     "roles": [{"rolename": user_role(name)}]})
-    intruder = Device(port, "intruder", "intruder-pass-1", client_id="intruder-1").connect()
-    intruder.close()
-    assert intruder.accepted  # (the hand edit did take effect)
-    # 3. a role changed by hand is corrected
-    _dynsec(server, {"command": "modifyRole", "rolename": user_role(name),
-                     "acls": [{"acltype": "subscribePattern", "topic": "#", "allow": True, "priority": 0},
-                              {"acltype": "publishClientReceive", "topic": "#", "allow": True, "priority": 0}]})
+    before = len(server.lines)
     fixes = server.call(server.srv.reconcile())
-    assert fixes >= 2
-    clients = _dynsec(server, {"command": "listClients"})["data"]["clients"]
-    assert "intruder" not in clients and name in clients and SERVICE_USER in clients
-    role = _dynsec(server, {"command": "getRole", "rolename": user_role(name)})["data"]["role"]
-    assert _acl_set(role["acls"]) == want
-    intruder = Device(port, "intruder", "intruder-pass-1", client_id="intruder-2").connect()
-    intruder.close()
-    assert not intruder.accepted
+    assert fixes >= 1
+    assert plugin_state.plugin_agrees(server)
+    assert server.call(server.srv.reconcile()) == 0  # and then nothing is left to fix
+    assert any("accounts loaded into Mosquitto" in line for line in server.lines[before:])
+    assert "intruder" not in server.srv.accounts.records and SERVICE_USER in server.srv.accounts.records
+    assert plugin_state.account(server, name) == want
+    probe = Device(port, "intruder", "intruder-pass-1", client_id="intruder-2").connect()
+    probe.close()
+    assert not probe.accepted
     dev = Device(port, name, password, client_id="drift-2").connect()
     try:
         assert dev.accepted and dev.subscribe("#")[0] >= NOT_AUTHORIZED
         assert dev.subscribe(f"devices/{name}/#") == [1]
     finally:
         dev.close()
-    assert any("reconcile: removed Mosquitto account 'intruder'" in line for line in server.lines)
 
 
 # -- 6. the registry service killed --------------------------------------------------------------------------------
@@ -566,6 +574,10 @@ def test_mosquitto_killed_is_restarted_and_devices_come_back(server, admin_reg):
             seen.append((code, body.get("broker_state")))
             stop.wait(0.05)
 
+    # what a restarted Mosquitto loads: the snapshot, written about a second behind the plugin's changes
+    snapshot = server.srv.accounts.snapshot_path
+    wait_until(lambda: plugin_state.read_snapshot(snapshot)[2].get(name) == server.srv.accounts.records[name],
+               message="the device's account in the snapshot")
     watcher = threading.Thread(target=watch, daemon=True)
     old_pid = supervisor.proc.pid
     watcher.start()
@@ -591,6 +603,7 @@ def test_mosquitto_killed_is_restarted_and_devices_come_back(server, admin_reg):
     admin = console(server, "console-phoenix", "$registry/v1/events/#")
     try:
         admin_reg.unlock(actor="test")
+        server.applied(admin_reg)  # the plugin knows it is unlocked
         got = []
         deadline = time.monotonic() + 5
         while not any(t.endswith("registry.unlocked") for t, _ in got) and time.monotonic() < deadline:

@@ -1,44 +1,33 @@
-"""Roles on the real Mosquitto: one shared dynamic-security role per registry role, edits reaching live
-sessions within 1 s (a narrowing stops deliveries and publishes without a disconnect, a widening lets the
-next subscribe through), templated patterns filled into each member's own role, reconcile, grant with roles
-(MQTT and HTTP). A second Registry (`admin_reg`) on the same file stands in for the CLI of another process."""
+"""Roles on the real Mosquitto: a member's account in the registry plugin carries its roles' patterns, filled
+for that member; edits reach every member's live session within 1 s (a narrowing stops deliveries and
+publishes without a disconnect, a widening lets the next subscribe through), reconcile repairs a member's
+account drifted by hand, grant with roles (MQTT and HTTP), and giving or taking a role applies to a live
+session without a disconnect. A second Registry (`admin_reg`) on the same file stands in for the CLI of another
+process."""
 
 from __future__ import annotations
 
-import json
 import time
 
-from broker.mosquitto.dynsec import shared_role, topic_acls, user_role
+from tests.broker import plugin_state
 from tests.broker.clients import Device, drain, mosquitto_pub
 from tests.broker.conftest import wait_until
 from tests.broker.test_http import post
-from tests.broker.test_mosquitto_security import NOT_AUTHORIZED, _acl_set, console, role_in_mosquitto
-from tests.broker.test_protocols_and_recovery import _dynsec
+from tests.broker.test_mosquitto_security import NOT_AUTHORIZED, console, role_in_mosquitto
+from tests.broker.plugin_state import READ, READ_WRITE, WRITE
 
 
-def shared_in_mosquitto(server, reg, role: str) -> bool:
-    """Mosquitto's shared role (as the service last set it) holds exactly the role's shared part."""
-    want = reg.shared_grants(role).get(role)
-    have = server.srv.provisioner.roles.get(shared_role(role))
-    if want is None:
-        return have is None
-    return have is not None and _acl_set(have) == _acl_set(topic_acls(want))
-
-
-def client_roles(server, name: str) -> list[str]:
-    """The client's roles as Mosquitto lists them (highest priority first)."""
-    found = _dynsec(server, {"command": "getClient", "username": name})
-    return [r["rolename"] for r in found["data"]["client"]["roles"]]
+def members_in_mosquitto(server, reg, role: str) -> bool:
+    """Every member of the role has exactly the account the registry says in the plugin."""
+    return all(plugin_state.in_step(server, reg, name) for name in reg.role_members(role))
 
 
 def member(server, reg, name: str, password: str, *roles: str) -> None:
-    """A user with a broker account and these roles, applied in Mosquitto (before its device connects: a
-    change of a client's role list disconnects it)."""
+    """A user with a broker account and these roles, applied in Mosquitto."""
     server.add_device(reg, name, password)
     for role in roles:
         reg.add_user_role(name, role, actor="test")
-    want = [user_role(name)] + [shared_role(r) for r in roles]
-    wait_until(lambda: server.srv.provisioner.clients[name].roles == want, message=f"{name}'s roles in Mosquitto")
+    wait_until(lambda: role_in_mosquitto(server, reg, name), message=f"{name}'s roles in Mosquitto")
 
 
 def test_role_edit_reaches_a_live_session_within_1s(server, admin_reg):
@@ -57,7 +46,7 @@ def test_role_edit_reaches_a_live_session_within_1s(server, admin_reg):
         # Narrowing: the live subscription stops receiving and its publish is dropped, no disconnect.
         start = time.monotonic()
         admin_reg.role_permit("plant", "plant/#", "read", actor="test")
-        wait_until(lambda: shared_in_mosquitto(server, admin_reg, "plant"), timeout=3.0,
+        wait_until(lambda: members_in_mosquitto(server, admin_reg, "plant"), timeout=3.0,
                    message="the narrowing applied in Mosquitto")
         narrowed = time.monotonic() - start
         dev.publish("plant/b", "write-forbidden-now")
@@ -68,7 +57,7 @@ def test_role_edit_reaches_a_live_session_within_1s(server, admin_reg):
 
         start = time.monotonic()
         admin_reg.role_forbid("plant", "plant/#", actor="test")
-        wait_until(lambda: shared_in_mosquitto(server, admin_reg, "plant"), timeout=3.0,
+        wait_until(lambda: members_in_mosquitto(server, admin_reg, "plant"), timeout=3.0,
                    message="the removal applied in Mosquitto")
         removed = time.monotonic() - start
         admin.publish("plant/a", "after")
@@ -78,13 +67,13 @@ def test_role_edit_reaches_a_live_session_within_1s(server, admin_reg):
         # Widening: the next subscribe of the same session is allowed.
         start = time.monotonic()
         admin_reg.role_permit("plant", "more/#", "read", actor="test")
-        wait_until(lambda: shared_in_mosquitto(server, admin_reg, "plant"), timeout=3.0,
+        wait_until(lambda: members_in_mosquitto(server, admin_reg, "plant"), timeout=3.0,
                    message="the widening applied in Mosquitto")
         widened = time.monotonic() - start
         assert dev.subscribe("more/#") == [1]
         admin.publish("more/x", "new")
         assert dev.next_message(2.0) == ("more/x", b"new")
-        assert not dev.disconnected.is_set()  # a role edit (modifyRole) disconnects no one
+        assert not dev.disconnected.is_set()  # a role edit (the ACL list alone) disconnects no one
         print(f"\nrole edit applied in Mosquitto: narrowing {narrowed * 1000:.0f} ms, removal "
               f"{removed * 1000:.0f} ms, widening {widened * 1000:.0f} ms after the call")
         assert max(narrowed, removed, widened) < 1.0
@@ -93,70 +82,89 @@ def test_role_edit_reaches_a_live_session_within_1s(server, admin_reg):
         admin.close()
 
 
-def test_a_role_is_one_shared_dynsec_role_and_templates_fill_each_member(server, admin_reg):
+def test_a_role_fills_each_members_account_and_an_edit_reaches_every_member(server, admin_reg):
     admin_reg.add_role("fleet", actor="test")
     admin_reg.role_permit("fleet", "fleet/#", "read", actor="test")
     admin_reg.add_role("own", actor="test")
     names = [f"fleet-{i}" for i in range(3)]
     for name in names:
         member(server, admin_reg, name, "fleet-pass-1", "fleet", "own")
-    roles = {r["rolename"]: r for r in _dynsec(server, {"command": "listRoles", "verbose": True})["data"]["roles"]}
-    assert _acl_set(roles[shared_role("fleet")]["acls"]) == {("subscribepattern", "fleet/#"),
-                                                              ("publishclientreceive", "fleet/#")}
-    assert sum(1 for r in roles if r.startswith("client-registry:role:")) == 2
     for name in names:
-        assert client_roles(server, name) == [user_role(name), shared_role("fleet"), shared_role("own")]
-        assert "fleet/#" not in {a["topic"] for a in roles[user_role(name)]["acls"]}  # shared, not copied
+        assert (READ, "fleet/#") in plugin_state.acls(server, name)
 
-    # An edit of the shared part is one broker change; the members' own roles are not touched.
-    before = len(server.lines)
-    admin_reg.role_permit("fleet", "alerts/#", "read", actor="test")
-    wait_until(lambda: shared_in_mosquitto(server, admin_reg, "fleet"), message="the fleet edit applied")
-    wait_until(lambda: any("role 'fleet': permissions set" in line for line in server.lines[before:]),
-               message="the log line of the edit")
-    assert not any(f"dynsec '{name}'" in line for line in server.lines[before:] for name in names)
+    # An edit of the role reaches every member's account within a second, and only the members'; it
+    # disconnects none of their live sessions.
+    server.add_device(admin_reg, "not-a-member", "fleet-pass-1")
+    outsider = plugin_state.account(server, "not-a-member")
+    live = [Device(server.mqtt_port, name, "fleet-pass-1", client_id=f"{name}-live").connect() for name in names]
+    try:
+        assert all(d.accepted for d in live)
+        start = time.monotonic()
+        admin_reg.role_permit("fleet", "alerts/#", "read", actor="test")
+        wait_until(lambda: all((READ, "alerts/#") in plugin_state.acls(server, n) for n in names), timeout=3.0,
+                   message="the fleet edit applied to every member")
+        elapsed = time.monotonic() - start
+        assert elapsed < 1.0, f"the role edit reached every member only after {elapsed:.2f} s"
+        assert members_in_mosquitto(server, admin_reg, "fleet")
+        assert plugin_state.account(server, "not-a-member") == outsider
+        assert all(d.subscribe("alerts/#") == [1] for d in live)  # each live session may use it at once
+        assert not any(d.disconnected.is_set() for d in live), "a role edit disconnected a member"
+    finally:
+        for d in live:
+            d.close()
 
-    # A templated pattern is filled into each member's own role.
+    # A templated pattern is filled per member.
     admin_reg.role_permit("own", "home/{username}/#", "readWrite", actor="test")
     for name in names:
-        wait_until(lambda name=name: role_in_mosquitto(server, admin_reg, name), message=f"{name}'s own role")
+        wait_until(lambda name=name: (READ_WRITE, f"home/{name}/#") in plugin_state.acls(server, name),
+                   message=f"{name}'s own home")
+        assert not any(p.startswith("home/") and p != f"home/{name}/#" for p in plugin_state.patterns(server, name))
     a = Device(server.mqtt_port, names[0], "fleet-pass-1", client_id="fleet-a").connect()
     try:
         assert a.accepted
         assert a.subscribe(f"home/{names[0]}/#") == [1]
         assert a.subscribe(f"home/{names[1]}/#")[0] >= NOT_AUTHORIZED
+        assert a.subscribe("alerts/#") == [1]
     finally:
         a.close()
-    # The file Mosquitto keeps on disk agrees: one shared role, listed by each member.
-    data = json.loads(server.srv.files.dynsec.read_text())
-    assert [r["rolename"] for r in data["roles"]].count(shared_role("fleet")) == 1
-    for client in (c for c in data["clients"] if c["username"] in names):
-        assert shared_role("fleet") in [r["rolename"] for r in client["roles"]]
+    # What Mosquitto loads at its next start agrees (the snapshot, written about a second behind).
+    wait_until(lambda: all(plugin_state.read_snapshot(server.srv.accounts.snapshot_path)[2].get(n)
+                           == server.srv.accounts.records[n] for n in names),
+               message="the members' accounts in the snapshot")
 
 
-def test_reconcile_repairs_shared_roles(server, admin_reg):
+def test_reconcile_repairs_a_members_account_drifted_by_hand(server, admin_reg):
     admin_reg.add_role("crew", actor="test")
     admin_reg.role_permit("crew", "crew/#", "readWrite", actor="test")
     member(server, admin_reg, "crew-1", "crew-pass-1", "crew")
-    _dynsec(server, {"command": "deleteRole", "rolename": shared_role("crew")})  # by hand
-    _dynsec(server, {"command": "createRole", "rolename": shared_role("ghost"),
-                     "acls": [{"acltype": "subscribePattern", "topic": "#", "allow": True, "priority": 0}]})
-    assert client_roles(server, "crew-1") == [user_role("crew-1")]
-    fixes = server.call(server.srv.reconcile())
-    assert fixes >= 3  # the role again, the client's role list, the orphan
-    roles = {r["rolename"]: r for r in _dynsec(server, {"command": "listRoles", "verbose": True})["data"]["roles"]}
-    assert shared_role("ghost") not in roles
-    assert _acl_set(roles[shared_role("crew")]["acls"]) == _acl_set(topic_acls((("crew/#", "readWrite"),)))
-    assert client_roles(server, "crew-1") == [user_role("crew-1"), shared_role("crew")]
-    # A shared role edited by hand is rewritten.
-    _dynsec(server, {"command": "modifyRole", "rolename": shared_role("crew"), "acls": []})
+    want = plugin_state.account(server, "crew-1")
+    assert (READ_WRITE, "crew/#") in want.acls
+    # By hand: the member loses what the role gave it, and a ghost account appears.
+    lost = plugin_state.record_for("crew-1", want.verifier.hex(), acls=())
+    ghost = plugin_state.record_for("ghost", admin_reg.verifier_of("ghost", "ghost-pass-1"),
+                                    acls=((READ_WRITE, "crew/#"),))
+    assert plugin_state.by_hand(server, lost, ghost).status == 0
+    dev = Device(server.mqtt_port, "crew-1", "crew-pass-1", client_id="crew-a").connect()
+    try:
+        assert dev.accepted and dev.subscribe("crew/#")[0] >= NOT_AUTHORIZED  # the drift took effect
+    finally:
+        dev.close()
     assert server.call(server.srv.reconcile()) >= 1
-    assert shared_in_mosquitto(server, admin_reg, "crew")
+    assert plugin_state.plugin_agrees(server)
+    assert plugin_state.account(server, "crew-1") == want and "ghost" not in server.srv.accounts.records
     assert server.call(server.srv.reconcile()) == 0  # and then nothing is left to fix
-    # A role removed with force leaves no shared role and no member listing it.
+    dev = Device(server.mqtt_port, "crew-1", "crew-pass-1", client_id="crew-b").connect()
+    try:
+        assert dev.accepted and dev.subscribe("crew/#") == [1]
+    finally:
+        dev.close()
+    ghosted = Device(server.mqtt_port, "ghost", "ghost-pass-1", client_id="ghost-1").connect()
+    ghosted.close()
+    assert not ghosted.accepted
+    # A role removed with force leaves nothing of it in its members' accounts.
     admin_reg.remove_role("crew", actor="test", force=True)
-    wait_until(lambda: shared_role("crew") not in server.srv.provisioner.roles, message="the shared role gone")
-    assert client_roles(server, "crew-1") == [user_role("crew-1")]
+    wait_until(lambda: "crew/#" not in plugin_state.patterns(server, "crew-1"), message="the role gone")
+    assert role_in_mosquitto(server, admin_reg, "crew-1")
 
 
 def test_grant_with_a_role_gives_the_device_its_permissions(server, admin_reg):
@@ -164,13 +172,15 @@ def test_grant_with_a_role_gives_the_device_its_permissions(server, admin_reg):
     admin_reg.role_permit("sensors", "telemetry/{username}/#", "write", actor="test")
     admin_reg.role_permit("sensors", "broadcast/#", "read", actor="test")
     admin_reg.unlock(300, actor="test")
+    server.applied(admin_reg)  # the plugin knows it is unlocked
     port = server.mqtt_port
     res = mosquitto_pub(port, "role-sensor", "role-sensor-pass", client_id="rs-1")
     assert res.returncode != 0
     wait_until(lambda: admin_reg.requests(), message="the request")
     [item] = admin_reg.grant(["role-sensor"], roles=["sensors"], actor="test")
     assert item.ok, item.message
-    wait_until(lambda: "role-sensor" in server.srv.provisioner.clients, message="the account")
+    wait_until(lambda: server.srv.accounts.has_account("role-sensor"), message="the account")
+    assert {(WRITE, "telemetry/role-sensor/#"), (READ, "broadcast/#")} <= plugin_state.acls(server, "role-sensor")
     admin = console(server, "console-grant-role", "telemetry/#")
     dev = Device(port, "role-sensor", "role-sensor-pass", client_id="rs-1").connect()
     try:
@@ -180,7 +190,6 @@ def test_grant_with_a_role_gives_the_device_its_permissions(server, admin_reg):
         assert admin.next_message(2.0) == ("telemetry/role-sensor/t", b"21.5")
         admin.publish("broadcast/all", "hello")
         assert dev.next_message(2.0) == ("broadcast/all", b"hello")
-        assert client_roles(server, "role-sensor") == [user_role("role-sensor"), shared_role("sensors")]
     finally:
         dev.close()
         admin.close()
@@ -189,6 +198,7 @@ def test_grant_with_a_role_gives_the_device_its_permissions(server, admin_reg):
 def test_http_requested_roles_granted_with_requested(server, admin_reg):
     port = server.http_port
     admin_reg.unlock(300, actor="test")
+    server.applied(admin_reg)  # the plugin knows it is unlocked
     status, body = post(port, {"username": "http-role-dev", "password": "http-role-pass", "roles": "sensors"})
     assert (status, body["field"]) == (400, "roles")
     status, body = post(port, {"username": "http-role-dev", "password": "http-role-pass", "roles": ["a/b"]})
@@ -238,21 +248,29 @@ def test_cli_role_permit_is_applied_when_it_returns(db_path, admin_reg):
         server.stop()
 
 
-def test_giving_a_live_user_a_role_reconnects_it_once(server, admin_reg):
-    """Mosquitto 2.0.11 disconnects a client whose role list changes (modifyClient with roles): a user given
-    a role (or losing one) reconnects once, and then has it."""
+def test_giving_and_taking_a_role_applies_to_a_live_session_without_a_disconnect(server, admin_reg):
+    """A role given to a user reaches its live session (its next subscribe is allowed), and taken away stops
+    its deliveries at once; the session stays connected through both (only the ACL list changed)."""
     admin_reg.add_role("late", actor="test")
     admin_reg.role_permit("late", "late/#", "read", actor="test")
     member(server, admin_reg, "late-dev", "late-pass-1")
+    admin = console(server, "console-late", "late/#")
     dev = Device(server.mqtt_port, "late-dev", "late-pass-1", client_id="late-1").connect()
     try:
         assert dev.accepted and dev.subscribe("late/#")[0] >= NOT_AUTHORIZED
         admin_reg.add_user_role("late-dev", "late", actor="test")
-        assert dev.disconnected.wait(3.0), "the role list changed without a disconnect"
+        wait_until(lambda: (READ, "late/#") in plugin_state.acls(server, "late-dev"), message="the role given")
+        assert dev.subscribe("late/#") == [1]
+        admin.publish("late/news", "given")
+        assert dev.next_message(2.0) == ("late/news", b"given")
+        admin_reg.remove_user_role("late-dev", "late", actor="test")
+        wait_until(lambda: "late/#" not in plugin_state.patterns(server, "late-dev"), message="the role taken")
+        assert role_in_mosquitto(server, admin_reg, "late-dev")
+        admin.publish("late/news", "taken")
+        assert ("late/news", b"taken") in drain(admin, 0.5)  # routed, but not to the device any more
+        assert dev.next_message(0.3) is None
+        assert dev.subscribe("late/#")[0] >= NOT_AUTHORIZED
+        assert not dev.disconnected.is_set(), "giving or taking a role disconnected the session"
     finally:
         dev.close()
-    again = Device(server.mqtt_port, "late-dev", "late-pass-1", client_id="late-2").connect()
-    try:
-        assert again.accepted and again.subscribe("late/#") == [1]
-    finally:
-        again.close()
+        admin.close()
