@@ -1,13 +1,14 @@
 """The servers under test, each in its own processes, and what we read about them from /proc.
 
 - ``passwd``: plain Mosquitto with a password file (``mosquitto_passwd -U``);
-- ``dynsec``: plain Mosquitto with the stock dynamic-security plugin (the same clients and roles as ours);
-- ``registry``: ``client-registry serve`` (the Python service) supervising Mosquitto with dynamic security
-  and our registry plugin.
+- ``dynsec``: plain Mosquitto with the stock dynamic-security plugin, holding the same devices as one client
+  and one role each, the way the registry used to provision them (bench/dynsec_baseline.py);
+- ``registry``: ``client-registry serve`` (the Python service) supervising Mosquitto with our registry plugin
+  alone (it holds every account in memory: broker/mosquitto/plugin_protocol.md).
 
 The plain ones run with the configuration ``serve`` would generate (``broker.mosquitto.config.render_conf``)
-minus the registry plugin's two lines (and, for ``passwd``, with ``password_file`` instead of dynamic
-security), so log settings, persistence and the user are the same.
+with the registry plugin's lines replaced by dynamic security's two (``plugin ...`` and
+``plugin_opt_config_file``) or by ``password_file``, so log settings, persistence and the user are the same.
 """
 
 from __future__ import annotations
@@ -68,27 +69,31 @@ def client_registry_command() -> list[str]:
 
 
 def plain_conf(kind: str, port: int, workdir: Path) -> str:
-    """What ``serve`` would write, minus the registry plugin (and, for passwd, with a password file)."""
+    """What ``serve`` would write (``render_conf``), with the registry plugin's lines replaced by dynamic
+    security (``dynsec``) or a password file (``passwd``): same listener, log, persistence and user."""
     from broker.mosquitto import config as mconf
 
-    dynsec_so = mconf.find_dynsec_plugin()
-    if dynsec_so is None:
-        raise RuntimeError("mosquitto_dynamic_security.so not found (apt-get install mosquitto)")
-    fake_plugin, fake_socket = Path("/bench/registry_plugin.so"), Path("/bench/registry.sock")
-    text = mconf.render_conf(listener=mconf.listener_line("127.0.0.1", port), dynsec_plugin=dynsec_so,
-                             dynsec_file=workdir / "dynamic-security.json", registry_plugin=fake_plugin,
-                             socket=fake_socket, user=mconf.current_user(),
-                             persistence=workdir / "mosquitto-data")
+    from . import dynsec_baseline
+
+    fake = {"registry_plugin": Path("/bench/registry_plugin.so"), "secret": Path("/bench/registry.secret"),
+            "snapshot": Path("/bench/registry.accounts.snapshot"), "socket": Path("/bench/registry.sock")}
+    text = mconf.render_conf(listener=mconf.listener_line("127.0.0.1", port), user=mconf.current_user(),
+                             persistence=workdir / "mosquitto-data", **fake)
     lines = text.splitlines()
-    registry_lines = [f"plugin {fake_plugin}", f"plugin_opt_socket {fake_socket}"]
-    dynsec_lines = [f"plugin {dynsec_so}", f"plugin_opt_config_file {workdir / 'dynamic-security.json'}"]
-    for line in registry_lines + dynsec_lines:
+    registry_lines = mconf.plugin_lines(fake["registry_plugin"], secret=fake["secret"],
+                                        snapshot=fake["snapshot"], socket=fake["socket"])
+    for line in registry_lines:
         if line not in lines:
             raise RuntimeError(f"render_conf changed: no line {line!r}; update bench/procs.py")
+    at = lines.index(registry_lines[0])
     lines = [line for line in lines if line not in registry_lines]
     if kind == "passwd":
-        at = lines.index(dynsec_lines[0])
-        lines[at:at + 2] = [f"password_file {workdir / 'mosquitto.passwd'}"]
+        ours = [f"password_file {workdir / 'mosquitto.passwd'}"]
+    else:
+        ours = dynsec_baseline.conf_lines(workdir / dynsec_baseline.FILE_NAME)
+    lines[at:at] = ours
+    if any("/bench/" in line for line in lines):
+        raise RuntimeError("render_conf changed: a registry file is still named; update bench/procs.py")
     (workdir / "mosquitto-data").mkdir(mode=0o700, exist_ok=True)
     return "\n".join(lines) + "\n"
 
@@ -163,13 +168,23 @@ class Server:
     def start(self, timeout: float = 120.0, wait: str = "ready") -> Server:
         """Spawn and return once the MQTT port answers (``wait="listening"``) or the server is ready
         (``"ready"``: for ``registry``, the "serving" line, i.e. after its start-up reconcile)."""
+        self.start_async()
+        return self.wait_started(timeout, wait)
+
+    def start_async(self) -> float:
+        """Spawn and return at once (the monotonic time of the spawn); ``wait_started`` waits for it."""
+        command = self._command()
         log = open(self.log_path, "ab")
         self.spawned_at = time.monotonic()
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        self.proc = subprocess.Popen(self._command(), cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log,
+        self.proc = subprocess.Popen(command, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log,
                                      stderr=subprocess.STDOUT, env=env)
         log.close()
         _LIVE.append(self)
+        return self.spawned_at
+
+    def wait_started(self, timeout: float = 120.0, wait: str = "ready") -> Server:
+        """What ``start`` waits for, after ``start_async``; raises when the server exits or is late."""
         deadline = self.spawned_at + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

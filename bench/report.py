@@ -45,13 +45,13 @@ def targets(results: dict) -> list[dict]:
     for other in BASELINES:
         ratio = _get(b, "storm", "ratios", f"registry/{other}")
         storm = _get(b, "storm", "servers", "registry") or {}
-        if "devices" in storm:
-            add(f"{storm['devices']:,}-device reconnect storm vs {LABELS[other]}", "<= 1.2 x", ratio,
-                ratio is not None and ratio <= 1.2, "x")
+        if "devices" in storm:  # a time ratio: ">= 0.95 x Mosquitto's speed" is "<= 1/0.95 x its time"
+            add(f"{storm['devices']:,}-device reconnect storm vs {LABELS[other]} (time)", "<= 1.05 x", ratio,
+                ratio is not None and ratio <= 1 / 0.95, "x")
     for other in BASELINES:
         ratio = _get(b, "refusal", "ratios_registry_over", other)
         if ratio is not None:
-            add(f"refusals/s of unknown names vs {LABELS[other]}", ">= 0.9 x", ratio, ratio >= 0.9, "x")
+            add(f"refusals/s of unknown names vs {LABELS[other]}", ">= 0.95 x", ratio, ratio >= 0.95, "x")
     at500 = next((r for r in _get(b, "pipeline", "rates") or [] if r["rate"] == 500), None)
     if at500:
         add("pipeline p99 at 500 new devices/s", "< 20 ms", at500["p99_ms"],
@@ -80,6 +80,10 @@ def targets(results: dict) -> list[dict]:
     k = _get(dash, "flood", "p99_ms")
     if k is not None:
         add(f"key latency p99 during the flood ({dash.get('flood_rate')}/s)", "< 150 ms", k, k < 150, "ms")
+    if "runs" in (b.get("stall") or {}):
+        from .b_stall import targets as stall_targets
+
+        out += stall_targets(b["stall"])
     return out
 
 
@@ -160,11 +164,11 @@ def _refusal(f: dict, lines: list[str]) -> None:
             lines.append(f"    CONNACK codes / errors: {r['codes']}")
     reg = f["servers"].get("registry", {})
     if reg.get("service_drain_s"):
-        lines.append(f"  the service counted {reg.get('knocks_recorded', 0):,} of the {reg['refusals']:,} knocks (the"
-                     f" rest were dropped) and worked through its backlog for "
+        lines.append(f"  the store counted {reg.get('knocks_recorded', 0):,} of the {reg['refusals']:,} knocks (the"
+                     f" plugin counts them and reports once a second); the service was busy for "
                      f"{' and '.join(f'{x:.1f}' for x in reg['service_drain_s'])} s after each half;")
-        lines.append(f"  it spent {_f(reg.get('service_ms_per_knock'), '{:.2f}')} ms of CPU and"
-                     f" {_f(reg.get('context_switches_per_knock'), '{:.1f}')} context switches per knock counted;"
+        lines.append(f"  it spent {_f(reg.get('service_ms_per_knock'), '{:.3f}')} ms of CPU and"
+                     f" {_f(reg.get('context_switches_per_knock'), '{:.2f}')} context switches per knock counted;"
                      f" the plugin's 'queue full' warning (at most once a minute) appeared"
                      f" {reg.get('plugin_queue_full_logged')}x")
     lines.append("  ratios: " + ", ".join(f"registry / {k} {v:.2f}x" for k, v in f.get("ratios_registry_over", {}).items()))
@@ -233,6 +237,10 @@ def table(results: dict) -> str:
         _pipeline(b["pipeline"], lines)
     if "open_s" in b.get("dashboard", {}):
         _dashboard(b["dashboard"], lines)
+    if "runs" in b.get("stall", {}):
+        from .b_stall import lines as stall_lines
+
+        lines.extend(stall_lines(b["stall"]))
     if results.get("targets"):
         lines.append("\ntargets")
         for t in results["targets"]:
@@ -340,8 +348,9 @@ def write_docs(results: dict, docs: Path) -> Path:
         f" aiohttp {v.get('aiohttp')}, textual {v['textual']}",
         "- Three servers, each in its own processes, measured side by side in this one run: **Mosquitto + password"
         " file**, **Mosquitto + dynamic security** (no registry) and **client-registry serve** (Mosquitto with"
-        " dynamic security and the registry plugin, supervised by the Python service). One load generator"
-        " process (epoll, raw MQTT packets) on the same 2 cores; its CPU use is printed next to each throughput.",
+        " the registry plugin alone, which holds every account in memory, supervised by the Python service). One"
+        " load generator process (epoll, raw MQTT packets) on the same 2 cores; its CPU use is printed next to"
+        " each throughput.",
         "",
     ]
     if have_plot:

@@ -12,8 +12,8 @@ the last successful one, and how many CONNECTs that took.
 - ``manual``: the same devices; an operator process polls until every request is pending (the fastest an
   operator can be), then runs `client-registry grant NAME...` with the same template, once.
 
-Both end in the same broker work: one dynamic-security role and one client per device, which Mosquitto
-writes to its JSON file at every change (see docs/ARCHITECTURE.md). ``hot_path`` measures, in this process,
+Both end in the same broker work: one account record per device sent to the registry plugin in a control
+message (broker/mosquitto/plugin_protocol.md). ``hot_path`` measures, in this process,
 what a device's attempt costs in the store with no rules, with rules that do not match, and when a rule
 grants it, against the operator's grant of one device.
 

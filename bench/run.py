@@ -13,7 +13,7 @@ from . import machine, procs, report
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-NAMES = ("auth", "storm", "refusal", "pipeline", "dashboard")
+NAMES = ("auth", "storm", "refusal", "pipeline", "dashboard", "stall")
 
 
 def run_one(name: str, quick: bool) -> dict:

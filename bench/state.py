@@ -1,58 +1,43 @@
 """Server folders with N granted devices, written offline before any server starts.
 
-Provisioning 10,000 devices through a running service would take long (dynamic security rewrites its whole
-JSON file on every command), so the state is written the way the service itself would leave it:
-- ``registry``: users in the registry database (HMAC verifier under the database's server secret, no client
-  id, no permissions), and its dynamic-security file (``registry.dynamic-security.json``) with one client per user (Mosquitto's PBKDF2-SHA512 of the
-  password, textname ``client-registry``, its role) and one role ``client-registry:user:<name>`` with the ACLs
-  ``role_acls`` gives (none for a user without permissions), plus what ``ensure_dynsec_file`` adds (the service
-  account and the shared roles). The folder is then *primed*: ``serve`` is started once and stopped, so the
-  console account, service credentials and Mosquitto's persistence file exist and every measured start is a
-  restart of an installed registry whose start-up reconcile finds nothing to fix (checked: see
-  ``reconcile_corrections``).
-- ``dynsec``: the same clients and roles in its own dynamic-security file (no service account).
+Provisioning 100,000 devices through a running service would take long, so the state is written the way the
+service itself would leave it:
+- ``registry``: users in the registry database only (HMAC verifier under the database's server secret, no
+  client id, no permissions): the registry plugin's accounts are built from the store by ``serve`` at every
+  start (the snapshot it writes before Mosquitto starts, then a reconcile). The folder is then *primed*:
+  ``serve`` is started once and stopped, so the console account, service credentials, the snapshot and
+  Mosquitto's persistence file exist and every measured start is a restart of an installed registry whose
+  start-up reconcile finds nothing to fix (checked: see ``reconcile_corrections``).
+- ``dynsec``: the same devices in a dynamic-security file, one client and one role each, as the registry's old
+  provisioner left them (bench/dynsec_baseline.py).
 - ``passwd``: ``name:password`` lines hashed by ``mosquitto_passwd -U`` (PBKDF2-SHA512, 101 iterations).
 
 Every bench device has the same password (one PBKDF2 computed for the JSON files; Mosquitto still runs
 PBKDF2 on every login, and the registry's verifiers are per name anyway).
+
+Options for the stall and fleet benchmarks: ``probe`` adds the unrelated client (``PROBE_USER``, allowed to
+publish and subscribe under ``probe/#``); ``pending`` names get a pending request each (registry: recorded
+through ``Registry.record_attempt`` while unlocked, from distinct loopback addresses, then locked again; the
+other kinds ignore them: their grants create the accounts); ``dynsec`` also gets an admin client
+(``dynsec_baseline.ADMIN_USER``, password ``ADMIN_PASSWORD``) allowed on ``$CONTROL/dynamic-security/v1``.
 """
 
 from __future__ import annotations
 
-import json
 import subprocess
 import time
 from pathlib import Path
 
-from . import procs
+from . import dynsec_baseline, procs
 
 PASSWORD = "bench-password-1"
+PROBE_USER = "bench-probe"
+PROBE_TOPICS = (("probe/#", "readWrite"),)
+ADMIN_PASSWORD = "bench-admin-password-1"
 
 
 def device_names(prefix: str, count: int) -> list[str]:
     return [f"{prefix}-{i:05d}" for i in range(count)]
-
-
-def _dynsec_entities(names: list[str]) -> tuple[list[dict], list[dict]]:
-    from broker.mosquitto import config as mconf
-    from broker.mosquitto.dynsec import role_acls, user_role
-    from store.views import Grants
-
-    fields = mconf.pbkdf2_fields(PASSWORD)
-    clients, roles = [], []
-    for name in names:
-        role = user_role(name)
-        clients.append({"username": name, "textname": mconf.TEXTNAME, "roles": [{"rolename": role}], **fields})
-        roles.append({"rolename": role, "acls": role_acls(Grants(name, False, False, None, ()))})
-    return clients, roles
-
-
-def _write_dynsec(path: Path, names: list[str]) -> None:
-    from broker.mosquitto import config as mconf
-
-    clients, roles = _dynsec_entities(names)
-    data = {"defaultACLAccess": dict(mconf.DEFAULT_ACL_ACCESS), "clients": clients, "groups": [], "roles": roles}
-    mconf.write_private(path, json.dumps(data) + "\n")
 
 
 def server_secret(reg) -> bytes:
@@ -69,7 +54,7 @@ def files(db: Path):
     return mconf.MosquittoFiles(str(db))
 
 
-def _registry_users(db: Path, names: list[str]) -> None:
+def _registry_users(db: Path, names: list[str], probe: bool, pending: list[str]) -> None:
     from store import crypto, open_registry
 
     reg = open_registry(str(db))
@@ -81,30 +66,39 @@ def _registry_users(db: Path, names: list[str]) -> None:
         with reg.db.atomic():
             for i in range(0, len(rows), 500):
                 reg.m.User.insert_many(rows[i:i + 500]).execute()
+        if probe:
+            reg.add_user(PROBE_USER, PASSWORD, actor="bench")
+            for pattern, access in PROBE_TOPICS:
+                reg.permit(PROBE_USER, pattern, access, actor="bench")
+        if pending:
+            reg.unlock(seconds=3600, actor="bench")
+            for i, name in enumerate(pending):
+                peer = f"127.9.{i // 25 // 250}.{i // 25 % 250 + 1}"
+                result = reg.record_attempt(name, PASSWORD, None, peer, "mqtt")
+                if result.outcome != "pending":
+                    raise RuntimeError(f"pending request for {name}: {result.outcome} ({result.reason})")
+            reg.lock(actor="bench")
     finally:
         reg.close()
 
 
-def prepare(kind: str, names: list[str], label: str) -> Path:
+def prepare(kind: str, names: list[str], label: str, *, probe: bool = False, pending: list[str] = ()) -> Path:
     """A folder from which a ``kind`` server starts with ``names`` granted (password PASSWORD)."""
     work = procs.tempdir(f"{label}-{kind}")
     if kind == "passwd":
         path = work / "mosquitto.passwd"
-        path.write_text("".join(f"{n}:{PASSWORD}\n" for n in names))
-        if names:  # (mosquitto_passwd -U fails on an empty file)
+        path.write_text("".join(f"{n}:{PASSWORD}\n" for n in [*names, *([PROBE_USER] if probe else [])]))
+        if names or probe:  # (mosquitto_passwd -U fails on an empty file)
             subprocess.run(["mosquitto_passwd", "-U", str(path)], check=True, capture_output=True)
         path.chmod(0o600)
     elif kind == "dynsec":
-        _write_dynsec(work / "dynamic-security.json", names)
+        dynsec_baseline.write_file(work / dynsec_baseline.FILE_NAME, names, PASSWORD,
+                                   extra={PROBE_USER: (PASSWORD, PROBE_TOPICS)} if probe else None,
+                                   admin_password=ADMIN_PASSWORD if probe else None)
     elif kind == "registry":
-        from broker.mosquitto import config as mconf
-
         db = work / "registry.db"
-        _registry_users(db, names)
-        where = files(db)
-        _write_dynsec(where.dynsec, names)
-        mconf.ensure_dynsec_file(where.dynsec, mconf.load_or_create_service_credentials(where.service_credentials))
-        with procs.Server("registry", work):  # prime: console account, persistence file
+        _registry_users(db, names, probe, list(pending))
+        with procs.Server("registry", work):  # prime: console account, credentials, snapshot, persistence
             pass
         (work / "serve.log").rename(work / "prime.log")
     else:
@@ -144,18 +138,19 @@ def console(db: Path):
     return creds
 
 
-_TEMPLATES: dict[tuple[str, int], Path] = {}
+_TEMPLATES: dict[tuple, Path] = {}
 DEVICE_PREFIX = "dev"
 
 
-def template(kind: str, count: int) -> Path:
+def template(kind: str, count: int, *, probe: bool = False, pending: list[str] = ()) -> Path:
     """A prepared folder with ``count`` granted devices ``dev-00000``...; built once per run and copied
     for every start (``procs.copy_state``)."""
-    key = (kind, count)
+    key = (kind, count, probe, tuple(pending))
     if key not in _TEMPLATES:
-        _TEMPLATES[key] = prepare(kind, device_names(DEVICE_PREFIX, count), f"tpl{count}")
+        _TEMPLATES[key] = prepare(kind, device_names(DEVICE_PREFIX, count), f"tpl{count}", probe=probe,
+                                  pending=pending)
     return _TEMPLATES[key]
 
 
-def fresh(kind: str, count: int, label: str) -> Path:
-    return procs.copy_state(template(kind, count), label)
+def fresh(kind: str, count: int, label: str, **options) -> Path:
+    return procs.copy_state(template(kind, count, **options), label)
