@@ -28,7 +28,8 @@ Public API (the dashboard embeds the server with exactly this)::
   ``relay_interval`` (event poll period, default 0.1 s), ``reconcile_interval`` (default 60 s), ``console``
   (create/read the console admin account, default True), ``persistence`` (Mosquitto's, default True),
   ``outlive`` (default True: Mosquitto keeps serving if this process is killed; False ends it with the
-  process, as a dashboard that embeds the server wants).
+  process, as a dashboard that embeds the server wants), ``max_packet_size`` / ``max_connections`` (the
+  supervised Mosquitto's bounds, defaults in ``broker.mosquitto.config``).
 
 ``serve_main(...)`` is what ``client-registry serve`` runs: it logs to stderr, stops cleanly on SIGINT/SIGTERM
 and returns the process exit code (1 with one line on stderr when it cannot start).
@@ -58,7 +59,8 @@ from .mosquitto.link import BrokerLink, LinkError
 from .mosquitto.plugin_accounts import PluginAccounts
 from .mosquitto.plugin_build import PluginBuildError, plugin_path
 from .mosquitto.presence import PresenceTracker
-from .mosquitto.supervisor import MosquittoError, MosquittoSupervisor, find_mosquitto, mosquitto_version
+from .mosquitto.supervisor import (MosquittoError, MosquittoSupervisor, find_mosquitto, mosquitto_version,
+                                   raise_open_files)
 from .plugin_socket import WAKE_MARK, PluginSocket
 from .relay import EventRelay
 
@@ -169,7 +171,8 @@ class EmbeddedServer:
                  mosquitto_include: str | Path | None = None, broker_url: str | None = None,
                  plugin_socket: str | Path | None = None, socket_group: str | None = None,
                  relay_interval: float = 0.1, reconcile_interval: float = 60.0, console: bool = True,
-                 persistence: bool = True, outlive: bool = True, http_limits: Any = None) -> None:
+                 persistence: bool = True, outlive: bool = True, http_limits: Any = None,
+                 max_packet_size: int = mconf.MAX_PACKET_SIZE, max_connections: int = mconf.MAX_CONNECTIONS) -> None:
         self.reg = reg
         self.mqtt_bind = parse_bind(mqtt_bind, 1883)
         self.http_bind = parse_bind(http_bind, 8080) if http_bind is not None else None
@@ -186,6 +189,8 @@ class EmbeddedServer:
         self.persistence = persistence
         self.outlive = outlive
         self.http_limits = http_limits  # broker.http_api.HTTPLimits; None: its defaults
+        self.max_packet_size = max_packet_size
+        self.max_connections = max_connections
         self.mqtt_host: str = self.mqtt_bind[0]
         self.mqtt_port: int = 0
         self.http_host: str | None = None
@@ -338,9 +343,11 @@ class EmbeddedServer:
             mconf.write_private(self.files.conf, mconf.render_conf(
                 listener=mconf.listener_line(host, port), registry_plugin=plugin, secret=self.reg.companion("secret"),
                 snapshot=self.files.snapshot, socket=self.socket_path, user=mconf.current_user(),
-                persistence=self.files.persistence if self.persistence else None, include=include))
+                persistence=self.files.persistence if self.persistence else None, include=include,
+                max_packet_size=self.max_packet_size, max_connections=self.max_connections))
         except (OSError, ValueError) as exc:
             raise ServerError(f"cannot write Mosquitto's configuration: {exc}") from None
+        raise_open_files(self.max_connections + 1024)  # Mosquitto inherits it: one descriptor per connection
         try:
             await self.supervisor.start()
         except MosquittoError as exc:

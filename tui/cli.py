@@ -14,6 +14,7 @@ import time
 
 import click
 
+from broker.mosquitto.config import MAX_CONNECTIONS, MAX_PACKET_SIZE, MIN_PACKET_SIZE
 from store import RefusedError, StoreError, open_registry
 from store.topics import ACCESS_VALUES
 from store.views import ItemResult
@@ -801,9 +802,13 @@ def print_event(e, as_json: bool) -> None:
               help="New requests per peer address per minute; more are refused and counted as throttled.")
 @click.option("--max-pending", type=click.IntRange(min=1), default=10_000, show_default=True, metavar="N",
               help="Pending requests in all; more are refused.")
+@click.option("--max-packet-size", type=click.IntRange(min=MIN_PACKET_SIZE), default=MAX_PACKET_SIZE,
+              show_default=True, metavar="BYTES", help="Supervised Mosquitto: larger MQTT packets close the connection unread.")
+@click.option("--max-connections", type=click.IntRange(min=1), default=MAX_CONNECTIONS, show_default=True,
+              metavar="N", help="Supervised Mosquitto: connections at once on its listener (the open-files limit bounds it too).")
 @click.pass_context
 def serve(ctx, db, mqtt_bind, http_bind, mosquitto, mosquitto_include, broker_url, plugin_socket, socket_group,
-          per_address_limit, max_pending):
+          per_address_limit, max_pending, max_packet_size, max_connections):
     """Run Mosquitto under the registry, the event relay and the HTTP API (until SIGINT/SIGTERM)."""
     from broker.server import serve_main
 
@@ -812,7 +817,8 @@ def serve(ctx, db, mqtt_bind, http_bind, mosquitto, mosquitto_include, broker_ur
     config = RegistryConfig(per_peer_per_minute=per_address_limit, max_pending=max_pending)
     ctx.exit(serve_main(db or ctx.find_root().params.get("db"), mqtt_bind, http_bind, config=config,
                         mosquitto=mosquitto, mosquitto_include=mosquitto_include, broker_url=broker_url,
-                        plugin_socket=plugin_socket, socket_group=socket_group))
+                        plugin_socket=plugin_socket, socket_group=socket_group, max_packet_size=max_packet_size,
+                        max_connections=max_connections))
 
 
 @main.command("mosquitto-config")

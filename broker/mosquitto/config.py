@@ -19,6 +19,11 @@ from pathlib import Path
 from store.console import Credentials as ServiceCredentials  # the same shape, and the same masked repr
 
 SERVICE_USER = "client-registry-service"
+# Bounds of a supervised Mosquitto (serve --max-packet-size, --max-connections). Mosquitto reads a packet whole
+# into memory before anyone is authenticated: without a bound one CONNECT may announce 256 MiB.
+MAX_PACKET_SIZE = 256 * 1024
+MAX_CONNECTIONS = 100_000  # per listener; Mosquitto is bounded by the open-files limit (RLIMIT_NOFILE) too
+MIN_PACKET_SIZE = 160 * 1024  # the service's own control messages are up to 128 KiB (plugin_accounts)
 
 
 def write_private(path: Path, text: str) -> None:
@@ -98,15 +103,19 @@ class MosquittoFiles:
 
 
 def render_conf(*, listener: str, registry_plugin: Path, secret: Path, snapshot: Path, socket: Path,
-                user: str | None, persistence: Path | None, include: str = "") -> str:
-    """The configuration of a supervised Mosquitto: one listener, no anonymous access, and the registry plugin,
-    which answers every login and every topic check itself (plugin_protocol.md)."""
+                user: str | None, persistence: Path | None, include: str = "",
+                max_packet_size: int = MAX_PACKET_SIZE, max_connections: int = MAX_CONNECTIONS) -> str:
+    """The configuration of a supervised Mosquitto: one listener, no anonymous access, bounded packets and
+    connections, and the registry plugin, which answers every login and every topic check itself
+    (plugin_protocol.md)."""
     lines = [
         "# Written by client-registry at every start; edits are lost. Add your own settings with",
         "# `client-registry serve --mosquitto-include FILE`.",
         "per_listener_settings false",
         "allow_anonymous false",
+        f"max_packet_size {max_packet_size}",  # larger packets close the connection before they are read
         listener,
+        f"max_connections {max_connections}",  # this listener's; an included listener sets its own
         *plugin_lines(registry_plugin, secret=secret, snapshot=snapshot, socket=socket),
         "log_dest stderr",
         "log_type error",

@@ -7,6 +7,7 @@ import asyncio
 import fcntl
 import os
 import re
+import resource
 import signal
 import shutil
 import socket
@@ -64,6 +65,18 @@ def port_answers(host: str, port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+def raise_open_files(wanted: int) -> None:
+    """Raise this process's soft open-files limit towards ``wanted`` (never above the hard one): Mosquitto,
+    started from here, inherits it and needs a descriptor per connection, whatever its max_connections says."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (OSError, ValueError):
+            pass  # Mosquitto then refuses connections beyond the current limit
 
 
 LINE_MAX = 64 * 1024  # output lines are cut here (Mosquitto's own are at most 999 bytes)
