@@ -17,6 +17,8 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
+from ..log_text import escape
+
 MIN_VERSION = (2, 0)
 READY_TIMEOUT = 10.0
 BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
@@ -58,10 +60,10 @@ def _die_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
 
 
-def port_answers(host: str, port: int) -> bool:
+def port_answers(host: str, port: int, timeout: float = 0.2) -> bool:
     host = "127.0.0.1" if host in ("", "0.0.0.0") else ("::1" if host == "::" else host)
     try:
-        with socket.create_connection((host, port), timeout=0.2):
+        with socket.create_connection((host, port), timeout=timeout):
             return True
     except OSError:
         return False
@@ -215,7 +217,7 @@ class MosquittoSupervisor:
     def _line(self, line: bytes) -> None:
         if self.on_line(line):
             return
-        text = line.decode("utf-8", "replace").rstrip()
+        text = escape(line.rstrip())  # it copies device text (client ids) into its lines
         if text:
             self._tail.append(text)
             self.log(f"mosquitto: {text}")
