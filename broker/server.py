@@ -29,7 +29,7 @@ Public API (the dashboard embeds the server with exactly this)::
   (create/read the console admin account, default True), ``persistence`` (Mosquitto's, default True),
   ``outlive`` (default True: Mosquitto keeps serving if this process is killed; False ends it with the
   process, as a dashboard that embeds the server wants), ``max_packet_size`` / ``max_connections`` (the
-  supervised Mosquitto's bounds, defaults in ``broker.mosquitto.config``).
+  supervised Mosquitto's bounds, defaults in ``broker.mosquitto.config``)).
 
 ``serve_main(...)`` is what ``client-registry serve`` runs: it logs to stderr, stops cleanly on SIGINT/SIGTERM
 and returns the process exit code (1 with one line on stderr when it cannot start).
@@ -144,6 +144,18 @@ def free_port(host: str) -> int:
         return s.getsockname()[1]
 
 
+def _probe_bind(what: str, host: str, port: int) -> None:
+    """Say "address already in use" in our words before anything starts (a port 0 is always free)."""
+    if port == 0:
+        return
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Mosquitto and aiohttp bind
+            probe.bind((host, port))
+    except OSError as exc:
+        raise _bind_error(what, host, port, exc) from None
+
+
 def _bind_error(what: str, host: str, port: int, exc: BaseException) -> ServerError:
     if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
         return ServerError(f"cannot listen for {what} on {host}:{port}: address already in use")
@@ -191,6 +203,9 @@ class EmbeddedServer:
         self.http_limits = http_limits  # broker.http_api.HTTPLimits; None: its defaults
         self.max_packet_size = max_packet_size
         self.max_connections = max_connections
+        self._binary = ""
+        self._plugin: Path | None = None
+        self._include = ""
         self.mqtt_host: str = self.mqtt_bind[0]
         self.mqtt_port: int = 0
         self.http_host: str | None = None
@@ -241,6 +256,11 @@ class EmbeddedServer:
 
         self._loop = asyncio.get_running_loop()
         self._refusals = Refusals(self.log, self._loop.call_later)
+        # Whatever can be checked is checked before anything starts: a failure is one line and leaves nothing.
+        if self.http_bind is not None:
+            _probe_bind("HTTP", *self.http_bind)
+        if self.broker_url is None:  # (an attached Mosquitto may start after us: it loads the snapshot we write)
+            await self._prepare_mosquitto()
         try:
             service = mconf.load_or_create_service_credentials(self.files.service_credentials)
         except OSError as exc:
@@ -254,7 +274,7 @@ class EmbeddedServer:
 
         snapshot = self.files.snapshot if self.broker_url is None else snapshot_beside(self.socket_path)
         self.accounts = PluginAccounts(self.reg, None, self.log, service=service, snapshot_path=snapshot,
-                                       group=self._socket.group if self._socket else None)
+                                       group=self._socket.group if self._socket else None)  # 0640 for that group
         await self.accounts.load()
         try:
             await self.accounts.write_snapshot(force=True)  # what the plugin loads when Mosquitto starts
@@ -276,7 +296,11 @@ class EmbeddedServer:
                          f"restart it now that the snapshot is written (waiting up to {ATTACH_WAIT:.0f} s)")
                 await asyncio.to_thread(self.link.start, ATTACH_WAIT, patient=True)
         except LinkError as exc:
-            hint = "" if self.broker_url is None else " (did you install `client-registry mosquitto-config`?)"
+            if self.supervisor is not None:  # what the plugin said it loaded is the likely reason
+                said = self.supervisor.last_line("registry_plugin")
+                hint = f" (mosquitto said: {said})" if said else ""
+            else:
+                hint = " (did you install `client-registry mosquitto-config`?)"
             raise ServerError(f"{exc}{hint}") from None
         self.accounts.link = self.link
         try:
@@ -310,40 +334,40 @@ class EmbeddedServer:
             self._socket = None
             raise ServerError(f"cannot open the plugin socket {self.socket_path}: {exc.strerror or exc}") from None
 
-    async def _start_mosquitto(self, service: mconf.ServiceCredentials) -> tuple[str, int]:
+    async def _prepare_mosquitto(self) -> None:
+        """Everything a supervised Mosquitto needs that can fail, checked before anything starts."""
         try:
-            binary = find_mosquitto(self.mosquitto_binary)
-            self.version = await asyncio.to_thread(mosquitto_version, binary)
-            plugin = await asyncio.to_thread(plugin_path)
+            self._binary = find_mosquitto(self.mosquitto_binary)
+            self.version = await asyncio.to_thread(mosquitto_version, self._binary)
+            self._plugin = await asyncio.to_thread(plugin_path)
         except (MosquittoError, PluginBuildError) as exc:
             raise ServerError(str(exc)) from None
-        include = ""
         if self.mosquitto_include is not None:
             try:
-                include = self.mosquitto_include.read_text()
+                self._include = self.mosquitto_include.read_text()
             except OSError as exc:
                 raise ServerError(f"cannot read {self.mosquitto_include}: {exc.strerror}") from None
         host, port = self.mqtt_bind
-        if port == 0:
-            port = free_port(host)
-        self.supervisor = MosquittoSupervisor(binary, self.files.conf, host, port, self.log,
+        self.supervisor = MosquittoSupervisor(self._binary, self.files.conf, host, port, self.log,
                                               on_state=self._broker_changed, outlive=self.outlive,
                                               on_spawn=self.presence.restarted)
         await self.supervisor.end_orphan()  # a Mosquitto left by a killed service holds our port
-        if self.mqtt_bind[1] != 0:
-            try:  # say "address already in use" in our words, before Mosquitto says it in its own
-                with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
-                    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                    probe.bind((host, port))
-            except OSError as exc:
-                raise _bind_error("MQTT", host, port, exc) from None
+        _probe_bind("MQTT", host, port)
+
+    async def _start_mosquitto(self, service: mconf.ServiceCredentials) -> tuple[str, int]:
+        assert self.supervisor is not None and self._plugin is not None
+        host, port = self.mqtt_bind
+        if port == 0:
+            port = free_port(host)
+            self.supervisor.port = port
         try:
             if self.persistence:
                 self.files.persistence.mkdir(mode=0o700, exist_ok=True)
             mconf.write_private(self.files.conf, mconf.render_conf(
-                listener=mconf.listener_line(host, port), registry_plugin=plugin, secret=self.reg.companion("secret"),
-                snapshot=self.files.snapshot, socket=self.socket_path, user=mconf.current_user(),
-                persistence=self.files.persistence if self.persistence else None, include=include,
+                listener=mconf.listener_line(host, port), registry_plugin=self._plugin,
+                secret=self.reg.companion("secret"), snapshot=self.files.snapshot, socket=self.socket_path,
+                user=mconf.current_user(),
+                persistence=self.files.persistence if self.persistence else None, include=self._include,
                 max_packet_size=self.max_packet_size, max_connections=self.max_connections))
         except (OSError, ValueError) as exc:
             raise ServerError(f"cannot write Mosquitto's configuration: {exc}") from None
@@ -568,20 +592,57 @@ def stderr_log(line: str) -> None:
     sys.stderr.flush()
 
 
+START_HOLD = 2.0  # seconds a start's log lines are held back
+
+
+class StartLog:
+    """serve's log while it starts: lines are held (stamped when said) and written once the start succeeds, or
+    once it has taken START_HOLD s (a slow start, e.g. waiting for an attached Mosquitto, shows its progress).
+    A start that fails fast writes only its one-line reason: the held lines are dropped."""
+
+    def __init__(self, later: Callable[[float, Callable[[], None]], Any]) -> None:
+        self.held: list[str] | None = []
+        self._timer = later(START_HOLD, self.release)
+
+    def __call__(self, line: str) -> None:
+        if self.held is None:
+            stderr_log(line)
+        else:
+            self.held.append(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {line}\n")
+
+    def release(self) -> None:
+        if self.held:
+            sys.stderr.write("".join(self.held))
+            sys.stderr.flush()
+        self.held = None
+        self._timer.cancel()
+
+    def drop(self) -> None:
+        if self.held is not None:
+            self.held = []
+
+
 async def _serve(reg: Any, mqtt_bind: str, http_bind: str, options: dict) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    log = StartLog(loop.call_later)
     try:
-        async with EmbeddedServer(reg, mqtt_bind, http_bind, log=stderr_log, **options) as srv:
+        async with EmbeddedServer(reg, mqtt_bind, http_bind, log=log, **options) as srv:
+            log.release()
             stderr_log(f"client-registry serving: mqtt {srv.mqtt_host}:{srv.mqtt_port} ({srv.broker}), "
                        f"http {srv.http_host}:{srv.http_port}, database {getattr(reg, 'location', '?')}, "
                        f"credentials beside it")
             await stop.wait()
             stderr_log("client-registry shutting down")
     except ServerError as exc:
+        log.drop()
         sys.stderr.write(f"client-registry: {exc}\n")
+        return 1
+    except Exception as exc:  # a bug: still one line for the operator's log, never a traceback
+        log.drop()
+        sys.stderr.write(f"client-registry: {type(exc).__name__}: {exc}\n")
         return 1
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):

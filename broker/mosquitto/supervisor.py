@@ -60,10 +60,10 @@ def _die_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
 
 
-def port_answers(host: str, port: int, timeout: float = 0.2) -> bool:
+def port_answers(host: str, port: int) -> bool:
     host = "127.0.0.1" if host in ("", "0.0.0.0") else ("::1" if host == "::" else host)
     try:
-        with socket.create_connection((host, port), timeout=timeout):
+        with socket.create_connection((host, port), timeout=0.2):
             return True
     except OSError:
         return False
@@ -221,6 +221,10 @@ class MosquittoSupervisor:
         if text:
             self._tail.append(text)
             self.log(f"mosquitto: {text}")
+
+    def last_line(self, containing: str) -> str | None:
+        """The newest of its recent output lines holding ``containing`` (escaped, as logged)."""
+        return next((line for line in reversed(self._tail) if containing in line), None)
 
     async def _ready(self, proc: asyncio.subprocess.Process) -> None:
         deadline = time.monotonic() + READY_TIMEOUT

@@ -87,6 +87,7 @@ def test_serve_runs_and_stops_cleanly(tmp_path, sig):
     assert "Traceback" not in err and password not in err and "wrong-password" not in err
     assert any("mosquitto 2." in line and "supervised" in line for line in all_lines)
     assert "stopped" in all_lines[-1]
+    assert sum("client-registry stopped" in line for line in all_lines) == 1
 
 
 @pytest.mark.parametrize("which", ["mqtt", "http"])
@@ -102,9 +103,23 @@ def test_port_taken_is_one_clear_line_and_exit_1(tmp_path, which):
     finally:
         blocker.close()
     assert proc.returncode == 1
-    last = err.strip().splitlines()[-1]
-    assert last == f"client-registry: cannot listen for {which.upper()} on 127.0.0.1:{port}: address already in use"
-    assert "Traceback" not in err
+    # Checked before anything starts: no Mosquitto output, no other line.
+    assert err == f"client-registry: cannot listen for {which.upper()} on 127.0.0.1:{port}: address already in use\n"
+
+
+def test_a_refused_service_account_is_one_line_and_exit_1(tmp_path):
+    """Mosquitto starts but refuses the service account (here its plugin is pointed at a snapshot that does not
+    exist, so it holds no accounts): one line naming the refusal and what the plugin said, nothing left running."""
+    include = tmp_path / "include.conf"
+    include.write_text(f"plugin_opt_snapshot {tmp_path / 'nowhere'}\n")  # overrides the generated one
+    res = subprocess.run([CLI, "serve", "--db", str(tmp_path / "registry.db"), "--mqtt-bind", "127.0.0.1:0",
+                          "--http-bind", "127.0.0.1:0", "--mosquitto-include", str(include)],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 1
+    assert res.stderr.startswith("client-registry: cannot log in to Mosquitto as the service account: Not authorized "
+                                 "(mosquitto said: registry_plugin: snapshot "), res.stderr
+    assert len(res.stderr.splitlines()) == 1 and "Traceback" not in res.stderr
+    assert not (tmp_path / "registry.mosquitto.pid").exists()
 
 
 def test_embedded_shutdown_with_live_clients_is_quiet(db_path, admin_reg, capfd, caplog):
