@@ -29,7 +29,8 @@ Public API (the dashboard embeds the server with exactly this)::
   (create/read the console admin account, default True), ``persistence`` (Mosquitto's, default True),
   ``outlive`` (default True: Mosquitto keeps serving if this process is killed; False ends it with the
   process, as a dashboard that embeds the server wants), ``max_packet_size`` / ``max_connections`` (the
-  supervised Mosquitto's bounds, defaults in ``broker.mosquitto.config``)).
+  supervised Mosquitto's bounds, defaults in ``broker.mosquitto.config``), ``mosquitto_user`` (None: Mosquitto
+  runs as this process does; ``"auto"``, serve's default: ``mosquitto`` when running as root; or a user name).
 
 ``serve_main(...)`` is what ``client-registry serve`` runs: it logs to stderr, stops cleanly on SIGINT/SIGTERM
 and returns the process exit code (1 with one line on stderr when it cannot start).
@@ -41,6 +42,7 @@ import asyncio
 import errno
 import grp
 import json
+import os
 import signal
 import socket
 import sys
@@ -55,6 +57,7 @@ from .http_api import RegisterAPI
 from .log_text import Refusals, safe
 from .mosquitto import config as mconf
 from .mosquitto import plugin_wire as wire
+from .mosquitto import privileges
 from .mosquitto.link import BrokerLink, LinkError
 from .mosquitto.plugin_accounts import PluginAccounts
 from .mosquitto.plugin_build import PluginBuildError, plugin_path
@@ -184,7 +187,8 @@ class EmbeddedServer:
                  plugin_socket: str | Path | None = None, socket_group: str | None = None,
                  relay_interval: float = 0.1, reconcile_interval: float = 60.0, console: bool = True,
                  persistence: bool = True, outlive: bool = True, http_limits: Any = None,
-                 max_packet_size: int = mconf.MAX_PACKET_SIZE, max_connections: int = mconf.MAX_CONNECTIONS) -> None:
+                 max_packet_size: int = mconf.MAX_PACKET_SIZE, max_connections: int = mconf.MAX_CONNECTIONS,
+                 mosquitto_user: str | None = None) -> None:
         self.reg = reg
         self.mqtt_bind = parse_bind(mqtt_bind, 1883)
         self.http_bind = parse_bind(http_bind, 8080) if http_bind is not None else None
@@ -203,9 +207,12 @@ class EmbeddedServer:
         self.http_limits = http_limits  # broker.http_api.HTTPLimits; None: its defaults
         self.max_packet_size = max_packet_size
         self.max_connections = max_connections
+        self.mosquitto_user = mosquitto_user
+        self.run_as: privileges.RunAs | None = None  # who the supervised Mosquitto drops to (root starts it)
         self._binary = ""
         self._plugin: Path | None = None
         self._include = ""
+        self._notes: list[str] = []  # said once every check has passed: a failed start is one line
         self.mqtt_host: str = self.mqtt_bind[0]
         self.mqtt_port: int = 0
         self.http_host: str | None = None
@@ -320,7 +327,7 @@ class EmbeddedServer:
         self._tasks.append(asyncio.create_task(self.accounts.run_snapshots(), name="client-registry-snapshot"))
 
     async def _start_socket(self) -> None:
-        group = None
+        group = self.run_as.gid if self.run_as is not None else None  # Mosquitto, after dropping root, sends here
         if self.socket_group:
             try:
                 group = grp.getgrnam(self.socket_group).gr_gid
@@ -347,6 +354,7 @@ class EmbeddedServer:
                 self._include = self.mosquitto_include.read_text()
             except OSError as exc:
                 raise ServerError(f"cannot read {self.mosquitto_include}: {exc.strerror}") from None
+        self.run_as = self._mosquitto_run_as()
         host, port = self.mqtt_bind
         self.supervisor = MosquittoSupervisor(self._binary, self.files.conf, host, port, self.log,
                                               on_state=self._broker_changed, outlive=self.outlive,
@@ -354,21 +362,59 @@ class EmbeddedServer:
         await self.supervisor.end_orphan()  # a Mosquitto left by a killed service holds our port
         _probe_bind("MQTT", host, port)
 
+    def _mosquitto_run_as(self) -> privileges.RunAs | None:
+        """The user a root-started Mosquitto drops to, or None (it runs as this process does). The default
+        (``auto``) stays root, saying why, when ``mosquitto`` cannot reach the registry's folder; a user asked
+        for by name is a refusal then."""
+        asked = self.mosquitto_user
+        name = privileges.default_user() if asked == privileges.AUTO else asked
+        if not name or name == mconf.current_user():
+            return None
+        if os.geteuid() != 0:
+            raise ServerError(f"cannot run Mosquitto as {name!r}: only a serve started as root can (--mosquitto-user)")
+        try:
+            user = privileges.lookup(name)
+        except LookupError as exc:
+            raise ServerError(str(exc)) from None
+        if user.uid == 0:
+            return None
+        folder = self.files.conf.parent
+        where = privileges.blocked(user, folder) or (
+            privileges.blocked(user, self.socket_path) if self.socket_path.parent != folder else None)
+        if where is None:
+            return user
+        why = (f"cannot enter {where} (mode {where.stat().st_mode & 0o777:04o}); put the database where it can "
+               f"(e.g. --db /var/lib/client-registry/registry.db)")
+        if asked != privileges.AUTO:
+            raise ServerError(f"cannot run Mosquitto as {name!r}: it {why}")
+        self._notes.append(f"mqtt: mosquitto runs as root: {name!r} {why}, or say --mosquitto-user root")
+        return None
+
     async def _start_mosquitto(self, service: mconf.ServiceCredentials) -> tuple[str, int]:
         assert self.supervisor is not None and self._plugin is not None
         host, port = self.mqtt_bind
         if port == 0:
             port = free_port(host)
             self.supervisor.port = port
+        for note in self._notes:
+            self.log(note)
+        secret = self.reg.companion("secret")
+        plugin = self._plugin
         try:
+            if self.run_as is not None:
+                plugin = privileges.shared_copy(self.run_as, plugin, self.files.plugin)
             if self.persistence:
                 self.files.persistence.mkdir(mode=0o700, exist_ok=True)
             mconf.write_private(self.files.conf, mconf.render_conf(
-                listener=mconf.listener_line(host, port), registry_plugin=self._plugin,
-                secret=self.reg.companion("secret"), snapshot=self.files.snapshot, socket=self.socket_path,
-                user=mconf.current_user(),
+                listener=mconf.listener_line(host, port), registry_plugin=plugin, secret=secret,
+                snapshot=self.files.snapshot, socket=self.socket_path,
+                user=self.run_as.name if self.run_as is not None else mconf.current_user(),
                 persistence=self.files.persistence if self.persistence else None, include=self._include,
                 max_packet_size=self.max_packet_size, max_connections=self.max_connections))
+            if self.run_as is not None:
+                privileges.hand_over(self.run_as, folder=self.files.conf.parent,
+                                     readable=[self.files.conf, secret, self.files.snapshot],
+                                     writable_folder=self.files.persistence if self.persistence else None)
         except (OSError, ValueError) as exc:
             raise ServerError(f"cannot write Mosquitto's configuration: {exc}") from None
         raise_open_files(self.max_connections + 1024)  # Mosquitto inherits it: one descriptor per connection

@@ -806,10 +806,13 @@ def print_event(e, as_json: bool) -> None:
               show_default=True, metavar="BYTES", help="Supervised Mosquitto: larger MQTT packets close the connection unread.")
 @click.option("--max-connections", type=click.IntRange(min=1), default=MAX_CONNECTIONS, show_default=True,
               metavar="N", help="Supervised Mosquitto: connections at once on its listener (the open-files limit bounds it too).")
+@click.option("--mosquitto-user", default=None, metavar="NAME",
+              help="Run as root: the user the supervised Mosquitto drops to (default: mosquitto, if it exists).")
 @click.pass_context
 def serve(ctx, db, mqtt_bind, http_bind, mosquitto, mosquitto_include, broker_url, plugin_socket, socket_group,
-          per_address_limit, max_pending, max_packet_size, max_connections):
+          per_address_limit, max_pending, max_packet_size, max_connections, mosquitto_user):
     """Run Mosquitto under the registry, the event relay and the HTTP API (until SIGINT/SIGTERM)."""
+    from broker.mosquitto.privileges import AUTO
     from broker.server import serve_main
 
     from store import RegistryConfig
@@ -818,7 +821,7 @@ def serve(ctx, db, mqtt_bind, http_bind, mosquitto, mosquitto_include, broker_ur
     ctx.exit(serve_main(db or ctx.find_root().params.get("db"), mqtt_bind, http_bind, config=config,
                         mosquitto=mosquitto, mosquitto_include=mosquitto_include, broker_url=broker_url,
                         plugin_socket=plugin_socket, socket_group=socket_group, max_packet_size=max_packet_size,
-                        max_connections=max_connections))
+                        max_connections=max_connections, mosquitto_user=mosquitto_user or AUTO))
 
 
 @main.command("mosquitto-config")

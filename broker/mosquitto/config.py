@@ -98,6 +98,10 @@ class MosquittoFiles:
         return self._named("service.credentials")
 
     @property
+    def plugin(self) -> Path:  # a copy of the built plugin that a Mosquitto dropped to its own user can load
+        return self._named("mosquitto-plugin.so")
+
+    @property
     def persistence(self) -> Path:
         return self._named("mosquitto-data")
 
