@@ -104,8 +104,7 @@ def test_mosquitto_drops_to_its_user_and_still_admits_devices(reachable_dir):
 
 
 def test_a_user_that_cannot_reach_the_database_is_one_line_and_exit_1(tmp_path):
-    mosquitto_uid()
-    tmp_path.chmod(0o700)  # under pytest's 0700 folders the mosquitto user reaches nothing
+    mosquitto_uid()  # pytest's folders are 0700 root: the mosquitto user cannot reach tmp_path
     res = subprocess.run([CLI, "serve", "--db", str(tmp_path / "registry.db"), "--mqtt-bind", "127.0.0.1:0",
                           "--http-bind", "127.0.0.1:0", "--mosquitto-user", "mosquitto"],
                          capture_output=True, text=True, timeout=60)
