@@ -41,6 +41,9 @@ SERVER_ALIVE = 5.0  # a server that noted nothing for this long is not running (
 WINDOW_OPENED = "window_opened_at"  # meta key: when the registry last went from locked to unlocked
 
 
+DENY_BATCH = 500  # requests denied per transaction: a flood clears fast, the writer lock is held briefly
+
+
 @dataclass(frozen=True)
 class RegistryConfig:
     per_peer_per_minute: int = 30
@@ -207,8 +210,8 @@ class Registry(RegistrationRules, AccessRules, PermissionRules, RoleRules, Appro
 
     # --------------------------------------------------------------- decisions
     def _resolve_items(self, items: Iterable) -> list[tuple[str, object]]:
-        """Each item (id or username) with its pending request rows, or an error string."""
-        R = self.m.Request
+        """Each item (id or username) with the ids of its pending requests, or an error string (hand-written
+        SQL: Peewee's query building cost ~1 ms an item, 14 s for a glob deny of 10,000)."""
         out = []
         for item in items:
             text = normalise_username(str(item))
@@ -216,16 +219,17 @@ class Registry(RegistrationRules, AccessRules, PermissionRules, RoleRules, Appro
                 out.append((text, text_problem(text, "name")))
                 continue
             if text.isdigit():
-                row = R.get_or_none(R.id == int(text))
-                out.append((text, [row] if row else f"no request #{text}"))
+                found = run_sql(self.db, 'SELECT "id" FROM "requests" WHERE "id" = ?', (int(text),)).fetchone()
+                out.append((text, [found[0]] if found else f"no request #{text}"))
                 continue
-            rows = list(R.select().where((R.username == text) & (R.status == "pending")).order_by(R.id))
-            if not rows:
-                latest = R.select().where(R.username == text).order_by(R.id.desc()).first()
-                out.append((text, f"{text!r} has no pending request" + (
-                    f" (it is {latest.status})" if latest else "")))
+            ids = [i for (i,) in run_sql(self.db, 'SELECT "id" FROM "requests" WHERE "username" = ? AND '
+                                         '"status" = \'pending\' ORDER BY "id"', (text,))]
+            if not ids:
+                latest = run_sql(self.db, 'SELECT "status" FROM "requests" WHERE "username" = ? ORDER BY "id" DESC'
+                                 ' LIMIT 1', (text,)).fetchone()
+                out.append((text, f"{text!r} has no pending request" + (f" (it is {latest[0]})" if latest else "")))
             else:
-                out.append((text, rows))
+                out.append((text, ids))
         return out
 
     @guarded
@@ -252,9 +256,9 @@ class Registry(RegistrationRules, AccessRules, PermissionRules, RoleRules, Appro
             if len(rows) > 1:
                 results.append(ItemResult(item, False, (
                     f"{item!r} has {len(rows)} conflicting requests "
-                    f"(#{', #'.join(str(r.id) for r in rows)}): grant one by id with force")))
+                    f"(#{', #'.join(map(str, rows))}): grant one by id with force")))
                 continue
-            results.append(self._grant_one(item, rows[0].id, template, requested, actor, force, roles))
+            results.append(self._grant_one(item, rows[0], template, requested, actor, force, roles))
         return results
 
     def _grant_one(self, item, request_id, template, requested, actor, force, roles=(), **detail) -> ItemResult:
@@ -340,24 +344,29 @@ class Registry(RegistrationRules, AccessRules, PermissionRules, RoleRules, Appro
 
     @guarded
     def deny(self, ids_or_names, actor: str = "cli") -> list[ItemResult]:
-        R = self.m.Request
-        results = []
-        for item, rows in self._resolve_items(ids_or_names):
-            if isinstance(rows, str):
-                results.append(ItemResult(item, False, rows))
-                continue
-            for found in rows:
-                now = self.clock()
-                with write_transaction(self.db):
-                    row = R.get_by_id(found.id)
-                    if row.status != "pending":
-                        results.append(ItemResult(item, False, f"request #{row.id} ({row.username}) is already {row.status}",
-                                                  RequestView.of(row)))
+        """Deny pending requests, in transactions of up to ``DENY_BATCH`` (clearing a flood of 10,000 by glob
+        took 7.7 s by ids, one transaction each)."""
+        results, plan = [], []  # plan: (item, request id or the reason it resolves to none), in the items' order
+        for item, ids in self._resolve_items(ids_or_names):
+            plan += [(item, ids)] if isinstance(ids, str) else [(item, request_id) for request_id in ids]
+        for start in range(0, len(plan), DENY_BATCH):
+            now = self.clock()
+            with write_transaction(self.db):
+                for item, request_id in plan[start:start + DENY_BATCH]:
+                    if isinstance(request_id, str):
+                        results.append(ItemResult(item, False, request_id))
                         continue
-                    R.update(status="denied", decided_by=actor, decided_at=now, pairing_code=None).where(R.id == row.id).execute()
+                    row = self._request_row(request_id)
+                    if row.status != "pending":
+                        results.append(ItemResult(item, False, f"request #{row.id} ({row.username}) is already"
+                                                  f" {row.status}", RequestView.of(row)))
+                        continue
+                    run_sql(self.db, 'UPDATE "requests" SET "status" = \'denied\', "decided_by" = ?, "decided_at" = ?,'
+                            ' "pairing_code" = NULL WHERE "id" = ?', (actor, now, row.id))
                     self._event(actor, "request.denied", row.username, request_id=row.id)
-                results.append(ItemResult(item, True, f"denied {row.username} (request #{row.id})",
-                                          RequestView.of(R.get_by_id(row.id))))
+                    row.status, row.decided_by, row.decided_at, row.pairing_code = "denied", actor, now, None
+                    results.append(ItemResult(item, True, f"denied {row.username} (request #{row.id})",
+                                              RequestView.of(row)))
         return results
 
     # ------------------------------------------------------------------- users

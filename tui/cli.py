@@ -89,10 +89,16 @@ def yes_option(func):
     return click.option("--yes", "-y", is_flag=True, help="Do not ask (scripts).")(func)
 
 
-def confirm(question: str, yes: bool) -> None:
-    """Ask before a destructive change when a person is at the terminal; --yes (or no terminal) skips it."""
-    if yes or not sys.stdin.isatty():
+def confirm(question: str, yes: bool, reversible: bool = False) -> None:
+    """Ask before a destructive or multi-target change. Without a terminal nobody can answer, and a script that
+    did not say --yes must not get a change it did not see: refuse, naming --yes (a ``reversible`` one, such as
+    a disable, goes ahead)."""
+    if yes:
         return
+    if not sys.stdin.isatty():
+        if reversible:
+            return
+        raise fail(f"{question.split('?')[0]}: no terminal to ask; pass --yes to confirm")
     if not click.confirm(question, default=False):
         raise fail("nothing changed")
 
@@ -340,9 +346,9 @@ def grant(ctx, db, items, permissions, roles, requested, force, yes):
     report(results)
 
 
-def expand_name_patterns(reg, items, yes: bool) -> list[str]:
+def expand_name_patterns(reg, items, yes: bool, verb: str = "Grant") -> list[str]:
     """Each glob among ``items`` replaced by the ids of the pending requests it matches, after showing them
-    and asking once; exactly the requests shown are granted, not ones that arrive meanwhile."""
+    and asking once; exactly the requests shown are decided, not ones that arrive meanwhile."""
     from store.name_patterns import is_name_pattern
 
     out, shown = [], []
@@ -357,7 +363,7 @@ def expand_name_patterns(reg, items, yes: bool) -> list[str]:
         out += [str(r.id) for r in matched]
     if shown:
         print_requests(shown, as_json=False)
-        confirm("Grant this request?" if len(shown) == 1 else f"Grant these {len(shown)} requests?", yes)
+        confirm(f"{verb} this request?" if len(shown) == 1 else f"{verb} these {len(shown)} requests?", yes)
     return out
 
 
@@ -377,10 +383,18 @@ def parse_permission_options(values) -> list[tuple[str, str]]:
 @yes_option
 @click.pass_context
 def deny(ctx, db, items, yes):
-    """Deny pending requests (the same credentials stay denied)."""
+    """Deny pending requests by id, name or glob (the same credentials stay denied). A glob lists what it
+    matches and asks once, as several names do (--yes for scripts)."""
+    from store.name_patterns import is_name_pattern
+
     reg = registry(ctx, db)
-    confirm(f"Deny {len(items)} request{'s' if len(items) != 1 else ''} ({', '.join(map(printable, items))})?", yes)
-    report(reg.deny(items, actor=actor()))
+    if any(is_name_pattern(item) for item in items):
+        targets = expand_name_patterns(reg, items, yes, verb="Deny")
+    else:
+        targets = list(items)
+        if len(targets) > 1:
+            confirm(f"Deny {len(targets)} requests ({', '.join(map(printable, targets))})?", yes)
+    report(reg.deny(targets, actor=actor()))
 
 
 # ------------------------------------------------------------------------- users
@@ -441,7 +455,7 @@ def user_add(ctx, db, name, admin, password_stdin):
     click.echo(f"added {printable(name)}" + (" (admin)" if admin else ""))
 
 
-def _user_change(verb: str, method: str, help_text: str, ask: str | None = None):
+def _user_change(verb: str, method: str, help_text: str, ask: str | None = None, reversible: bool = False):
     @user.command(verb, help=help_text)
     @db_option
     @click.argument("name")
@@ -449,8 +463,8 @@ def _user_change(verb: str, method: str, help_text: str, ask: str | None = None)
     @click.pass_context
     def command(ctx, db, name, yes):
         reg = registry(ctx, db)
-        if ask:
-            confirm(ask.format(name=printable(name)), yes)
+        if ask and reg.user(name) is not None:  # a name that is not there is refused as such, not asked about
+            confirm(ask.format(name=printable(name)), yes, reversible)
         refused(lambda: getattr(reg, method)(name, actor=actor()))
         click.echo(f"{verb}d {printable(name)}")
 
@@ -460,7 +474,7 @@ def _user_change(verb: str, method: str, help_text: str, ask: str | None = None)
 _user_change("remove", "remove_user", "Delete a user and its permissions; its sessions are closed.",
              "Remove {name}, its permissions and its broker account, and disconnect it?")
 _user_change("disable", "disable_user", "Refuse a user's logins and close its sessions.",
-             "Disable {name} and disconnect its sessions?")
+             "Disable {name} and disconnect its sessions?", reversible=True)
 _user_change("enable", "enable_user", "Let a disabled user log in again.")
 
 

@@ -39,10 +39,10 @@ def test_role_commands(db_path):
     users = json.loads(ok(db_path, "users", "--json"))
     assert users[0]["roles"] == ["sensors"]
     assert "ROLES" in ok(db_path, "users") and " sensors " in ok(db_path, "users")
-    assert ok(db_path, "role", "forbid", "sensors", "broadcast/#") == \
+    assert ok(db_path, "role", "forbid", "sensors", "broadcast/#", "--yes") == \
         "role sensors (1 member) no longer has broadcast/#\n"
     assert ok(db_path, "user", "role", "remove", "dev-1", "sensors") == "dev-1 no longer has role sensors\n"
-    assert ok(db_path, "role", "remove", "sensors") == "removed role sensors\n"
+    assert ok(db_path, "role", "remove", "sensors", "--yes") == "removed role sensors\n"
     kinds = [e["kind"] for e in json.loads(ok(db_path, "log", "--json"))]
     assert kinds == ["role.added", "role.permission_added", "role.permission_added", "user.added",
                      "user.role_added", "role.permission_removed", "user.role_removed", "role.removed"]
