@@ -24,7 +24,7 @@ from . import crypto, location as loc
 from .access import AccessRules, _Access
 from .approval_rules import ApprovalRules
 from .database import connect, guarded, run_sql, write_transaction
-from .errors import RefusedError, StoreError
+from .errors import InvalidValueError, RefusedError, StoreError
 from .permissions import PermissionRules
 from .preferences import Preferences
 from .presence import PresenceRecords
@@ -245,7 +245,7 @@ class Registry(RegistrationRules, AccessRules, PermissionRules, RoleRules, Appro
         try:
             template = [parse_permission(p) for p in permissions]
         except ValueError as exc:
-            raise RefusedError(str(exc)) from None
+            raise InvalidValueError(str(exc)) from None
         roles = [r.name for r in self._existing_roles(list(roles))]
         self.expire_stale()
         results = []
@@ -377,7 +377,7 @@ class Registry(RegistrationRules, AccessRules, PermissionRules, RoleRules, Appro
             else reserved_problem(name)
         for problem in (username_problem(name), reserved, password_problem(password)):
             if problem:
-                raise RefusedError(problem)
+                raise InvalidValueError(problem)
         with write_transaction(self.db):
             if self._user_row(name) is not None:
                 raise RefusedError(f"user {name!r} already exists")
@@ -433,7 +433,7 @@ class Registry(RegistrationRules, AccessRules, PermissionRules, RoleRules, Appro
         name = normalise_username(name)
         problem = password_problem(password)
         if problem:
-            raise RefusedError(problem)
+            raise InvalidValueError(problem)
         with write_transaction(self.db):
             row = self._require_user(name)
             self.m.User.update(verifier=self._verifier(name, password)).where(self.m.User.id == row.id).execute()

@@ -14,7 +14,7 @@ import time
 
 import click
 
-from store import RefusedError, StoreError, open_registry
+from store import InvalidValueError, RefusedError, StoreError, open_registry
 from store.topics import ACCESS_VALUES
 from store.views import ItemResult
 
@@ -23,6 +23,7 @@ from .ages import last_connected
 from .safe_text import printable
 
 EXIT_REFUSED = 1
+EXIT_USAGE = 2  # click's own for bad options; ours for values the store's rules reject
 
 
 def actor() -> str:
@@ -34,13 +35,14 @@ def actor() -> str:
     return f"cli:{user}"
 
 
-def fail(message: str) -> "click.exceptions.Exit":
+def fail(message: str, code: int = EXIT_REFUSED) -> "click.exceptions.Exit":
     click.echo(f"client-registry: {message}", err=True)
-    return click.exceptions.Exit(EXIT_REFUSED)
+    return click.exceptions.Exit(code)
 
 
 class RegistryGroup(click.Group):
-    """Turns store errors into one line on stderr and exit code 1, never a traceback; a command that changed
+    """Turns store errors into one line on stderr and exit code 1 (2 for a value the store's rules reject: a
+    usage error, as click's own), never a traceback; a command that changed
     the registry returns once the running server applied the change (read your writes)."""
 
     def invoke(self, ctx):
@@ -48,6 +50,8 @@ class RegistryGroup(click.Group):
             result = super().invoke(ctx)
             wait_until_applied(ctx)
             return result
+        except InvalidValueError as exc:
+            raise fail(str(exc), EXIT_USAGE) from None
         except StoreError as exc:
             raise fail(str(exc)) from None
         except KeyboardInterrupt:
@@ -434,9 +438,11 @@ def user():
 
 
 def refused(func):
-    """Run a mutation and return its result; a RefusedError is one line and exit 1."""
+    """Run a mutation and return its result; a refusal is one line and exit 1 (2 for a rejected value)."""
     try:
         return func()
+    except InvalidValueError as exc:
+        raise fail(str(exc), EXIT_USAGE) from None
     except RefusedError as exc:
         raise fail(str(exc)) from None
 

@@ -102,7 +102,7 @@ def test_users_and_permissions(db_path):
     ok(db_path, "user", "remove", "bob", "--yes")
     assert "bob" not in ok(db_path, "users")
     result = run(db_path, "user", "add", "carol", "--password-stdin", stdin="123\n")
-    assert result.returncode == 1 and "at least 5" in result.stderr and "123" not in result.stderr
+    assert result.returncode == 2 and "at least 5" in result.stderr and "123" not in result.stderr
     result = run(db_path, "user", "add", "carol")  # no terminal to prompt on
     assert result.returncode == 1 and "--password-stdin" in result.stderr
 
