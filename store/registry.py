@@ -82,9 +82,9 @@ class Registry(RegistrationRules, AccessRules, PermissionRules, RoleRules, Appro
         return loc.companion(self.location, name)
 
     # ----------------------------------------------------------------- helpers
-    def _event(self, actor: str, kind: str, subject: str | None, **detail) -> None:
+    def _event(self, actor: str, kind: str, subject: str | None, at: float | None = None, **detail) -> None:
         run_sql(self.db, 'INSERT INTO "events" ("time", "actor", "kind", "subject", "detail") VALUES (?, ?, ?, ?, ?)',
-                (self.clock(), actor, kind, subject, json.dumps(detail)))
+                (self.clock() if at is None else at, actor, kind, subject, json.dumps(detail)))
 
     def _verifier(self, username: str, password: str) -> str:
         return crypto.verifier(self._secret, username, password)
@@ -128,6 +128,18 @@ class Registry(RegistrationRules, AccessRules, PermissionRules, RoleRules, Appro
             self._event(actor, "registry.unlocked", actor, seconds=seconds, until=now + seconds)
         return self.status()
 
+    def _close_expired_window(self, now: float) -> None:
+        """A window that ran out is closed in the audit log as ``registry.locked`` by "registry", at the moment
+        it ran out (written by the running server within NOTE_EVERY, else by the next status): an operator
+        reading the log sees when unknown devices stopped being recorded, not only when it was opened."""
+        (until,) = run_sql(self.db, 'SELECT "unlocked_until" FROM "window" WHERE "id" = 1').fetchone()
+        if until is None or until > now:
+            return  # the usual case, read only: no write lock
+        with write_transaction(self.db):
+            if run_sql(self.db, 'UPDATE "window" SET "unlocked_until" = NULL WHERE "id" = 1 AND "unlocked_until" = ?',
+                       (until,)).rowcount:  # once, though two processes may see it run out together
+                self._event("registry", "registry.locked", "registry", at=until, expired=True)
+
     @guarded
     def lock(self, actor: str = "cli") -> Status:
         with write_transaction(self.db):
@@ -142,6 +154,7 @@ class Registry(RegistrationRules, AccessRules, PermissionRules, RoleRules, Appro
         now = self.clock()
         if expire:
             self.expire_stale()
+            self._close_expired_window(now)
         window = self.m.Window.get_by_id(1)
         unlocked = window.unlocked_until is not None and window.unlocked_until > now
         K, T = self.m.Knock, self.m.Throttle
@@ -178,6 +191,7 @@ class Registry(RegistrationRules, AccessRules, PermissionRules, RoleRules, Appro
         with write_transaction(self.db):
             self._meta("applied_event_id", str(event_id))
             self._meta("server_seen_at", repr(self.clock()))
+        self._close_expired_window(self.clock())
 
     @guarded
     def note_limits(self) -> None:

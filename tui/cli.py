@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import getpass
 import json
-import math
 import os
 import sys
 import time
@@ -20,6 +19,7 @@ from store.views import ItemResult
 
 from .read_your_writes import APPLY_TIMEOUT, until_applied
 from .ages import last_connected
+from .safe import countdown
 from .safe_text import printable
 
 EXIT_REFUSED = 1
@@ -208,8 +208,7 @@ def init(ctx, db):
 
 def status_line(status) -> str:
     if status.unlocked:
-        minutes, seconds = divmod(math.ceil(status.remaining), 60)
-        head = f"UNLOCKED {minutes}:{seconds:02d} left (by {printable(status.unlocked_by)})"
+        head = f"UNLOCKED {countdown(status.remaining)} left (by {printable(status.unlocked_by)})"
     else:
         head = "LOCKED"
     more = "+" if status.knocking_capped else ""
@@ -791,12 +790,19 @@ def log(ctx, db, since, as_json, follow):
         return
 
 
+def _detail_value(key: str, value) -> str:
+    """A moment (``until``, ``*_at``: epoch seconds in the event) as local time, as the line's own stamp."""
+    if (key == "until" or key.endswith("_at")) and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(value))  # one token, as every k=v
+    return printable(json.dumps(value, ensure_ascii=False))
+
+
 def print_event(e, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(e.as_dict(), ensure_ascii=False))
         return
     stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.time))
-    detail = " ".join(f"{k}={printable(json.dumps(v, ensure_ascii=False))}" for k, v in e.detail.items())
+    detail = " ".join(f"{k}={_detail_value(k, v)}" for k, v in e.detail.items())
     click.echo(f"{e.id:>6}  {stamp}  {printable(e.actor):<16} {e.kind:<24} {printable(e.subject)}  {detail}".rstrip())
 
 

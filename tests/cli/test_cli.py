@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -344,3 +345,12 @@ def test_a_script_without_yes_gets_no_multi_target_change(db_path):
     assert out.count("denied sensor-") == 2 and "pump" not in out
     assert sorted(r.username for r in reg.requests()) == ["pump-1", "pump-2"]
     reg.close()
+
+
+def test_long_windows_count_hours_and_the_log_shows_moments_as_local_time(db_path):
+    """A 4-hour window reads 4:00:00 (not 240:00); the log's `until` is a local time like the line's own."""
+    assert ok(db_path, "unlock", "--minutes", "240").startswith("UNLOCKED 4:00:00 left")
+    assert ok(db_path, "status").startswith(("UNLOCKED 4:00:00 left", "UNLOCKED 3:59:59 left"))
+    line = next(x for x in ok(db_path, "log").splitlines() if "registry.unlocked" in x)
+    until = json.loads(ok(db_path, "log", "--json"))[-1]["detail"]["until"]
+    assert line.endswith(f" until={time.strftime('%Y-%m-%dT%H:%M:%S', time.localtime(until))}")
