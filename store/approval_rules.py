@@ -33,7 +33,7 @@ from fnmatch import fnmatchcase
 from functools import lru_cache
 
 from .database import guarded, run_sql, write_transaction
-from .errors import RefusedError
+from .errors import InvalidValueError, RefusedError
 from .name_patterns import name_matches
 from .names import name_marks
 from .validation import normalise_username, parse_permission, text_problem
@@ -123,16 +123,16 @@ class ApprovalRules:
         if expires_in is not None and not 0 < expires_in <= EXPIRES_MAX:
             problem = problem or "expiry must be between 1 second and 365 days from now"
         if problem:
-            raise RefusedError(problem)
+            raise InvalidValueError(problem)
         if peer_network is not None:
             try:
                 peer_network = str(_network(peer_network.strip()))
             except ValueError:
-                raise RefusedError(f"{peer_network!r} is not a network (write e.g. 10.0.0.0/8 or fd00::/8)") from None
+                raise InvalidValueError(f"{peer_network!r} is not a network (write e.g. 10.0.0.0/8 or fd00::/8)") from None
         try:
             template = list(dict(parse_permission(p) for p in permissions).items())
         except ValueError as exc:
-            raise RefusedError(str(exc)) from None
+            raise InvalidValueError(str(exc)) from None
         now = self.clock()
         R = self.m.ApprovalRule
         with write_transaction(self.db):

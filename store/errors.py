@@ -11,3 +11,8 @@ class RefusedError(StoreError):
 
 class BusyError(StoreError):
     """Another process held the database's write lock for longer than the busy timeout."""
+
+
+class InvalidValueError(RefusedError):
+    """A value broke a rule of what may be written (a name, a password, a pattern, a network, a limit): the
+    caller's mistake, not the registry's state. The CLI reports it as a usage error (exit 2)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Iterable
 
 from .database import guarded, write_transaction
-from .errors import RefusedError
+from .errors import InvalidValueError, RefusedError
 from .validation import normalise_username, parse_permission
 
 
@@ -24,7 +24,7 @@ def checked(pattern: str, access: str) -> tuple[str, str]:
     try:
         return parse_permission((pattern, access))
     except ValueError as exc:
-        raise RefusedError(str(exc)) from None
+        raise InvalidValueError(str(exc)) from None
 
 
 def put_permission(table, owner_field, owner, pattern: str, access: str, whose: str) -> bool:
@@ -71,7 +71,7 @@ def parsed_pairs(pairs: Iterable) -> dict:
     try:
         return dict(parse_permission(p) for p in pairs)
     except ValueError as exc:
-        raise RefusedError(str(exc)) from None
+        raise InvalidValueError(str(exc)) from None
 
 
 class PermissionRules:

@@ -24,7 +24,7 @@ from . import crypto, location as loc
 from .access import AccessRules, _Access
 from .approval_rules import ApprovalRules
 from .database import connect, guarded, run_sql, write_transaction
-from .errors import RefusedError, StoreError
+from .errors import InvalidValueError, RefusedError, StoreError
 from .permissions import PermissionRules
 from .preferences import Preferences
 from .presence import PresenceRecords
@@ -39,6 +39,9 @@ KNOCK_WINDOW = 300  # "devices knocking" and "throttled": the last five minutes 
 CONSOLE_USER = "client-registry-console"  # the dashboards' own admin account (store/console.py)
 SERVER_ALIVE = 5.0  # a server that noted nothing for this long is not running (it notes every 2 s)
 WINDOW_OPENED = "window_opened_at"  # meta key: when the registry last went from locked to unlocked
+
+
+DENY_BATCH = 500  # requests denied per transaction: a flood clears fast, the writer lock is held briefly
 
 
 @dataclass(frozen=True)
@@ -79,9 +82,9 @@ class Registry(RegistrationRules, AccessRules, PermissionRules, RoleRules, Appro
         return loc.companion(self.location, name)
 
     # ----------------------------------------------------------------- helpers
-    def _event(self, actor: str, kind: str, subject: str | None, **detail) -> None:
+    def _event(self, actor: str, kind: str, subject: str | None, at: float | None = None, **detail) -> None:
         run_sql(self.db, 'INSERT INTO "events" ("time", "actor", "kind", "subject", "detail") VALUES (?, ?, ?, ?, ?)',
-                (self.clock(), actor, kind, subject, json.dumps(detail)))
+                (self.clock() if at is None else at, actor, kind, subject, json.dumps(detail)))
 
     def _verifier(self, username: str, password: str) -> str:
         return crypto.verifier(self._secret, username, password)
@@ -125,6 +128,18 @@ class Registry(RegistrationRules, AccessRules, PermissionRules, RoleRules, Appro
             self._event(actor, "registry.unlocked", actor, seconds=seconds, until=now + seconds)
         return self.status()
 
+    def _close_expired_window(self, now: float) -> None:
+        """A window that ran out is closed in the audit log as ``registry.locked`` by "registry", at the moment
+        it ran out (written by the running server within NOTE_EVERY, else by the next status): an operator
+        reading the log sees when unknown devices stopped being recorded, not only when it was opened."""
+        (until,) = run_sql(self.db, 'SELECT "unlocked_until" FROM "window" WHERE "id" = 1').fetchone()
+        if until is None or until > now:
+            return  # the usual case, read only: no write lock
+        with write_transaction(self.db):
+            if run_sql(self.db, 'UPDATE "window" SET "unlocked_until" = NULL WHERE "id" = 1 AND "unlocked_until" = ?',
+                       (until,)).rowcount:  # once, though two processes may see it run out together
+                self._event("registry", "registry.locked", "registry", at=until, expired=True)
+
     @guarded
     def lock(self, actor: str = "cli") -> Status:
         with write_transaction(self.db):
@@ -139,6 +154,7 @@ class Registry(RegistrationRules, AccessRules, PermissionRules, RoleRules, Appro
         now = self.clock()
         if expire:
             self.expire_stale()
+            self._close_expired_window(now)
         window = self.m.Window.get_by_id(1)
         unlocked = window.unlocked_until is not None and window.unlocked_until > now
         K, T = self.m.Knock, self.m.Throttle
@@ -175,6 +191,7 @@ class Registry(RegistrationRules, AccessRules, PermissionRules, RoleRules, Appro
         with write_transaction(self.db):
             self._meta("applied_event_id", str(event_id))
             self._meta("server_seen_at", repr(self.clock()))
+        self._close_expired_window(self.clock())
 
     @guarded
     def note_limits(self) -> None:
@@ -207,8 +224,8 @@ class Registry(RegistrationRules, AccessRules, PermissionRules, RoleRules, Appro
 
     # --------------------------------------------------------------- decisions
     def _resolve_items(self, items: Iterable) -> list[tuple[str, object]]:
-        """Each item (id or username) with its pending request rows, or an error string."""
-        R = self.m.Request
+        """Each item (id or username) with the ids of its pending requests, or an error string (hand-written
+        SQL: Peewee's query building cost ~1 ms an item, 14 s for a glob deny of 10,000)."""
         out = []
         for item in items:
             text = normalise_username(str(item))
@@ -216,16 +233,17 @@ class Registry(RegistrationRules, AccessRules, PermissionRules, RoleRules, Appro
                 out.append((text, text_problem(text, "name")))
                 continue
             if text.isdigit():
-                row = R.get_or_none(R.id == int(text))
-                out.append((text, [row] if row else f"no request #{text}"))
+                found = run_sql(self.db, 'SELECT "id" FROM "requests" WHERE "id" = ?', (int(text),)).fetchone()
+                out.append((text, [found[0]] if found else f"no request #{text}"))
                 continue
-            rows = list(R.select().where((R.username == text) & (R.status == "pending")).order_by(R.id))
-            if not rows:
-                latest = R.select().where(R.username == text).order_by(R.id.desc()).first()
-                out.append((text, f"{text!r} has no pending request" + (
-                    f" (it is {latest.status})" if latest else "")))
+            ids = [i for (i,) in run_sql(self.db, 'SELECT "id" FROM "requests" WHERE "username" = ? AND '
+                                         '"status" = \'pending\' ORDER BY "id"', (text,))]
+            if not ids:
+                latest = run_sql(self.db, 'SELECT "status" FROM "requests" WHERE "username" = ? ORDER BY "id" DESC'
+                                 ' LIMIT 1', (text,)).fetchone()
+                out.append((text, f"{text!r} has no pending request" + (f" (it is {latest[0]})" if latest else "")))
             else:
-                out.append((text, rows))
+                out.append((text, ids))
         return out
 
     @guarded
@@ -241,7 +259,7 @@ class Registry(RegistrationRules, AccessRules, PermissionRules, RoleRules, Appro
         try:
             template = [parse_permission(p) for p in permissions]
         except ValueError as exc:
-            raise RefusedError(str(exc)) from None
+            raise InvalidValueError(str(exc)) from None
         roles = [r.name for r in self._existing_roles(list(roles))]
         self.expire_stale()
         results = []
@@ -252,9 +270,9 @@ class Registry(RegistrationRules, AccessRules, PermissionRules, RoleRules, Appro
             if len(rows) > 1:
                 results.append(ItemResult(item, False, (
                     f"{item!r} has {len(rows)} conflicting requests "
-                    f"(#{', #'.join(str(r.id) for r in rows)}): grant one by id with force")))
+                    f"(#{', #'.join(map(str, rows))}): grant one by id with force")))
                 continue
-            results.append(self._grant_one(item, rows[0].id, template, requested, actor, force, roles))
+            results.append(self._grant_one(item, rows[0], template, requested, actor, force, roles))
         return results
 
     def _grant_one(self, item, request_id, template, requested, actor, force, roles=(), **detail) -> ItemResult:
@@ -340,24 +358,29 @@ class Registry(RegistrationRules, AccessRules, PermissionRules, RoleRules, Appro
 
     @guarded
     def deny(self, ids_or_names, actor: str = "cli") -> list[ItemResult]:
-        R = self.m.Request
-        results = []
-        for item, rows in self._resolve_items(ids_or_names):
-            if isinstance(rows, str):
-                results.append(ItemResult(item, False, rows))
-                continue
-            for found in rows:
-                now = self.clock()
-                with write_transaction(self.db):
-                    row = R.get_by_id(found.id)
-                    if row.status != "pending":
-                        results.append(ItemResult(item, False, f"request #{row.id} ({row.username}) is already {row.status}",
-                                                  RequestView.of(row)))
+        """Deny pending requests, in transactions of up to ``DENY_BATCH`` (clearing a flood of 10,000 by glob
+        took 7.7 s by ids, one transaction each)."""
+        results, plan = [], []  # plan: (item, request id or the reason it resolves to none), in the items' order
+        for item, ids in self._resolve_items(ids_or_names):
+            plan += [(item, ids)] if isinstance(ids, str) else [(item, request_id) for request_id in ids]
+        for start in range(0, len(plan), DENY_BATCH):
+            now = self.clock()
+            with write_transaction(self.db):
+                for item, request_id in plan[start:start + DENY_BATCH]:
+                    if isinstance(request_id, str):
+                        results.append(ItemResult(item, False, request_id))
                         continue
-                    R.update(status="denied", decided_by=actor, decided_at=now, pairing_code=None).where(R.id == row.id).execute()
+                    row = self._request_row(request_id)
+                    if row.status != "pending":
+                        results.append(ItemResult(item, False, f"request #{row.id} ({row.username}) is already"
+                                                  f" {row.status}", RequestView.of(row)))
+                        continue
+                    run_sql(self.db, 'UPDATE "requests" SET "status" = \'denied\', "decided_by" = ?, "decided_at" = ?,'
+                            ' "pairing_code" = NULL WHERE "id" = ?', (actor, now, row.id))
                     self._event(actor, "request.denied", row.username, request_id=row.id)
-                results.append(ItemResult(item, True, f"denied {row.username} (request #{row.id})",
-                                          RequestView.of(R.get_by_id(row.id))))
+                    row.status, row.decided_by, row.decided_at, row.pairing_code = "denied", actor, now, None
+                    results.append(ItemResult(item, True, f"denied {row.username} (request #{row.id})",
+                                              RequestView.of(row)))
         return results
 
     # ------------------------------------------------------------------- users
@@ -368,7 +391,7 @@ class Registry(RegistrationRules, AccessRules, PermissionRules, RoleRules, Appro
             else reserved_problem(name)
         for problem in (username_problem(name), reserved, password_problem(password)):
             if problem:
-                raise RefusedError(problem)
+                raise InvalidValueError(problem)
         with write_transaction(self.db):
             if self._user_row(name) is not None:
                 raise RefusedError(f"user {name!r} already exists")
@@ -424,7 +447,7 @@ class Registry(RegistrationRules, AccessRules, PermissionRules, RoleRules, Appro
         name = normalise_username(name)
         problem = password_problem(password)
         if problem:
-            raise RefusedError(problem)
+            raise InvalidValueError(problem)
         with write_transaction(self.db):
             row = self._require_user(name)
             self.m.User.update(verifier=self._verifier(name, password)).where(self.m.User.id == row.id).execute()

@@ -18,7 +18,7 @@ from typing import Iterable
 import peewee as pw
 
 from .database import guarded, write_transaction
-from .errors import RefusedError
+from .errors import InvalidValueError, RefusedError
 from .permissions import checked, parsed_pairs, put_permission, replace_permissions
 from .topics import has_placeholder
 from .validation import normalise_username, role_name_problem
@@ -71,7 +71,7 @@ class RoleRules:
         for name in names:
             problem = role_name_problem(name)
             if problem:
-                raise RefusedError(problem)
+                raise InvalidValueError(problem)
             if name in seen:
                 continue
             seen.add(name)
@@ -135,7 +135,7 @@ class RoleRules:
     def add_role(self, name: str, actor: str = "cli") -> RoleView:
         problem = role_name_problem(name)
         if problem:
-            raise RefusedError(problem)
+            raise InvalidValueError(problem)
         with write_transaction(self.db):
             if self._role_row(name) is not None:
                 raise RefusedError(f"role {name!r} already exists")

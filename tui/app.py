@@ -16,11 +16,12 @@ import tomllib
 import time
 from pathlib import Path
 from functools import partial
+from types import SimpleNamespace
 from typing import Any, Callable, Iterable
 
 from textual import events, work
 from textual.app import App, SystemCommand
-from textual.binding import Binding
+from textual.binding import Binding, BindingsMap
 from textual.screen import Screen
 from textual.worker import get_current_worker
 
@@ -210,11 +211,23 @@ class RegistryApp(App[None]):
             return
         try:
             data = tomllib.loads(path.read_text())
-            keymap = {str(k): str(v) for k, v in data.get("keymap", data).items() if isinstance(v, str)}
         except (OSError, ValueError) as exc:
             self.keymap_problem = f"keymap {path}: {exc}"
             self.notify(clean(self.keymap_problem, 200), severity="warning", timeout=8, markup=False)
             return
+        keymap, problems = {}, []
+        known = self.binding_ids()
+        for key, value in (data.get("keymap") if isinstance(data.get("keymap"), dict) else data).items():
+            if key not in known:
+                problems.append(f"keymap {path}: {key!r} is not a binding id (the help lists them); ignored")
+            elif not isinstance(value, str) or not value.strip():
+                problems.append(f"keymap {path}: {key} must be keys in quotes, such as \"G\" or \"j,ctrl+n\"; ignored")
+            else:
+                keymap[key] = value
+        if problems:  # one line for each, the rest of the file still applies
+            self.keymap_problem = "\n".join(problems)
+            for problem in problems:
+                self.notify(clean(problem, 200), severity="warning", timeout=8, markup=False)
         self.set_keymap(keymap)
 
     def binding_entries(self, node: Any, ids: Iterable[str]) -> list[tuple[str, Binding, Any]]:
@@ -232,34 +245,54 @@ class RegistryApp(App[None]):
                     first.setdefault(binding.id, binding)
         return [(", ".join(keys[i]), first[i], node) for i in wanted if i in first]
 
-    def key_sections(self) -> list[tuple[str, list[tuple[str, str]]]]:
-        from .screens.modals import ConfirmModal as Confirm, Dialog
+    def key_sections(self) -> list[tuple[str, list[tuple[str, str, str]]]]:
+        """The help's sections: (keys as bound now, what they do, binding id) for every binding."""
+        from .screens.details import DetailsScreen
+        from .screens.modals import ConfirmModal as Confirm, Dialog, DialogCheckbox
         from .widgets.base_table import OrderedTable
 
         dash = self.dashboard
 
         def ids(cls: type) -> list[str]:
-            return [b.id for b in cls.BINDINGS if isinstance(b, Binding) and b.id]
+            return list(dict.fromkeys(b.id for b in cls.BINDINGS if isinstance(b, Binding) and b.id))
 
-        def rows(node: Any, cls: type) -> list[tuple[str, str]]:
-            return [(k, b.tooltip or b.description) for k, b, _ in self.binding_entries(node, ids(cls))]
+        def rows(node: Any, cls: type) -> list[tuple[str, str, str]]:
+            return [(k, b.tooltip or b.description, b.id or "") for k, b, _ in self.binding_entries(node, ids(cls))]
+
+        def screen_rows(cls: type) -> list[tuple[str, str, str]]:  # a screen not open now: its class's bindings
+            return rows(SimpleNamespace(_bindings=BindingsMap(cls.BINDINGS)), cls)
 
         everywhere = rows(dash, type(dash)) + rows(self, type(self))
         everywhere.append((self.COMMAND_PALETTE_BINDING, "command palette: every action by name, and why one "
-                                                         "is unavailable now"))
+                                                         "is unavailable now", ""))
         moving = rows(dash.requests_table, OrderedTable) + [
-            ("↑ ↓ pgup pgdn", "move; past the requests window's edge the next rows are read"),
-            ("ctrl+home, ctrl+end", "first / last row (the requests: first / last page)")]
-        dialogs = [("enter", "confirm (grant, save, unlock…)"),
-                   *((k, b.tooltip or b.description) for b in Dialog.BINDINGS for k in [b.key]),
-                   *((f"{b.key} (confirmations)", b.description) for b in Confirm.BINDINGS),
-                   ("tab, space", "move to a checkbox (Force, requested permissions) and tick it")]
+            ("↑ ↓ pgup pgdn", "move; past the requests window's edge the next rows are read", ""),
+            ("ctrl+home, ctrl+end", "first / last row (the requests: first / last page)", "")]
+        dialogs = [("enter", "confirm (grant, save, unlock…), wherever the focus is", ""),
+                   ("tab", "move to the next field or checkbox", ""),
+                   *screen_rows(DialogCheckbox), *screen_rows(Dialog), *screen_rows(Confirm),
+                   *screen_rows(DetailsScreen)]
         return [
             ("Everywhere", everywhere),
             ("Moving (every view)", moving),
             *((label, rows(table, type(table))) for _, label, table in dash.view_tables()),
             ("Dialogs", dialogs),
         ]
+
+    def binding_ids(self) -> set[str]:
+        """Every id a keymap.toml line may name: the bindings of the dashboard, its tables, the dialogs."""
+        from .screens.details import DetailsScreen
+        from .screens.help import HelpScreen
+        from .screens.modals import ConfirmModal, Dialog, DialogCheckbox
+        from .widgets.audit_table import AuditTable
+        from .widgets.base_table import OrderedTable
+        from .widgets.requests_table import RequestsTable
+        from .widgets.roles_table import RolesTable
+        from .widgets.users_table import UsersTable
+
+        classes = [type(self), DashboardScreen, OrderedTable, RequestsTable, UsersTable, RolesTable, AuditTable,
+                   Dialog, DialogCheckbox, ConfirmModal, DetailsScreen, HelpScreen]
+        return {b.id for cls in classes for b in cls.BINDINGS if isinstance(b, Binding) and b.id}
 
     # -- command palette: every action of the app, and why it is unavailable now ------------------------
     def palette_entries(self, screen: Screen | None = None) -> list[tuple[str, str, Binding, Any, str | None]]:

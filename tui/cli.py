@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import getpass
 import json
-import math
 import os
 import sys
 import time
@@ -15,15 +14,17 @@ import time
 import click
 
 from broker.mosquitto.config import MAX_CONNECTIONS, MAX_PACKET_SIZE, MIN_PACKET_SIZE
-from store import RefusedError, StoreError, open_registry
+from store import InvalidValueError, RefusedError, StoreError, open_registry
 from store.topics import ACCESS_VALUES
 from store.views import ItemResult
 
 from .read_your_writes import APPLY_TIMEOUT, until_applied
 from .ages import last_connected
+from .safe import countdown
 from .safe_text import printable
 
 EXIT_REFUSED = 1
+EXIT_USAGE = 2  # click's own for bad options; ours for values the store's rules reject
 
 
 def actor() -> str:
@@ -35,13 +36,14 @@ def actor() -> str:
     return f"cli:{user}"
 
 
-def fail(message: str) -> "click.exceptions.Exit":
+def fail(message: str, code: int = EXIT_REFUSED) -> "click.exceptions.Exit":
     click.echo(f"client-registry: {message}", err=True)
-    return click.exceptions.Exit(EXIT_REFUSED)
+    return click.exceptions.Exit(code)
 
 
 class RegistryGroup(click.Group):
-    """Turns store errors into one line on stderr and exit code 1, never a traceback; a command that changed
+    """Turns store errors into one line on stderr and exit code 1 (2 for a value the store's rules reject: a
+    usage error, as click's own), never a traceback; a command that changed
     the registry returns once the running server applied the change (read your writes)."""
 
     def invoke(self, ctx):
@@ -49,6 +51,8 @@ class RegistryGroup(click.Group):
             result = super().invoke(ctx)
             wait_until_applied(ctx)
             return result
+        except InvalidValueError as exc:
+            raise fail(str(exc), EXIT_USAGE) from None
         except StoreError as exc:
             raise fail(str(exc)) from None
         except KeyboardInterrupt:
@@ -90,10 +94,16 @@ def yes_option(func):
     return click.option("--yes", "-y", is_flag=True, help="Do not ask (scripts).")(func)
 
 
-def confirm(question: str, yes: bool) -> None:
-    """Ask before a destructive change when a person is at the terminal; --yes (or no terminal) skips it."""
-    if yes or not sys.stdin.isatty():
+def confirm(question: str, yes: bool, reversible: bool = False) -> None:
+    """Ask before a destructive or multi-target change. Without a terminal nobody can answer, and a script that
+    did not say --yes must not get a change it did not see: refuse, naming --yes (a ``reversible`` one, such as
+    a disable, goes ahead)."""
+    if yes:
         return
+    if not sys.stdin.isatty():
+        if reversible:
+            return
+        raise fail(f"{question.split('?')[0]}: no terminal to ask; pass --yes to confirm")
     if not click.confirm(question, default=False):
         raise fail("nothing changed")
 
@@ -199,8 +209,7 @@ def init(ctx, db):
 
 def status_line(status) -> str:
     if status.unlocked:
-        minutes, seconds = divmod(math.ceil(status.remaining), 60)
-        head = f"UNLOCKED {minutes}:{seconds:02d} left (by {printable(status.unlocked_by)})"
+        head = f"UNLOCKED {countdown(status.remaining)} left (by {printable(status.unlocked_by)})"
     else:
         head = "LOCKED"
     more = "+" if status.knocking_capped else ""
@@ -341,9 +350,9 @@ def grant(ctx, db, items, permissions, roles, requested, force, yes):
     report(results)
 
 
-def expand_name_patterns(reg, items, yes: bool) -> list[str]:
+def expand_name_patterns(reg, items, yes: bool, verb: str = "Grant") -> list[str]:
     """Each glob among ``items`` replaced by the ids of the pending requests it matches, after showing them
-    and asking once; exactly the requests shown are granted, not ones that arrive meanwhile."""
+    and asking once; exactly the requests shown are decided, not ones that arrive meanwhile."""
     from store.name_patterns import is_name_pattern
 
     out, shown = [], []
@@ -358,7 +367,7 @@ def expand_name_patterns(reg, items, yes: bool) -> list[str]:
         out += [str(r.id) for r in matched]
     if shown:
         print_requests(shown, as_json=False)
-        confirm("Grant this request?" if len(shown) == 1 else f"Grant these {len(shown)} requests?", yes)
+        confirm(f"{verb} this request?" if len(shown) == 1 else f"{verb} these {len(shown)} requests?", yes)
     return out
 
 
@@ -378,10 +387,18 @@ def parse_permission_options(values) -> list[tuple[str, str]]:
 @yes_option
 @click.pass_context
 def deny(ctx, db, items, yes):
-    """Deny pending requests (the same credentials stay denied)."""
+    """Deny pending requests by id, name or glob (the same credentials stay denied). A glob lists what it
+    matches and asks once, as several names do (--yes for scripts)."""
+    from store.name_patterns import is_name_pattern
+
     reg = registry(ctx, db)
-    confirm(f"Deny {len(items)} request{'s' if len(items) != 1 else ''} ({', '.join(map(printable, items))})?", yes)
-    report(reg.deny(items, actor=actor()))
+    if any(is_name_pattern(item) for item in items):
+        targets = expand_name_patterns(reg, items, yes, verb="Deny")
+    else:
+        targets = list(items)
+        if len(targets) > 1:
+            confirm(f"Deny {len(targets)} requests ({', '.join(map(printable, targets))})?", yes)
+    report(reg.deny(targets, actor=actor()))
 
 
 # ------------------------------------------------------------------------- users
@@ -421,9 +438,11 @@ def user():
 
 
 def refused(func):
-    """Run a mutation and return its result; a RefusedError is one line and exit 1."""
+    """Run a mutation and return its result; a refusal is one line and exit 1 (2 for a rejected value)."""
     try:
         return func()
+    except InvalidValueError as exc:
+        raise fail(str(exc), EXIT_USAGE) from None
     except RefusedError as exc:
         raise fail(str(exc)) from None
 
@@ -442,7 +461,7 @@ def user_add(ctx, db, name, admin, password_stdin):
     click.echo(f"added {printable(name)}" + (" (admin)" if admin else ""))
 
 
-def _user_change(verb: str, method: str, help_text: str, ask: str | None = None):
+def _user_change(verb: str, method: str, help_text: str, ask: str | None = None, reversible: bool = False):
     @user.command(verb, help=help_text)
     @db_option
     @click.argument("name")
@@ -450,8 +469,8 @@ def _user_change(verb: str, method: str, help_text: str, ask: str | None = None)
     @click.pass_context
     def command(ctx, db, name, yes):
         reg = registry(ctx, db)
-        if ask:
-            confirm(ask.format(name=printable(name)), yes)
+        if ask and reg.user(name) is not None:  # a name that is not there is refused as such, not asked about
+            confirm(ask.format(name=printable(name)), yes, reversible)
         refused(lambda: getattr(reg, method)(name, actor=actor()))
         click.echo(f"{verb}d {printable(name)}")
 
@@ -461,7 +480,7 @@ def _user_change(verb: str, method: str, help_text: str, ask: str | None = None)
 _user_change("remove", "remove_user", "Delete a user and its permissions; its sessions are closed.",
              "Remove {name}, its permissions and its broker account, and disconnect it?")
 _user_change("disable", "disable_user", "Refuse a user's logins and close its sessions.",
-             "Disable {name} and disconnect its sessions?")
+             "Disable {name} and disconnect its sessions?", reversible=True)
 _user_change("enable", "enable_user", "Let a disabled user log in again.")
 
 
@@ -772,12 +791,19 @@ def log(ctx, db, since, as_json, follow):
         return
 
 
+def _detail_value(key: str, value) -> str:
+    """A moment (``until``, ``*_at``: epoch seconds in the event) as local time, as the line's own stamp."""
+    if (key == "until" or key.endswith("_at")) and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(value))  # one token, as every k=v
+    return printable(json.dumps(value, ensure_ascii=False))
+
+
 def print_event(e, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(e.as_dict(), ensure_ascii=False))
         return
     stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.time))
-    detail = " ".join(f"{k}={printable(json.dumps(v, ensure_ascii=False))}" for k, v in e.detail.items())
+    detail = " ".join(f"{k}={_detail_value(k, v)}" for k, v in e.detail.items())
     click.echo(f"{e.id:>6}  {stamp}  {printable(e.actor):<16} {e.kind:<24} {printable(e.subject)}  {detail}".rstrip())
 
 

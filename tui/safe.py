@@ -50,9 +50,10 @@ def name_text(name: object, limit: int | None = 64, style: str = "") -> Text:
 
 
 def countdown(seconds: float) -> str:
-    """``m:ss`` for a remaining window (rounded up, so 0:00 only when closed)."""
+    """``m:ss`` for a remaining window, ``h:mm:ss`` from an hour (rounded up, so 0:00 only when closed)."""
     total = max(0, int(seconds + 0.999))
-    return f"{total // 60}:{total % 60:02d}"
+    hours, rest = divmod(total, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
 
 
 def stamp(t: float | None) -> str:

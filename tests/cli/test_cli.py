@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -99,10 +100,10 @@ def test_users_and_permissions(db_path):
     assert reg.authenticate("bob", "bob-new-password") and reg.authenticate("alice", "alice-password")
     reg.close()
     ok(db_path, "forbid", "bob", "sensors/#")
-    ok(db_path, "user", "remove", "bob")
+    ok(db_path, "user", "remove", "bob", "--yes")
     assert "bob" not in ok(db_path, "users")
     result = run(db_path, "user", "add", "carol", "--password-stdin", stdin="123\n")
-    assert result.returncode == 1 and "at least 5" in result.stderr and "123" not in result.stderr
+    assert result.returncode == 2 and "at least 5" in result.stderr and "123" not in result.stderr
     result = run(db_path, "user", "add", "carol")  # no terminal to prompt on
     assert result.returncode == 1 and "--password-stdin" in result.stderr
 
@@ -209,7 +210,8 @@ def test_the_console_account_cannot_be_removed_or_disabled(db_path):
 
 
 def test_destructive_commands_ask_at_a_terminal(db_path):
-    """At a terminal `user remove` asks first (no: nothing changes); --yes and scripts (no terminal) do not."""
+    """At a terminal `user remove` asks first (no: nothing changes); a script (no terminal) is refused in one
+    line naming --yes, and nothing changes; with --yes it is done without a question."""
     ok(db_path, "user", "add", "keep-me", "--password-stdin", stdin="keep-me-pw\n")
     master, slave = os.openpty()
     try:
@@ -221,7 +223,12 @@ def test_destructive_commands_ask_at_a_terminal(db_path):
         os.close(master)
     assert result.returncode == 1 and "Remove keep-me" in result.stdout and "nothing changed" in result.stderr
     assert open_registry(db_path).user("keep-me") is not None
-    assert "removed keep-me" in ok(db_path, "user", "remove", "keep-me")  # no terminal: a script, no question
+    result = run(db_path, "user", "remove", "keep-me")
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == ("client-registry: Remove keep-me, its permissions and its broker account, and disconnect"
+                             " it: no terminal to ask; pass --yes to confirm\n")
+    assert open_registry(db_path).user("keep-me") is not None
+    assert "removed keep-me" in ok(db_path, "user", "remove", "keep-me", "--yes")
 
 
 def test_grant_requested_and_template_together(db_path):
@@ -316,3 +323,34 @@ def test_grant_by_pattern_asks_on_a_terminal(db_path, tmp_path):
     assert result.returncode == 1 and "nothing changed" in result.stdout
     assert reg.user("sensor-a") is None and [r.username for r in reg.requests()] == ["sensor-a"]
     reg.close()
+
+
+def test_a_script_without_yes_gets_no_multi_target_change(db_path):
+    """Without a terminal nobody can answer the question: a glob grant, a glob deny and a deny of several are
+    refused in one line naming --yes, and nothing changes; a single named deny needs no question."""
+    reg = open_registry(db_path)
+    reg.unlock(300, actor="t")
+    for name in ("sensor-0", "sensor-1", "pump-1", "pump-2", "valve-1"):
+        reg.record_attempt(name, "secret-pw", f"c-{name}", "10.0.0.1", "mqtt")
+    for args, question in ((("grant", "sensor-*"), "Grant these 2 requests"),
+                           (("deny", "sensor-*"), "Deny these 2 requests"),
+                           (("deny", "pump-1", "pump-2"), "Deny 2 requests (pump-1, pump-2)")):
+        result = run(db_path, *args, stdin="")
+        assert result.returncode == 1, args
+        assert result.stderr == f"client-registry: {question}: no terminal to ask; pass --yes to confirm\n"
+    assert sorted(r.username for r in reg.requests()) == ["pump-1", "pump-2", "sensor-0", "sensor-1", "valve-1"]
+    assert reg.users() == []
+    assert "denied valve-1" in ok(db_path, "deny", "valve-1", stdin="")
+    out = ok(db_path, "deny", "sensor-*", "--yes")
+    assert out.count("denied sensor-") == 2 and "pump" not in out
+    assert sorted(r.username for r in reg.requests()) == ["pump-1", "pump-2"]
+    reg.close()
+
+
+def test_long_windows_count_hours_and_the_log_shows_moments_as_local_time(db_path):
+    """A 4-hour window reads 4:00:00 (not 240:00); the log's `until` is a local time like the line's own."""
+    assert ok(db_path, "unlock", "--minutes", "240").startswith("UNLOCKED 4:00:00 left")
+    assert ok(db_path, "status").startswith(("UNLOCKED 4:00:00 left", "UNLOCKED 3:59:59 left"))
+    line = next(x for x in ok(db_path, "log").splitlines() if "registry.unlocked" in x)
+    until = json.loads(ok(db_path, "log", "--json"))[-1]["detail"]["until"]
+    assert line.endswith(f" until={time.strftime('%Y-%m-%dT%H:%M:%S', time.localtime(until))}")

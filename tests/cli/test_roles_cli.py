@@ -39,29 +39,29 @@ def test_role_commands(db_path):
     users = json.loads(ok(db_path, "users", "--json"))
     assert users[0]["roles"] == ["sensors"]
     assert "ROLES" in ok(db_path, "users") and " sensors " in ok(db_path, "users")
-    assert ok(db_path, "role", "forbid", "sensors", "broadcast/#") == \
+    assert ok(db_path, "role", "forbid", "sensors", "broadcast/#", "--yes") == \
         "role sensors (1 member) no longer has broadcast/#\n"
     assert ok(db_path, "user", "role", "remove", "dev-1", "sensors") == "dev-1 no longer has role sensors\n"
-    assert ok(db_path, "role", "remove", "sensors") == "removed role sensors\n"
+    assert ok(db_path, "role", "remove", "sensors", "--yes") == "removed role sensors\n"
     kinds = [e["kind"] for e in json.loads(ok(db_path, "log", "--json"))]
     assert kinds == ["role.added", "role.permission_added", "role.permission_added", "user.added",
                      "user.role_added", "role.permission_removed", "user.role_removed", "role.removed"]
 
 
-def test_role_refusals_are_one_line_and_exit_1(db_path):
+def test_role_refusals_are_one_line_and_exit_1_or_2_for_a_bad_value(db_path):
     ok(db_path, "role", "add", "sensors")
-    for args, message in [
-        (("role", "add", "sensors"), "role 'sensors' already exists"),
-        (("role", "add", "bad/name"), "role name must be ASCII letters"),
-        (("role", "permit", "nope", "a/#", "read"), "no role named 'nope'"),
-        (("role", "permit", "sensors", "a#", "read"), "'#' must be a whole level"),
-        (("role", "forbid", "sensors", "zz"), "role 'sensors' has no permission on 'zz'"),
-        (("role", "remove", "nope"), "no role named 'nope'"),
-        (("user", "role", "add", "ghost", "sensors"), "no user named 'ghost'"),
-        (("grant", "ghost", "--role", "nope"), "no role named 'nope'"),
+    for args, message, code in [
+        (("role", "add", "sensors"), "role 'sensors' already exists", 1),
+        (("role", "add", "bad/name"), "role name must be ASCII letters", 2),
+        (("role", "permit", "nope", "a/#", "read"), "no role named 'nope'", 1),
+        (("role", "permit", "sensors", "a#", "read"), "'#' must be a whole level", 2),
+        (("role", "forbid", "sensors", "zz"), "role 'sensors' has no permission on 'zz'", 1),
+        (("role", "remove", "nope"), "no role named 'nope'", 1),
+        (("user", "role", "add", "ghost", "sensors"), "no user named 'ghost'", 1),
+        (("grant", "ghost", "--role", "nope"), "no role named 'nope'", 1),
     ]:
         result = run(db_path, *args)
-        assert result.returncode == 1, (args, result.stdout)
+        assert result.returncode == code, (args, result.stdout)
         assert result.stderr.startswith("client-registry: ") and message in result.stderr, (args, result.stderr)
         assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     assert run(db_path, "role", "permit", "sensors", "a", "everything").returncode == 2

@@ -49,7 +49,7 @@ def test_add_list_admit_undo_remove(db_path):
 
 
 @pytest.mark.parametrize("args, message, code", [
-    (("rule", "add", "x-*", "--from", "10.0.0.0/33"), "client-registry: '10.0.0.0/33' is not a network", 1),
+    (("rule", "add", "x-*", "--from", "10.0.0.0/33"), "client-registry: '10.0.0.0/33' is not a network", 2),
     (("rule", "add", "x-*", "-p", "a/#=all"), "access must be one of", 2),
     (("rule", "add", "x-*", "--expires", "soon"), "Invalid value for --expires", 2),
     (("rule", "add", "x-*", "--expires", "400d"), "between 1 second and 365 days", 2),

@@ -22,6 +22,26 @@ def test_window_is_a_stored_timestamp_that_closes_by_itself(reg, make_reg, clock
     assert pending(reg, "late-dev").outcome == "locked"
 
 
+def test_a_window_that_runs_out_is_closed_in_the_audit_log_once(reg, make_reg, clock):
+    """When the window runs out the log says so (by "registry", at the moment it ran out), once, though a
+    second process and the server's periodic note both notice it; a window still open writes nothing."""
+    opened = clock()
+    reg.unlock(300, actor="op")
+    other = make_reg()
+    clock.advance(120)
+    reg.note_applied(0)
+    assert [e.kind for e in reg.events()] == ["registry.unlocked"]
+    clock.advance(200)
+    reg.note_applied(0)  # what the running server does every 2 s
+    other.status()
+    assert not reg.status().unlocked
+    events = reg.events()
+    assert [(e.kind, e.actor, e.detail) for e in events] == [
+        ("registry.unlocked", "op", {"seconds": 300, "until": opened + 300}),
+        ("registry.locked", "registry", {"expired": True})]
+    assert events[-1].time == opened + 300
+
+
 def test_lock_closes_the_window(reg):
     reg.unlock(300, actor="op")
     assert not reg.lock(actor="op").unlocked

@@ -48,6 +48,7 @@ def test_times():
     assert ago(100.0, 100.0 + 3 * 3600) == "3h"
     assert ago(None, 1.0) == "—"
     assert countdown(299.2) == "5:00" and countdown(61) == "1:01" and countdown(0) == "0:00"
+    assert countdown(4 * 3600) == "4:00:00" and countdown(3599) == "59:59" and countdown(3661) == "1:01:01"
 
 
 async def test_hostile_requests_render(reg):

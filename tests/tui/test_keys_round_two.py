@@ -113,7 +113,7 @@ async def test_help_is_generated_from_the_bindings_and_follows_a_keymap(reg, tmp
         await loaded(pilot)
         await pilot.press("question_mark")
         assert isinstance(app.screen, HelpScreen)
-        text = "\n".join(f"{k}  {w}" for _, rows in app.screen.sections for k, w in rows)
+        text = "\n".join(f"{k}  {w}  {i}" for _, rows in app.screen.sections for k, w, i in rows)
         for needle in ("ctrl+home", "Force", "home", "space", "Lock the registry now", "^c", "escape"):
             assert needle in text, needle
         assert "G  Grant the selection" in text and "g  Grant" not in text
@@ -159,3 +159,30 @@ async def test_quit_asks_when_the_embedded_broker_has_other_clients(reg, db_path
             sub.terminate()
             sub.wait(5)
         server.stop()
+
+
+async def test_a_keymap_with_an_unknown_id_or_a_bad_value_says_so_and_applies_the_rest(reg, tmp_path):
+    """Each bad line is one notice naming the file and the key; the good lines still apply; modal keys have ids
+    a keymap can remap too, and the help lists every id."""
+    keymap = tmp_path / "keymap.toml"
+    keymap.write_text('grant = "G"\ngrnat = "x"\ndeny = 5\nconfirm-yes = "j"\n')
+    reg.unlock(300)
+    knock(reg, "dev-1")
+    app = RegistryApp(reg, keymap_file=str(keymap))
+    async with app.run_test(size=(100, 40)) as pilot:
+        await loaded(pilot)
+        assert app.keymap_problem.splitlines() == [
+            f"keymap {keymap}: 'grnat' is not a binding id (the help lists them); ignored",
+            f'keymap {keymap}: deny must be keys in quotes, such as "G" or "j,ctrl+n"; ignored']
+        notices = [str(n.message) for n in app._notifications]
+        assert any("'grnat' is not a binding id" in n for n in notices) and any("deny must be" in n for n in notices)
+        await pilot.press("question_mark")
+        ids = {i for _, rows in app.screen.sections for _, _, i in rows if i}
+        assert {"grant", "deny", "unlock", "row-down", "dialog-cancel", "confirm-yes", "confirm-no",
+                "details-close", "dialog-confirm"} <= ids
+        assert ids <= app.binding_ids()
+        await pilot.press("escape")
+        await pilot.press("d")  # deny kept its key: the bad line was ignored, not applied
+        await wait_for(pilot, lambda: app.screen.__class__.__name__ == "ConfirmModal", message="deny asks")
+        await pilot.press("j")  # confirm-yes remapped to j
+        await wait_for(pilot, lambda: reg.requests() == [], message="denied by the remapped yes")

@@ -178,9 +178,9 @@ def event_details(ev: Any, events: Iterable[Any]) -> Text:
 
 class DetailsScreen(ModalScreen[None]):
     BINDINGS = [
-        Binding("escape", "close", "Close"),
-        Binding("enter", "close", "Close", show=False),
-        Binding("q", "close", "Close", show=False),
+        Binding("escape", "close", "Close", id="details-close", tooltip="Close the details"),
+        Binding("enter", "close", "Close", show=False, id="details-close", tooltip="Close the details"),
+        Binding("q", "close", "Close", show=False, id="details-close", tooltip="Close the details"),
     ]
 
     def __init__(self, title: Text | str, body: Text) -> None:

@@ -22,7 +22,7 @@ ABOUT = (
     "a line says how many rows arrived above it."
 )
 
-Section = tuple[str, Sequence[tuple[str, str]]]
+Section = tuple[str, Sequence[tuple[str, str, str]]]  # (title, [(keys, what, binding id or "")])
 
 
 class HelpScreen(ModalScreen[None]):
@@ -39,13 +39,15 @@ class HelpScreen(ModalScreen[None]):
     def compose(self) -> ComposeResult:
         table = Table.grid(padding=(0, 2))
         table.add_column(style="bold cyan", no_wrap=True)
-        table.add_column()
+        table.add_column(ratio=1)
+        table.add_column(style="dim", no_wrap=True)  # the id a keymap.toml line names
         for i, (section, keys) in enumerate(self.sections):
             if i:
-                table.add_row("", "")
-            table.add_row(Text(section, style="bold underline"), "")
-            for key, what in keys:
-                table.add_row(key, what)
+                table.add_row("", "", "")
+            table.add_row(Text(section, style="bold underline"), "", Text("id (keymap)", style="dim underline")
+                          if i == 0 else "")
+            for key, what, binding_id in keys:
+                table.add_row(key, what, binding_id)
         with Vertical(id="help"):
             yield Label("client-registry — keys (escape, ? or q closes)", classes="title")
             with VerticalScroll(id="help-scroll"):

@@ -49,14 +49,17 @@ class DialogCheckbox(Checkbox, inherit_bindings=False):
     """A checkbox in a dialog: space ticks it, enter confirms the dialog (Textual's Checkbox toggles on enter
     too, so ticking Force and pressing enter used to untick it and leave the dialog open)."""
 
-    BINDINGS = [Binding("space", "toggle_button", "Toggle", show=False, id="dialog-toggle"),
-                Binding("enter", "screen.ok", "Confirm", show=False, id="dialog-confirm")]
+    BINDINGS = [Binding("space", "toggle_button", "Toggle", show=False, id="dialog-toggle",
+                        tooltip="Tick or untick the checkbox (Force, requested permissions)"),
+                Binding("enter", "screen.ok", "Confirm", show=False, id="dialog-confirm",
+                        tooltip="Confirm the dialog, also from a checkbox")]
 
 
 class Dialog(ModalScreen):
     """Shared look and keys: escape cancels."""
 
-    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+    BINDINGS = [Binding("escape", "cancel", "Cancel", id="dialog-cancel",
+                        tooltip="Cancel: close the dialog, nothing changes")]
 
     def action_cancel(self) -> None:
         self.dismiss(None)
@@ -176,7 +179,8 @@ class GrantModal(Dialog):
 class ConfirmModal(Dialog):
     """Yes or no. ``y``/enter confirm, ``n``/escape cancel."""
 
-    BINDINGS = [Binding("y", "ok", "Yes"), Binding("n", "cancel", "No")]
+    BINDINGS = [Binding("y", "ok", "Yes", id="confirm-yes", tooltip="Yes (as enter on the confirm button)"),
+                Binding("n", "cancel", "No", id="confirm-no", tooltip="No (as escape)")]
 
     def __init__(self, title: str, body: Text | str, ok_label: str = "Confirm", ok_variant: str = "error") -> None:
         super().__init__()
