@@ -220,4 +220,5 @@ class RegistrationRules:
                     (R.id == row.id) & (R.status == "pending")).execute()
                 if changed:
                     self._event("registry", "request.expired", row.username, request_id=row.id)
+        self.scrub_secrets()
         return len(stale)

@@ -23,7 +23,7 @@ import peewee as pw
 from . import crypto, location as loc
 from .access import AccessRules, _Access
 from .approval_rules import ApprovalRules
-from .database import connect, guarded, run_sql, write_transaction
+from .database import connect, guarded, run_sql, scrub_wal, write_transaction
 from .errors import RefusedError, StoreError
 from .permissions import PermissionRules
 from .preferences import Preferences
@@ -70,6 +70,7 @@ class Registry(RegistrationRules, AccessRules, PermissionRules, RoleRules, Appro
         self._pruned_at: dict = {}  # table of recent counts -> when it was last pruned
         self._recent_rows: dict = {}  # table of recent counts -> about how many rows it holds
         self.refused: Counter[str] = Counter()  # refusals beyond the flood limits, by this process
+        self._scrub_due = False  # a cleared pairing code may still be in the WAL (scrub_secrets)
 
     def close(self) -> None:
         self.db.close()
@@ -164,6 +165,14 @@ class Registry(RegistrationRules, AccessRules, PermissionRules, RoleRules, Appro
             per_address_limit=int(limit.value) if limit else self.config.per_peer_per_minute,
         )
 
+    def scrub_secrets(self, cleared: bool = True) -> None:
+        """Called after a committed pairing code was cleared (grant, deny, expiry; once per command, not per
+        row): its old bytes leave the WAL too (database.scrub_wal). If a reader kept the WAL busy, the next
+        call does it, and the server calls with ``cleared=False`` every 2 s (note_applied)."""
+        self._scrub_due = self._scrub_due or cleared
+        if self._scrub_due:
+            self._scrub_due = not scrub_wal(self.db)
+
     # ------------------------------------------------- what the running server applied
     def _meta(self, key: str, value: str) -> None:
         M = self.m.Meta
@@ -175,6 +184,7 @@ class Registry(RegistrationRules, AccessRules, PermissionRules, RoleRules, Appro
         with write_transaction(self.db):
             self._meta("applied_event_id", str(event_id))
             self._meta("server_seen_at", repr(self.clock()))
+        self.scrub_secrets(cleared=False)
 
     @guarded
     def note_limits(self) -> None:
@@ -255,6 +265,7 @@ class Registry(RegistrationRules, AccessRules, PermissionRules, RoleRules, Appro
                     f"(#{', #'.join(str(r.id) for r in rows)}): grant one by id with force")))
                 continue
             results.append(self._grant_one(item, rows[0].id, template, requested, actor, force, roles))
+        self.scrub_secrets(any(r.ok for r in results))
         return results
 
     def _grant_one(self, item, request_id, template, requested, actor, force, roles=(), **detail) -> ItemResult:
@@ -358,6 +369,7 @@ class Registry(RegistrationRules, AccessRules, PermissionRules, RoleRules, Appro
                     self._event(actor, "request.denied", row.username, request_id=row.id)
                 results.append(ItemResult(item, True, f"denied {row.username} (request #{row.id})",
                                           RequestView.of(R.get_by_id(row.id))))
+        self.scrub_secrets(any(r.ok for r in results))
         return results
 
     # ------------------------------------------------------------------- users
@@ -385,6 +397,7 @@ class Registry(RegistrationRules, AccessRules, PermissionRules, RoleRules, Appro
         with write_transaction(self.db):
             self._delete_user(self._require_user(name), actor)
         self.invalidate(name)
+        self.scrub_secrets()  # its verifier: a password filter to whoever also has the secret
 
     def _delete_user(self, row, actor: str, **detail) -> None:
         """Inside a write transaction: the user, its permissions and roles, and the user.removed event."""
@@ -430,6 +443,7 @@ class Registry(RegistrationRules, AccessRules, PermissionRules, RoleRules, Appro
             self.m.User.update(verifier=self._verifier(name, password)).where(self.m.User.id == row.id).execute()
             self._event(actor, "user.password_changed", name)
         self.invalidate(name)
+        self.scrub_secrets()  # the old verifier
 
 
 def open_registry(db: str | None = None, config: RegistryConfig | None = None,
