@@ -265,6 +265,8 @@ class RegisterAPI:
         if check is None:
             return self._throttled(username, peer)
         res = await asyncio.to_thread(reg.login, username, password, None, None, "http")
+        if res.outcome == "invalid":  # another Unicode form of a user's name (store.validation.nfc_problem)
+            return _bad("username", res.reason)
         if res.outcome == "disabled":  # only said to a caller who knows the password
             check.right()
             return _answer(403, error="disabled", message="this user is disabled")

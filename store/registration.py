@@ -33,11 +33,10 @@ class RegistrationRules:
                        requested_permissions=None, context=None, requested_roles=None) -> AttemptResult:
         """Record a registration attempt of a name that is not a user (see :meth:`login` for any name). While
         unlocked, a new request that an approval rule matches is granted at once (outcome "granted")."""
-        sent = username
-        username = normalise_username(username)  # NFC: the one form every rule sees and the store keeps
         broken = registration_problem(username, password, requested_permissions, context, requested_roles)
         if broken:
             return AttemptResult("invalid", broken[1], field=broken[0])
+        username = normalise_username(username)  # NFC already (nfc_problem); a str subclass becomes a str
         if source not in ("mqtt", "http"):
             raise ValueError(f"unknown source {source!r}")
         if self._is_user(username):
@@ -83,7 +82,7 @@ class RegistrationRules:
             else:
                 self._event("registry", "request.created", username, request_id=row.id, source=source,
                             peer=peer, client_id=client_id)
-            admitted = None if rivals else self._admit_by_rule(row, sent == username)
+            admitted = None if rivals else self._admit_by_rule(row)
         if admitted is not None:
             return admitted
         view = RequestView.of(row)
@@ -97,10 +96,10 @@ class RegistrationRules:
         """A user's name tried with another password while unlocked (a re-flashed or replaced device): a
         request flagged ``rekey``, so the operator learns why the device stays out. Never admitted by an
         approval rule; granting it (with force) replaces the user's password. A retry counts on it."""
-        username = normalise_username(username)
         broken = registration_problem(username, password)
         if broken:
             return AttemptResult("invalid", broken[1], field=broken[0])
+        username = normalise_username(username)
         now = self.clock()
         if not self._unlocked(now):
             return AttemptResult("locked", "the registry is locked")

@@ -69,6 +69,15 @@ def username_problem(username) -> str | None:
     return None
 
 
+def nfc_problem(username) -> str | None:
+    """A device must send its name in NFC, the form the store keeps: Mosquitto and the registry plugin compare
+    names byte for byte, so a device sending another form (``e`` + U+0301 for ``é``) could never log in as the
+    account it would be granted. Checked on the name as sent, before it is normalised."""
+    if isinstance(username, str) and not username.isascii() and not unicodedata.is_normalized("NFC", username):
+        return "username must be sent in Unicode NFC form (the broker compares names byte for byte)"
+    return None
+
+
 RESERVED_PREFIX = "client-registry-"  # the service's and the console's own accounts: never a device's
 
 
@@ -157,9 +166,10 @@ def context_problem(context) -> str | None:
 
 def registration_problem(username, password, requested_permissions=None, context=None,
                          requested_roles=None) -> tuple[str, str] | None:
-    """The first broken rule of a registration as (field, rule), or None: what MQTT and HTTP attempts both obey."""
+    """The first broken rule of a registration as (field, rule), or None: what MQTT and HTTP attempts both obey.
+    ``username`` as the device sent it (not normalised: see nfc_problem)."""
     for field, problem in (
-        ("username", username_problem(username) or reserved_problem(username)),
+        ("username", username_problem(username) or nfc_problem(username) or reserved_problem(username)),
         ("password", password_problem(password)),
         ("permissions", requested_permissions_problem(requested_permissions)),
         ("roles", requested_roles_problem(requested_roles)),
