@@ -239,6 +239,8 @@ class RegisterAPI:
             return _answer(423, error="locked", message="the registry is locked; ask the operator to unlock it")
         if outcome == "invalid":
             return _bad(res.field or "body", res.reason)
+        if outcome == "reserved":  # the registry's own names, the site's accounts: taken, said why
+            return _answer(409, error="reserved", message=res.reason)
         if outcome == "flood":
             return _answer(429, error="flood", message=res.reason)
         if outcome in ("pending", "retry"):

@@ -39,6 +39,9 @@ class RegistrationRules:
         username = normalise_username(username)  # NFC already (nfc_problem); a str subclass becomes a str
         if source not in ("mqtt", "http"):
             raise ValueError(f"unknown source {source!r}")
+        reserved = self._reserved(username)
+        if reserved:
+            return AttemptResult("reserved", reserved, field="username")
         if self._is_user(username):
             return AttemptResult("known_user", f"{username!r} is already a user")
         now = self.clock()
@@ -100,6 +103,9 @@ class RegistrationRules:
         if broken:
             return AttemptResult("invalid", broken[1], field=broken[0])
         username = normalise_username(username)
+        reserved = self._reserved(username)
+        if reserved:
+            return AttemptResult("reserved", reserved, field="username")
         now = self.clock()
         if not self._unlocked(now):
             return AttemptResult("locked", "the registry is locked")

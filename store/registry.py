@@ -99,6 +99,33 @@ class Registry(RegistrationRules, AccessRules, PermissionRules, RoleRules, Appro
             raise RefusedError(f"no user named {name!r}")
         return row
 
+    # ------------------------------------------------------------ reserved names
+    def _reserved(self, name: str) -> str | None:
+        """Why ``name`` (NFC) may never be a device's (validation.reserved_problem), or None."""
+        site = run_sql(self.db, 'SELECT 1 FROM "site_accounts" WHERE "name" = ?', (name,)).fetchone() is not None
+        return reserved_problem(name, site_account=site)
+
+    @guarded
+    def set_site_accounts(self, names: Iterable[str], source: str, actor: str = "server") -> bool:
+        """The accounts the site's own broker has (attach mode), as the server read them from ``source`` (the
+        site's files); replaces the earlier list. True when it changed (one ``site_accounts.changed`` event,
+        with the count: the names stay out of the audit log)."""
+        wanted = {normalise_username(n) for n in names if isinstance(n, str) and not text_problem(n, "name")}
+        with write_transaction(self.db):
+            have = {name for (name,) in run_sql(self.db, 'SELECT "name" FROM "site_accounts"').fetchall()}
+            if have == wanted:
+                return False
+            for name in have - wanted:
+                run_sql(self.db, 'DELETE FROM "site_accounts" WHERE "name" = ?', (name,))
+            for name in wanted - have:
+                run_sql(self.db, 'INSERT INTO "site_accounts" ("name") VALUES (?)', (name,))
+            self._event(actor, "site_accounts.changed", None, count=len(wanted), source=source)
+        return True
+
+    @guarded
+    def site_accounts(self) -> list[str]:
+        return sorted(name for (name,) in run_sql(self.db, 'SELECT "name" FROM "site_accounts"').fetchall())
+
     # ------------------------------------------------------------------ window
     def _unlocked(self, now: float) -> bool:
         (until,) = run_sql(self.db, 'SELECT "unlocked_until" FROM "window" WHERE "id" = 1').fetchone()
@@ -278,6 +305,9 @@ class Registry(RegistrationRules, AccessRules, PermissionRules, RoleRules, Appro
             if row.status != "pending":
                 return ItemResult(item, False, f"request #{row.id} ({row.username}) is already {row.status}",
                                   RequestView.of(row))
+            reserved = self._reserved(row.username)  # again: the site may have created the name since
+            if reserved:
+                return ItemResult(item, False, f"request #{row.id} ({row.username}): {reserved}", RequestView.of(row))
             rivals = [r for (r,) in run_sql(self.db, 'SELECT "id" FROM "requests" WHERE "username" = ? AND '
                                                      '"status" = \'pending\' AND "id" <> ?',
                                             (row.username, row.id)).fetchall()]
@@ -377,7 +407,7 @@ class Registry(RegistrationRules, AccessRules, PermissionRules, RoleRules, Appro
     def add_user(self, name: str, password: str, admin: bool = False, actor: str = "cli", how: str = "cli") -> UserView:
         name = normalise_username(name)
         reserved = None if (how == "console" and name == CONSOLE_USER) or username_problem(name) \
-            else reserved_problem(name)
+            else self._reserved(name)
         for problem in (username_problem(name), reserved, password_problem(password)):
             if problem:
                 raise RefusedError(problem)
