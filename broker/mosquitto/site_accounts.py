@@ -60,10 +60,10 @@ def names_in(path: Path) -> set[str]:
     try:
         text = path.read_text(encoding="utf-8", errors="surrogateescape")
     except OSError as exc:
-        raise SiteAccountsError(
-            f"cannot read the site's accounts {path} ({exc.strerror}): the registry must know the site's names "
-            f"to never take one; let its user read the file (e.g. chgrp mosquitto {path}; chmod g+r {path})"
-        ) from None
+        hint = (f"; let its user read the file (e.g. chgrp mosquitto {path}; chmod g+r {path})"
+                if isinstance(exc, PermissionError) else " (run `client-registry mosquitto-config` again)")
+        raise SiteAccountsError(f"cannot read the site's accounts {path} ({exc.strerror}): the registry must know "
+                                f"the site's names to never take one{hint}") from None
     stripped = text.lstrip()
     if stripped.startswith("{"):
         try:

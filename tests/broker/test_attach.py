@@ -293,23 +293,32 @@ def test_mosquitto_config_keeps_owner_and_mode_and_running_it_twice_changes_noth
         path.chmod(0o640)
     args = ("mosquitto-config", "--conf-d", str(conf_d), "--secret", str(secret), "--plugin", str(plugin),
             "--socket", str(sock), "--listener", "127.0.0.1:1883", "--site-conf", str(main_conf), "--write")
-    first = cli(db, *args)
     uid, gid = shutil._get_uid("mosquitto"), shutil._get_gid("mosquitto")
 
     def state(path: Path) -> tuple:
         st = path.stat()
         return path.read_bytes(), st.st_uid, st.st_gid, st.st_mode & 0o7777, st.st_ino, st.st_mtime_ns
 
-    after_first = {path: state(path) for path in (conf_d, secret, plugin)}
+    running = subprocess.Popen(["mosquitto", "-p", str(free_port())], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)  # a broker already running (the site's)
+    try:
+        first = cli(db, *args)
+        after_first = {path: state(path) for path in (conf_d, secret, plugin)}
+        second = cli(db, *args)
+    finally:
+        running.terminate()
+        running.wait(10)
     for path, (data, owner, group, mode, _, _) in after_first.items():
         assert (owner, group, mode) == (uid, gid, 0o640), path
         assert data != b"# an older version\n", path
         assert f"wrote {path}" in first.stderr
     assert secret.read_bytes() == (tmp_path / "registry.secret").read_bytes()
-    second = cli(db, *args)
-    assert {path: state(path) for path in after_first} == after_first
+    assert {path: state(path) for path in after_first} == after_first  # the second run changed nothing
     for path in after_first:
         assert f"unchanged {path}" in second.stderr and f"wrote {path}" not in second.stderr
+    # what it rewrote reaches a running Mosquitto only when it restarts: said when something changed
+    assert "warning: a running Mosquitto (pid " in first.stderr and "systemctl restart mosquitto" in first.stderr
+    assert "warning: a running Mosquitto" not in second.stderr
     owner = Path(db).parent.owner()
     assert f"install -d -m 0750 -o {owner} -g mosquitto {sock.parent}" in second.stderr
     # Not root: a file it could not give back to its owner is refused before anything is written, naming the
