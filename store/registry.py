@@ -38,6 +38,7 @@ from .views import ItemResult, RequestView, Status, UserView
 KNOCK_WINDOW = 300  # "devices knocking" and "throttled": the last five minutes (registration.RECENT)
 CONSOLE_USER = "client-registry-console"  # the dashboards' own admin account (store/console.py)
 SERVER_ALIVE = 5.0  # a server that noted nothing for this long is not running (it notes every 2 s)
+SCRUB_DUE = "scrub_due"  # meta key: a cleared secret may still be in the WAL (Registry.scrub_secrets)
 WINDOW_OPENED = "window_opened_at"  # meta key: when the registry last went from locked to unlocked
 
 
@@ -193,12 +194,20 @@ class Registry(RegistrationRules, AccessRules, PermissionRules, RoleRules, Appro
         )
 
     def scrub_secrets(self, cleared: bool = True) -> None:
-        """Called after a committed pairing code was cleared (grant, deny, expiry; once per command, not per
-        row): its old bytes leave the WAL too (database.scrub_wal). If a reader kept the WAL busy, the next
-        call does it, and the server calls with ``cleared=False`` every 2 s (note_applied)."""
-        self._scrub_due = self._scrub_due or cleared
-        if self._scrub_due:
-            self._scrub_due = not scrub_wal(self.db)
+        """Called after a committed pairing code or verifier was cleared (grant, deny, expiry, user removal;
+        once per command, not per row): its old bytes leave the WAL too (database.scrub_wal). If a reader kept
+        the WAL busy, meta ``scrub_due`` says so to whichever process comes next: the server calls this with
+        ``cleared=False`` every 2 s (note_applied) and does it then."""
+        flagged = run_sql(self.db, 'SELECT 1 FROM "meta" WHERE "key" = ?', (SCRUB_DUE,)).fetchone() is not None
+        if not (cleared or self._scrub_due or flagged):
+            return
+        self._scrub_due = not scrub_wal(self.db)
+        if self._scrub_due != flagged:  # written after the truncation: this frame holds no secret
+            with write_transaction(self.db):
+                if self._scrub_due:
+                    self._meta(SCRUB_DUE, "1")
+                else:
+                    self.m.Meta.delete().where(self.m.Meta.key == SCRUB_DUE).execute()
 
     # ------------------------------------------------- what the running server applied
     def _meta(self, key: str, value: str) -> None:

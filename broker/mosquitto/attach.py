@@ -148,10 +148,10 @@ def prepare(location: str, *, conf_d: Path = DEFAULT_CONF_D, plugin: Path = DEFA
                                  if found else f"touch {listed}   # no site account file found"]),
         *([f"chgrp mosquitto {secret}   # Mosquitto reads it when it loads the plugin"]
           if write_conf and _names(secret.stat().st_uid, secret.stat().st_gid).split(":")[1] != "mosquitto" else []),
-        f"install -d -m 0750 -o {owner} -g mosquitto {socket.parent}   # the registry writes its socket and "
-        "snapshot there",
-        f"client-registry{db_opt} serve --broker-url {broker_url} --plugin-socket {socket} "
-        "--socket-group mosquitto   # start it first: it writes the snapshot",
+        (f"install -d -m 0750 -o {owner} -g mosquitto {socket.parent}   # the registry writes its socket and "
+         "snapshot there"),
+        (f"client-registry{db_opt} serve --broker-url {broker_url} --plugin-socket {socket} "
+         "--socket-group mosquitto   # start it first: it writes the snapshot"),
         "systemctl restart mosquitto",
     ]
     warnings = []

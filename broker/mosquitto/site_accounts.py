@@ -16,6 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from store.errors import StoreError
+
 LIST_NAME = "site-accounts"  # store.location.companion: registry.site-accounts
 CHECK_EVERY = 2.0
 
@@ -158,5 +160,5 @@ class SiteAccounts:
             await asyncio.sleep(CHECK_EVERY)
             try:
                 await asyncio.to_thread(self.refresh)
-            except Exception as exc:  # the database is away: the next round tries again
+            except StoreError as exc:  # the database is away: the next round tries again
                 self.log(f"site accounts: {exc}")

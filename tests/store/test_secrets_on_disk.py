@@ -57,3 +57,25 @@ def test_a_decided_requests_pairing_code_is_in_no_file(reg, db_path, clock, deci
         assert reg.requests(include_all=True)[-1].username == "sensor-wal-1"  # the request itself stays
     finally:
         other.close()
+
+
+def test_a_wal_kept_busy_by_a_reader_is_scrubbed_by_the_next_process(reg, db_path, clock):
+    """A reader in the middle of a read transaction keeps the old frames: the grant cannot truncate the WAL, says
+    so in the database, and the server's next round (note_applied, every 2 s) does it once the reader is done."""
+    server = open_registry(db_path, clock=clock)
+    reader = open_registry(db_path, clock=clock)
+    reader.db.execute_sql("PRAGMA busy_timeout = 0")
+    reg.db.execute_sql("PRAGMA busy_timeout = 50")  # the grant's checkpoint gives up quickly here
+    try:
+        reg.unlock(3600, actor="op")
+        password, code = distinctive_password("sensor-busy-1")
+        reg.record_attempt("sensor-busy-1", password, "c1", "10.0.0.9", "mqtt")
+        with reader.db.atomic():  # a long read (a dashboard page) holding a snapshot from before the grant
+            reader.requests()
+            assert reg.grant(["sensor-busy-1"], actor="op")[0].ok
+            assert files_holding(db_path, code.encode()) == ["registry.db-wal"]
+        server.note_applied(reg.last_event_id())
+        assert files_holding(db_path, code.encode()) == []
+    finally:
+        reader.close()
+        server.close()
