@@ -10,7 +10,7 @@ from . import crypto
 from types import SimpleNamespace
 
 from .database import guarded, run_sql, write_transaction
-from .validation import normalise_username, registration_problem, text_problem
+from .validation import nfc_problem, normalise_username, registration_problem, text_problem
 from .views import AttemptResult, RequestView
 
 RETRY_EVENT_EVERY = 10.0  # seconds between request.retried events for one request
@@ -181,7 +181,7 @@ class RegistrationRules:
         listed = 0
         with write_transaction(self.db):
             for username, count in counted:
-                if count > 0 and not text_problem(username, "username"):
+                if count > 0 and not text_problem(username, "username") and not nfc_problem(username):
                     self._knock(normalise_username(username), now, count)
                     listed += count
             if total is not None and total > listed:

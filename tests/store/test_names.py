@@ -30,6 +30,7 @@ def test_a_name_not_sent_in_nfc_is_refused_and_never_recorded(reg):
     assert reg.requests(include_all=True) == [] and reg.users() == []
     reg.lock(actor="op")
     assert reg.record_attempt(DECOMPOSED, "secret-pw", "c1", "10.0.0.1", "mqtt").outcome == "invalid"
+    reg.record_knocks([(DECOMPOSED, 3)])  # what the plugin counted while locked: refused names are not knocks
     assert reg.status().knocking == 0  # not even counted
     reg.unlock(300, actor="op")
     assert reg.record_attempt(COMPOSED, "secret-pw", "c1", "10.0.0.1", "mqtt").outcome == "granted"
