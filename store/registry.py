@@ -127,6 +127,13 @@ class Registry(RegistrationRules, AccessRules, PermissionRules, RoleRules, Appro
     def site_accounts(self) -> list[str]:
         return sorted(name for (name,) in run_sql(self.db, 'SELECT "name" FROM "site_accounts"').fetchall())
 
+    @guarded
+    def site_clashes(self) -> list[str]:
+        """Users of the registry whose name the site's broker has too (created before the site's account, or
+        before attach): the operator must remove one of them; the registry changes neither by itself."""
+        return [name for (name,) in run_sql(self.db, 'SELECT "u"."name" FROM "users" AS "u" JOIN "site_accounts" '
+                                                     'AS "s" ON "s"."name" = "u"."name" ORDER BY "u"."name"')]
+
     # ------------------------------------------------------------------ window
     def _unlocked(self, now: float) -> bool:
         (until,) = run_sql(self.db, 'SELECT "unlocked_until" FROM "window" WHERE "id" = 1').fetchone()

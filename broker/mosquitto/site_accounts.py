@@ -153,6 +153,11 @@ class SiteAccounts:
         if changed or strict:
             self.log(f"site accounts: {len(names)} name(s) the registry will never take, from "
                      f"{', '.join(str(p) for p in self.files) or 'no file'}")
+            clashes = self.reg.site_clashes()
+            if clashes:
+                self.log(f"site accounts: {len(clashes)} registry user(s) have the name of a site account "
+                         f"({', '.join(repr(n) for n in clashes[:5])}{' ...' if len(clashes) > 5 else ''}): "
+                         f"remove the registry's (`client-registry user remove NAME`) or rename the site's")
         return changed
 
     async def run(self) -> None:

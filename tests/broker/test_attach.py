@@ -250,6 +250,10 @@ def test_a_device_never_takes_the_name_of_a_site_account(site, tmp_path):
         cli(db, "rule", "remove", "*", "--yes")
         status, body = post(http_port, {"username": "site-later", "password": "device-pw-2"})
         assert status == 202, body
+        added = subprocess.run([CLI, "--db", db, "user", "add", "shared-name", "--password-stdin"],
+                               input="registry-pw-1\n", capture_output=True, text=True, timeout=60, check=False)
+        assert added.returncode == 0, added.stderr
+        add_site_client(dynsec, "shared-name", "the-sites-own-pw")  # a registry user's name, taken by the site
         add_site_client(dynsec, "site-later", "the-sites-own-pw")  # the site creates that name meanwhile
         reg = open_registry(db)
         try:
@@ -267,11 +271,13 @@ def test_a_device_never_takes_the_name_of_a_site_account(site, tmp_path):
         if site_client is not None:
             site_client.close()
         serve.terminate()
-        serve.communicate(timeout=20)
+        _, log = serve.communicate(timeout=20)
         if broker is not None:
             broker.terminate()
             broker.wait(10)
     assert json.loads(dynsec.read_text())["clients"][0] == json.loads(site_file)["clients"][0]
+    # a registry user the site later named too: said, never changed by the registry on its own
+    assert "registry user(s) have the name of a site account ('shared-name')" in log, log
 
 
 def test_mosquitto_config_keeps_owner_and_mode_and_running_it_twice_changes_nothing(site, tmp_path):

@@ -44,3 +44,6 @@ def test_a_name_the_site_creates_after_the_request_is_refused_at_grant_time(reg)
         "site-new": "pending", "site-other": "pending", "dev-1": "granted"}
     reg.set_site_accounts([], "passwd")  # the site removed them: a person may grant them now
     assert reg.grant(["site-new"], actor="op")[0].ok
+    assert reg.site_clashes() == []
+    reg.set_site_accounts(["site-new"], "passwd")  # and created it again: a clash the operator is told of
+    assert reg.site_clashes() == ["site-new"] and reg.user("site-new") is not None  # nothing changed by itself
