@@ -239,6 +239,8 @@ class RegisterAPI:
             return _answer(423, error="locked", message="the registry is locked; ask the operator to unlock it")
         if outcome == "invalid":
             return _bad(res.field or "body", res.reason)
+        if outcome == "reserved":  # the registry's own names, the site's accounts: taken, said why
+            return _answer(409, error="reserved", message=res.reason)
         if outcome == "flood":
             return _answer(429, error="flood", message=res.reason)
         if outcome in ("pending", "retry"):
@@ -265,6 +267,8 @@ class RegisterAPI:
         if check is None:
             return self._throttled(username, peer)
         res = await asyncio.to_thread(reg.login, username, password, None, None, "http")
+        if res.outcome == "invalid":  # another Unicode form of a user's name (store.validation.nfc_problem)
+            return _bad("username", res.reason)
         if res.outcome == "disabled":  # only said to a caller who knows the password
             check.right()
             return _answer(403, error="disabled", message="this user is disabled")

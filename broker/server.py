@@ -292,6 +292,7 @@ class EmbeddedServer:
         else:
             host, port = parse_broker_url(self.broker_url)
             self.broker = f"attached to mqtt://{host}:{port}"
+            await self._start_site_accounts()
         self.mqtt_host, self.mqtt_port = host, port
         self.link = BrokerLink(host, port, service.username, service.password, self.log,
                                on_connected=self._link_changed)
@@ -325,6 +326,17 @@ class EmbeddedServer:
         self._tasks.append(asyncio.create_task(self._watch_database(), name="client-registry-database"))
         self._tasks.append(asyncio.create_task(self.presence.run(), name="client-registry-presence"))
         self._tasks.append(asyncio.create_task(self.accounts.run_snapshots(), name="client-registry-snapshot"))
+
+    async def _start_site_accounts(self) -> None:
+        """Attach mode: the site's own accounts are never a device's (broker/mosquitto/site_accounts.py)."""
+        from .mosquitto.site_accounts import SiteAccounts, SiteAccountsError
+
+        try:
+            site = SiteAccounts.of(self.reg, self.log)
+            await asyncio.to_thread(site.refresh, True)
+        except SiteAccountsError as exc:
+            raise ServerError(str(exc)) from None
+        self._tasks.append(asyncio.create_task(site.run(), name="client-registry-site-accounts"))
 
     async def _start_socket(self) -> None:
         group = self.run_as.gid if self.run_as is not None else None  # Mosquitto, after dropping root, sends here

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from . import crypto, topics
 from .database import guarded, run_sql, write_transaction
 from .roles import shared_pattern
-from .validation import normalise_username, text_problem
-from .views import Grants, LoginResult
+from .validation import nfc_problem, normalise_username, text_problem
+from .views import AttemptResult, Grants, LoginResult
 
 ACTIONS = ("subscribe", "publish", "receive")
 ACCESS_CACHE_MAX = 10_000
@@ -97,6 +97,9 @@ class AccessRules:
         problem = text_problem(username, "username") or text_problem(password, "password")
         if problem:
             return LoginResult(False, "not_credentials", problem)
+        problem = nfc_problem(username)
+        if problem:  # never the login of the NFC name's user, never recorded: refused with the rule
+            return LoginResult(False, "invalid", problem, AttemptResult("invalid", problem, field="username"))
         username = normalise_username(username)
         verdict = self._verdict(username, password)
         if verdict is not None:

@@ -14,8 +14,8 @@ the rule's permission template and roles. A part of :class:`store.registry.Regis
   the request waits for a person instead.
 - **Never automatic**: a conflicting request (another request for the name is pending), a name that is
   already a user (it never becomes a request), a name that may pass for another one (``store.names``
-  marks it: mixed scripts, invisible or look-alike characters) or that the device did not send in NFC (its
-  account would not match the bytes it sends). These wait for a person.
+  marks it: mixed scripts, invisible, look-alike or stacked combining characters). These wait for a person.
+  (A name not sent in NFC never becomes a request: ``store.validation.nfc_problem``.)
 - **Limit per window**: a counter on the rule, tied to the opening time of the unlock window it counts in
   (meta ``window_opened_at``, set when the registry goes from locked to unlocked; extending an open window
   keeps it). A new window starts every rule at 0 without a write. A slot is taken by one conditional UPDATE,
@@ -213,13 +213,13 @@ class ApprovalRules:
         return removed
 
     # ------------------------------------------------------------------ the hot path
-    def _admit_by_rule(self, row, sent_in_nfc: bool) -> AttemptResult | None:
+    def _admit_by_rule(self, row) -> AttemptResult | None:
         """Called inside record_attempt's transaction for a new request without rivals (``row``, just
         inserted): grant it if a live rule matches and has room left in this window."""
         rules = run_sql(self.db, _LIVE_RULES, (row.first_seen,)).fetchall()
         if not rules:
             return None
-        if not sent_in_nfc or name_marks(row.username):  # a name that may pass for another: a person decides
+        if name_marks(row.username):  # a name that may pass for another: a person decides
             return None
         window = None
         for rule_id, name, pattern, network, protocol, client_pattern, permissions, roles in rules:

@@ -156,6 +156,17 @@ def _upgrade(db: pw.Database, models, found: int) -> None:
     models.Meta.update(value=str(SCHEMA_VERSION)).where(models.Meta.key == "schema_version").execute()
 
 
+def scrub_wal(db: pw.Database) -> bool:
+    """After a secret (a pairing code) was cleared: secure_delete zeroes it in the page, but the WAL still holds
+    the page's older versions until it is reset, and a reset only overwrites from the start. Copy every frame
+    into the file and truncate the WAL to 0 bytes. False when a reader still used an old frame (busy after
+    the busy timeout): the caller tries again later. A server database (PostgreSQL) keeps its own WAL."""
+    if not isinstance(db, pw.SqliteDatabase):
+        return True
+    busy, _, _ = db.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    return busy == 0
+
+
 def write_transaction(db: pw.Database):
     """A transaction that takes the write lock at BEGIN: SQLite then waits (busy timeout) instead of failing
     when two processes upgrade a read to a write at once."""

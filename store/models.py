@@ -9,7 +9,7 @@ import peewee as pw
 SCHEMA_VERSION = 3  # 2: HMAC verifiers instead of argon2id hashes; users bound to a client id
 #                    3: roles (three new tables) and the roles a request asks for; a 2 is upgraded on open
 # Tables added later without a version bump (create_tables(safe=True) adds them to an older file on open, and
-# an older client-registry ignores them): approval_rules, presence.
+# an older client-registry ignores them): approval_rules, presence, site_accounts.
 
 
 def make_models(db: pw.Database) -> SimpleNamespace:
@@ -158,6 +158,15 @@ def make_models(db: pw.Database) -> SimpleNamespace:
         class Meta:
             table_name = "presence"
 
+    class SiteAccount(Base):
+        """An account the site's own broker has and the registry did not create (attach mode: read from the
+        site's dynamic-security or password file by the server). Never requested, granted or added."""
+
+        name = pw.CharField(primary_key=True, max_length=1024)  # NFC, as every name the store compares
+
+        class Meta:
+            table_name = "site_accounts"
+
     class Event(Base):
         id = pw.AutoField()
         time = pw.DoubleField()
@@ -171,8 +180,8 @@ def make_models(db: pw.Database) -> SimpleNamespace:
 
     return SimpleNamespace(
         Meta=Meta, User=User, Permission=Permission, Request=Request, Window=Window, Knock=Knock,
-        Throttle=Throttle, ApprovalRule=ApprovalRule, Presence=Presence, Event=Event, Role=Role,
+        Throttle=Throttle, ApprovalRule=ApprovalRule, Presence=Presence, Event=Event, Role=Role, SiteAccount=SiteAccount,
         RolePermission=RolePermission, UserRole=UserRole,
-        all=[Meta, User, Permission, Request, Window, Knock, Throttle, ApprovalRule, Presence, Event, Role,
+        all=[Meta, User, Permission, Request, Window, Knock, Throttle, ApprovalRule, Presence, SiteAccount, Event, Role,
              RolePermission, UserRole],
     )

@@ -3,7 +3,8 @@
 A username is marked (never refused: a whole-Cyrillic or Japanese name is a fine name) when it mixes scripts
 the way a spoofed name does (Cyrillic ``е`` among Latin letters), or holds invisible or format characters
 (zero-width, bidi controls, soft hyphen) or punctuation and spaces that look like ASCII ones (U+2011
-NON-BREAKING HYPHEN for ``-``, fullwidth forms). Only the standard library: the script of a letter is the
+NON-BREAKING HYPHEN for ``-``, fullwidth forms), or stacks more than MAX_STACKED combining marks on one
+character (a tower of accents that hides its neighbours). Only the standard library: the script of a letter is the
 first word of its Unicode name (after NFKC folding, so a fullwidth or mathematical ``a`` counts as Latin);
 the mixes allowed are UTS #39's "highly restrictive" ones (Latin with Han and Japanese kana, with Han and
 Bopomofo, or with Han and Hangul).
@@ -48,6 +49,8 @@ _SCRIPT_SETS = (
 )
 _SCRIPT_WORDS = {"CJK": "Han", "KATAKANA-HIRAGANA": "Katakana", "IDEOGRAPHIC": "Han", "ARABIC-INDIC": "Arabic"}
 _LISTED = 4  # characters named in one mark; more are counted
+MAX_STACKED = 3  # combining marks on one base character beyond this are marked: no script needs more in NFC
+#                  (Vietnamese and Indic text stay within it), and a tower of them can cover its neighbours
 
 
 def code_point(ch: str) -> str:
@@ -118,8 +121,10 @@ def _analyse(name: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(marks, suspicious characters in order of first appearance) of one name."""
     marks: list[str] = []
     odd: dict[str, None] = {}
+    prev_base = ""
     scripts: dict[str, list[str]] = {}  # script -> its distinct characters, in order
     prev = ""
+    stacked: list[str] = []  # the combining marks on the current base character
     for ch in name:
         script = _script(ch)
         if script is not None:
@@ -131,6 +136,15 @@ def _analyse(name: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
             if mark is not None:
                 odd[ch] = None
                 marks.append(mark)
+        if unicodedata.combining(ch) or unicodedata.category(ch) in ("Mn", "Me"):
+            stacked.append(ch)
+            if len(stacked) == MAX_STACKED + 1:
+                base = f"on {describe(prev_base)}" if prev_base else "at the start"
+                marks.append(f"stacked marks: more than {MAX_STACKED} combining marks {base}")
+            if len(stacked) > MAX_STACKED:
+                odd.setdefault(ch, None)
+        else:
+            stacked, prev_base = [], ch
         prev = ch
     if _mixed(scripts):
         # The script with the most letters is what the name pretends to be; the others are the odd ones.

@@ -10,7 +10,7 @@ from . import crypto
 from types import SimpleNamespace
 
 from .database import guarded, run_sql, write_transaction
-from .validation import normalise_username, registration_problem, text_problem
+from .validation import nfc_problem, normalise_username, registration_problem, text_problem
 from .views import AttemptResult, RequestView
 
 RETRY_EVENT_EVERY = 10.0  # seconds between request.retried events for one request
@@ -33,13 +33,15 @@ class RegistrationRules:
                        requested_permissions=None, context=None, requested_roles=None) -> AttemptResult:
         """Record a registration attempt of a name that is not a user (see :meth:`login` for any name). While
         unlocked, a new request that an approval rule matches is granted at once (outcome "granted")."""
-        sent = username
-        username = normalise_username(username)  # NFC: the one form every rule sees and the store keeps
         broken = registration_problem(username, password, requested_permissions, context, requested_roles)
         if broken:
             return AttemptResult("invalid", broken[1], field=broken[0])
+        username = normalise_username(username)  # NFC already (nfc_problem); a str subclass becomes a str
         if source not in ("mqtt", "http"):
             raise ValueError(f"unknown source {source!r}")
+        reserved = self._reserved(username)
+        if reserved:
+            return AttemptResult("reserved", reserved, field="username")
         if self._is_user(username):
             return AttemptResult("known_user", f"{username!r} is already a user")
         now = self.clock()
@@ -83,7 +85,7 @@ class RegistrationRules:
             else:
                 self._event("registry", "request.created", username, request_id=row.id, source=source,
                             peer=peer, client_id=client_id)
-            admitted = None if rivals else self._admit_by_rule(row, sent == username)
+            admitted = None if rivals else self._admit_by_rule(row)
         if admitted is not None:
             return admitted
         view = RequestView.of(row)
@@ -97,10 +99,13 @@ class RegistrationRules:
         """A user's name tried with another password while unlocked (a re-flashed or replaced device): a
         request flagged ``rekey``, so the operator learns why the device stays out. Never admitted by an
         approval rule; granting it (with force) replaces the user's password. A retry counts on it."""
-        username = normalise_username(username)
         broken = registration_problem(username, password)
         if broken:
             return AttemptResult("invalid", broken[1], field=broken[0])
+        username = normalise_username(username)
+        reserved = self._reserved(username)
+        if reserved:
+            return AttemptResult("reserved", reserved, field="username")
         now = self.clock()
         if not self._unlocked(now):
             return AttemptResult("locked", "the registry is locked")
@@ -176,7 +181,7 @@ class RegistrationRules:
         listed = 0
         with write_transaction(self.db):
             for username, count in counted:
-                if count > 0 and not text_problem(username, "username"):
+                if count > 0 and not text_problem(username, "username") and not nfc_problem(username):
                     self._knock(normalise_username(username), now, count)
                     listed += count
             if total is not None and total > listed:
@@ -220,4 +225,5 @@ class RegistrationRules:
                     (R.id == row.id) & (R.status == "pending")).execute()
                 if changed:
                     self._event("registry", "request.expired", row.username, request_id=row.id)
+        self.scrub_secrets()
         return len(stale)

@@ -23,7 +23,7 @@ import peewee as pw
 from . import crypto, location as loc
 from .access import AccessRules, _Access
 from .approval_rules import ApprovalRules
-from .database import connect, guarded, run_sql, write_transaction
+from .database import connect, guarded, run_sql, scrub_wal, write_transaction
 from .errors import InvalidValueError, RefusedError, StoreError
 from .permissions import PermissionRules
 from .preferences import Preferences
@@ -38,6 +38,7 @@ from .views import ItemResult, RequestView, Status, UserView
 KNOCK_WINDOW = 300  # "devices knocking" and "throttled": the last five minutes (registration.RECENT)
 CONSOLE_USER = "client-registry-console"  # the dashboards' own admin account (store/console.py)
 SERVER_ALIVE = 5.0  # a server that noted nothing for this long is not running (it notes every 2 s)
+SCRUB_DUE = "scrub_due"  # meta key: a cleared secret may still be in the WAL (Registry.scrub_secrets)
 WINDOW_OPENED = "window_opened_at"  # meta key: when the registry last went from locked to unlocked
 
 
@@ -73,6 +74,7 @@ class Registry(RegistrationRules, AccessRules, PermissionRules, RoleRules, Appro
         self._pruned_at: dict = {}  # table of recent counts -> when it was last pruned
         self._recent_rows: dict = {}  # table of recent counts -> about how many rows it holds
         self.refused: Counter[str] = Counter()  # refusals beyond the flood limits, by this process
+        self._scrub_due = False  # a cleared pairing code may still be in the WAL (scrub_secrets)
 
     def close(self) -> None:
         self.db.close()
@@ -100,6 +102,40 @@ class Registry(RegistrationRules, AccessRules, PermissionRules, RoleRules, Appro
         if row is None:
             raise RefusedError(f"no user named {name!r}")
         return row
+
+    # ------------------------------------------------------------ reserved names
+    def _reserved(self, name: str) -> str | None:
+        """Why ``name`` (NFC) may never be a device's (validation.reserved_problem), or None."""
+        site = run_sql(self.db, 'SELECT 1 FROM "site_accounts" WHERE "name" = ?', (name,)).fetchone() is not None
+        return reserved_problem(name, site_account=site)
+
+    @guarded
+    def set_site_accounts(self, names: Iterable[str], source: str, actor: str = "server") -> bool:
+        """The accounts the site's own broker has (attach mode), as the server read them from ``source`` (the
+        site's files); replaces the earlier list. True when it changed (one ``site_accounts.changed`` event,
+        with the count: the names stay out of the audit log)."""
+        wanted = {normalise_username(n) for n in names if isinstance(n, str) and not text_problem(n, "name")}
+        with write_transaction(self.db):
+            have = {name for (name,) in run_sql(self.db, 'SELECT "name" FROM "site_accounts"').fetchall()}
+            if have == wanted:
+                return False
+            for name in have - wanted:
+                run_sql(self.db, 'DELETE FROM "site_accounts" WHERE "name" = ?', (name,))
+            for name in wanted - have:
+                run_sql(self.db, 'INSERT INTO "site_accounts" ("name") VALUES (?)', (name,))
+            self._event(actor, "site_accounts.changed", None, count=len(wanted), source=source)
+        return True
+
+    @guarded
+    def site_accounts(self) -> list[str]:
+        return sorted(name for (name,) in run_sql(self.db, 'SELECT "name" FROM "site_accounts"').fetchall())
+
+    @guarded
+    def site_clashes(self) -> list[str]:
+        """Users of the registry whose name the site's broker has too (created before the site's account, or
+        before attach): the operator must remove one of them; the registry changes neither by itself."""
+        return [name for (name,) in run_sql(self.db, 'SELECT "u"."name" FROM "users" AS "u" JOIN "site_accounts" '
+                                                     'AS "s" ON "s"."name" = "u"."name" ORDER BY "u"."name"')]
 
     # ------------------------------------------------------------------ window
     def _unlocked(self, now: float) -> bool:
@@ -180,6 +216,22 @@ class Registry(RegistrationRules, AccessRules, PermissionRules, RoleRules, Appro
             per_address_limit=int(limit.value) if limit else self.config.per_peer_per_minute,
         )
 
+    def scrub_secrets(self, cleared: bool = True) -> None:
+        """Called after a committed pairing code or verifier was cleared (grant, deny, expiry, user removal;
+        once per command, not per row): its old bytes leave the WAL too (database.scrub_wal). If a reader kept
+        the WAL busy, meta ``scrub_due`` says so to whichever process comes next: the server calls this with
+        ``cleared=False`` every 2 s (note_applied) and does it then."""
+        flagged = run_sql(self.db, 'SELECT 1 FROM "meta" WHERE "key" = ?', (SCRUB_DUE,)).fetchone() is not None
+        if not (cleared or self._scrub_due or flagged):
+            return
+        self._scrub_due = not scrub_wal(self.db)
+        if self._scrub_due != flagged:  # written after the truncation: this frame holds no secret
+            with write_transaction(self.db):
+                if self._scrub_due:
+                    self._meta(SCRUB_DUE, "1")
+                else:
+                    self.m.Meta.delete().where(self.m.Meta.key == SCRUB_DUE).execute()
+
     # ------------------------------------------------- what the running server applied
     def _meta(self, key: str, value: str) -> None:
         M = self.m.Meta
@@ -192,6 +244,7 @@ class Registry(RegistrationRules, AccessRules, PermissionRules, RoleRules, Appro
             self._meta("applied_event_id", str(event_id))
             self._meta("server_seen_at", repr(self.clock()))
         self._close_expired_window(self.clock())
+        self.scrub_secrets(cleared=False)
 
     @guarded
     def note_limits(self) -> None:
@@ -273,6 +326,7 @@ class Registry(RegistrationRules, AccessRules, PermissionRules, RoleRules, Appro
                     f"(#{', #'.join(map(str, rows))}): grant one by id with force")))
                 continue
             results.append(self._grant_one(item, rows[0], template, requested, actor, force, roles))
+        self.scrub_secrets(any(r.ok for r in results))
         return results
 
     def _grant_one(self, item, request_id, template, requested, actor, force, roles=(), **detail) -> ItemResult:
@@ -285,6 +339,9 @@ class Registry(RegistrationRules, AccessRules, PermissionRules, RoleRules, Appro
             if row.status != "pending":
                 return ItemResult(item, False, f"request #{row.id} ({row.username}) is already {row.status}",
                                   RequestView.of(row))
+            reserved = self._reserved(row.username)  # again: the site may have created the name since
+            if reserved:
+                return ItemResult(item, False, f"request #{row.id} ({row.username}): {reserved}", RequestView.of(row))
             rivals = [r for (r,) in run_sql(self.db, 'SELECT "id" FROM "requests" WHERE "username" = ? AND '
                                                      '"status" = \'pending\' AND "id" <> ?',
                                             (row.username, row.id)).fetchall()]
@@ -381,6 +438,7 @@ class Registry(RegistrationRules, AccessRules, PermissionRules, RoleRules, Appro
                     row.status, row.decided_by, row.decided_at, row.pairing_code = "denied", actor, now, None
                     results.append(ItemResult(item, True, f"denied {row.username} (request #{row.id})",
                                               RequestView.of(row)))
+        self.scrub_secrets(any(r.ok for r in results))
         return results
 
     # ------------------------------------------------------------------- users
@@ -388,7 +446,7 @@ class Registry(RegistrationRules, AccessRules, PermissionRules, RoleRules, Appro
     def add_user(self, name: str, password: str, admin: bool = False, actor: str = "cli", how: str = "cli") -> UserView:
         name = normalise_username(name)
         reserved = None if (how == "console" and name == CONSOLE_USER) or username_problem(name) \
-            else reserved_problem(name)
+            else self._reserved(name)
         for problem in (username_problem(name), reserved, password_problem(password)):
             if problem:
                 raise InvalidValueError(problem)
@@ -408,6 +466,7 @@ class Registry(RegistrationRules, AccessRules, PermissionRules, RoleRules, Appro
         with write_transaction(self.db):
             self._delete_user(self._require_user(name), actor)
         self.invalidate(name)
+        self.scrub_secrets()  # its verifier: a password filter to whoever also has the secret
 
     def _delete_user(self, row, actor: str, **detail) -> None:
         """Inside a write transaction: the user, its permissions and roles, and the user.removed event."""
@@ -453,6 +512,7 @@ class Registry(RegistrationRules, AccessRules, PermissionRules, RoleRules, Appro
             self.m.User.update(verifier=self._verifier(name, password)).where(self.m.User.id == row.id).execute()
             self._event(actor, "user.password_changed", name)
         self.invalidate(name)
+        self.scrub_secrets()  # the old verifier
 
 
 def open_registry(db: str | None = None, config: RegistryConfig | None = None,

@@ -69,14 +69,28 @@ def username_problem(username) -> str | None:
     return None
 
 
+def nfc_problem(username) -> str | None:
+    """A device must send its name in NFC, the form the store keeps: Mosquitto and the registry plugin compare
+    names byte for byte, so a device sending another form (``e`` + U+0301 for ``é``) could never log in as the
+    account it would be granted. Checked on the name as sent, before it is normalised."""
+    if isinstance(username, str) and not username.isascii() and not unicodedata.is_normalized("NFC", username):
+        return "username must be sent in Unicode NFC form (the broker compares names byte for byte)"
+    return None
+
+
 RESERVED_PREFIX = "client-registry-"  # the service's and the console's own accounts: never a device's
 
 
-def reserved_problem(username: str) -> str | None:
-    """Names the registry keeps for its own accounts (the service's lives only in the broker plugin, the
-    console's is created by the server): no device may request, be granted or be added under one."""
+def reserved_problem(username: str, site_account: bool = False) -> str | None:
+    """Names the registry never hands to a device: its own accounts (the service's lives only in the broker
+    plugin, the console's is created by the server), and in attach mode every account the site's broker
+    already has (``site_account``: the store looks the name up in ``site_accounts``), which the registry did
+    not create and never modifies or shadows. Checked when a device asks, again at grant time, and when an
+    operator adds a user."""
     if normalise_username(username).casefold().startswith(RESERVED_PREFIX):
         return f"usernames starting with {RESERVED_PREFIX!r} are reserved for the registry's own accounts"
+    if site_account:
+        return "this username is an account of the site's own broker, which the registry does not manage"
     return None
 
 
@@ -157,9 +171,11 @@ def context_problem(context) -> str | None:
 
 def registration_problem(username, password, requested_permissions=None, context=None,
                          requested_roles=None) -> tuple[str, str] | None:
-    """The first broken rule of a registration as (field, rule), or None: what MQTT and HTTP attempts both obey."""
+    """The first broken rule of a registration as (field, rule), or None: what MQTT and HTTP attempts both obey.
+    ``username`` as the device sent it (not normalised: see nfc_problem). Reserved names are the store's to
+    refuse (``Registry._reserved``: the site's accounts are in the database)."""
     for field, problem in (
-        ("username", username_problem(username) or reserved_problem(username)),
+        ("username", username_problem(username) or nfc_problem(username)),
         ("password", password_problem(password)),
         ("permissions", requested_permissions_problem(requested_permissions)),
         ("roles", requested_roles_problem(requested_roles)),

@@ -183,7 +183,7 @@ def rule_actor(name: str) -> str:
 @dataclass(frozen=True)
 class AttemptResult:
     outcome: str  # pending | retry | conflict | rekey | denied | granted (by a rule) | known_user | locked | invalid
-    #               | flood
+    #               | flood | reserved (the registry's own names, the site's accounts)
     reason: str
     field: str | None = None
     request: RequestView | None = None

@@ -866,14 +866,21 @@ def serve(ctx, db, mqtt_bind, http_bind, mosquitto, mosquitto_include, broker_ur
 @click.option("--password-file-site", is_flag=True,
               help="The site's Mosquitto uses a password_file: load only the plugin's first part (new devices "
                    "then register over HTTP; Mosquitto refuses unknown names before a last part could see them).")
+@click.option("--site-conf", default="/etc/mosquitto/mosquitto.conf", show_default=True, metavar="FILE",
+              help="The site's Mosquitto configuration: its password_file and dynamic-security file name the "
+                   "accounts the registry must never take (read only).")
+@click.option("--site-accounts", "site_files", multiple=True, metavar="FILE",
+              help="Another site account file (dynamic-security JSON or password file); repeatable.")
 @click.pass_context
-def mosquitto_config(ctx, db, conf_d, secret_path, plugin, socket_path, listener, write, password_file_site):
+def mosquitto_config(ctx, db, conf_d, secret_path, plugin, socket_path, listener, write, password_file_site,
+                     site_conf, site_files):
     """Prepare a Mosquitto the site already runs (systemd) for `serve --broker-url`."""
     from pathlib import Path
 
     from broker.mosquitto.attach import prepare
     from broker.mosquitto.config import listener_line
     from broker.mosquitto.plugin_build import PluginBuildError
+    from broker.mosquitto.site_accounts import SiteAccountsError
     from broker.server import ServerError, parse_bind
     from store.location import resolve
 
@@ -886,13 +893,20 @@ def mosquitto_config(ctx, db, conf_d, secret_path, plugin, socket_path, listener
         plan = prepare(location, conf_d=Path(conf_d), secret=Path(secret_path),
                        plugin=Path(plugin), socket=Path(socket_path), listener=listener_line(host, port),
                        write_conf=write, db=location, password_file_site=password_file_site,
-                       broker_url=f"mqtt://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}")
-    except (OSError, ValueError, PluginBuildError) as exc:
+                       broker_url=f"mqtt://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}",
+                       site_conf=Path(site_conf), site_files=[Path(f) for f in site_files])
+    except (OSError, ValueError, PluginBuildError, SiteAccountsError) as exc:
         raise fail(str(exc)) from None
     if not write:
         click.echo(plan.snippet)
     for path in plan.written:
         click.echo(f"wrote {path}", err=True)
+    for path in plan.unchanged:
+        click.echo(f"unchanged {path}", err=True)
+    click.echo(f"site accounts (never taken by the registry) from: {', '.join(map(str, plan.site_files)) or 'none'}",
+               err=True)
+    for warning in plan.warnings:
+        click.echo(f"warning: {warning}", err=True)
     click.echo("then:", err=True)
     for step in plan.steps:
         click.echo(f"  {step}", err=True)

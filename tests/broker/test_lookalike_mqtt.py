@@ -3,7 +3,7 @@ name are one request over MQTT and HTTP, and a lone surrogate over HTTP is a 400
 
 from __future__ import annotations
 
-from tests.broker.clients import mosquitto_pub
+from tests.broker.clients import Paho, mosquitto_pub
 from tests.broker.conftest import wait_until
 from tests.broker.test_flows import cli
 from tests.broker.test_http import post
@@ -36,20 +36,32 @@ def test_a_cyrillic_look_alike_over_mqtt_is_recorded_with_its_mark(server, admin
     assert plain.marks == () and not admin_reg.is_user("sensor-1")
 
 
-def test_both_unicode_forms_are_one_request_over_mqtt_and_http(server, admin_reg):
+def test_a_name_not_sent_in_nfc_is_refused_and_never_listed_over_mqtt_as_over_http(server, admin_reg, db_path):
+    """Mosquitto compares names byte for byte: a device sending the decomposed form could never log in as the
+    NFC account a grant would make, so its attempt is refused with the rule and never recorded, even by a rule
+    that would admit the name."""
+    nfd_rule = "username must be sent in Unicode NFC form (the broker compares names byte for byte)"
+    admin_reg.add_rule("caf*", permissions=["devices/{username}/#=readWrite"], actor="test")
     admin_reg.unlock(300, actor="test")
     server.applied(admin_reg)  # the plugin knows it is unlocked
-    assert mosquitto_pub(server.mqtt_port, DECOMPOSED, "secret-pw-7", client_id="cafe").returncode != 0
-    wait_until(lambda: admin_reg.requests(), message="the request")
-    assert mosquitto_pub(server.mqtt_port, COMPOSED, "secret-pw-7", client_id="cafe").returncode != 0
-    wait_until(lambda: admin_reg.requests()[0].attempts == 2, message="the retry counted on the same request")
+    device = Paho(server.mqtt_port, DECOMPOSED, "secret-pw-7", client_id="cafe-nfd").connect()
+    assert not device.connected.is_set() and device.reason_code in (4, 5, 134, 135), device.reason_code
+    device.close()
+    wait_until(lambda: any(nfd_rule in line for line in list(server.lines)), message="the refusal in the log")
     status, body = post(server.http_port, {"username": DECOMPOSED, "password": "secret-pw-7"})
-    assert status == 202 and body["status"] == "pending"
-    [req] = admin_reg.requests()
-    assert (req.username, req.attempts, req.conflict, req.marks) == (COMPOSED, 3, False, ())
-    status, body = post(server.http_port, {"username": DECOMPOSED, "password": "other-pw-7"})
-    assert status == 409  # another password for the same name: a conflict, as for any name
-    assert [r.username for r in admin_reg.requests()] == [COMPOSED, COMPOSED]
+    assert (status, body["field"], body["message"]) == (400, "username", nfd_rule)
+    assert mosquitto_pub(server.mqtt_port, DECOMPOSED, "secret-pw-7", client_id="cafe-nfd").returncode != 0
+    assert admin_reg.requests(include_all=True) == [] and admin_reg.user(COMPOSED) is None
+    assert DECOMPOSED not in cli(db_path, "requests", "--all").stdout
+    # The NFC form of the same name is admitted by the rule, and its device gets in.
+    assert mosquitto_pub(server.mqtt_port, COMPOSED, "secret-pw-7", client_id="cafe").returncode != 0
+    wait_until(lambda: [r.status for r in admin_reg.requests(include_all=True)] == ["granted"],
+               message="the NFC name admitted by the rule")
+    wait_until(lambda: mosquitto_pub(server.mqtt_port, COMPOSED, "secret-pw-7").returncode == 0, timeout=10,
+               message="the NFC device gets in")
+    status, body = post(server.http_port, {"username": DECOMPOSED, "password": "secret-pw-7"})
+    assert (status, body["field"]) == (400, "username")  # a user's name in another form: still refused
+    assert [u.name for u in admin_reg.users() if u.name.startswith("caf")] == [COMPOSED]
 
 
 def test_a_lone_surrogate_over_http_is_400_on_the_username(server, admin_reg):

@@ -15,21 +15,31 @@ assert COMPOSED != DECOMPOSED and unicodedata.normalize("NFC", DECOMPOSED) == CO
 
 
 # -- NFC -------------------------------------------------------------------------------------------------------
-def test_the_stored_name_is_nfc_and_both_forms_are_one_request(reg):
+def test_a_name_not_sent_in_nfc_is_refused_and_never_recorded(reg):
+    """Mosquitto and the plugin compare names byte for byte: a device sending the decomposed form could never
+    log in as the (NFC) account it would be granted, so its attempt is refused with the rule, as over HTTP."""
+    rule = "username must be sent in Unicode NFC form (the broker compares names byte for byte)"
+    reg.add_rule("caf*", permissions=["devices/{username}/#=readWrite"], actor="op")  # would admit it
     reg.unlock(300, actor="op")
-    first = reg.record_attempt(DECOMPOSED, "secret-pw", "c1", "10.0.0.1", "mqtt")
-    assert first.outcome == "pending" and first.request.username == COMPOSED
-    again = reg.record_attempt(COMPOSED, "secret-pw", "c1", "10.0.0.1", "mqtt")
-    assert again.outcome == "retry" and again.request.id == first.request.id
-    [row] = reg.requests()
-    assert (row.username, row.attempts) == (COMPOSED, 2)
-    assert again.pairing_code == first.pairing_code
+    refused = reg.record_attempt(DECOMPOSED, "secret-pw", "c1", "10.0.0.1", "mqtt")
+    assert (refused.outcome, refused.field, refused.reason) == ("invalid", "username", rule)
+    login = reg.login(DECOMPOSED, "secret-pw", "c1", "10.0.0.1", "mqtt")
+    assert (login.accepted, login.outcome, login.reason) == (False, "invalid", rule)
+    assert reg.login_many([(DECOMPOSED, "secret-pw", "c1", "10.0.0.1", "mqtt")])[0].outcome == "invalid"
+    assert reg.record_rekey(DECOMPOSED, "secret-pw", "c1", "10.0.0.1").outcome == "invalid"
+    assert reg.requests(include_all=True) == [] and reg.users() == []
+    reg.lock(actor="op")
+    assert reg.record_attempt(DECOMPOSED, "secret-pw", "c1", "10.0.0.1", "mqtt").outcome == "invalid"
+    reg.record_knocks([(DECOMPOSED, 3)])  # what the plugin counted while locked: refused names are not knocks
+    assert reg.status().knocking == 0  # not even counted
+    reg.unlock(300, actor="op")
+    assert reg.record_attempt(COMPOSED, "secret-pw", "c1", "10.0.0.1", "mqtt").outcome == "granted"
 
 
-def test_a_different_password_under_the_other_form_is_a_conflict(reg):
+def test_a_different_password_is_a_conflict_whatever_form_the_operator_types(reg):
     reg.unlock(300, actor="op")
     a = reg.record_attempt(COMPOSED, "first-password", "c1", "10.0.0.1", "mqtt")
-    b = reg.record_attempt(DECOMPOSED, "other-password", "c2", "10.0.0.2", "http")
+    b = reg.record_attempt(COMPOSED, "other-password", "c2", "10.0.0.2", "http")
     assert (a.outcome, b.outcome) == ("pending", "conflict")
     rows = reg.requests()
     assert [r.username for r in rows] == [COMPOSED, COMPOSED] and all(r.conflict for r in rows)
@@ -40,23 +50,17 @@ def test_a_different_password_under_the_other_form_is_a_conflict(reg):
     assert granted.ok
     assert reg.authenticate(COMPOSED, "other-password") and reg.authenticate(DECOMPOSED, "other-password")
     assert not reg.authenticate(DECOMPOSED, "first-password")
-    assert reg.login(DECOMPOSED, "other-password").outcome == "accepted"
-    assert reg.login(DECOMPOSED, "first-password").outcome == "refused"  # a user: never a new request
+    assert reg.login(COMPOSED, "other-password").outcome == "accepted"
+    assert reg.login(COMPOSED, "first-password").outcome == "refused"  # a user: never a new request
+    assert reg.login(DECOMPOSED, "other-password").outcome == "invalid"  # the broker would not know that form
     assert {r.status for r in reg.requests(include_all=True)} == {"granted", "denied"}
 
 
-def test_denied_stays_denied_under_the_other_form(reg):
+def test_denied_stays_denied_when_denied_by_the_other_form(reg):
     reg.unlock(300, actor="op")
     reg.record_attempt(COMPOSED, "secret-pw", "c1", "10.0.0.1", "mqtt")
     assert reg.deny([DECOMPOSED], actor="op")[0].ok
-    assert reg.record_attempt(DECOMPOSED, "secret-pw", "c1", "10.0.0.1", "mqtt").outcome == "denied"
-
-
-def test_knocks_while_locked_count_one_name(reg):
-    reg.record_attempt(COMPOSED, "secret-pw", "c1", "10.0.0.1", "mqtt")
-    reg.record_attempt(DECOMPOSED, "secret-pw", "c1", "10.0.0.1", "mqtt")
-    status = reg.status()
-    assert (status.knocking, status.refused_recent) == (1, 2)
+    assert reg.record_attempt(COMPOSED, "secret-pw", "c1", "10.0.0.1", "mqtt").outcome == "denied"
 
 
 def test_users_are_looked_up_by_their_nfc_name(reg):
@@ -167,3 +171,24 @@ def test_a_marked_name_is_recorded_not_refused_and_its_view_carries_the_marks(re
     page, _ = reg.request_page(10)
     assert {r.username: r.marks for r in page} == {CYRILLIC_E: marked.request.marks, "sensor-1": ()}
     assert reg.grant([CYRILLIC_E], actor="op")[0].ok  # marked, never refused: the operator decides
+
+
+# -- stacked combining marks --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name, marked", [
+    ("a" + "\u0301" * 15 + "-1", True),  # NFC composes the first: á and 14 more acute accents
+    ("sex\u0301\u0302\u0303\u0304sor", True),  # four on one letter (x composes with none of them)
+    ("sex\u0301\u0302\u0303sor", False),  # three: still a (strange) letter
+    ("Vi\u1ec7t-c\u00e0-ph\u00ea", False),  # Vietnamese, NFC: no marks left to stack
+    ("\u0915\u094d\u0937\u093f-01", False),  # Devanagari conjunct with a vowel sign
+])
+def test_combining_marks_stacked_beyond_three_are_marked_and_wait_for_a_person(reg, name, marked):
+    name = unicodedata.normalize("NFC", name)
+    marks = name_marks(name)
+    assert any(m.startswith("stacked marks: more than 3 combining marks on U+") for m in marks) == marked, marks
+    if marked:
+        assert suspicious_characters(name) and all(unicodedata.combining(ch) for ch in suspicious_characters(name))
+    reg.add_rule("*", permissions=["devices/{username}/#=readWrite"], actor="op")
+    reg.unlock(300, actor="op")
+    result = reg.record_attempt(name, "secret-pw", "c1", "10.0.0.1", "mqtt")
+    assert result.outcome == ("pending" if marked else "granted")
+    assert (reg.requests(include_all=True)[0].marks != ()) == marked

@@ -244,7 +244,7 @@ def test_the_registrys_own_names_are_never_requested_or_added(reg, name):
 
     reg.unlock(300, actor="op")
     result = reg.record_attempt(name, "secret-pw", "c1", "10.0.0.5", "http")
-    assert (result.outcome, result.field) == ("invalid", "username")
+    assert (result.outcome, result.field) == ("reserved", "username") and not result.accepted
     assert "reserved" in result.reason
     assert reg.requests(include_all=True) == []
     with pytest.raises(RefusedError, match="reserved"):
