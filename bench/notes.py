@@ -172,10 +172,8 @@ def notes(results: dict) -> list[str]:
     auth, refusal, pipe = (b.get(k) or {} for k in ("auth", "refusal", "pipeline"))
     st = auth.get("registry_start") or {}
     users = _get(auth, "sizes", "users")
-    costs = pipe.get("store_costs") or {}
     qlen = pipe.get("raised_qlen") or {}
     pprof = pipe.get("profile")
-    commit = _get(results, "machine", "code", "commit") or "?"
 
     return [
         "## How to read this",

@@ -10,13 +10,12 @@ import signal
 import subprocess
 import time
 
-import paho.mqtt.client as mqtt
 import pytest
 
 from broker.mosquitto import plugin_wire as wire
 
-from .conftest import (ACCEPTED, DEVICE, DEVICE_PASSWORD, DEVICE_USER, NO_CONNACK, REFUSED, SERVICE, SERVICE_PASSWORD,
-                       SERVICE_USER, Client, Registry, Service, account, attempt, wait_for, write_snapshot)
+from .conftest import (ACCEPTED, DEVICE, DEVICE_PASSWORD, DEVICE_USER, NO_CONNACK, REFUSED, SERVICE, SERVICE_USER,
+                       Client, Registry, Service, account, attempt, wait_for, write_snapshot)
 
 OPEN = time.time() + 3600  # a registration window open for the test's duration
 _sentinels = itertools.count()
