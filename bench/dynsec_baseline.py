@@ -21,9 +21,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import secrets
 from pathlib import Path
+
+from broker.mosquitto.config import write_private
 
 SO_CANDIDATES = (
     "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so",
@@ -126,16 +127,3 @@ def grant_commands(username: str, password: str, topics=()) -> list[dict]:
     return [{"command": "createRole", "rolename": role, "acls": topic_acls(topics)},
             {"command": "createClient", "username": username, "password": password, "textname": TEXTNAME,
              "roles": [{"rolename": role}]}]
-
-
-def write_private(path: Path, text: str) -> None:
-    """A file only its owner can read (0600), replaced atomically."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
