@@ -171,6 +171,8 @@ class RegisterAPI:
             return _answer(503, status="error", message=f"the broker is {broker['broker_state']}", **broker)
         if broker.get("database", "ok") != "ok":
             return _answer(503, status="error", message=broker["database"], **broker)
+        if broker.get("changes", "ok") != "ok":
+            return _answer(503, status="error", message=broker["changes"], **broker)
         try:
             status = await asyncio.to_thread(self.reg.status)
         except Exception as exc:

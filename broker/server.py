@@ -73,6 +73,7 @@ DEFAULT_MQTT_BIND = "0.0.0.0:1883"
 DEFAULT_HTTP_BIND = "127.0.0.1:8080"
 STATUS_TOPIC = "$registry/v1/status"
 DATABASE_CHECK_EVERY = 1.0
+PROBLEM_NOTE_EVERY = 2.0  # a lasting service problem is noted again this often (store SERVER_ALIVE: 5 s)
 ATTACH_WAIT = 120.0  # seconds an attached server waits for the site's Mosquitto to take the service account
 
 
@@ -231,6 +232,8 @@ class EmbeddedServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._db_watch = DatabaseWatch(reg.location)
         self.database_problem: str | None = None
+        self._noted_problem: str | None = None  # the service problem last said (_note_service_problem)
+        self._noted_at = 0.0
         self._link_connects = 0
         # Device attempts are recorded off the loop by one thread, a batch per transaction (SQLite has one writer).
         self._db_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cr-knocks")
@@ -490,7 +493,30 @@ class EmbeddedServer:
     # -- the broker's state ----------------------------------------------------------------------------------
     def health(self) -> dict:
         return {"broker": self.broker, "broker_state": self.broker_state,
-                "database": self.database_problem or "ok"}
+                "database": self.database_problem or "ok", "changes": self.service_problem() or "ok"}
+
+    def service_problem(self) -> str | None:
+        """Why this server cannot do its job with a broker that runs: Mosquitto refuses the service account,
+        or stopped taking the registry's changes (a grant would be recorded but not enforced)."""
+        refused = self.link.refused if self.link is not None else None
+        if refused:
+            return f"Mosquitto refuses the service account: {refused}"
+        return self.accounts.problem if self.accounts is not None else None
+
+    async def _note_service_problem(self) -> None:
+        """Said once in the log, and in the database for `status` and the dashboards, when it changes."""
+        problem = self.service_problem()
+        now = time.monotonic()
+        if problem == self._noted_problem and not (problem and now - self._noted_at >= PROBLEM_NOTE_EVERY):
+            return
+        if problem != self._noted_problem:
+            self.log(f"broker: {problem}; /healthz fails until it is back" if problem
+                     else "broker: taking the registry's changes again")
+        self._noted_problem, self._noted_at = problem, now
+        try:
+            await asyncio.to_thread(self.reg.note_problem, problem)
+        except Exception as exc:  # the database is away too: /healthz says that first
+            self.log(f"database: cannot note the broker's state: {exc}")
 
     def _check_database(self) -> None:
         """A database file that disappears or is replaced under a running server is said once, fails
@@ -524,6 +550,7 @@ class EmbeddedServer:
     async def _watch_database(self) -> None:
         while True:
             self._check_database()
+            await self._note_service_problem()
             await asyncio.sleep(DATABASE_CHECK_EVERY)
 
     async def _reconcile_loop(self) -> None:

@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import json
+
 import peewee as pw
 
-from .database import guarded
+from .database import guarded, run_sql
 from .name_patterns import name_matches
 from .validation import normalise_username
 from .views import CONFLICT, EventView, RequestView, UserView
@@ -125,14 +127,16 @@ class Queries:
 
     @guarded
     def events(self, since: int = 0, limit: int | None = None, subject: str | None = None) -> list[EventView]:
-        E = self.m.Event
-        query = E.select().where(E.id > since)
+        """Events after ``since``, oldest first. Hand-written SQL: the relay reads every event this way, and
+        Peewee's model instances cost more than the query (19% of the service's time at 200 new devices/s)."""
+        text, params = 'SELECT "id", "time", "actor", "kind", "subject", "detail" FROM "events" WHERE "id" > ?', [since]
         if subject is not None:
-            query = query.where(E.subject == subject)
-        query = query.order_by(E.id)
+            text, params = text + ' AND "subject" = ?', params + [subject]
+        text += ' ORDER BY "id"'
         if limit:
-            query = query.limit(limit)
-        return [EventView.of(e) for e in query]
+            text, params = text + " LIMIT ?", params + [int(limit)]
+        return [EventView(id=i, time=t, actor=a, kind=k, subject=s, detail=json.loads(d) if d else {})
+                for i, t, a, k, s, d in run_sql(self.db, text, tuple(params))]
 
     @guarded
     def last_event_id(self) -> int:

@@ -39,6 +39,8 @@ KNOCK_WINDOW = 300  # "devices knocking" and "throttled": the last five minutes 
 CONSOLE_USER = "client-registry-console"  # the dashboards' own admin account (store/console.py)
 SERVER_ALIVE = 5.0  # a server that noted nothing for this long is not running (it notes every 2 s)
 SCRUB_DUE = "scrub_due"  # meta key: a cleared secret may still be in the WAL (Registry.scrub_secrets)
+SERVER_PROBLEM = "server_problem"  # meta key: why the running server cannot do its job, while it says so
+SERVER_PROBLEM_AT = "server_problem_at"  # meta key: when it last said so (shown while within SERVER_ALIVE)
 WINDOW_OPENED = "window_opened_at"  # meta key: when the registry last went from locked to unlocked
 
 
@@ -202,6 +204,9 @@ class Registry(RegistrationRules, AccessRules, PermissionRules, RoleRules, Appro
         limit = self.m.Meta.get_or_none(self.m.Meta.key == "per_address_limit")  # the server's (note_limits)
         throttled_total = T.select(pw.fn.COALESCE(pw.fn.SUM(T.count), 0)).where(
             T.last_seen > now - KNOCK_WINDOW).scalar()
+        notes = dict(run_sql(self.db, 'SELECT "key", "value" FROM "meta" WHERE "key" IN (?, ?)',
+                             (SERVER_PROBLEM, SERVER_PROBLEM_AT)).fetchall())
+        alive = notes.get(SERVER_PROBLEM_AT) and now - float(notes[SERVER_PROBLEM_AT]) <= SERVER_ALIVE
         return Status(
             unlocked=unlocked,
             remaining=max(0.0, window.unlocked_until - now) if unlocked else 0.0,
@@ -214,6 +219,7 @@ class Registry(RegistrationRules, AccessRules, PermissionRules, RoleRules, Appro
             throttled=int(throttled_total),
             throttled_from=[(peer, count) for peer, count in throttled if peer != OVERFLOW],
             per_address_limit=int(limit.value) if limit else self.config.per_peer_per_minute,
+            server_problem=notes.get(SERVER_PROBLEM) if alive else None,
         )
 
     def scrub_secrets(self, cleared: bool = True) -> None:
@@ -245,6 +251,18 @@ class Registry(RegistrationRules, AccessRules, PermissionRules, RoleRules, Appro
             self._meta("server_seen_at", repr(self.clock()))
         self._close_expired_window(self.clock())
         self.scrub_secrets(cleared=False)
+
+    @guarded
+    def note_problem(self, problem: str | None) -> None:
+        """What keeps the running server from doing its job (Mosquitto refuses its account, or stopped taking
+        changes), for `status` and the dashboards in other processes; None when it is well again. Noted again
+        every few seconds while it lasts: a server that died with a problem noted is not shown as having it."""
+        with write_transaction(self.db):
+            if problem:
+                self._meta(SERVER_PROBLEM, problem)
+                self._meta(SERVER_PROBLEM_AT, repr(self.clock()))
+            else:
+                self.m.Meta.delete().where(self.m.Meta.key.in_((SERVER_PROBLEM, SERVER_PROBLEM_AT))).execute()
 
     @guarded
     def note_limits(self) -> None:

@@ -137,6 +137,7 @@ class Status:
     throttled: int = 0  # new requests refused by the per-address limit in the last five minutes
     throttled_from: list = field(default_factory=list)  # [(peer, count)], the busiest three
     per_address_limit: int = 30  # new requests per address per minute
+    server_problem: str | None = None  # why the running server cannot do its job (Registry.note_problem)
 
     def as_dict(self) -> dict:
         return asdict(self)

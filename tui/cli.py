@@ -215,7 +215,8 @@ def status_line(status) -> str:
     more = "+" if status.knocking_capped else ""
     knocking = (f", {status.knocking}{more} device{'s' if status.knocking != 1 else ''} knocking"
                 if status.knocking else "")
-    return f"{head}; {status.pending} pending{knocking}{throttled_text(status)}"
+    problem = f"\nserver: {printable(status.server_problem)}" if status.server_problem else ""
+    return f"{head}; {status.pending} pending{knocking}{throttled_text(status)}{problem}"
 
 
 def throttled_text(status) -> str:

@@ -44,6 +44,11 @@ class BrokerLink:
         self._pending: dict[int, Future] = {}  # control message seq -> its answer
         self._lock = threading.Lock()
 
+    @property
+    def refused(self) -> str | None:
+        """Why Mosquitto refused the service account's last connect (e.g. "Not authorized"), while it does."""
+        return None if self.connected.is_set() else self._refused
+
     # -- connection ------------------------------------------------------------------------------------
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:

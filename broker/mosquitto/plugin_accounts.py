@@ -80,6 +80,7 @@ class PluginAccounts:
         self.window: float | None = None
         self.seq = 0
         self.stale = False  # a change could not be applied: reconcile soon
+        self.problem: str | None = None  # why the last change or reconcile did not reach Mosquitto (/healthz)
         self._dirty = False
         self._lock = asyncio.Lock()
 
@@ -181,9 +182,10 @@ class PluginAccounts:
                 return 0
             try:
                 await self._send(_chunks(records))
-            except LinkError:
-                self.stale = True
+            except LinkError as exc:
+                self.stale, self.problem = True, f"Mosquitto is not taking the registry's changes: {exc}"
                 raise
+            self.problem = None
             for name, record in changes.items():
                 self._put(name, record)
             if window:
@@ -207,6 +209,7 @@ class PluginAccounts:
             try:
                 answer = await self._query()
                 if fixes == 0 and self._agrees(answer):
+                    self.problem = None
                     return 0
                 if fixes == 0:
                     self.log("reconcile: Mosquitto's accounts differed from the service's copy "
@@ -224,9 +227,10 @@ class PluginAccounts:
                     raise LinkError("the registry plugin's state still differs after a full load")
                 self.log(f"plugin: {len(self.records)} accounts loaded into Mosquitto in "
                          f"{(time.monotonic() - began) * 1000:.0f} ms")
+                self.problem = None
                 return max(fixes, 1)
-            except LinkError:
-                self.stale = True
+            except LinkError as exc:
+                self.stale, self.problem = True, f"Mosquitto is not taking the registry's changes: {exc}"
                 raise
 
     def has_account(self, username: str) -> bool:

@@ -100,3 +100,23 @@ def test_textual_is_the_pinned_release(monkeypatch):
     monkeypatch.setattr(base_table, "version", lambda name: "9.0.0")
     assert base_table.textual_problem() == ("the dashboard needs Textual 8.2.8 (its tables use that release's "
                                             "internals), found 9.0.0: pip install textual==8.2.8")
+
+
+async def test_the_header_says_first_when_the_service_cannot_do_its_job(reg):
+    """A running server that notes a problem (Mosquitto stopped taking its changes) is named first in the
+    header, from the status the dashboard reads, at 80 columns too; gone when the note goes."""
+    from tui.app import RegistryApp
+
+    from .conftest import loaded
+
+    reg.note_applied(0)
+    reg.note_problem("Mosquitto is not taking the registry's changes: no answer within 10 s")
+    app = RegistryApp(reg)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await loaded(pilot)
+        dash = app.screen_stack[0]
+        await wait_for(pilot, lambda: dash.header_state.service_problem, message="the problem read")
+        text = render_broker(dash.header_state, 80).plain
+        assert text.startswith(" registry service: Mosquitto is not taking the registry's changes")
+        reg.note_problem(None)
+        await wait_for(pilot, lambda: not dash.header_state.service_problem, message="cleared", timeout=10)

@@ -381,6 +381,7 @@ class DashboardScreen(Screen):
             state.knocking_capped = status.knocking_capped
             state.throttled = status.throttled
             state.throttled_from = status.throttled_from[0][0] if status.throttled_from else ""
+            state.service_problem = status.server_problem or ""
         state.view = self.query_one(ContentSwitcher).current or "requests"
         self.query_one(StatusHeader).show(state)
 

@@ -40,6 +40,7 @@ class HeaderState:
     service_broker: str = ""  # from the service's retained status: "mosquitto 2.0.11, supervised"
     service_state: str = ""  # running | stopped | absent (no registry service behind this broker) | "" (not yet)
     service_http: str = ""  # where the service's HTTP API serves ("" when it has none)
+    service_problem: str = ""  # the running server cannot do its job (Status.server_problem), "" when well
 
 
 def plural(n: int, one: str, many: str | None = None) -> str:
@@ -92,6 +93,9 @@ def render_broker(state: HeaderState, width: int = 0) -> Text:
     text = Text(no_wrap=True, overflow="ellipsis")
     where = state.broker_address if below(width, COMPACT) else (
         f"broker {state.broker_address}" if state.broker_address else "broker")
+    if state.service_problem:  # first: whatever else is true, grants do not reach the broker now
+        text.append(f" registry service: {clean(state.service_problem, 120)} ", style="bold white on red")
+        text.append(" ")
     if state.broker == "connected":
         text.append(f" {where} ", style="")
         text.append("● connected", style="bold green")
