@@ -278,11 +278,12 @@ def notes(results: dict) -> list[str]:
         "",
         *_findings(results),
         "",
-        "## Hot spots in the service (store/ and broker/ are not the benchmark's: not changed here)",
+        "## Hot spots in the service",
         "",
         "- **New devices while unlocked still cost the service a few ms each** (the pipeline's svc ms/dev: one"
         " datagram per attempt, the request recorded, its event relayed and published). py-spy during a 200/s"
-        f" run: `Queries.events` (the relay's peewee-built read of the changelog)"
+        f" run: `Queries.events` (the relay's read of the changelog, hand-written SQL since 0c5bf83: it was 19 %"
+        " with Peewee's model instances)"
         f" {_n(_share(pprof, 'ours', 'Queries.events'))} % of the GIL samples, `login_many`"
         f" {_n(_share(pprof, 'ours', 'AccessRules.login_many'))} %, paho {_n(_share(pprof, 'libraries', 'paho'))} %.",
         "- **Granting costs the granting process more than the broker**: in the stall, `Registry.grant` (one"
@@ -404,8 +405,11 @@ def fleet_notes(results: dict) -> list[str]:
         " datagram to the service (the retries every second: the CONNACK codes above); the service records the"
         " request and the rule grants it in the store, then the relay reads the grant and sends the account to"
         " the plugin. The service's CPU per device (above) is the limit on 2 cores shared with Mosquitto, the"
-        " generator and the probe; issue 14 asks for well under 1 ms per admitted device (approval-rule"
-        " admissions batched into few transactions), which is the store side's part of this change.")
+        " generator and the probe. Issue 14 asks for well under 1 ms per admitted device: the admission itself"
+        " (the request recorded and granted by the rule in one transaction) costs the store about 0.2 ms"
+        " (`python -m bench.rule_admission`); the rest of the figure above is the device's refused retries"
+        " (CONNECTs per device above), each a datagram and a batched `login_many` that finds its request and"
+        " counts the attempt.")
     prof = results.get("profile")
     if prof and "ours" in prof:
         top = "; ".join(f"`{name.split(' (')[0]}` {pct:.0f} %" for name, pct in prof["ours"][:6])
