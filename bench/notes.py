@@ -406,8 +406,8 @@ def fleet_notes(results: dict) -> list[str]:
         " request and the rule grants it in the store, then the relay reads the grant and sends the account to"
         " the plugin. The service's CPU per device (above) is the limit on 2 cores shared with Mosquitto, the"
         " generator and the probe. Issue 14 asks for well under 1 ms per admitted device: the admission itself"
-        " (the request recorded and granted by the rule in one transaction) costs the store about 0.2 ms"
-        " (`python -m bench.rule_admission`); the rest of the figure above is the device's refused retries"
+        " (the request recorded and granted by the rule in one transaction) costs the store 0.2-0.35 ms"
+        " (`python -m bench.rule_admission`, in-process); the rest of the figure above is the device's refused retries"
         " (CONNECTs per device above), each a datagram and a batched `login_many` that finds its request and"
         " counts the attempt.")
     prof = results.get("profile")
