@@ -707,10 +707,15 @@ class StartLog:
             self.held = []
 
 
+# SIGHUP too: the terminal `serve` ran in went away (an SSH session closed). Python's default would end the
+# process at once, leaving Mosquitto serving (it runs as another user, so no parent-death signal reaches it).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 async def _serve(reg: Any, mqtt_bind: str, http_bind: str, options: dict) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, stop.set)
     log = StartLog(loop.call_later)
     try:
@@ -730,7 +735,7 @@ async def _serve(reg: Any, mqtt_bind: str, http_bind: str, options: dict) -> int
         sys.stderr.write(f"client-registry: {type(exc).__name__}: {exc}\n")
         return 1
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in STOP_SIGNALS:
             loop.remove_signal_handler(sig)
     stderr_log("client-registry stopped")
     return 0

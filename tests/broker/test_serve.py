@@ -40,7 +40,7 @@ def wait_serving(proc: subprocess.Popen) -> tuple[int, int, list[str]]:
     raise AssertionError(f"server did not start: {lines}")
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP], ids=["SIGTERM", "SIGINT", "SIGHUP"])
 def test_serve_runs_and_stops_cleanly(tmp_path, sig):
     db = str(tmp_path / "registry.db")
     proc = start(db)
@@ -76,6 +76,7 @@ def test_serve_runs_and_stops_cleanly(tmp_path, sig):
             assert reg.status().knocking == 1, "the locked knock was not recorded"
         finally:
             reg.close()
+        mosquitto_pid = int((tmp_path / "registry.mosquitto.pid").read_text())
         proc.send_signal(sig)
         out, err = proc.communicate(timeout=20)
     finally:
@@ -88,6 +89,10 @@ def test_serve_runs_and_stops_cleanly(tmp_path, sig):
     assert any("mosquitto 2." in line and "supervised" in line for line in all_lines)
     assert "stopped" in all_lines[-1]
     assert sum("client-registry stopped" in line for line in all_lines) == 1
+    deadline = time.monotonic() + 10  # its Mosquitto went with it (SIGHUP: the terminal closed)
+    while Path(f"/proc/{mosquitto_pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not Path(f"/proc/{mosquitto_pid}").exists()
 
 
 @pytest.mark.parametrize("which", ["mqtt", "http"])
