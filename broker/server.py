@@ -32,7 +32,7 @@ Public API (the dashboard embeds the server with exactly this)::
   supervised Mosquitto's bounds, defaults in ``broker.mosquitto.config``), ``mosquitto_user`` (None: Mosquitto
   runs as this process does; ``"auto"``, serve's default: ``mosquitto`` when running as root; or a user name).
 
-``serve_main(...)`` is what ``client-registry serve`` runs: it logs to stderr, stops cleanly on SIGINT/SIGTERM
+``serve_main(...)`` is what ``client-registry serve`` runs: it logs to stderr, stops cleanly on SIGINT/SIGTERM/SIGHUP
 and returns the process exit code (1 with one line on stderr when it cannot start).
 """
 

@@ -838,7 +838,7 @@ def print_event(e, as_json: bool) -> None:
 @click.pass_context
 def serve(ctx, db, mqtt_bind, http_bind, mosquitto, mosquitto_include, broker_url, plugin_socket, socket_group,
           per_address_limit, max_pending, max_packet_size, max_connections, mosquitto_user):
-    """Run Mosquitto under the registry, the event relay and the HTTP API (until SIGINT/SIGTERM)."""
+    """Run Mosquitto under the registry, the event relay and the HTTP API (until SIGINT, SIGTERM or SIGHUP)."""
     from broker.mosquitto.privileges import AUTO
     from broker.server import serve_main
 
