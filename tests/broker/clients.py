@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import queue
 import socket
 import struct
 import subprocess
 import threading
 import time
+import urllib.error
+import urllib.request
 
 import paho.mqtt.client as mqtt
 
@@ -77,6 +80,15 @@ class Paho:
             self.client.disconnect()
         finally:
             self.client.loop_stop()
+
+
+def healthz(port: int) -> tuple[int, dict]:
+    """GET /healthz: (status code, body), 503 included."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
 
 
 def mosquitto_pub(port: int, username: str, password: str, topic: str = "sensors/t", message: str = "hello",

@@ -99,11 +99,13 @@ def admin_reg(db_path):
     reg.close()
 
 
-def wait_until(predicate, timeout: float = 5.0, message: str = "condition") -> None:
+def wait_until(predicate, timeout: float = 5.0, message: str = "condition"):
+    """The predicate's first truthy value, polled until ``timeout``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if predicate():
-            return
+        value = predicate()
+        if value:
+            return value
         time.sleep(0.02)
     raise AssertionError(f"timed out waiting for {message}")
 

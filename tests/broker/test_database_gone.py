@@ -3,22 +3,11 @@ nothing is written to a second file; when it is back, admitting resumes."""
 
 from __future__ import annotations
 
-import json
 import os
-import urllib.error
-import urllib.request
 from pathlib import Path
 
-from tests.broker.clients import mosquitto_pub
+from tests.broker.clients import healthz, mosquitto_pub
 from tests.broker.conftest import wait_until
-
-
-def healthz(port: int) -> tuple[int, dict]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
 
 
 def test_database_moved_away_and_back(server, admin_reg, db_path):

@@ -4,35 +4,15 @@ registry's changes: a grant would be recorded and not enforced. Mosquitto is fro
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
-import time
-import urllib.error
-import urllib.request
 
 from store import open_registry
 
+from .clients import healthz
+from .conftest import wait_until as until
 from .test_serve import CLI, start, wait_serving
-
-
-def healthz(port: int) -> tuple[int, dict]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
-
-
-def until(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"not within {timeout:.0f} s: {what}")
 
 
 def test_a_broker_that_stops_taking_changes_fails_healthz_and_says_so(tmp_path):

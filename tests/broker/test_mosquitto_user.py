@@ -12,11 +12,11 @@ import signal
 import subprocess
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
+from tests.broker.conftest import wait_until as wait_for
 from tests.broker.test_serve import CLI, start, wait_serving
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root")
@@ -27,16 +27,6 @@ def mosquitto_uid() -> int:
         return pwd.getpwnam("mosquitto").pw_uid
     except KeyError:
         pytest.skip("no mosquitto user")
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def uid_of(pid: int) -> int:
