@@ -321,6 +321,22 @@ class RegistryApp(App[None]):
                 out.append((title, binding.tooltip or binding.description, binding, node, why))
         return out
 
+    async def run_action(self, action: Any, default_namespace: Any = None, namespaces: Any = None) -> bool:
+        """A key whose action cannot run here says why in a notification (the reason the palette and the footer
+        use, ``unavailable``), instead of doing nothing."""
+        if await super().run_action(action, default_namespace, namespaces):
+            return True
+        target, name, _ = self._parse_action(action, self if default_namespace is None else default_namespace,
+                                             namespaces)
+        why = target.unavailable(name) if hasattr(target, "unavailable") else None
+        if not why:
+            return False  # not ours to explain: the key goes on to the next binding, as Textual does
+        binding = next((b for b in getattr(target, "BINDINGS", ()) if isinstance(b, Binding)
+                        and b.action.split("(")[0] == name), None)
+        self.notify(f"{binding.description if binding else name}: unavailable, {why}", severity="warning",
+                    timeout=5, markup=False)
+        return True
+
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         if not self.dashboard.is_mounted:
             return

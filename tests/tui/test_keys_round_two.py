@@ -186,3 +186,25 @@ async def test_a_keymap_with_an_unknown_id_or_a_bad_value_says_so_and_applies_th
         await wait_for(pilot, lambda: app.screen.__class__.__name__ == "ConfirmModal", message="deny asks")
         await pilot.press("j")  # confirm-yes remapped to j
         await wait_for(pilot, lambda: reg.requests() == [], message="denied by the remapped yes")
+
+
+async def test_a_key_that_cannot_act_here_says_why(reg):
+    """`z` on a row not granted by a rule, `l` while locked, `g` with nothing pending: each a notice with the
+    reason (as the palette gives it), and nothing changes."""
+    reg.unlock(300)
+    knock(reg, "dev-1")
+    reg.grant(["dev-1"], actor="op")
+    reg.lock()
+    app = RegistryApp(reg)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await loaded(pilot)
+
+        def said(text: str) -> bool:
+            return any(text in str(n.message) for n in app._notifications)
+
+        for key, reason in (("z", "not granted by an approval rule"), ("l", "the registry is already locked"),
+                            ("g", "no pending request is selected or under the cursor")):
+            await pilot.press(key)
+            await wait_for(pilot, lambda: said(reason), message=f"{key}: {reason}")
+        assert app.screen is app.screen_stack[0]  # no dialog opened
+        assert reg.user("dev-1") is not None and not reg.status().unlocked
