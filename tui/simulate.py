@@ -1,10 +1,11 @@
 """Simulated device firmware for trying the registry out (``client-registry simulate``).
 
-Each device makes up a username and a random password, prints the pairing code
-that the operator will see in the dashboard, and keeps trying to CONNECT with
-exponential backoff. Once granted it reports which of a few likely topics it may
-use (by subscribing and reading the SUBACK) and stays connected, publishing a
-heartbeat, until stopped.
+Each device makes up a username (``--prefix sensor``: ``sensor-3f2a``, for a rule or glob such as
+``sensor-*``) and a random password, prints the pairing code that the operator will see in the dashboard, and
+keeps trying to CONNECT with exponential backoff. Once granted it reports what it may use: the topics the
+registry grants it (read from the registry's database when there is one here), each subscribable one checked
+against the broker's SUBACK; without a database, a few likely topics probed. It stays connected, publishing
+a heartbeat, and says in one line when the broker drops it (disabled, removed, broker gone), then knocks again.
 """
 
 from __future__ import annotations
@@ -28,8 +29,13 @@ WORDS = ("amber", "birch", "cedar", "delta", "ember", "fjord", "gale", "harbor",
 KINDS = ("sensor", "meter", "valve", "pump", "cam", "gateway", "plc", "probe")
 
 
-def make_username(rng: random.Random) -> str:
+def make_username(rng: random.Random, prefix: str | None = None) -> str:
+    if prefix:
+        return f"{prefix}-{rng.randrange(16**4):04x}"
     return f"{rng.choice(KINDS)}-{rng.choice(WORDS)}-{rng.randrange(16**4):04x}"
+
+
+GrantsLookup = Callable[[str], "list[tuple[str, str]] | None"]  # username -> [(topic filter, access)] or None
 
 
 def probe_topics(username: str) -> list[str]:
@@ -62,16 +68,26 @@ def _on_subscribe(client, userdata, mid, reason_codes, properties=None) -> None:
     got.set()
 
 
+def _on_disconnect(client, userdata, flags, reason_code, properties=None) -> None:
+    result, got = userdata
+    result["dropped"] = reason_code
+    got.set()
+
+
 class Simulator:
     def __init__(self, target: MqttTarget, devices: int = 1, *, out: Callable[[str], None] = print,
                  backoff_first: float = 1.0, backoff_max: float = 15.0, heartbeat: float = 10.0,
-                 seed: int | None = None) -> None:
+                 seed: int | None = None, prefix: str | None = None, grants: GrantsLookup | None = None) -> None:
         rng = random.Random(seed)
         self.target = target
-        self.devices = [
-            Device(make_username(rng), secrets.token_urlsafe(12), f"sim-{i}-{secrets.token_hex(3)}")
-            for i in range(devices)
-        ]
+        names: list[str] = []
+        while len(names) < devices:  # distinct names: two devices never knock as one
+            name = make_username(rng, prefix)
+            if name not in names:
+                names.append(name)
+        self.devices = [Device(name, secrets.token_urlsafe(12), f"sim-{i}-{secrets.token_hex(3)}")
+                        for i, name in enumerate(names)]
+        self.grants = grants
         self.out = out
         self.backoff_first = backoff_first
         self.backoff_max = backoff_max
@@ -101,6 +117,7 @@ class Simulator:
             client.username_pw_set(device.username, device.password)
             client.on_connect = _on_connect
             client.on_subscribe = _on_subscribe
+            client.on_disconnect = _on_disconnect
             try:
                 client.connect(self.target.host, self.target.port, keepalive=30)
                 client.loop_start()
@@ -110,44 +127,74 @@ class Simulator:
             rc = result.get("rc")
             if rc is not None and not rc.is_failure:
                 self.say(device, f"got in after {device.attempts} attempt(s)")
-                self._stay(device, client, result, got)
-                return
+                if self._stay(device, client, result, got):
+                    return  # stopped
+                device.attempts, backoff = 0, self.backoff_first  # dropped: knock again, as firmware would
+                continue
             try:
                 client.loop_stop()
                 client.disconnect()
             except Exception:  # noqa: BLE001
                 pass
             why = result.get("error") or (str(rc) if rc is not None else "no answer")
+            if device.admitted and device.attempts == 1:  # it was in: say once what that refusal means
+                self.say(device, f"refused now ({why}): my account was disabled or removed, or the broker changed")
             self.say(device, f"attempt {device.attempts}: {why}; retrying in {backoff:.0f}s (code {device.code})")
             self._wait(backoff * random.uniform(0.8, 1.2))
             backoff = min(backoff * 2, self.backoff_max)
 
-    def _stay(self, device: Device, client: mqtt.Client, result: dict, got: threading.Event) -> None:
-        mids = {}
-        for topic in probe_topics(device.username):
-            got.clear()
-            _, mid = client.subscribe(topic, qos=0)
-            mids[mid] = topic
-            deadline = time.monotonic() + 5
-            while mid not in result.get("subacks", {}) and time.monotonic() < deadline and not self.stop.is_set():
-                got.wait(0.1)
-        for mid, topic in mids.items():
-            rcs = result.get("subacks", {}).get(mid)
-            if rcs and not rcs[0].is_failure:
-                device.allowed.append(topic)
-                client.unsubscribe(topic)
-        if device.allowed:
-            self.say(device, "may use: " + ", ".join(device.allowed))
-        else:
-            self.say(device, "connected, but may not subscribe to any of "
-                     + ", ".join(probe_topics(device.username)) + " (no permissions yet)")
-        # Admitted once it has said what it may use: --until-admitted must not cut the probe short.
+    def _suback(self, client: mqtt.Client, result: dict, got: threading.Event, topic: str) -> bool:
+        """Does the broker let this device subscribe to ``topic``? (its SUBACK; unsubscribed again)"""
+        got.clear()
+        _, mid = client.subscribe(topic, qos=0)
+        deadline = time.monotonic() + 5
+        while mid not in result.get("subacks", {}) and time.monotonic() < deadline and not self.stop.is_set():
+            got.wait(0.1)
+        rcs = result.get("subacks", {}).get(mid)
+        allowed = bool(rcs) and not rcs[0].is_failure
+        if allowed:
+            client.unsubscribe(topic)
+        return allowed
+
+    def _report(self, device: Device, client: mqtt.Client, result: dict, got: threading.Event) -> None:
+        """What the device may use: the registry's grants when it can read them (reads checked against the
+        broker), else a few likely topics probed."""
+        granted = self.grants(device.username) if self.grants else None
+        if granted is None:
+            device.allowed = [t for t in probe_topics(device.username) if self._suback(client, result, got, t)]
+            self.say(device, "may use: " + ", ".join(device.allowed) if device.allowed else
+                     "connected, but may not subscribe to any of " + ", ".join(probe_topics(device.username))
+                     + " (no permissions yet?)")
+            return
+        if not granted:
+            self.say(device, "connected, with no permissions yet (the operator gave no template or role)")
+            return
+        parts = []
+        for topic, access in granted:
+            if access in ("read", "readWrite") and not self._suback(client, result, got, topic):
+                parts.append(f"{topic} ({access}; the broker refused a subscribe!)")
+                continue
+            device.allowed.append(topic)
+            parts.append(f"{topic} ({access})")
+        self.say(device, "may use: " + ", ".join(parts))
+
+    def _stay(self, device: Device, client: mqtt.Client, result: dict, got: threading.Event) -> bool:
+        """Connected: report, then heartbeat until stopped (True) or dropped by the broker (False)."""
+        device.allowed = []
+        self._report(device, client, result, got)
+        # Admitted once it has said what it may use: --until-admitted must not cut the report short.
         device.admitted = True
         while not self.stop.is_set():
+            if "dropped" in result:
+                self.say(device, f"disconnected by the broker ({result['dropped']}): knocking again")
+                client.loop_stop()
+                return False
             client.publish(f"devices/{device.username}/heartbeat", str(int(time.time())), qos=0)
-            self._wait(self.heartbeat)
+            got.clear()
+            got.wait(self.heartbeat)
         client.loop_stop()
         client.disconnect()
+        return True
 
     def run(self, until_admitted: bool = False) -> None:
         threads = [threading.Thread(target=self.run_device, args=(d,), daemon=True) for d in self.devices]
@@ -164,13 +211,14 @@ class Simulator:
                 t.join(5)
 
 
-def run_simulation(devices: int, mqtt_url: str | None, *, until_admitted: bool = False) -> int:
+def run_simulation(devices: int, mqtt_url: str | None, *, until_admitted: bool = False, prefix: str | None = None,
+                   grants: GrantsLookup | None = None) -> int:
     try:
         target = MqttTarget.parse(mqtt_url)
     except ValueError as exc:
         print(f"client-registry: {exc}", file=sys.stderr)
         return 2
-    sim = Simulator(target, devices, out=lambda line: print(line, flush=True))
+    sim = Simulator(target, devices, out=lambda line: print(line, flush=True), prefix=prefix, grants=grants)
     print(f"simulating {devices} device(s) against {target.address} (Ctrl-C to stop)", flush=True)
     try:
         sim.run(until_admitted=until_admitted)

@@ -215,3 +215,39 @@ async def test_deny_then_the_device_stays_out(reg, server):
         await pilot.press("slash", *"rogue", "enter", "3")
         audit = dash.audit_table
         assert [e.kind for e in audit.shown_items()][:2] == ["request.denied", "request.created"]
+
+
+def test_simulate_fits_the_fleet_flow_reports_its_real_grants_and_says_when_dropped(reg, server, db_path):
+    """`simulate --prefix sensor` names fit `sensor-*`; once in, each device reports the topics the registry
+    grants it (a role's `sensors/{username}/#`), checked against the broker; disabled, it says so in one line."""
+    from tests.broker.conftest import wait_until
+    from tui.cli import local_grants
+    from tui.simulate import Simulator
+
+    reg.add_role("fleet", actor="test")
+    reg.role_permit("fleet", "sensors/{username}/#", "readWrite", actor="test")
+    reg.unlock(300)
+    wait_until(lambda: applied(server.srv, reg), message="the unlock in the plugin")
+    lines: list[str] = []
+    sim = Simulator(MqttTarget("127.0.0.1", server.mqtt_port), 2, out=lines.append, backoff_first=0.2,
+                    backoff_max=0.5, heartbeat=0.2, seed=3, prefix="sensor", grants=local_grants(db_path))
+    assert all(d.username.startswith("sensor-") for d in sim.devices)
+    runner = threading.Thread(target=sim.run)
+    runner.start()
+    try:
+        wait_until(lambda: len(reg.requests()) == 2, timeout=20, message="two requests")
+        reg.grant([r.id for r in reg.pending_matching("sensor-*")], roles=["fleet"], actor="test")
+        wait_until(lambda: all(d.admitted for d in sim.devices), timeout=30, message="both in")
+        for d in sim.devices:
+            assert f"[{d.username}] may use: sensors/{d.username}/# (readWrite)" in lines
+            assert d.allowed == [f"sensors/{d.username}/#"]
+        first = sim.devices[0]
+        reg.disable_user(first.username, actor="test")
+        wait_until(lambda: any(line.startswith(f"[{first.username}] disconnected by the broker") for line in lines),
+                   timeout=20, message="said it was dropped")
+        wait_until(lambda: any(line.startswith(f"[{first.username}] refused now (") for line in lines),
+                   timeout=20, message="said it is refused now")
+        assert not any("no permissions yet" in line for line in lines)
+    finally:
+        sim.stop.set()
+        runner.join(15)
