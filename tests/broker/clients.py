@@ -83,12 +83,14 @@ class Paho:
 
 
 def healthz(port: int) -> tuple[int, dict]:
-    """GET /healthz: (status code, body), 503 included."""
+    """GET /healthz: (status code, body), 503 included; (0, {"error": ...}) when nothing answers."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as resp:
             return resp.status, json.loads(resp.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())
+    except OSError as exc:
+        return 0, {"error": str(exc)}
 
 
 def mosquitto_pub(port: int, username: str, password: str, topic: str = "sensors/t", message: str = "hello",

@@ -27,7 +27,7 @@ from broker.mosquitto import plugin_wire as wire
 from broker.mosquitto.config import SERVICE_USER
 from tests.broker import mqtt_raw as raw
 from tests.broker import plugin_state
-from tests.broker.clients import Device, drain, mosquitto_pub, puback, raw_connect, read_packet
+from tests.broker.clients import Device, drain, healthz, mosquitto_pub, puback, raw_connect, read_packet
 from tests.broker.conftest import wait_until
 from tests.broker.test_mosquitto_security import NOT_AUTHORIZED, console, granted
 
@@ -550,16 +550,6 @@ def test_serve_again_replaces_the_orphaned_mosquitto(served):
 
 
 # -- 7. Mosquitto killed -----------------------------------------------------------------------------------------
-def healthz(port: int) -> tuple[int, dict]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as err:
-        return err.code, json.loads(err.read())
-    except OSError as exc:
-        return 0, {"error": str(exc)}
-
-
 def test_mosquitto_killed_is_restarted_and_devices_come_back(server, admin_reg):
     name, password = "phoenix-dev", "phoenix-pass-1"
     granted(server, admin_reg, name, password, (f"devices/{name}/#", "readWrite"))
