@@ -21,8 +21,11 @@ SOURCE = _HERE / "registry_plugin.c"
 SOURCES = (SOURCE, _HERE / "registry_core.c")
 HEADERS = (_HERE / "registry_core.h",)
 HEADER = "/usr/include/mosquitto_broker.h"
-# No link flags: the mosquitto_* symbols resolve from the broker when it loads the plugin.
+OPENSSL_HEADER = "/usr/include/openssl/x509.h"
 CFLAGS = ("-shared", "-fPIC", "-O2", "-Wall", "-Wextra")
+# The mosquitto_* symbols resolve from the broker when it loads the plugin; libcrypto (the one Mosquitto itself
+# links) reads client certificates: fingerprint, subject, issuer, serial, validity.
+LDLIBS = ("-lcrypto",)
 COMPILE_TIMEOUT = 120.0
 
 _PREFIX = "cannot build the registry plugin: "
@@ -45,7 +48,7 @@ def default_cache_dir() -> Path:
 def plugin_path(cache_dir: Path | None = None) -> Path:
     """The built plugin for the current source, compiling it into the cache if needed."""
     source = _read_source()
-    digest = hashlib.sha256(source + "\0".join(CFLAGS).encode()).hexdigest()[:12]
+    digest = hashlib.sha256(source + "\0".join(CFLAGS + LDLIBS).encode()).hexdigest()[:12]
     directory = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     target = directory / f"registry_plugin-{digest}.so"
     if target.is_file():
@@ -102,6 +105,8 @@ def _compile(target: Path) -> Path:
     if not os.path.isfile(HEADER):
         raise PluginBuildError(
             f"{os.path.basename(HEADER)} not found (apt-get install mosquitto-dev libmosquitto-dev)")
+    if not os.path.isfile(OPENSSL_HEADER):
+        raise PluginBuildError("OpenSSL's headers (openssl/x509.h) not found (apt-get install libssl-dev)")
     argv = _compiler()
     # Compile beside the target and rename: readers never see a half-written .so,
     # and two processes racing on the same cache entry both end with a whole one.
@@ -113,7 +118,7 @@ def _compile(target: Path) -> Path:
     tmp = Path(tmp_name)
     try:
         try:
-            result = subprocess.run([*argv, *CFLAGS, "-o", str(tmp), *map(str, SOURCES)],
+            result = subprocess.run([*argv, *CFLAGS, "-o", str(tmp), *map(str, SOURCES), *LDLIBS],
                                     stdin=subprocess.DEVNULL, capture_output=True, text=True,
                                     errors="replace", timeout=COMPILE_TIMEOUT)
         except OSError as exc:

@@ -22,10 +22,10 @@ ATTEMPT_MAGIC = b"CRK2"
 KNOCKS_MAGIC = b"CRN1"
 PRESENCE_MAGIC = b"CRP1"
 
-DISABLED, ADMIN, SERVICE = 1, 2, 4
+DISABLED, ADMIN, SERVICE, CERT = 1, 2, 4, 8  # CERT: set by Account.record() when bound to a certificate
 READ, WRITE = 1, 2
 MAX_ACLS = 4096
-UNKNOWN, REKEY = 0, 1
+UNKNOWN, REKEY, NEW_CERTIFICATE = 0, 1, 2  # an attempt's kind (NEW_CERTIFICATE: right password, other certificate)
 PROTOCOLS = {3: "MQTT 3.1", 4: "MQTT 3.1.1", 5: "MQTT 5"}  # an attempt's protocol byte, as logged
 FNV_OFFSET, FNV_PRIME, MASK64 = 0xCBF29CE484222325, 0x100000001B3, (1 << 64) - 1
 
@@ -55,21 +55,27 @@ def access_bits(access: str) -> int:
 
 @dataclass(frozen=True)
 class Account:
-    """One account as the plugin holds it: ``verifier`` is the store's HMAC-SHA256 (32 raw bytes)."""
+    """One account as the plugin holds it: ``verifier`` is the store's HMAC-SHA256 (32 raw bytes);
+    ``certificate``, when set, the SHA-256 fingerprint (32 raw bytes) of the one client certificate it admits."""
 
     username: str
     verifier: bytes
     flags: int = 0
     client_id: str = ""
     acls: tuple[tuple[int, str], ...] = ()  # (access bits, pattern), placeholders filled
+    certificate: bytes | None = None
 
     def record(self) -> bytes:
         if len(self.verifier) != 32:
             raise WireError("a verifier is 32 bytes")
+        if self.certificate is not None and len(self.certificate) != 32:
+            raise WireError("a certificate fingerprint is 32 bytes")
         out = bytearray(b"P")
         out += _str(self.username)
-        out.append(self.flags)
+        out.append((self.flags & ~CERT) | (CERT if self.certificate is not None else 0))
         out += self.verifier
+        if self.certificate is not None:
+            out += self.certificate
         out += _str(self.client_id)
         out += struct.pack("!H", len(self.acls))
         for bits, pattern in self.acls:
@@ -78,7 +84,8 @@ class Account:
         return bytes(out)
 
     def __repr__(self) -> str:  # the verifier stays out of logs
-        return f"Account({self.username!r}, flags={self.flags}, acls={len(self.acls)})"
+        bound = ", certificate" if self.certificate is not None else ""
+        return f"Account({self.username!r}, flags={self.flags}, acls={len(self.acls)}{bound})"
 
 
 def digest_of(records: Iterable[bytes]) -> int:
@@ -162,13 +169,27 @@ class _Reader:
 
 
 @dataclass(frozen=True)
+class Certificate:
+    """The client certificate an attempt presented (TLS listener with require_certificate), as the plugin
+    read it: already verified by Mosquitto against the listener's CA."""
+
+    fingerprint: bytes  # SHA-256 of the DER
+    subject: bytes  # RFC 2253 text, UTF-8 as sent, cut at 1 KiB
+    issuer: bytes
+    serial: int
+    not_before: int  # epoch seconds
+    not_after: int
+
+
+@dataclass(frozen=True)
 class Attempt:
     protocol: int
-    kind: int  # UNKNOWN or REKEY
+    kind: int  # UNKNOWN, REKEY or NEW_CERTIFICATE
     username: bytes
     password: bytes
     client_id: bytes
     peer: bytes
+    certificate: Certificate | None = None
 
     def __repr__(self) -> str:  # never print the password by accident
         return f"Attempt(username={self.username[:80]!r}, kind={self.kind}, protocol={self.protocol})"
@@ -193,10 +214,18 @@ def parse_datagram(data: bytes) -> Attempt | Knocks | Presence:
     if magic == ATTEMPT_MAGIC:
         protocol, kind = r.u8(), r.u8()
         fields = [r.str() for _ in range(4)]
+        certificate = None
+        if r.offset < len(data):  # the optional certificate block
+            if r.u8() != ord("C"):
+                raise WireError("trailing bytes")
+            fingerprint, subject, issuer = r.take(32), r.str(), r.str()
+            serial = int.from_bytes(r.str(), "big")
+            not_before, not_after = struct.unpack("!qq", r.take(16))
+            certificate = Certificate(fingerprint, subject, issuer, serial, not_before, not_after)
         r.end()
-        if kind not in (UNKNOWN, REKEY):
+        if kind not in (UNKNOWN, REKEY, NEW_CERTIFICATE):
             raise WireError("unknown attempt kind")
-        return Attempt(protocol, kind, *fields)
+        return Attempt(protocol, kind, *fields, certificate=certificate)
     if magic == KNOCKS_MAGIC:
         total = r.u32()
         names = tuple((r.str(), r.u32()) for _ in range(r.u16()))
@@ -233,7 +262,8 @@ def parse_account(record: bytes) -> Account:
     username = r.str().decode("utf-8", "surrogatepass")
     flags = r.u8()
     verifier = r.take(32)
+    certificate = r.take(32) if flags & CERT else None
     client_id = r.str().decode("utf-8", "surrogatepass")
     acls = tuple((r.u8(), r.str().decode("utf-8", "surrogatepass")) for _ in range(r.u16()))
     r.end()
-    return Account(username, verifier, flags, client_id, acls)
+    return Account(username, verifier, flags & ~CERT, client_id, acls, certificate)

@@ -447,7 +447,7 @@ int rc_parse_account(const uint8_t *data, size_t len, size_t *pos, uint64_t seed
 		struct rc_account **out, const char **why)
 {
 	struct reader r = {data, len, *pos};
-	const uint8_t *op, *user, *cid, *verifier, *pat = NULL;
+	const uint8_t *op, *user, *cid, *verifier, *certificate = NULL, *pat = NULL;
 	uint16_t ulen, clen, n_acl, plen = 0, i;
 	uint8_t flags, access = 0;
 	size_t start = *pos, acl_start, size, pattern_bytes = 0;
@@ -459,8 +459,9 @@ int rc_parse_account(const uint8_t *data, size_t len, size_t *pos, uint64_t seed
 	if(ulen == 0 || ulen > RC_MAX_USERNAME) FAIL("username length out of range");
 	if(memchr(user, '\0', ulen)) FAIL("NUL in username");
 	if(!rd_u8(&r, &flags)) FAIL("truncated account record");
-	if(flags & ~(RC_DISABLED | RC_ADMIN | RC_SERVICE)) FAIL("unknown account flags");
+	if(flags & ~(RC_DISABLED | RC_ADMIN | RC_SERVICE | RC_CERT)) FAIL("unknown account flags");
 	if(!rd_take(&r, 32, &verifier)) FAIL("truncated account record");
+	if((flags & RC_CERT) && !rd_take(&r, 32, &certificate)) FAIL("truncated account record");
 	if(!rd_str(&r, &cid, &clen)) FAIL("truncated account record");
 	if(memchr(cid, '\0', clen)) FAIL("NUL in client id");
 	if(!rd_u16(&r, &n_acl)) FAIL("truncated account record");
@@ -494,6 +495,7 @@ int rc_parse_account(const uint8_t *data, size_t len, size_t *pos, uint64_t seed
 		strings += clen + 1;
 		a->flags = flags;
 		memcpy(a->verifier, verifier, 32);
+		if(certificate) memcpy(a->certificate, certificate, 32);
 		a->n_acl = n_acl;
 		r.pos = acl_start;
 		for(i = 0; i < n_acl; i++){
@@ -536,7 +538,9 @@ static bool kick_needed(const struct rc_account *old, const struct rc_account *c
 	if(cur == NULL) return true;
 	if(!rc_ct_equal(old->verifier, cur->verifier, 32)) return true;
 	if(!(old->flags & RC_DISABLED) && (cur->flags & RC_DISABLED)) return true;
-	if((old->flags ^ cur->flags) & (RC_ADMIN | RC_SERVICE)) return true;
+	if((old->flags ^ cur->flags) & (RC_ADMIN | RC_SERVICE | RC_CERT)) return true;
+	/* A new binding: sessions made with the old certificate go (both are zeros when unbound). */
+	if(!rc_ct_equal(old->certificate, cur->certificate, 32)) return true;
 	if(old->client_id_len != cur->client_id_len
 			|| memcmp(old->client_id, cur->client_id, old->client_id_len) != 0) return true;
 	return false;

@@ -45,6 +45,7 @@ bool rc_covers(const char *pattern, size_t plen, const char *filter, size_t flen
 #define RC_DISABLED 1u
 #define RC_ADMIN 2u
 #define RC_SERVICE 4u
+#define RC_CERT 8u /* bound to one client certificate: its SHA-256 fingerprint follows the verifier */
 #define RC_READ 1u
 #define RC_WRITE 2u
 #define RC_MAX_USERNAME 1024
@@ -70,6 +71,7 @@ struct rc_account {
 	uint16_t n_acl;
 	uint8_t flags;
 	uint8_t verifier[32];
+	uint8_t certificate[32]; /* SHA-256 of the certificate's DER, when flags has RC_CERT (else zeros) */
 };
 
 struct rc_table {

@@ -15,7 +15,12 @@
  * twice; the dynamic loader hands back the same object, so the statics below are shared: the state is
  * initialised by the first instance and freed by the last cleanup.
  *
- * Build: cc -shared -fPIC -O2 -Wall -Wextra -o registry_plugin.so registry_plugin.c registry_core.c
+ * Client certificates (a listener with require_certificate true): an account bound to a certificate's
+ * SHA-256 fingerprint is refused with any other certificate or none; an attempt reported to the service
+ * carries the certificate's fingerprint, subject, issuer, serial and validity. Read with Mosquitto's
+ * mosquitto_client_certificate() (an X509* we own and free) and libcrypto.
+ *
+ * Build: cc -shared -fPIC -O2 -Wall -Wextra -o registry_plugin.so registry_plugin.c registry_core.c -lcrypto
  */
 
 #ifndef _GNU_SOURCE
@@ -40,6 +45,10 @@
 #include <mosquitto.h>
 #include <mosquitto_broker.h>
 #include <mosquitto_plugin.h>
+#include <openssl/asn1.h>
+#include <openssl/bio.h>
+#include <openssl/evp.h>
+#include <openssl/x509.h>
 
 #include "registry_core.h"
 
@@ -50,6 +59,9 @@
 #define CAP_PASSWORD 4096
 #define CAP_CLIENTID 1024
 #define CAP_ADDRESS 1024
+#define CAP_CERT_NAME 1024 /* a certificate's subject or issuer as reported (longer ones are cut) */
+#define CAP_SERIAL 64      /* RFC 5280 allows 20 octets; a longer serial is reported empty */
+#define CERT_BLOCK (1 + 32 + 2 + CAP_CERT_NAME + 2 + CAP_CERT_NAME + 2 + CAP_SERIAL + 8 + 8)
 #define DATAGRAM_MAX (32 * 1024)
 #define KNOCK_NAMES 1024
 #define KNOCK_BUCKETS 2048
@@ -411,6 +423,104 @@ static void session_begin(const struct mosquitto *client, const struct rc_accoun
 	presence_add(1, a->username, a->username_len, cid, clen);
 }
 
+/* ---- client certificates ---- */
+
+/* The client's certificate (NULL: none, or not a TLS listener with require_certificate). The caller frees it
+ * with X509_free: mosquitto_client_certificate() returns SSL_get_peer_certificate(), which takes a reference. */
+static X509 *client_certificate(const struct mosquitto *client)
+{
+	return (X509 *)mosquitto_client_certificate(client);
+}
+
+/* SHA-256 of the certificate's DER encoding: what an account is bound to (store side: the same digest). */
+static bool certificate_fingerprint(X509 *cert, uint8_t out[32])
+{
+	unsigned int len = 0;
+	return X509_digest(cert, EVP_sha256(), out, &len) == 1 && len == 32;
+}
+
+/* Step 6: an account bound to a certificate admits that certificate only. */
+static bool certificate_matches(const struct rc_account *a, const struct mosquitto *client)
+{
+	X509 *cert;
+	uint8_t fingerprint[32];
+	bool ok;
+
+	if(!(a->flags & RC_CERT)) return true;
+	cert = client_certificate(client);
+	if(cert == NULL) return false;
+	ok = certificate_fingerprint(cert, fingerprint) && rc_ct_equal(fingerprint, a->certificate, 32);
+	X509_free(cert);
+	return ok;
+}
+
+/* A name (subject or issuer) as RFC 2253 text in UTF-8, cut at the cap; the length written. */
+static size_t name_text(const X509_NAME *name, char *out, size_t cap)
+{
+	BIO *bio = BIO_new(BIO_s_mem());
+	char *data = NULL;
+	long len;
+	size_t n = 0;
+
+	if(bio == NULL) return 0;
+	/* RFC 2253 escaping (control characters as \XX) but UTF-8 kept as UTF-8: the service shows it. */
+	if(X509_NAME_print_ex(bio, name, 0, XN_FLAG_RFC2253 & ~ASN1_STRFLGS_ESC_MSB) >= 0){
+		len = BIO_get_mem_data(bio, &data);
+		if(len > 0 && data != NULL){
+			n = (size_t)len < cap ? (size_t)len : cap;
+			memcpy(out, data, n);
+		}
+	}
+	BIO_free(bio);
+	return n;
+}
+
+static int64_t time_seconds(const ASN1_TIME *t)
+{
+	struct tm tm;
+	memset(&tm, 0, sizeof(tm));
+	if(t == NULL || ASN1_TIME_to_tm(t, &tm) != 1) return 0;
+	return (int64_t)timegm(&tm);
+}
+
+/* Appends the certificate block of an attempt (plugin_protocol.md, "Datagrams"): nothing without one. */
+static uint8_t *put_certificate(uint8_t *p, const struct mosquitto *client)
+{
+	X509 *cert = client_certificate(client);
+	const ASN1_INTEGER *serial;
+	uint8_t fingerprint[32];
+	char name[CAP_CERT_NAME];
+	size_t n;
+	int slen;
+
+	if(cert == NULL) return p;
+	if(!certificate_fingerprint(cert, fingerprint)){
+		X509_free(cert);
+		return p;
+	}
+	*p++ = 'C';
+	memcpy(p, fingerprint, 32);
+	p += 32;
+	n = name_text(X509_get_subject_name(cert), name, sizeof(name));
+	p = rc_put16(p, (uint16_t)n);
+	memcpy(p, name, n);
+	p += n;
+	n = name_text(X509_get_issuer_name(cert), name, sizeof(name));
+	p = rc_put16(p, (uint16_t)n);
+	memcpy(p, name, n);
+	p += n;
+	serial = X509_get0_serialNumber(cert);
+	slen = serial ? ASN1_STRING_length(serial) : 0;
+	if(slen < 0 || slen > CAP_SERIAL) slen = 0;
+	p = rc_put16(p, (uint16_t)slen);
+	if(slen > 0) memcpy(p, ASN1_STRING_get0_data(serial), (size_t)slen);
+	p += slen;
+	p = rc_put64(p, (uint64_t)time_seconds(X509_get0_notBefore(cert)));
+	p = rc_put64(p, (uint64_t)time_seconds(X509_get0_notAfter(cert)));
+	X509_free(cert);
+	return p;
+}
+
 /* ---- reports ---- */
 
 static uint8_t *put_str(uint8_t *p, const void *s, size_t len)
@@ -423,7 +533,7 @@ static uint8_t *put_str(uint8_t *p, const void *s, size_t len)
 static void report_attempt(const struct mosquitto *client, uint8_t kind, const char *username, const char *password)
 {
 	static const size_t caps[4] = {CAP_USERNAME, CAP_PASSWORD, CAP_CLIENTID, CAP_ADDRESS};
-	uint8_t datagram[4 + 2 + 4 * 2 + CAP_USERNAME + CAP_PASSWORD + CAP_CLIENTID + CAP_ADDRESS];
+	uint8_t datagram[4 + 2 + 4 * 2 + CAP_USERNAME + CAP_PASSWORD + CAP_CLIENTID + CAP_ADDRESS + CERT_BLOCK];
 	uint8_t *p = datagram;
 	const char *fields[4];
 	size_t lengths[4];
@@ -443,6 +553,7 @@ static void report_attempt(const struct mosquitto *client, uint8_t kind, const c
 	*p++ = (uint8_t)(mosquitto_client_protocol_version(client) & 0xff);
 	*p++ = kind;
 	for(i = 0; i < 4; i++) p = put_str(p, fields[i], lengths[i]);
+	p = put_certificate(p, client);
 	send_datagram(datagram, (size_t)(p - datagram), NULL);
 	/* Keep passwords out of the broker's stack (and so out of core dumps). */
 	explicit_bzero(datagram, (size_t)(p - datagram));
@@ -554,7 +665,7 @@ static void kick_username(void *ctx, const char *username)
 	mosquitto_kick_client_by_username(username, false);
 }
 
-/* Accept, refuse or (part first) defer a registry account's login: steps 3-7. */
+/* Accept, refuse or (part first) defer a registry account's login: steps 3-8. */
 static int auth_account(const struct rc_account *a, struct mosquitto *client, const char *username,
 		const char *password)
 {
@@ -584,6 +695,13 @@ static int auth_account(const struct rc_account *a, struct mosquitto *client, co
 	if(!ok){
 		if(!(a->flags & (RC_ADMIN | RC_SERVICE)) && unlocked()){
 			report_attempt(client, 1, username, password);
+		}
+		return MOSQ_ERR_AUTH;
+	}
+	if(!certificate_matches(a, client)){
+		/* The right password with another certificate (or none): a device presenting a new one. */
+		if(!(a->flags & (RC_ADMIN | RC_SERVICE)) && unlocked()){
+			report_attempt(client, 2, username, password);
 		}
 		return MOSQ_ERR_AUTH;
 	}

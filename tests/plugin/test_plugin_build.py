@@ -94,12 +94,20 @@ def test_build_error_with_a_missing_source(tmp_path, monkeypatch):
 
 def test_sources_compile_warning_free(tmp_path):
     result = subprocess.run([os.environ.get("CC", "cc"), *plugin_build.CFLAGS, "-o", str(tmp_path / "p.so"),
-                             *map(str, plugin_build.SOURCES)], capture_output=True, text=True)
+                             *map(str, plugin_build.SOURCES), *plugin_build.LDLIBS], capture_output=True, text=True)
     assert result.returncode == 0 and result.stderr == ""
 
 
-def test_plugin_links_nothing_but_libc(tmp_path):
-    """No -l flags: the mosquitto_* symbols come from the broker, SHA-256 is built in."""
+def test_plugin_links_libcrypto_and_libc_only(tmp_path):
+    """The mosquitto_* symbols come from the broker, SHA-256 of passwords is built in; libcrypto (the one
+    Mosquitto links itself) reads client certificates."""
     so = build_plugin(tmp_path / "p.so")
     needed = subprocess.run(["readelf", "-d", str(so)], capture_output=True, text=True).stdout
-    assert re.findall(r"NEEDED.*\[(.*)\]", needed) == ["libc.so.6"]
+    assert sorted(re.findall(r"NEEDED.*\[(.*)\]", needed)) == ["libc.so.6", "libcrypto.so.3"]
+
+
+def test_build_error_without_openssl_headers(tmp_path, monkeypatch):
+    monkeypatch.setattr(plugin_build, "OPENSSL_HEADER", str(tmp_path / "x509.h"))
+    with pytest.raises(PluginBuildError, match=r"^cannot build the registry plugin: OpenSSL's headers "
+                                               r"\(openssl/x509\.h\) not found \(apt-get install libssl-dev\)$"):
+        plugin_path(tmp_path / "cache")

@@ -4,7 +4,7 @@
  * Input: frames of { u8 mode, u16 length, length bytes }. mode bit0: prefix "CRC2" + a seq so the bytes are
  * records. After every message the table's invariants are checked: count and digest equal a walk of the
  * buckets, every account is found by name, and its record hash equals the FNV-1a 64 of its re-encoded P
- * record (the parser kept exactly what it read). A refused message must change nothing.
+ * record (the parser kept exactly what it read, the certificate binding included). A refused message must change nothing.
  *
  * Build: clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
  *        -I.. fuzz_control.c ../registry_core.c -o fuzz_control
@@ -37,6 +37,7 @@ static uint64_t record_hash(const struct rc_account *a)
 	h = rc_fnv1a64_more(h, a->username, a->username_len);
 	h = rc_fnv1a64_more(h, &a->flags, 1);
 	h = rc_fnv1a64_more(h, a->verifier, 32);
+	if(a->flags & RC_CERT) h = rc_fnv1a64_more(h, a->certificate, 32);
 	rc_put16(small, a->client_id_len);
 	h = rc_fnv1a64_more(h, small, 2);
 	h = rc_fnv1a64_more(h, a->client_id, a->client_id_len);
@@ -51,6 +52,8 @@ static uint64_t record_hash(const struct rc_account *a)
 	return h;
 }
 
+static const uint8_t unbound[32]; /* an account without RC_CERT holds zeros: kick_needed compares them */
+
 static void check(const struct rc_table *t)
 {
 	size_t i, count = 0;
@@ -64,6 +67,7 @@ static void check(const struct rc_table *t)
 			if(rc_table_find(t, a->username, a->username_len) != a) abort();
 			if(record_hash(a) != a->record_hash) abort();
 			if(strlen(a->username) != a->username_len || strlen(a->client_id) != a->client_id_len) abort();
+			if(!(a->flags & RC_CERT) && !rc_ct_equal(a->certificate, unbound, 32)) abort();
 		}
 	}
 	if(count != t->count || digest != t->digest) abort();
