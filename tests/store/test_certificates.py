@@ -180,6 +180,7 @@ def test_odd_subjects(name, message):
     assert refusal(csr(name)).startswith(message)
 
 
+@pytest.mark.filterwarnings("ignore:Attribute's length")
 def test_a_common_name_longer_than_a_username():
     info = info_with_cn_bytes(b"s" * 129)
     assert refusal(signed(info)).endswith("username must be at most 128 characters")
