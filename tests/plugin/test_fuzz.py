@@ -24,6 +24,7 @@ def _accounts() -> list[wire.Account]:
         wire.Account("svc", bytes(32), wire.SERVICE, "", ((wire.READ | wire.WRITE, "$registry/#"),)),
         wire.Account("dev", bytes(range(32)), 0, "cid", ((wire.READ, "a/+/c"), (wire.WRITE, "a/#"))),
         wire.Account("adm", b"\xff" * 32, wire.ADMIN | wire.DISABLED, "", ((wire.READ, "$SYS/#"),)),
+        wire.Account("crt", bytes(32), 0, "", ((wire.READ, "c/#"),), certificate=b"\xab" * 32),  # bound (bit3)
     ]
 
 
@@ -38,6 +39,9 @@ def control_seeds() -> list[bytes]:
         wire.control_message(2, [wire.delete_record("dev"), wire.window_record(1e9)]),
         wire.control_message(3, [wire.RESET_RECORD, records[0]]),
         wire.control_message(4, []),
+        # the same name bound, rebound and unbound: kicks on each change of the binding
+        wire.control_message(5, [records[3], wire.Account("crt", bytes(32), certificate=b"\xcd" * 32).record(),
+                                 wire.Account("crt", bytes(32)).record()]),
     ]
     seeds = [b"".join(_frame(m) for m in msgs), _frame(msgs[0]) + _frame(msgs[0][:-3]),
              _frame(b"".join(records), raw=False) + _frame(wire.delete_record("svc"), raw=False)]

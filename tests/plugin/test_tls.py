@@ -215,3 +215,24 @@ def test_a_known_name_with_another_certificate_is_reported_while_unlocked(start_
     got = registry.next(wire.Attempt)
     assert got.kind == wire.NEW_CERTIFICATE and got.username == b"pump-7"
     assert got.certificate is not None and got.certificate.fingerprint == new.fingerprint
+
+
+def test_certificate_bindings_on_the_wire(broker, service):
+    """A bound record is the unbound one plus flag bit3 and 32 bytes; the plugin's digest of it is plugin_wire's;
+    a record with bit3 whose fingerprint is cut short is refused whole."""
+    plain = account("pump-7", PASSWORD)
+    bound = wire.Account("pump-7", plain.verifier, certificate=bytes(range(32)))
+    head = 1 + 2 + len("pump-7")  # 'P' and the username
+    assert bound.record() == plain.record()[:head] + bytes([wire.CERT]) + plain.verifier + bytes(range(32)) \
+        + plain.record()[head + 1 + 32:]
+    assert wire.parse_account(bound.record()) == bound and wire.parse_account(plain.record()) == plain
+    assert "certificate" in repr(bound) and bytes(range(32)).hex() not in repr(bound)
+    before = service.query()
+    answer = service.send([bound.record()])
+    assert answer.status == 0 and answer.accounts == before.accounts + 1
+    assert answer.digest == before.digest ^ wire.fnv1a64(bound.record())
+    cut = bound.record()[:-(2 + 16)]  # ends inside the fingerprint
+    refused = service.send([wire.delete_record("pump-7"), cut])
+    assert refused.status == 1 and refused.digest == answer.digest
+    with pytest.raises(wire.WireError):
+        wire.Account("x-device", plain.verifier, certificate=b"short").record()
