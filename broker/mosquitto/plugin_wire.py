@@ -72,7 +72,7 @@ class Account:
             raise WireError("a certificate fingerprint is 32 bytes")
         out = bytearray(b"P")
         out += _str(self.username)
-        out.append((self.flags & ~CERT) | (CERT if self.certificate is not None else 0))
+        out.append(self.flags | (CERT if self.certificate is not None else 0))
         out += self.verifier
         if self.certificate is not None:
             out += self.certificate

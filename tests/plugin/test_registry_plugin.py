@@ -324,6 +324,7 @@ def test_non_service_control_message_is_refused_and_changes_nothing(broker, regi
     wire.control_message(5, [account("x", "y").record()[:-1]]),
     wire.control_message(5, [wire.Account("bad\0name", bytes(32)).record()]),
     wire.control_message(5, [wire.Account("f", bytes(32), 8).record()]),
+    wire.control_message(5, [wire.Account("f", bytes(32), 16).record()]),  # no such flag
     wire.control_message(5, [wire.Account("a", bytes(32), acls=((1, "a/#/b"),)).record()]),
     wire.control_message(5, [wire.Account("a", bytes(32), acls=((4, "a"),)).record()]),
     wire.control_message(5, [wire.Account("a", bytes(32), acls=((1, "a+"),)).record()]),

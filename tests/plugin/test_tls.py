@@ -236,3 +236,18 @@ def test_certificate_bindings_on_the_wire(broker, service):
     assert refused.status == 1 and refused.digest == answer.digest
     with pytest.raises(wire.WireError):
         wire.Account("x-device", plain.verifier, certificate=b"short").record()
+
+
+def test_the_certificate_block_of_an_attempt_is_parsed_strictly():
+    def s(b: bytes) -> bytes:
+        return len(b).to_bytes(2, "big") + b
+    head = wire.ATTEMPT_MAGIC + bytes([5, wire.UNKNOWN]) + s(b"dev") + s(b"pw") + s(b"cid") + s(b"10.0.0.1")
+    block = b"C" + b"\x11" * 32 + s(b"CN=dev") + s(b"CN=site CA") + s(b"\x01\x00") + (-5).to_bytes(8, "big",
+                                                                                                 signed=True) \
+        + (2 ** 40).to_bytes(8, "big")
+    got = wire.parse_datagram(head + block)
+    assert got.certificate == wire.Certificate(b"\x11" * 32, b"CN=dev", b"CN=site CA", 256, -5, 2 ** 40)
+    assert wire.parse_datagram(head).certificate is None
+    for junk in (head + block[:-1], head + block + b"x", head + b"D" + block[1:], head + b"C"):
+        with pytest.raises(wire.WireError):
+            wire.parse_datagram(junk)
