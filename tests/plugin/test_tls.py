@@ -251,3 +251,23 @@ def test_the_certificate_block_of_an_attempt_is_parsed_strictly():
     for junk in (head + block[:-1], head + block + b"x", head + b"D" + block[1:], head + b"C"):
         with pytest.raises(wire.WireError):
             wire.parse_datagram(junk)
+
+
+def test_an_unreadable_crl_at_reload_fails_open_so_revocation_also_removes_the_account(
+        start_broker, registry, site, short_dir, clients):
+    """Measured on Mosquitto 2.0.11: a reload whose crlfile cannot be read rebuilds the listener's TLS context
+    without revocation checks (the error is logged, the listener keeps serving). A revoked device then passes
+    TLS again, so revocation must also take the account out of the plugin, which refuses it whatever TLS did."""
+    pump = make_device(site, short_dir, "pump-7")
+    port = _free_port()
+    bound = wire.Account("pump-7", account("pump-7", PASSWORD).verifier, certificate=pump.fingerprint)
+    broker = start_broker([SERVICE, bound], extra=tls_lines(site, port))
+    ca_files.revoke(site, [(pump.certificate.serial_number, dt.datetime.now(dt.timezone.utc))])
+    site.crl.write_text("not a CRL\n")  # what a non-atomic writer could leave for a moment
+    broker.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: "Unable to load certificate revocation file" in broker.log(), 10, "the reload's error")
+    assert pub(port, site, pump, "pump-7").returncode == 0  # past TLS and admitted: the CRL is not checked
+    service = Service(broker.port)
+    clients.append(service)
+    assert service.send([wire.delete_record("pump-7")]).status == 0  # what revocation does besides the CRL
+    assert pub(port, site, pump, "pump-7").returncode == REFUSED_V5
