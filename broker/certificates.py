@@ -61,6 +61,13 @@ class TlsFiles:
     def all(self) -> tuple[Path, ...]:
         return (self.ca_cert, self.ca_key, self.server_cert, self.server_key, self.crl)
 
+    def listener_options(self) -> list[str]:
+        """Mosquitto's options for the TLS listener whose ``listener`` line they follow: a client certificate
+        signed by the site CA is required at the handshake, revoked serials are refused, and basic auth still
+        runs (no ``use_identity_as_username``: with it Mosquitto never asks the registry plugin)."""
+        return [f"cafile {self.ca_cert}", f"certfile {self.server_cert}", f"keyfile {self.server_key}",
+                "require_certificate true", f"crlfile {self.crl}"]
+
 
 @dataclass(frozen=True)
 class SiteCA:

@@ -36,7 +36,8 @@ def device_csr(name: str = "pump-7"):
     return check_csr(request.public_bytes(serialization.Encoding.PEM)), key
 
 
-def openssl_verify(files: ca_files.TlsFiles, cert: Path, purpose: str, crl: bool = False) -> subprocess.CompletedProcess:
+def openssl_verify(files: ca_files.TlsFiles, cert: Path, purpose: str, crl: bool = False,
+                   ) -> subprocess.CompletedProcess:
     argv = ["openssl", "verify", "-CAfile", str(files.ca_cert), "-purpose", purpose]
     if crl:
         argv += ["-crl_check", "-CRLfile", str(files.crl)]

@@ -23,6 +23,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from broker import certificates as ca_files
 from broker.mosquitto import plugin_wire as wire
+from broker.mosquitto.config import listener_line
 from store.certificates import certificate_fingerprint, check_csr
 
 from .conftest import REFUSED, SERVICE, Service, _free_port, account, attempt, wait_for
@@ -63,8 +64,8 @@ def make_device(site: ca_files.TlsFiles, directory: Path, name: str, tag: str = 
 
 
 def tls_lines(site: ca_files.TlsFiles, port: int) -> list[str]:
-    return [f"listener {port} 127.0.0.1", f"cafile {site.ca_cert}", f"certfile {site.server_cert}",
-            f"keyfile {site.server_key}", "require_certificate true", f"crlfile {site.crl}"]
+    """A TLS listener beside the plain one (where the test's service account sends control messages)."""
+    return [listener_line("127.0.0.1", port), *site.listener_options()]
 
 
 def pub(port: int, site: ca_files.TlsFiles, device: Device | None, username: str, password: str = PASSWORD,
