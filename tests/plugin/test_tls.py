@@ -90,7 +90,7 @@ def paho_connect(port: int, site: ca_files.TlsFiles, device: Device, username: s
         return exc
     client.loop_start()
     try:
-        wait_for(lambda: answers or not client.is_connected() and answers, 10, "a CONNACK")
+        wait_for(lambda: answers, 10, "a CONNACK")
         return answers[0].value
     finally:
         client.disconnect()
