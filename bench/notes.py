@@ -285,7 +285,7 @@ def notes(results: dict) -> list[str]:
         f" run: `Queries.events` (the relay's read of the changelog, hand-written SQL since 0c5bf83: it was 19 %"
         " with Peewee's model instances)"
         f" {_n(_share(pprof, 'ours', 'Queries.events'))} % of the GIL samples, `login_many`"
-        f" {_n(_share(pprof, 'ours', 'AccessRules.login_many'))} %, paho {_n(_share(pprof, 'libraries', 'paho'))} %.",
+        f" {_n(_share(pprof, 'ours', 'Logins.login_many'))} %, paho {_n(_share(pprof, 'libraries', 'paho'))} %.",
         "- **Granting costs the granting process more than the broker**: in the stall, `Registry.grant` (one"
         " transaction per request, its permissions, its event) is the per-grant CPU of the bench process printed"
         " there, and the service's relay and plugin accounts add theirs; Mosquitto's share is a few microseconds.",

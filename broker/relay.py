@@ -63,6 +63,7 @@ class EventRelay:
         self._wake = asyncio.Event()
         self._turn = asyncio.Lock()  # one reader of the changelog at a time: events are handled in id order
         self._noted_at = 0.0
+        self._housekept_at = 0.0
         self._unnoted = False  # events applied since the last note
         self._woken = False  # another process (or this one) asked: note at once
 
@@ -125,6 +126,9 @@ class EventRelay:
                     or now - self._noted_at >= NOTE_EVERY:
                 await self._read(self.reg.note_applied, event_id=self.last_id)
                 self._noted_at, self._unnoted, self._woken = now, False, False
+            if now - self._housekept_at >= NOTE_EVERY:  # a window that ran out, a WAL scrub left due
+                await self._read(self.reg.housekeeping)
+                self._housekept_at = now
             return len(events)
 
     async def handle(self, events: list[Any]) -> None:

@@ -1,20 +1,20 @@
-"""Who may log in and what a user may do: verifiers, the forwarded login, grants and authorization, with
-the in-memory answers (a bounded cache of each user's access, dropped on every change). A part of
-:class:`store.registry.Registry`, the one entry point."""
+"""Who may log in and what a user may do: verifiers, grants and authorization (``Access``), from the in-memory
+answers (``AccessCache``: a bounded cache of each user's access, which every part that changes a user's access
+drops). Parts of :class:`store.registry.Registry`, the one entry point."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from . import crypto, topics
-from .database import guarded, run_sql, write_transaction
-from .roles import shared_pattern
-from .validation import nfc_problem, normalise_username, text_problem
-from .views import AttemptResult, Grants, LoginResult
+from .base import Base, Part
+from .database import guarded, run_sql
+from .topics import shared_pattern
+from .validation import normalise_username, text_problem
+from .views import Grants
 
 ACTIONS = ("subscribe", "publish", "receive")
 ACCESS_CACHE_MAX = 10_000
-_MISSING = object()
 
 
 @dataclass
@@ -51,13 +51,17 @@ def _union(into: dict, pattern: str, access: str) -> None:
     into[pattern] = access if before in (None, access) else "readWrite"
 
 
-class AccessRules:
+class AccessCache(Part):
+    def __init__(self, base: Base) -> None:
+        super().__init__(base)
+        self._answers: dict[str, _Access | None] = {}
+
     def invalidate(self, username: str | None = None) -> None:
         """Forget cached permissions (of one user, or of all)."""
         if username is None:
-            self._access_cache.clear()
+            self._answers.clear()
         else:
-            self._access_cache.pop(normalise_username(username), None)
+            self._answers.pop(normalise_username(username), None)
 
     def invalidate_for(self, kind: str, subject: str | None) -> None:
         """Forget the cached answers an event (of any process) may have changed: its user's, or, for a
@@ -67,14 +71,38 @@ class AccessRules:
         elif subject and not kind.startswith("registry."):
             self.invalidate(subject)
 
-    def _verdict(self, username: str, password: str) -> str | None:
+    def get(self, username: str) -> _Access | None:
+        username = normalise_username(username)
+        try:
+            return self._answers[username]
+        except KeyError:
+            pass
+        row = self.base.user_row(username)
+        access = None
+        if row is not None:
+            roles = _roles_by_user(run_sql(self.db, _ROLE_ROWS + ' WHERE "ur"."user_id" = ?' + _ROLE_ORDER,
+                                           (row.id,)).fetchall())
+            access = _Access(row.admin, row.disabled, [(p.pattern, p.access) for p in row.permissions],
+                             row.client_id, roles.get(row.id, []))
+        if len(self._answers) >= ACCESS_CACHE_MAX:  # bounded: a name flood cannot grow it
+            self._answers.clear()
+        self._answers[username] = access
+        return access
+
+
+class Access(Part):
+    def __init__(self, base: Base, cache: AccessCache) -> None:
+        super().__init__(base)
+        self.cache = cache
+
+    def verdict(self, username: str, password: str) -> str | None:
         """None when no user has this (normalised) name; else "ok", "disabled" (the password is right but the
         user may not log in) or "wrong". One query and one HMAC: it is on a device's hot path."""
         found = run_sql(self.db, 'SELECT "verifier", "disabled" FROM "users" WHERE "name" = ?', (username,)).fetchone()
         if found is None:
             return None
         verifier, disabled = found
-        if not crypto.same(verifier, self._verifier(username, password)):
+        if not crypto.same(verifier, self.base.verifier(username, password)):
             return "wrong"
         return "disabled" if disabled else "ok"
 
@@ -84,59 +112,7 @@ class AccessRules:
         if text_problem(username, "username") or text_problem(password, "password"):
             return False
         username = normalise_username(username)
-        return self._verdict(username, password) == "ok"
-
-    @guarded
-    def login(self, username: str, password: str, client_id: str | None = None, peer: str | None = None,
-              source: str = "mqtt") -> LoginResult:
-        """A login the broker could not answer itself (Mosquitto forwards names it does not know).
-
-        A user's right password is ``accepted``: the broker has no account for it yet (the service restarted
-        since the grant, or the account was deleted by hand) and may create one with this password. Any
-        other name is recorded as a registration attempt (and refused)."""
-        problem = text_problem(username, "username") or text_problem(password, "password")
-        if problem:
-            return LoginResult(False, "not_credentials", problem)
-        problem = nfc_problem(username)
-        if problem:  # never the login of the NFC name's user, never recorded: refused with the rule
-            return LoginResult(False, "invalid", problem, AttemptResult("invalid", problem, field="username"))
-        username = normalise_username(username)
-        verdict = self._verdict(username, password)
-        if verdict is not None:
-            if verdict == "ok":
-                return LoginResult(True, "accepted", "password verified")
-            if verdict == "disabled":  # said only to whoever knows the password
-                return LoginResult(False, "disabled", "the user is disabled")
-            if source == "mqtt-rekey":  # the broker says: a device of this name, unlocked, another password
-                attempt = self.record_rekey(username, password, client_id, peer, "mqtt")
-                return LoginResult(False, attempt.outcome, attempt.reason, attempt)
-            return LoginResult(False, "refused", "wrong password")
-        attempt = self.record_attempt(username, password, client_id, peer, source)
-        return LoginResult(False, attempt.outcome, attempt.reason, attempt)
-
-    @guarded
-    def login_many(self, attempts: list[tuple]) -> list[LoginResult]:
-        """:meth:`login` for several attempts ``(username, password, client_id, peer, source)`` in one write
-        transaction: a flood or a storm of new devices pays one commit per batch, not per attempt."""
-        with write_transaction(self.db):
-            return [self.login(*attempt) for attempt in attempts]
-
-    def _access(self, username: str) -> _Access | None:
-        username = normalise_username(username)
-        access = self._access_cache.get(username, _MISSING)
-        if access is not _MISSING:
-            return access
-        row = self._user_row(username)
-        access = None
-        if row is not None:
-            roles = _roles_by_user(run_sql(self.db, _ROLE_ROWS + ' WHERE "ur"."user_id" = ?' + _ROLE_ORDER,
-                                           (row.id,)).fetchall())
-            access = _Access(row.admin, row.disabled, [(p.pattern, p.access) for p in row.permissions],
-                             row.client_id, roles.get(row.id, []))
-        if len(self._access_cache) >= ACCESS_CACHE_MAX:  # bounded: a name flood cannot grow it
-            self._access_cache.clear()
-        self._access_cache[username] = access
-        return access
+        return self.verdict(username, password) == "ok"
 
     @guarded
     def grants(self, username: str) -> Grants | None:
@@ -144,7 +120,7 @@ class AccessRules:
         filled with the name and the client id the user registered with, patterns that cannot be filled
         (or would widen) dropped, and `$` topics kept for admins only. The broker projects exactly this."""
         username = normalise_username(username)
-        access = self._access(username)
+        access = self.cache.get(username)
         if access is None:
             return None
         return self._grants_of(username, access)
@@ -161,14 +137,15 @@ class AccessRules:
         else:
             rows = []
             for start in range(0, len(names), 500):
-                chunk = names[start:start + 500]
-                rows += run_sql(self.db, f'{users} WHERE "name" IN ({", ".join("?" * len(chunk))})',
-                                tuple(chunk)).fetchall()
+                some = names[start:start + 500]
+                rows += run_sql(self.db, f'{users} WHERE "name" IN ({", ".join("?" * len(some))})',
+                                tuple(some)).fetchall()
         ids = [uid for uid, *_ in rows]
         perms: dict[int, list] = {}
         roles: dict[int, list] = {}
-        for start in range(0, len(ids), 500) if names is not None else [None]:
-            chunk = ids[start:start + 500] if start is not None else None
+        firsts: list[int | None] = list(range(0, len(ids), 500)) if names is not None else [None]
+        for first in firsts:
+            chunk = ids[first:first + 500] if first is not None else None
             where = "" if chunk is None else f' WHERE "user_id" IN ({", ".join("?" * len(chunk))})'
             params = () if chunk is None else tuple(chunk)
             for user_id, pattern, kind in run_sql(self.db, 'SELECT "user_id", "pattern", "access" FROM "permissions"'
@@ -184,7 +161,7 @@ class AccessRules:
 
     def verifier_of(self, username: str, password: str) -> str:
         """The verifier of an account the store does not keep (the service's own, in the broker plugin)."""
-        return self._verifier(username, password)
+        return self.base.verifier(username, password)
 
     @guarded
     def broker_verifiers(self, names: list[str] | None = None) -> dict[str, str]:
@@ -245,9 +222,9 @@ class AccessRules:
 
     @guarded
     def is_user(self, username: str) -> bool:
-        return self._access(username) is not None
+        return self.cache.get(username) is not None
 
     @guarded
     def is_admin(self, username: str) -> bool:
-        access = self._access(username)
+        access = self.cache.get(username)
         return bool(access and access.admin and not access.disabled)

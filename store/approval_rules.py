@@ -2,7 +2,7 @@
 the rule's permission template and roles. A part of :class:`store.registry.Registry`, the one entry point.
 
 - **Where**: inside :meth:`record_attempt`'s transaction, right after a new request is recorded, through the
-  operator's own grant code (``Registry._grant_one``): the same rows and the same ``request.granted`` event
+  operator's own grant code (``Decisions.grant_one``): the same rows and the same ``request.granted`` event
   (actor ``rule:<name>``, detail ``rule`` and ``rule_id``), so the broker side provisions it exactly as a
   manual grant, and the device's next CONNECT succeeds.
 - **Matching**: a username glob (``store.name_patterns``, as bulk grants use: case-sensitive, on the NFC name
@@ -31,13 +31,20 @@ import json
 import unicodedata
 from fnmatch import fnmatchcase
 from functools import lru_cache
+from typing import Any, Iterable
 
-from .database import guarded, run_sql, write_transaction
+from .access import AccessCache
+from .base import Base, Part
+from .database import guarded, run_sql
+from .decisions import Decisions
 from .errors import InvalidValueError, RefusedError
 from .name_patterns import name_matches
 from .names import name_marks
+from .roles import Roles
+from .users import Users
 from .validation import normalise_username, parse_permission, text_problem
 from .views import AttemptResult, RuleView, rule_actor
+from .window import Window
 
 PROTOCOLS = ("mqtt", "http")
 NAME_MAX = 64  # the actor "rule:<name>" fits the audit log's 128 characters
@@ -54,7 +61,7 @@ _TAKE_SLOT = ('UPDATE "approval_rules" SET "admitted" = CASE WHEN "admitted_wind
 
 
 @lru_cache(maxsize=256)
-def _network(text: str):
+def _network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     return ipaddress.ip_network(text, strict=False)
 
 
@@ -81,7 +88,7 @@ def peer_in(peer: str | None, network: str) -> bool:
     return address.version == net.version and address in net
 
 
-def _field_problem(value, what: str, longest: int) -> str | None:
+def _field_problem(value: Any, what: str, longest: int) -> str | None:
     """A glob or a rule name: a string UTF-8 can carry, not empty, no surrounding whitespace, no control
     characters, at most ``longest`` characters."""
     problem = text_problem(value, what)
@@ -96,11 +103,17 @@ def _field_problem(value, what: str, longest: int) -> str | None:
     return None
 
 
-class ApprovalRules:
+class ApprovalRules(Part):
+    def __init__(self, base: Base, window: Window, cache: AccessCache, roles: Roles, users: Users,
+                 decisions: Decisions) -> None:
+        super().__init__(base)
+        self.window, self.cache, self.roles, self.users, self.decisions = window, cache, roles, users, decisions
+
     # ------------------------------------------------------------------ the operator's side
     @guarded
-    def add_rule(self, pattern: str, *, name: str | None = None, permissions=(), roles=(),
-                 peer_network: str | None = None, protocol: str | None = None, client_id_pattern: str | None = None,
+    def add_rule(self, pattern: str, *, name: str | None = None, permissions: Iterable[Any] = (),
+                 roles: Iterable[str] = (), peer_network: str | None = None, protocol: str | None = None,
+                 client_id_pattern: str | None = None,
                  limit: int = 100, expires_in: float | None = None, actor: str = "cli") -> RuleView:
         """A rule that grants new requests matching ``pattern`` (a username glob) while unlocked, with
         ``permissions`` (``"PATTERN=ACCESS"`` or pairs, ``{username}``/``{client_id}`` allowed) and ``roles``
@@ -133,23 +146,23 @@ class ApprovalRules:
             template = list(dict(parse_permission(p) for p in permissions).items())
         except ValueError as exc:
             raise InvalidValueError(str(exc)) from None
-        now = self.clock()
+        now = self.base.clock()
         R = self.m.ApprovalRule
-        with write_transaction(self.db):
-            role_names = [r.name for r in self._existing_roles(list(roles))]
+        with self.base.write():
+            role_names = [r.name for r in self.roles.existing(list(roles))]
             if R.get_or_none(R.name == name) is not None:
                 raise RefusedError(f"a rule named {name!r} exists: remove it or give this one another name")
             row = R.create(name=name, pattern=pattern, peer_network=peer_network, protocol=protocol,
                            client_id_pattern=client_id_pattern, permissions=json.dumps(template),
                            roles=json.dumps(role_names), admit_limit=limit, expires_at=None if expires_in is None else now + expires_in,
                            created_at=now, created_by=actor)
-            self._event(actor, "rule.added", name, rule_id=row.id, pattern=pattern, peer_network=peer_network,
-                        protocol=protocol, client_id_pattern=client_id_pattern, limit=limit,
-                        expires_at=row.expires_at,
-                        permissions=[{"pattern": p, "access": a} for p, a in template], roles=role_names)
-        return self._rule_view(row, self._window_opened(), now)
+            self.base.event(actor, "rule.added", name, rule_id=row.id, pattern=pattern, peer_network=peer_network,
+                            protocol=protocol, client_id_pattern=client_id_pattern, limit=limit,
+                            expires_at=row.expires_at,
+                            permissions=[{"pattern": p, "access": a} for p, a in template], roles=role_names)
+        return self._rule_view(row, self.window.opened(), now)
 
-    def _rule_row(self, id_or_name):
+    def _rule_row(self, id_or_name: int | str) -> Any:
         R = self.m.ApprovalRule
         text = normalise_username(str(id_or_name))
         row = R.get_or_none(R.id == int(text)) if text.isdigit() else R.get_or_none(R.name == text)
@@ -158,24 +171,24 @@ class ApprovalRules:
         return row
 
     @guarded
-    def remove_rule(self, id_or_name, actor: str = "cli") -> RuleView:
+    def remove_rule(self, id_or_name: int | str, actor: str = "cli") -> RuleView:
         """Delete a rule (by id or name). The devices it admitted stay users (see revoke_admitted)."""
-        with write_transaction(self.db):
+        with self.base.write():
             row = self._rule_row(id_or_name)
-            view = self._rule_view(row, self._window_opened(), self.clock())
+            view = self._rule_view(row, self.window.opened(), self.base.clock())
             row.delete_instance()
-            self._event(actor, "rule.removed", row.name, rule_id=row.id, admitted=view.admitted)
+            self.base.event(actor, "rule.removed", row.name, rule_id=row.id, admitted=view.admitted)
         return view
 
     @guarded
     def rules(self) -> list[RuleView]:
         """Every rule, oldest first (the order they are tried in), expired ones too."""
         R = self.m.ApprovalRule
-        window, now = self._window_opened(), self.clock()
+        window, now = self.window.opened(), self.base.clock()
         return [self._rule_view(row, window, now) for row in R.select().order_by(R.id)]
 
     @staticmethod
-    def _rule_view(row, window: float, now: float) -> RuleView:
+    def _rule_view(row: Any, window: float, now: float) -> RuleView:
         return RuleView(
             id=row.id, name=row.name, pattern=row.pattern, peer_network=row.peer_network, protocol=row.protocol,
             client_id_pattern=row.client_id_pattern, permissions=[tuple(p) for p in json.loads(row.permissions)],
@@ -196,24 +209,24 @@ class ApprovalRules:
         who = rule_actor(name)
         R, U = self.m.Request, self.m.User
         removed = []
-        with write_transaction(self.db):
-            now = self.clock()
+        with self.base.write():
+            now = self.base.clock()
             granted = list(R.select().where((R.decided_by == who) & (R.status == "granted")
-                                            & (R.decided_at >= self._window_opened())).order_by(R.id))
+                                            & (R.decided_at >= self.window.opened())).order_by(R.id))
             for row in granted:
                 user = U.get_or_none((U.name == row.username) & (U.created_by == who))
                 if user is not None:
-                    self._delete_user(user, actor, rule=name, request_id=row.id)
+                    self.users.delete_row(user, actor, rule=name, request_id=row.id)
                     removed.append(row.username)
                 R.update(status="denied", decided_by=actor, decided_at=now).where(R.id == row.id).execute()
-                self._event(actor, "request.denied", row.username, request_id=row.id,
-                            reason=f"admission by rule {name} undone", rule=name)
+                self.base.event(actor, "request.denied", row.username, request_id=row.id,
+                                reason=f"admission by rule {name} undone", rule=name)
         for username in removed:
-            self.invalidate(username)
+            self.cache.invalidate(username)
         return removed
 
     # ------------------------------------------------------------------ the hot path
-    def _admit_by_rule(self, row) -> AttemptResult | None:
+    def admit(self, row: Any) -> AttemptResult | None:
         """Called inside record_attempt's transaction for a new request without rivals (``row``, just
         inserted): grant it if a live rule matches and has room left in this window."""
         rules = run_sql(self.db, _LIVE_RULES, (row.first_seen,)).fetchall()
@@ -230,13 +243,13 @@ class ApprovalRules:
                     and (network is None or peer_in(row.peer, network))):
                 continue
             if window is None:
-                window = self._window_opened()
+                window = self.window.opened()
             with self.db.atomic() as savepoint:
                 if run_sql(self.db, _TAKE_SLOT, (window, window, rule_id, window)).rowcount != 1:
                     continue  # this rule's limit is reached for this window: a later rule may still admit
                 template = [tuple(p) for p in json.loads(permissions)]
-                result = self._grant_one(row.username, row.id, template, False, rule_actor(name), False,
-                                         json.loads(roles or "[]"), rule=name, rule_id=rule_id)
+                result = self.decisions.grant_one(row.username, row.id, template, False, rule_actor(name), False,
+                                                  json.loads(roles or "[]"), rule=name, rule_id=rule_id)
                 if not result.ok:  # one of its roles was removed since: a person decides; the slot stays free
                     savepoint.rollback()
                     return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import sqlite3
 from contextlib import contextmanager
+from typing import Callable, Concatenate, ParamSpec, Protocol, TypeVar
 
 import peewee as pw
 from playhouse.db_url import connect as connect_url
@@ -62,11 +63,20 @@ def run_sql(db: pw.Database, text: str, params: tuple = ()):
     return db.execute_sql(text, params)
 
 
-def guarded(method):
-    """A Registry method whose driver errors leave as StoreError with one clear line."""
+class _Located(Protocol):
+    location: str
+
+
+_S = TypeVar("_S", bound=_Located)
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def guarded(method: Callable[Concatenate[_S, _P], _R]) -> Callable[Concatenate[_S, _P], _R]:
+    """A registry part's method whose driver errors leave as StoreError with one clear line."""
 
     @functools.wraps(method)
-    def wrapper(self, *args, **kwargs):
+    def wrapper(self: _S, *args: _P.args, **kwargs: _P.kwargs) -> _R:
         with translated(self.location):
             return method(self, *args, **kwargs)
 
@@ -109,7 +119,7 @@ def connect(location: str, create: bool = True):
         except Exception as exc:  # unknown scheme, missing driver: one line either way
             raise StoreError(f"cannot open database {location}: {exc}") from exc
         if isinstance(db, pw.SqliteDatabase):
-            db.init(db.database, pragmas=SQLITE_PRAGMAS, timeout=BUSY_TIMEOUT_MS / 1000)
+            db.init(db.database, pragmas=SQLITE_PRAGMAS, timeout=BUSY_TIMEOUT_MS / 1000)  # type: ignore[arg-type]
     models = make_models(db)
     with translated(location):
         db.connect(reuse_if_open=True)

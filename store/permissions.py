@@ -7,9 +7,11 @@ taken away, or an access that loses something (``readWrite`` -> ``read``, ``read
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Any, Iterable
 
-from .database import guarded, write_transaction
+from .access import AccessCache
+from .base import Base, Part
+from .database import guarded
 from .errors import InvalidValueError, RefusedError
 from .validation import normalise_username, parse_permission
 
@@ -74,30 +76,34 @@ def parsed_pairs(pairs: Iterable) -> dict:
         raise InvalidValueError(str(exc)) from None
 
 
-class PermissionRules:
+class Permissions(Part):
+    def __init__(self, base: Base, cache: AccessCache) -> None:
+        super().__init__(base)
+        self.cache = cache
+
     @guarded
     def permit(self, name: str, pattern: str, access: str, actor: str = "cli") -> None:
         name = normalise_username(name)
         pattern, access = checked(pattern, access)
         P = self.m.Permission
-        with write_transaction(self.db):
-            row = self._require_user(name)
+        with self.base.write():
+            row = self.base.require_user(name)
             shrinks = put_permission(P, P.user, row, pattern, access, repr(name))
-            self._event(actor, "permission.removed" if shrinks else "permission.added", name,
-                        pattern=pattern, access=access)
-        self.invalidate(name)
+            self.base.event(actor, "permission.removed" if shrinks else "permission.added", name,
+                            pattern=pattern, access=access)
+        self.cache.invalidate(name)
 
     @guarded
     def forbid(self, name: str, pattern: str, actor: str = "cli") -> None:
         name = normalise_username(name)
         P = self.m.Permission
-        with write_transaction(self.db):
-            row = self._require_user(name)
+        with self.base.write():
+            row = self.base.require_user(name)
             deleted = P.delete().where((P.user == row) & (P.pattern == pattern)).execute()
             if not deleted:
                 raise RefusedError(f"{name!r} has no permission on {pattern!r}")
-            self._event(actor, "permission.removed", name, pattern=pattern)
-        self.invalidate(name)
+            self.base.event(actor, "permission.removed", name, pattern=pattern)
+        self.cache.invalidate(name)
 
     @guarded
     def set_permissions(self, name: str, pairs: Iterable, actor: str = "cli") -> int:
@@ -109,10 +115,10 @@ class PermissionRules:
         P = self.m.Permission
 
         def event(change: str, pattern: str, access: str | None) -> None:
-            self._event(actor, f"permission.{change}", name, pattern=pattern,
-                        **({"access": access} if access else {}))
+            extra: dict[str, Any] = {"access": access} if access else {}
+            self.base.event(actor, f"permission.{change}", name, pattern=pattern, **extra)
 
-        with write_transaction(self.db):
-            changes = replace_permissions(P, P.user, self._require_user(name), new, event)
-        self.invalidate(name)
+        with self.base.write():
+            changes = replace_permissions(P, P.user, self.base.require_user(name), new, event)
+        self.cache.invalidate(name)
         return changes

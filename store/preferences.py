@@ -7,7 +7,8 @@ from __future__ import annotations
 import hashlib
 import json
 
-from .database import guarded, write_transaction
+from .base import Part
+from .database import guarded
 from .validation import parse_permissions, role_name_problem
 
 
@@ -16,7 +17,7 @@ def _key(actor: str, what: str = "template") -> str:
     return key if len(key) <= 64 else f"{what}:" + hashlib.sha256(actor.encode()).hexdigest()[:40]
 
 
-class Preferences:
+class Preferences(Part):
     @guarded
     def last_template(self, actor: str) -> str:
         """The permission template ``actor`` last granted with ("" if none)."""
@@ -27,8 +28,8 @@ class Preferences:
     def remember_template(self, actor: str, template: str) -> None:
         """Keep ``template`` (``PATTERN=ACCESS`` words, checked by the store's parser) for ``actor``."""
         text = " ".join(f"{p}={a}" for p, a in parse_permissions(template))
-        with write_transaction(self.db):
-            self._meta(_key(actor), text)
+        with self.base.write():
+            self.base.meta(_key(actor), text)
 
     @guarded
     def last_roles(self, actor: str) -> list[str]:
@@ -39,5 +40,5 @@ class Preferences:
     @guarded
     def remember_roles(self, actor: str, roles: list[str]) -> None:
         names = [r for r in roles if not role_name_problem(r)]
-        with write_transaction(self.db):
-            self._meta(_key(actor, "roles"), json.dumps(names))
+        with self.base.write():
+            self.base.meta(_key(actor, "roles"), json.dumps(names))

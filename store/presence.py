@@ -8,7 +8,8 @@ parser got wrong) is dropped here, whoever sent it.
 
 from __future__ import annotations
 
-from .database import guarded, run_sql, write_transaction
+from .base import SERVER_SEEN, Part
+from .database import guarded, run_sql
 from .views import PresenceSnapshot
 
 SOURCE = "presence_source"  # meta: how the running server learns of connections ("" when it cannot)
@@ -23,18 +24,18 @@ _UPSERT = (
 )
 
 
-class PresenceRecords:
+class Presence(Part):
     @guarded
     def watch_presence(self, source: str | None) -> None:
         """A server starts: the sessions it did not see end are gone (its broker is new, or not watched), so
         nobody is online. ``source`` says how it learns of connections from now on; None: it cannot (the
         site's own broker), and presence reads as unknown."""
-        with write_transaction(self.db):
+        with self.base.write():
             run_sql(self.db, 'UPDATE "presence" SET "sessions" = 0 WHERE "sessions" <> 0')
-            self._meta(SOURCE, source or "")
+            self.base.meta(SOURCE, source or "")
             if source:
                 M = self.m.Meta
-                M.insert(key=SINCE, value=repr(self.clock())).on_conflict_ignore().execute()
+                M.insert(key=SINCE, value=repr(self.base.clock())).on_conflict_ignore().execute()
 
     @guarded
     def record_presence(self, changes: dict[str, tuple[int, float | None, float | None]],
@@ -42,7 +43,7 @@ class PresenceRecords:
         """One batch from the server, in one transaction: ``reset_at`` first (the broker restarted then: every
         session it had ended), then ``changes``: name -> (live sessions, last connected, last disconnected),
         a time None leaving the stored one."""
-        with write_transaction(self.db):
+        with self.base.write():
             if reset_at is not None:
                 run_sql(self.db, 'UPDATE "presence" SET "sessions" = 0, "last_disconnected" = ? '
                                  'WHERE "sessions" <> 0', (reset_at,))
@@ -51,12 +52,8 @@ class PresenceRecords:
 
     @guarded
     def presence(self) -> PresenceSnapshot:
-        from .registry import SERVER_ALIVE
-
-        meta = dict(self.m.Meta.select(self.m.Meta.key, self.m.Meta.value).where(
-            self.m.Meta.key.in_((SOURCE, SINCE, "server_seen_at"))).tuples())
-        seen = float(meta["server_seen_at"]) if meta.get("server_seen_at") else None
-        alive = seen is not None and self.clock() - seen <= SERVER_ALIVE
+        meta = self.base.meta_values(SOURCE, SINCE, SERVER_SEEN)
+        alive = self.base.server_alive(float(meta[SERVER_SEEN]) if meta.get(SERVER_SEEN) else None)
         source = meta.get(SOURCE)
         if not alive:
             why = "no server is running on this registry"

@@ -13,29 +13,29 @@ writes a ``user.role_removed`` for each member first.
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Any, Iterable
 
 import peewee as pw
 
-from .database import guarded, write_transaction
+from .access import AccessCache
+from .base import Base, Part
+from .database import guarded
 from .errors import InvalidValueError, RefusedError
-from .permissions import checked, parsed_pairs, put_permission, replace_permissions
-from .topics import has_placeholder
+from .permissions import Permissions, checked, parsed_pairs, put_permission, replace_permissions
+from .topics import shared_pattern
 from .validation import normalise_username, role_name_problem
 from .views import RoleView
-
-
-def shared_pattern(pattern: str) -> bool:
-    """Is this role pattern the same for every member? Not when it holds {username}/{client_id}, nor for a
-    `$` topic (kept for admin members only, see Registry.grants)."""
-    return not has_placeholder(pattern) and not pattern.startswith("$")
 
 
 def _plural(count: int, word: str) -> str:
     return f"{count} {word}{'' if count == 1 else 's'}"
 
 
-class RoleRules:
+class Roles(Part):
+    def __init__(self, base: Base, cache: AccessCache, permissions: Permissions) -> None:
+        super().__init__(base)
+        self.cache, self.permissions = cache, permissions
+
     # ------------------------------------------------------------------ helpers
     def _role_row(self, name: str):
         if not isinstance(name, str) or role_name_problem(name):
@@ -55,7 +55,7 @@ class RoleRules:
 
     def _forget(self, names: Iterable[str]) -> None:
         for name in names:
-            self.invalidate(name)
+            self.cache.invalidate(name)
 
     def _role_view(self, row, members: int | None = None) -> RoleView:
         RP = self.m.RolePermission
@@ -64,7 +64,7 @@ class RoleRules:
         return RoleView(row.name, [(p.pattern, p.access) for p in row.permissions.order_by(RP.pattern)],
                         members, row.created_at, row.created_by)
 
-    def _existing_roles(self, names: Iterable[str]) -> list:
+    def existing(self, names: Iterable[str]) -> list:
         """Role rows for ``names`` (in that order, duplicates dropped), or RefusedError naming the first
         unknown or invalid one; reads only, so a refusal writes nothing."""
         rows, seen = [], set()
@@ -78,7 +78,7 @@ class RoleRules:
             rows.append(self._require_role(name))
         return rows
 
-    def _attach_roles(self, user, roles: list, actor: str | None) -> list[str]:
+    def _attach(self, user, roles: list, actor: str | None) -> list[str]:
         """Give ``user`` the ``roles`` it lacks, after the ones it has (inside a transaction); a
         ``user.role_added`` event each when ``actor`` is given. Returns the names added."""
         UR = self.m.UserRole
@@ -90,7 +90,7 @@ class RoleRules:
                 continue
             UR.create(user=user, role=role, position=position)
             if actor is not None:
-                self._event(actor, "user.role_added", user.name, role=role.name, position=position)
+                self.base.event(actor, "user.role_added", user.name, role=role.name, position=position)
             position += 1
             added.append(role.name)
         return added
@@ -136,29 +136,29 @@ class RoleRules:
         problem = role_name_problem(name)
         if problem:
             raise InvalidValueError(problem)
-        with write_transaction(self.db):
+        with self.base.write():
             if self._role_row(name) is not None:
                 raise RefusedError(f"role {name!r} already exists")
-            row = self.m.Role.create(name=name, created_at=self.clock(), created_by=actor)
-            self._event(actor, "role.added", name)
+            row = self.m.Role.create(name=name, created_at=self.base.clock(), created_by=actor)
+            self.base.event(actor, "role.added", name)
         return self._role_view(row, 0)
 
     @guarded
     def remove_role(self, name: str, actor: str = "cli", force: bool = False) -> int:
         """Delete a role; its members lose what it gave them. Refused while it has members unless ``force``.
         Returns how many members it had."""
-        with write_transaction(self.db):
+        with self.base.write():
             row = self._require_role(name)
             members = self._member_names(row)
             if members and not force:
                 raise RefusedError(f"role {name!r} has {_plural(len(members), 'member')}: "
                                    f"remove it with force to take it from them")
             for member in members:
-                self._event(actor, "user.role_removed", member, role=name, reason="role removed")
+                self.base.event(actor, "user.role_removed", member, role=name, reason="role removed")
             self.m.UserRole.delete().where(self.m.UserRole.role == row).execute()
             self.m.RolePermission.delete().where(self.m.RolePermission.role == row).execute()
             row.delete_instance()
-            self._event(actor, "role.removed", name, members=len(members))
+            self.base.event(actor, "role.removed", name, members=len(members))
         self._forget(members)
         return len(members)
 
@@ -167,12 +167,12 @@ class RoleRules:
         """Let every member of the role use ``pattern`` with ``access``; returns how many members it affects."""
         pattern, access = checked(pattern, access)
         RP = self.m.RolePermission
-        with write_transaction(self.db):
+        with self.base.write():
             row = self._require_role(name)
             shrinks = put_permission(RP, RP.role, row, pattern, access, f"role {name!r}")
             members = self._member_names(row)
-            self._event(actor, "role.permission_removed" if shrinks else "role.permission_added", name,
-                        pattern=pattern, access=access, members=len(members))
+            self.base.event(actor, "role.permission_removed" if shrinks else "role.permission_added", name,
+                            pattern=pattern, access=access, members=len(members))
         self._forget(members)
         return len(members)
 
@@ -180,12 +180,12 @@ class RoleRules:
     def role_forbid(self, name: str, pattern: str, actor: str = "cli") -> int:
         """Take ``pattern`` from the role (and so from every member); returns how many members it affects."""
         RP = self.m.RolePermission
-        with write_transaction(self.db):
+        with self.base.write():
             row = self._require_role(name)
             if not RP.delete().where((RP.role == row) & (RP.pattern == pattern)).execute():
                 raise RefusedError(f"role {name!r} has no permission on {pattern!r}")
             members = self._member_names(row)
-            self._event(actor, "role.permission_removed", name, pattern=pattern, members=len(members))
+            self.base.event(actor, "role.permission_removed", name, pattern=pattern, members=len(members))
         self._forget(members)
         return len(members)
 
@@ -193,8 +193,8 @@ class RoleRules:
     def set_user_access(self, user: str, pairs: Iterable, roles: Iterable[str], actor: str = "cli") -> int:
         """A user's own permissions and its roles in one transaction (the dashboard's editor): a bad pattern or
         an unknown role changes neither. Returns how many permissions and roles changed."""
-        with write_transaction(self.db):
-            return self.set_user_roles(user, roles, actor) + self.set_permissions(user, pairs, actor)
+        with self.base.write():
+            return self.set_user_roles(user, roles, actor) + self.permissions.set_permissions(user, pairs, actor)
 
     @guarded
     def set_role_permissions(self, name: str, pairs: Iterable, actor: str = "cli") -> tuple[int, int]:
@@ -202,13 +202,14 @@ class RoleRules:
         nothing. Returns (patterns changed, members affected)."""
         new = parsed_pairs(pairs)
         RP = self.m.RolePermission
-        with write_transaction(self.db):
+        with self.base.write():
             row = self._require_role(name)
             members = self._member_names(row)
 
             def event(change: str, pattern: str, access: str | None) -> None:
-                self._event(actor, f"role.permission_{change}", name, pattern=pattern, members=len(members),
-                            **({"access": access} if access else {}))
+                extra: dict[str, Any] = {"access": access} if access else {}
+                self.base.event(actor, f"role.permission_{change}", name, pattern=pattern, members=len(members),
+                                **extra)
 
             changes = replace_permissions(RP, RP.role, row, new, event)
         self._forget(members)
@@ -219,24 +220,24 @@ class RoleRules:
     def add_user_role(self, user: str, role: str, actor: str = "cli") -> None:
         """Give a user a role, after the roles it has."""
         user = normalise_username(user)
-        with write_transaction(self.db):
-            row = self._require_user(user)
-            role_row, = self._existing_roles([role])
-            if not self._attach_roles(row, [role_row], actor):
+        with self.base.write():
+            row = self.base.require_user(user)
+            role_row, = self.existing([role])
+            if not self._attach(row, [role_row], actor):
                 raise RefusedError(f"{user!r} already has role {role!r}")
-        self.invalidate(user)
+        self.cache.invalidate(user)
 
     @guarded
     def remove_user_role(self, user: str, role: str, actor: str = "cli") -> None:
         user = normalise_username(user)
         UR = self.m.UserRole
-        with write_transaction(self.db):
-            row = self._require_user(user)
+        with self.base.write():
+            row = self.base.require_user(user)
             role_row = self._require_role(role)
             if not UR.delete().where((UR.user == row) & (UR.role == role_row)).execute():
                 raise RefusedError(f"{user!r} does not have role {role!r}")
-            self._event(actor, "user.role_removed", user, role=role)
-        self.invalidate(user)
+            self.base.event(actor, "user.role_removed", user, role=role)
+        self.cache.invalidate(user)
 
     @guarded
     def set_user_roles(self, user: str, roles: Iterable[str], actor: str = "cli") -> int:
@@ -245,14 +246,14 @@ class RoleRules:
         were added or removed (0: nothing changed, no event)."""
         user = normalise_username(user)
         UR = self.m.UserRole
-        with write_transaction(self.db):
-            row = self._require_user(user)
-            wanted = self._existing_roles(list(roles))
+        with self.base.write():
+            row = self.base.require_user(user)
+            wanted = self.existing(list(roles))
             keep = {r.id for r in wanted}
             removed = [link for link in UR.select().where(UR.user == row) if link.role_id not in keep]
             for link in removed:
-                self._event(actor, "user.role_removed", user, role=link.role.name)
+                self.base.event(actor, "user.role_removed", user, role=link.role.name)
                 link.delete_instance()
-            added = self._attach_roles(row, wanted, actor)
-        self.invalidate(user)
+            added = self._attach(row, wanted, actor)
+        self.cache.invalidate(user)
         return len(removed) + len(added)

@@ -64,6 +64,12 @@ def has_placeholder(pattern: str) -> bool:
     return _PLACEHOLDER.search(pattern) is not None
 
 
+def shared_pattern(pattern: str) -> bool:
+    """Is this role pattern the same for every member? Not when it holds {username}/{client_id}, nor for a
+    `$` topic (kept for admin members only, see Registry.grants)."""
+    return not has_placeholder(pattern) and not pattern.startswith("$")
+
+
 def expand(pattern: str, username: str, client_id: str | None) -> str | None:
     """Fill {username} and {client_id}. A value that holds '/', '+' or '#' would widen the pattern into
     someone else's topics, so such a pattern matches nothing (None)."""
@@ -71,10 +77,10 @@ def expand(pattern: str, username: str, client_id: str | None) -> str | None:
     used = [name for name in values if "{" + name + "}" in pattern]
     if not used:
         return pattern
-    if any(not values[name] or any(c in values[name] for c in "/+#") for name in used):
+    if any(not (value := values[name]) or any(c in value for c in "/+#") for name in used):
         return None
     # One pass, so a username that itself reads "{client_id}" is not expanded again.
-    return _PLACEHOLDER.sub(lambda m: values[m.group(1)], pattern)
+    return _PLACEHOLDER.sub(lambda m: values[m.group(1)] or "", pattern)
 
 
 def access_allows(access: str, action: str) -> bool:

@@ -173,7 +173,7 @@ def registration_problem(username, password, requested_permissions=None, context
                          requested_roles=None) -> tuple[str, str] | None:
     """The first broken rule of a registration as (field, rule), or None: what MQTT and HTTP attempts both obey.
     ``username`` as the device sent it (not normalised: see nfc_problem). Reserved names are the store's to
-    refuse (``Registry._reserved``: the site's accounts are in the database)."""
+    refuse (``Base.reserved``: the site's accounts are in the database)."""
     for field, problem in (
         ("username", username_problem(username) or nfc_problem(username)),
         ("password", password_problem(password)),

@@ -211,9 +211,9 @@ def test_pairing_codes_exist_only_while_pending(reg, clock, db_path):
 def test_knocks_stay_bounded_and_are_forgotten(reg, clock, monkeypatch):
     """A flood of distinct names while locked: the knocks table keeps at most KNOCK_ROWS names (the rest are
     counted together, "N+"), and forgets them five minutes later."""
-    import store.registration as registration
+    import store.knocks as knocks
 
-    monkeypatch.setattr(registration, "KNOCK_ROWS", 50)
+    monkeypatch.setattr(knocks, "KNOCK_ROWS", 50)
     for i in range(200):
         assert reg.record_attempt(f"flood-{i}", "whatever-pw").outcome == "locked"
     status = reg.status()

@@ -61,7 +61,7 @@ def test_a_decided_requests_pairing_code_is_in_no_file(reg, db_path, clock, deci
 
 def test_a_wal_kept_busy_by_a_reader_is_scrubbed_by_the_next_process(reg, db_path, clock):
     """A reader in the middle of a read transaction keeps the old frames: the grant cannot truncate the WAL, says
-    so in the database, and the server's next round (note_applied, every 2 s) does it once the reader is done."""
+    so in the database, and the server's next housekeeping (every 2 s) does it once the reader is done."""
     server = open_registry(db_path, clock=clock)
     reader = open_registry(db_path, clock=clock)
     reader.db.execute_sql("PRAGMA busy_timeout = 0")
@@ -74,7 +74,7 @@ def test_a_wal_kept_busy_by_a_reader_is_scrubbed_by_the_next_process(reg, db_pat
             reader.requests()
             assert reg.grant(["sensor-busy-1"], actor="op")[0].ok
             assert files_holding(db_path, code.encode()) == ["registry.db-wal"]
-        server.note_applied(reg.last_event_id())
+        server.housekeeping()
         assert files_holding(db_path, code.encode()) == []
     finally:
         reader.close()

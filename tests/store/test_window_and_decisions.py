@@ -29,10 +29,10 @@ def test_a_window_that_runs_out_is_closed_in_the_audit_log_once(reg, make_reg, c
     reg.unlock(300, actor="op")
     other = make_reg()
     clock.advance(120)
-    reg.note_applied(0)
+    reg.housekeeping()
     assert [e.kind for e in reg.events()] == ["registry.unlocked"]
     clock.advance(200)
-    reg.note_applied(0)  # what the running server does every 2 s
+    reg.housekeeping()  # what the running server does every 2 s
     other.status()
     assert not reg.status().unlocked
     events = reg.events()
