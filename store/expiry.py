@@ -3,14 +3,16 @@ cleared). A part of :class:`store.registry.Registry`, the one entry point."""
 
 from __future__ import annotations
 
-from .base import Part
+from .base import Base, Part
 from .database import guarded
 
 EXPIRE_CHECK_EVERY = 60.0
 
 
 class Expiry(Part):
-    _checked_at = 0.0
+    def __init__(self, base: Base) -> None:
+        super().__init__(base)
+        self._checked_at = 0.0
 
     def expire_if_due(self, now: float) -> None:
         """The hot path (record_attempt) looks for stale requests at most once a minute."""
