@@ -278,3 +278,16 @@ def test_a_users_name_with_another_password_is_a_rekey_request(reg):
     assert reg.authenticate("pump-1", "new-password") and not reg.authenticate("pump-1", "old-password")
     kinds = [e.kind for e in reg.events()][-2:]
     assert kinds == ["user.password_changed", "request.granted"]
+
+
+def test_attempts_and_rekeys_pass_the_same_opening_checks(reg):
+    """A new device's attempt and a re-key refuse a broken or reserved name alike; while locked both are
+    refused, and only a name that is not a user counts as a device knocking."""
+    reg.add_user("pump-1", "old-password")
+    for record in (reg.record_attempt, reg.record_rekey):
+        assert record("", "password-1", "c1", "10.0.0.5").outcome == "invalid"
+        assert record("client-registry-x", "password-1", "c1", "10.0.0.5").outcome == "reserved"
+    assert reg.record_rekey("pump-1", "new-password", "c1", "10.0.0.5").outcome == "locked"
+    assert reg.status().knocking == 0
+    assert reg.record_attempt("valve-1", "password-1", "c2", "10.0.0.6").outcome == "locked"
+    assert reg.status().knocking == 1
