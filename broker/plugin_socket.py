@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import socket
+import tempfile
 from collections.abc import Awaitable, Callable
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from .mosquitto.plugin_wire import Attempt, Knocks, Presence, WireError, parse_datagram
 
@@ -92,14 +94,7 @@ class PluginSocket:
         self.path.unlink(missing_ok=True)  # a socket left by a service that died
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         try:
-            old = os.umask(0o177)
-            try:
-                sock.bind(str(self.path))
-            finally:
-                os.umask(old)
-            if self.group is not None:
-                os.chown(self.path, -1, self.group)
-                os.chmod(self.path, 0o660)
+            self._bind_private(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
         except OSError:
             sock.close()
@@ -108,6 +103,23 @@ class PluginSocket:
         self._transport, _ = await loop.create_datagram_endpoint(
             lambda: _Receiver(self.queue, self.counters), sock=sock)
         self._worker = asyncio.create_task(self._work(), name="plugin-socket")
+
+    def _bind_private(self, sock: socket.socket) -> None:
+        """Bind at ``path`` with its final mode from the first moment, without touching the process's umask
+        (threads share it): bound in a folder only we can enter, given its mode there, then moved in place."""
+        private = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", dir=self.path.parent))
+        try:
+            staged = private / "sock"
+            sock.bind(str(staged))
+            if self.group is not None:
+                os.chown(staged, -1, self.group)
+            os.chmod(staged, 0o660 if self.group is not None else 0o600)
+            os.replace(staged, self.path)
+        finally:
+            try:
+                os.rmdir(private)
+            except OSError:  # the bind failed with the socket created: remove both
+                shutil.rmtree(private, ignore_errors=True)
 
     async def _work(self) -> None:
         while True:

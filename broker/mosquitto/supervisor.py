@@ -12,6 +12,8 @@ import signal
 import shutil
 import socket
 import subprocess
+import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -53,11 +55,15 @@ def mosquitto_version(path: str) -> str:
     return ".".join(map(str, version))
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: the kernel sends SIGTERM when the parent goes (PR_SET_PDEATHSIG = 1)."""
-    import ctypes
+DIE_WITH_PARENT = Path(__file__).with_name("die_with_parent.py")
 
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
+
+def command(binary: str, conf: Path, *, outlive: bool) -> list[str]:
+    """Mosquitto's command line; without ``outlive``, through the die-with-parent exec wrapper."""
+    argv = [binary, "-c", str(conf)]
+    if outlive:
+        return argv
+    return [sys.executable, "-I", "-S", str(DIE_WITH_PARENT), str(os.getpid()), *argv]
 
 
 def port_answers(host: str, port: int) -> bool:
@@ -82,8 +88,9 @@ def raise_open_files(wanted: int) -> None:
 
 
 LINE_MAX = 64 * 1024  # output lines are cut here (Mosquitto's own are at most 999 bytes)
-PUMP_EVERY = 0.05  # seconds between reads of Mosquitto's output
-PIPE_SIZE = 1 << 20  # what the output pipe holds meanwhile (Linux's default limit for unprivileged users)
+PUMP_EVERY = 0.05  # seconds between two looks of the event loop at what the reader thread kept
+PIPE_SIZE = 1 << 20  # what the output pipe holds while the reader thread waits for the GIL
+BUFFER_BYTES = 4 << 20  # what the reader thread keeps for the loop; beyond, lines are dropped and counted
 
 
 class LineSplitter:
@@ -114,6 +121,57 @@ class LineSplitter:
         return [rest] if rest and not self.skipping else []
 
 
+class OutputBuffer:
+    """Mosquitto's output lines between the reader thread (``put``, never waits) and the event loop (``take``):
+    at most ``limit`` bytes are kept, the lines that do not fit are dropped and counted, so a stalled loop
+    never makes Mosquitto wait on its log writes, whatever it writes for every client."""
+
+    def __init__(self, limit: int | None = None) -> None:
+        self.limit = BUFFER_BYTES if limit is None else limit
+        self._lines: deque[bytes] = deque()
+        self._size = 0
+        self._dropped = 0
+        self._ended = False
+        self._lock = threading.Lock()
+
+    def put(self, line: bytes) -> None:
+        with self._lock:
+            if self._size + len(line) > self.limit:
+                self._dropped += 1
+                return
+            self._lines.append(line)
+            self._size += len(line)
+
+    def end(self) -> None:
+        with self._lock:
+            self._ended = True
+
+    def take(self) -> tuple[list[bytes], int, bool]:
+        """The lines kept since the last take, how many were dropped meanwhile, and whether the output ended."""
+        with self._lock:
+            lines, self._lines, self._size = list(self._lines), deque(), 0
+            dropped, self._dropped = self._dropped, 0
+            return lines, dropped, self._ended
+
+
+def _read_output(fd: int, buffer: OutputBuffer) -> None:
+    """The reader thread: Mosquitto's output read as soon as it is written, until it exits."""
+    splitter = LineSplitter()
+    try:
+        while True:
+            try:
+                chunk = os.read(fd, 1 << 16)
+            except OSError:
+                chunk = b""
+            for line in splitter.feed(chunk) if chunk else splitter.close():
+                buffer.put(line)
+            if not chunk:
+                return
+    finally:
+        os.close(fd)
+        buffer.end()
+
+
 class MosquittoSupervisor:
     """``await start()`` returns once Mosquitto accepts connections on ``(host, port)`` (or raises
     MosquittoError with its own words); afterwards it is restarted whenever it exits, with backoff, until
@@ -136,7 +194,8 @@ class MosquittoSupervisor:
         self.proc: asyncio.subprocess.Process | None = None
         self._tail: deque[str] = deque(maxlen=20)
         self._task: asyncio.Task[None] | None = None
-        self._pumps: set[asyncio.Task[None]] = set()  # readers of its output (one per spawn)
+        self._pumps: set[asyncio.Task[None]] = set()  # loggers of its output (one per spawn)
+        self.dropped_lines = 0  # output lines dropped while the event loop could not keep up (logged too)
         self._stopping = False
 
     def _set(self, state: str) -> None:
@@ -175,12 +234,11 @@ class MosquittoSupervisor:
             fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
         except OSError:  # a lower limit on this machine: the default 64 KiB
             pass
-        os.set_blocking(read_end, False)
         try:
             proc = await asyncio.create_subprocess_exec(
-                self.binary, "-c", str(self.conf), stdin=subprocess.DEVNULL, stdout=write_end,
-                stderr=subprocess.STDOUT, start_new_session=True, umask=0o077,  # its files private (dynsec)
-                preexec_fn=None if self.outlive else _die_with_parent)
+                *command(self.binary, self.conf, outlive=self.outlive), stdin=subprocess.DEVNULL,
+                stdout=write_end, stderr=subprocess.STDOUT, start_new_session=True,
+                umask=0o077)  # its files private (dynsec); set in the child, not in this process
         except BaseException:
             os.close(read_end)
             raise
@@ -189,30 +247,28 @@ class MosquittoSupervisor:
         fd = os.open(self.pid_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(f"{proc.pid}\n")
-        pump = asyncio.create_task(self._pump(read_end), name="mosquitto-output")
+        buffer = OutputBuffer()
+        threading.Thread(target=_read_output, args=(read_end, buffer), name="mosquitto-output",
+                         daemon=True).start()
+        pump = asyncio.create_task(self._pump(buffer), name="mosquitto-output")
         self._pumps.add(pump)
         pump.add_done_callback(self._pumps.discard)
         return proc
 
-    async def _pump(self, fd: int) -> None:
-        """Mosquitto's output, read every PUMP_EVERY s rather than at every line it writes: a wake-up of the
-        loop per line cost ~40 µs, most of the service's CPU in a reconnect storm (20,000 connection notices);
-        the pipe holds 1 MiB meanwhile. If this stopped reading, Mosquitto would block writing its log."""
-        splitter = LineSplitter()
-        try:
-            while True:
-                try:
-                    chunk = os.read(fd, PIPE_SIZE)
-                except BlockingIOError:
-                    await asyncio.sleep(PUMP_EVERY)
-                    continue
-                lines = splitter.feed(chunk) if chunk else splitter.close()
-                for line in lines:
-                    self._line(line)
-                if not chunk:
-                    return  # Mosquitto exited
-        finally:
-            os.close(fd)
+    async def _pump(self, buffer: OutputBuffer) -> None:
+        """What the reader thread kept, logged every PUMP_EVERY s rather than at every line: a wake-up of the
+        loop per line cost ~40 µs, most of the service's CPU in a reconnect storm (20,000 connection notices)."""
+        while True:
+            lines, dropped, ended = buffer.take()
+            for line in lines:
+                self._line(line)
+            if dropped:
+                self.dropped_lines += dropped
+                self.log(f"mosquitto: {dropped} output line(s) dropped: the service was too busy to log them "
+                         f"({self.dropped_lines} in all)")
+            if ended:
+                return
+            await asyncio.sleep(PUMP_EVERY)
 
     def _line(self, line: bytes) -> None:
         if self.on_line(line):
