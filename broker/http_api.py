@@ -160,10 +160,10 @@ class RegisterAPI:
         app.router.add_get("/healthz", self.healthz)
         return app
 
-    def site(self, runner: web.BaseRunner, host: str, port: int) -> web.BaseSite:
-        """The listener for ``runner`` (set up with :meth:`app`): a TCP site that applies the connection limit
-        and the header timeout, and reports aiohttp's errors as one log line each."""
-        return _BoundedSite(runner, host, port, self.limits, self.log)
+    def listener(self, host: str, port: int) -> HTTPListener:
+        """This API served on ``host:port`` with the connection limit and the header timeout applied, and
+        aiohttp's errors reported as one log line each."""
+        return HTTPListener(self.app(), host, port, self.limits, self.log)
 
     async def healthz(self, request: web.Request) -> web.Response:
         broker = self.health()
@@ -467,29 +467,44 @@ class _Connections:
                 refusal.transport.abort()
 
 
-class _BoundedSite(web.BaseSite):
-    def __init__(self, runner: web.BaseRunner, host: str, port: int, limits: HTTPLimits,
+class HTTPListener:
+    """An aiohttp application served with aiohttp's public API: the runner's request server handles the
+    connections, but the listening socket is ours (``loop.create_server``) so that every new connection goes
+    through the gate (:class:`_Connections`) first. ``await start()`` returns the bound ``(host, port)``;
+    ``await stop()`` stops listening, drops the 503 answers still lingering, then closes the open connections
+    and the application (``AppRunner.cleanup``)."""
+
+    BACKLOG = 128  # aiohttp's TCPSite default
+
+    def __init__(self, app: web.Application, host: str, port: int, limits: HTTPLimits,
                  log: Callable[[str], None]) -> None:
-        super().__init__(runner)
-        self._host = host
-        self._port = port
-        self._limits = limits
-        self._log = log
+        self.runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self.host = host
+        self.port = port
+        self.limits = limits
+        self.log = log
         self._gate: _Connections | None = None
+        self._server: asyncio.AbstractServer | None = None
 
-    @property
-    def name(self) -> str:
-        return f"http://{self._host}:{self._port}"
-
-    async def start(self) -> None:
-        await super().start()
-        server = self._runner.server
-        assert server is not None
-        self._gate = _Connections(server, self._limits, self._log)
-        self._server = await asyncio.get_running_loop().create_server(
-            self._gate, self._host, self._port, backlog=self._backlog, reuse_address=True)
+    async def start(self) -> tuple[str, int]:
+        await self.runner.setup()
+        try:
+            assert self.runner.server is not None  # set up above
+            self._gate = _Connections(self.runner.server, self.limits, self.log)
+            self._server = await asyncio.get_running_loop().create_server(
+                self._gate, self.host, self.port, backlog=self.BACKLOG, reuse_address=True)
+        except BaseException:
+            await self.runner.cleanup()
+            raise
+        host, port = self._server.sockets[0].getsockname()[:2]
+        return host, port
 
     async def stop(self) -> None:
-        await super().stop()
+        if self._server is not None:
+            self._server.close()  # no new connections; the open ones are closed by the runner below
         if self._gate is not None:
             self._gate.close_refusals()
+        await self.runner.cleanup()
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None

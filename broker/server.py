@@ -47,16 +47,17 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
+from .address import AddressError, parse_bind, parse_mqtt_url
 from .http_api import RegisterAPI
-from .log_text import Refusals, safe
+from .log_text import Refusals
+from .logins import Logins
 from .mosquitto import config as mconf
-from .mosquitto import plugin_wire as wire
 from .mosquitto import privileges
 from .mosquitto.link import BrokerLink, LinkError
 from .mosquitto.plugin_accounts import PluginAccounts
@@ -64,10 +65,10 @@ from .mosquitto.plugin_build import PluginBuildError, plugin_path
 from .mosquitto.presence import PresenceTracker
 from .mosquitto.supervisor import (MosquittoError, MosquittoSupervisor, find_mosquitto, mosquitto_version,
                                    raise_open_files)
-from .plugin_socket import WAKE_MARK, PluginSocket
+from .plugin_socket import PluginSocket
 from .relay import EventRelay
 
-__all__ = ["EmbeddedServer", "ServerError", "parse_bind", "serve_main"]
+__all__ = ["EmbeddedServer", "ServerError", "serve_main"]
 
 DEFAULT_MQTT_BIND = "0.0.0.0:1883"
 DEFAULT_HTTP_BIND = "127.0.0.1:8080"
@@ -108,37 +109,11 @@ class ServerError(Exception):
     """The server cannot start; str() is one line meant for the operator."""
 
 
-def parse_bind(text: str, default_port: int) -> tuple[str, int]:
-    text = text.strip()
-    host, port = "", ""
-    if text.startswith("["):
-        end = text.find("]")
-        if end < 0:
-            raise ServerError(f"invalid address {text!r}: expected [IPv6]:PORT")
-        host, port = text[1:end], text[end + 1:].lstrip(":")
-    elif ":" in text:
-        host, port = text.rsplit(":", 1)
-    elif text.isdigit():
-        port = text
-    else:
-        host = text
+def _address(parse: Callable[..., Any], *args: Any) -> Any:
     try:
-        port_no = int(port) if port else default_port
-    except ValueError:
-        raise ServerError(f"invalid port in {text!r}") from None
-    if not 0 <= port_no <= 65535:
-        raise ServerError(f"invalid port in {text!r}")
-    return host or "0.0.0.0", port_no
-
-
-def parse_broker_url(url: str) -> tuple[str, int]:
-    parts = urlsplit(url if "://" in url else f"mqtt://{url}")
-    if parts.scheme not in ("mqtt", "tcp"):
-        raise ServerError(f"unsupported broker URL {url!r}: use mqtt://HOST:PORT")
-    try:
-        return parts.hostname or "127.0.0.1", parts.port or 1883
-    except ValueError:
-        raise ServerError(f"invalid port in {url!r}") from None
+        return parse(*args)
+    except AddressError as exc:
+        raise ServerError(str(exc)) from None
 
 
 def free_port(host: str) -> int:
@@ -191,8 +166,9 @@ class EmbeddedServer:
                  max_packet_size: int = mconf.MAX_PACKET_SIZE, max_connections: int = mconf.MAX_CONNECTIONS,
                  mosquitto_user: str | None = None) -> None:
         self.reg = reg
-        self.mqtt_bind = parse_bind(mqtt_bind, 1883)
-        self.http_bind = parse_bind(http_bind, 8080) if http_bind is not None else None
+        self.mqtt_bind: tuple[str, int] = _address(parse_bind, mqtt_bind, 1883)
+        self.http_bind: tuple[str, int] | None = (_address(parse_bind, http_bind, 8080) if http_bind is not None
+                                                  else None)
         self.log: Callable[[str], None] = _guard_log(log)
         self.mosquitto_binary = mosquitto
         self.mosquitto_include = Path(mosquitto_include) if mosquitto_include else None
@@ -225,9 +201,9 @@ class EmbeddedServer:
         self.link: BrokerLink | None = None
         self.accounts: PluginAccounts | None = None
         self._socket: PluginSocket | None = None
-        self._http_runner: Any = None
         self._relay: EventRelay | None = None
-        self._tasks: list[asyncio.Task] = []
+        self._logins: Logins | None = None
+        self._parts = AsyncExitStack()  # what start() started, stopped by stop() (start)
         self._link_back = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._db_watch = DatabaseWatch(reg.location)
@@ -255,17 +231,35 @@ class EmbeddedServer:
         await self.stop()
 
     async def start(self) -> None:
-        try:
+        # Each part's stop is pushed as it starts: a failed start unwinds exactly what started, in reverse
+        # order, and stop() does the same for a server that runs.
+        async with AsyncExitStack() as parts:
+            self._parts = parts
             await self._start()
-        except BaseException:
-            await self.stop()
-            raise
+            self._parts = parts.pop_all()
+
+    async def stop(self) -> None:
+        await self._parts.aclose()
+
+    def _spawn(self, job: Coroutine[Any, Any, None], name: str) -> None:
+        """A task of the running server, cancelled when it stops."""
+        task = asyncio.create_task(job, name=name)
+
+        async def cancel() -> None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+        self._parts.push_async_callback(cancel)
 
     async def _start(self) -> None:
         from store.console import ensure_console_account
 
         self._loop = asyncio.get_running_loop()
-        self._refusals = Refusals(self.log, self._loop.call_later)
+        self._parts.callback(self._db_pool.shutdown, wait=False, cancel_futures=True)
+        self._logins = Logins(self.reg, self._db_pool, self.presence, self.log,
+                              Refusals(self.log, self._loop.call_later), attached=self.broker_url is not None,
+                              database_problem=lambda: self.database_problem, catch_up=self._relay_catch_up,
+                              wake=self._wake_relay)
         # Whatever can be checked is checked before anything starts: a failure is one line and leaves nothing.
         if self.http_bind is not None:
             _probe_bind("HTTP", *self.http_bind)
@@ -286,6 +280,8 @@ class EmbeddedServer:
         self.accounts = PluginAccounts(self.reg, None, self.log, service=service, snapshot_path=snapshot,
                                        group=self._socket.group if self._socket else None)  # 0640 for that group
         await self.accounts.load()
+        self._parts.push_async_callback(self._save_snapshot)
+        self._parts.push_async_callback(self._presence_ended)  # after Mosquitto stopped (pushed below)
         try:
             await self.accounts.write_snapshot(force=True)  # what the plugin loads when Mosquitto starts
         except OSError as exc:
@@ -293,7 +289,8 @@ class EmbeddedServer:
         if self.broker_url is None:
             host, port = await self._start_mosquitto(service)
         else:
-            host, port = parse_broker_url(self.broker_url)
+            url = _address(parse_mqtt_url, self.broker_url)
+            host, port = url.host, url.port
             self.broker = f"attached to mqtt://{host}:{port}"
             await self._start_site_accounts()
         self.mqtt_host, self.mqtt_port = host, port
@@ -313,6 +310,7 @@ class EmbeddedServer:
             else:
                 hint = " (did you install `client-registry mosquitto-config`?)"
             raise ServerError(f"{exc}{hint}") from None
+        self._parts.push_async_callback(self._stop_link)
         self.accounts.link = self.link
         try:
             fixes = await self.accounts.reconcile()
@@ -323,12 +321,13 @@ class EmbeddedServer:
         self._relay = EventRelay(self.reg, self._publish, self._apply_event, self.log,
                                  interval=self.relay_interval)
         await self._relay.start()
+        self._parts.push_async_callback(self._stop_relay)
         await self._start_http()
         self._publish_status("running")  # once the HTTP API serves: the status names its address
-        self._tasks.append(asyncio.create_task(self._reconcile_loop(), name="client-registry-reconcile"))
-        self._tasks.append(asyncio.create_task(self._watch_database(), name="client-registry-database"))
-        self._tasks.append(asyncio.create_task(self.presence.run(), name="client-registry-presence"))
-        self._tasks.append(asyncio.create_task(self.accounts.run_snapshots(), name="client-registry-snapshot"))
+        self._spawn(self._reconcile_loop(), "client-registry-reconcile")
+        self._spawn(self._watch_database(), "client-registry-database")
+        self._spawn(self.presence.run(), "client-registry-presence")
+        self._spawn(self.accounts.run_snapshots(), "client-registry-snapshot")
 
     async def _start_site_accounts(self) -> None:
         """Attach mode: the site's own accounts are never a device's (broker/mosquitto/site_accounts.py)."""
@@ -339,7 +338,7 @@ class EmbeddedServer:
             await asyncio.to_thread(site.refresh, True)
         except SiteAccountsError as exc:
             raise ServerError(str(exc)) from None
-        self._tasks.append(asyncio.create_task(site.run(), name="client-registry-site-accounts"))
+        self._spawn(site.run(), "client-registry-site-accounts")
 
     async def _start_socket(self) -> None:
         group = self.run_as.gid if self.run_as is not None else None  # Mosquitto, after dropping root, sends here
@@ -348,13 +347,15 @@ class EmbeddedServer:
                 group = grp.getgrnam(self.socket_group).gr_gid
             except KeyError:
                 raise ServerError(f"no group named {self.socket_group!r} (--socket-group)") from None
-        self._socket = PluginSocket(self.socket_path, self._on_knocks, self.log, group=group)
+        assert self._logins is not None
+        self._socket = PluginSocket(self.socket_path, self._logins.handle, self.log, group=group)
         try:
             self.socket_path.parent.mkdir(parents=True, exist_ok=True)
             await self._socket.start()
         except OSError as exc:
             self._socket = None
             raise ServerError(f"cannot open the plugin socket {self.socket_path}: {exc.strerror or exc}") from None
+        self._parts.push_async_callback(self._socket.stop)
 
     async def _prepare_mosquitto(self) -> None:
         """Everything a supervised Mosquitto needs that can fail, checked before anything starts."""
@@ -433,6 +434,7 @@ class EmbeddedServer:
         except (OSError, ValueError) as exc:
             raise ServerError(f"cannot write Mosquitto's configuration: {exc}") from None
         raise_open_files(self.max_connections + 1024)  # Mosquitto inherits it: one descriptor per connection
+        self._parts.push_async_callback(self.supervisor.stop)  # also when it did not start: its pid file
         try:
             await self.supervisor.start()
         except MosquittoError as exc:
@@ -444,51 +446,40 @@ class EmbeddedServer:
     async def _start_http(self) -> None:
         if self.http_bind is None:
             return
-        from aiohttp import web
-
         host, port = self.http_bind
-        api = RegisterAPI(self.reg, self.log, wake=self._wake_relay, granted=self._granted_over_http, health=self.health, limits=self.http_limits)
-        runner = web.AppRunner(api.app(), access_log=None, handle_signals=False)
-        await runner.setup()
-        self._http_runner = runner
-        site = api.site(runner, host, port)  # timeouts, connection limit, one log line per refusal
+        api = RegisterAPI(self.reg, self.log, wake=self._wake_relay, granted=self._granted_over_http,
+                          health=self.health, limits=self.http_limits)
+        listener = api.listener(host, port)  # timeouts, connection limit, one log line per refusal
         try:
-            await site.start()
+            self.http_host, self.http_port = await listener.start()
         except OSError as exc:
             raise _bind_error("HTTP", host, port, exc) from None
-        self.http_host, self.http_port = runner.addresses[0][:2]
+        self._parts.push_async_callback(listener.stop)
         self.log(f"http listening on {self.http_host}:{self.http_port}")
 
-    async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks.clear()
-        if self._relay is not None:
-            await self._relay.stop()
-            self._relay = None
-        if self._http_runner is not None:
-            await self._http_runner.cleanup()
-            self._http_runner = None
-        if self.link is not None:
-            if self.link.connected.is_set():
-                self._publish_status("stopped")
-            await asyncio.to_thread(self.link.stop)
-            self.link = None
-        if self.supervisor is not None:
-            await self.supervisor.stop()
+    async def _stop_relay(self) -> None:
+        relay, self._relay = self._relay, None  # late knocks and wakes find no relay: nothing to apply
+        assert relay is not None
+        await relay.stop()
+
+    async def _stop_link(self) -> None:
+        assert self.link is not None
+        if self.link.connected.is_set():
+            self._publish_status("stopped")
+        await asyncio.to_thread(self.link.stop)
+        self.link = None
+
+    async def _presence_ended(self) -> None:
         if self.supervisor is not None:  # its Mosquitto stopped: every session ended now
             self.presence.restarted()
         await self.presence.flush()
-        if self.accounts is not None:
-            try:
-                await self.accounts.write_snapshot()
-            except OSError:
-                pass  # said by the snapshot loop already
-        if self._socket is not None:
-            await self._socket.stop()
-            self._socket = None
-        self._db_pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _save_snapshot(self) -> None:
+        assert self.accounts is not None
+        try:
+            await self.accounts.write_snapshot()
+        except OSError:
+            pass  # said by the snapshot loop already
 
     # -- the broker's state ----------------------------------------------------------------------------------
     def health(self) -> dict:
@@ -576,73 +567,7 @@ class EmbeddedServer:
         assert self.accounts is not None
         return await self.accounts.reconcile()
 
-    # -- decisions ---------------------------------------------------------------------------------------------
-    async def _on_knocks(self, batch: list[Any]) -> None:
-        """What the plugin reported (attempts of names Mosquitto does not know, knocks counted while locked,
-        logins and disconnections) and the CLI's wakes; the attempts are recorded in one transaction."""
-        attempts = []
-        for item in batch:
-            if item is WAKE_MARK:
-                if self._relay is not None:  # another process changed the registry and waits for it
-                    self._relay.wake(waited_for=True)
-            elif isinstance(item, wire.Presence):
-                if item.reset and self.supervisor is None:  # an attached Mosquitto restarted
-                    self.presence.restarted()
-                for logged_in, username, client_id in item.changes:
-                    self.presence.change(username.decode("utf-8", "replace"),
-                                         client_id.decode("utf-8", "replace"), logged_in)
-            elif isinstance(item, wire.Knocks):
-                if not self.database_problem:
-                    await asyncio.get_running_loop().run_in_executor(
-                        self._db_pool, self.reg.record_knocks,
-                        [(n.decode("utf-8", "replace"), c) for n, c in item.names], item.total)
-            elif isinstance(item, wire.Attempt):
-                attempt = self._attempt(item)
-                if attempt is not None:
-                    attempts.append(attempt)
-        if not attempts:
-            return
-        results = await asyncio.get_running_loop().run_in_executor(
-            self._db_pool, self.reg.login_many, [attempt for _, attempt in attempts])
-        if any(r.accepted or (r.attempt is not None and r.attempt.outcome == "granted") for r in results):
-            await self._relay_catch_up()  # granted by a rule, or granted meanwhile: the account goes in now
-        for (proto, (username, _password, client_id, peer, _)), result in zip(attempts, results):
-            self._decided(proto, username, client_id, peer, result)
-
-    def _attempt(self, item: wire.Attempt) -> tuple[str, tuple] | None:
-        proto = wire.PROTOCOLS.get(item.protocol, f"protocol {item.protocol}")
-        try:
-            username, password = item.username.decode("utf-8"), item.password.decode("utf-8")
-            client_id = item.client_id.decode("utf-8") or None
-        except UnicodeDecodeError:
-            self._refusals(f"mqtt refuse user={safe(item.username)} ({proto}): not valid UTF-8")
-            return None
-        peer = item.peer.decode("ascii", "replace") or None
-        if self.database_problem:
-            self._refusals(f"mqtt refuse user={safe(username)} from {peer or '?'} ({proto}): not recorded, "
-                           f"{self.database_problem}")
-            return None
-        return proto, (username, password, client_id, peer, "mqtt-rekey" if item.kind == wire.REKEY else "mqtt")
-
-    def _decided(self, proto: str, username: str, client_id: str | None, peer: str | None, result: Any) -> None:
-        where = f"user={safe(username)} client={safe(client_id)} from {peer or '?'} ({proto})"
-        if result.accepted:
-            # A user's right password that Mosquitto did not know yet: its account was on its way (a grant
-            # not applied when the device knocked); it is there now.
-            self._refusals(f"mqtt knock {where}: a user's right password; its account was being applied")
-            return
-        attempt = result.attempt
-        if attempt is not None and attempt.outcome == "granted":
-            self.log(f"mqtt admit {where}: {attempt.reason}; its next connect gets in")
-            return
-        if attempt is not None and attempt.accepted:
-            self._wake_relay()
-        line = f"mqtt refuse {where}: {result.outcome} ({result.reason})"
-        if attempt is not None and attempt.accepted:
-            self.log(line)  # a request an operator will see: always its own line
-        else:
-            self._refusals(line)
-
+    # -- decisions (broker/logins.py) -----------------------------------------------------------------------
     async def _granted_over_http(self, username: str, password: str) -> None:
         """The device proved its password at the 201 poll (or an approval rule admitted it): its account
         is in Mosquitto before the answer."""
@@ -662,9 +587,9 @@ class EmbeddedServer:
         await asyncio.get_running_loop().run_in_executor(self._db_pool, self.reg.record_presence, changes, reset_at)
         return True
 
-    def _wake_relay(self) -> None:
+    def _wake_relay(self, *, waited_for: bool = False) -> None:
         if self._relay is not None:
-            self._relay.wake()
+            self._relay.wake(waited_for=waited_for)
 
     def _publish(self, topic: str, payload: bytes) -> None:
         if self.link is not None:
@@ -749,8 +674,8 @@ def serve_main(db: str | None, mqtt_bind: str = DEFAULT_MQTT_BIND, http_bind: st
         parse_bind(mqtt_bind, 1883)
         parse_bind(http_bind, 8080)
         if options.get("broker_url"):
-            parse_broker_url(options["broker_url"])
-    except ServerError as exc:
+            parse_mqtt_url(options["broker_url"])
+    except AddressError as exc:
         sys.stderr.write(f"client-registry: {exc}\n")
         return 2
     try:

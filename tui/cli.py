@@ -882,12 +882,12 @@ def mosquitto_config(ctx, db, conf_d, secret_path, plugin, socket_path, listener
     from broker.mosquitto.config import listener_line
     from broker.mosquitto.plugin_build import PluginBuildError
     from broker.mosquitto.site_accounts import SiteAccountsError
-    from broker.server import ServerError, parse_bind
+    from broker.address import AddressError, parse_bind
     from store.location import resolve
 
     try:
         host, port = parse_bind(listener, 1883)
-    except ServerError as exc:
+    except AddressError as exc:
         raise fail(str(exc)) from None
     location = resolve(db or ctx.find_root().params.get("db"))
     try:
