@@ -2,30 +2,35 @@
 
 It logs in with the console (admin) account, subscribes to the relay's event
 topics, batches what it receives and posts it to the app about every 250 ms.
-It reconnects with exponential backoff and reports its state; the app resyncs
-from the database whenever it reports ``connected`` (after the SUBACK, so no
-event can fall between the resync and the subscription).
+paho reconnects by itself with exponential backoff (``reconnect_delay_set``, its
+network loop on its own thread, as broker/mosquitto/link.py does); the worker
+reports each state; the app resyncs from the database whenever it reports
+``connected`` (after the SUBACK, so no event can fall between the resync and the
+subscription).
 
 Cancellation is cooperative: ``should_stop()`` is polled at least every 50 ms,
-including while waiting to retry, so quitting the app stops it promptly.
+including while paho waits to retry, so quitting the app stops it promptly.
 """
 
 from __future__ import annotations
 
 import json
+import queue
 import secrets
 import time
 from dataclasses import dataclass
 from typing import Callable
-from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as mqtt
 from textual.message import Message
+
+from broker.address import parse_mqtt_url
 
 from .messages import EventsBatch, ListenerState, RelayedEvent, ServiceStatus
 
 EVENTS_TOPIC = "$registry/v1/events/#"
 STATUS_TOPIC = "$registry/v1/status"  # retained by the service: which broker, running or stopped
+SUBSCRIPTIONS = [(EVENTS_TOPIC, 1), (STATUS_TOPIC, 1)]
 STATUS_GRACE = 2.0  # seconds after the subscription without a retained status: no registry service there
 BATCH_SECONDS = 0.25  # events reach the tables in batches: each batch re-renders the visible rows (a flood at
 #                      100/s: key latency p50 80 -> 64 ms, p95 ~160 -> ~130 ms against 0.1 s; bench/dash_child)
@@ -42,20 +47,12 @@ class MqttTarget:
 
     @classmethod
     def parse(cls, url: str | None) -> "MqttTarget":
-        """Parse ``mqtt://user:pass@host:port`` (every part optional; ``host:port`` also works)."""
+        """Parse ``mqtt://user:pass@host:port`` (every part optional; ``host:port`` also works); ValueError
+        (broker.address.AddressError) with one line when it cannot be used."""
         if not url:
             return cls()
-        if "://" not in url:
-            url = "mqtt://" + url
-        parts = urlsplit(url)
-        if parts.scheme not in ("mqtt", "tcp"):
-            raise ValueError(f"unsupported MQTT URL scheme {parts.scheme!r} (use mqtt://host:port)")
-        return cls(
-            host=parts.hostname or "127.0.0.1",
-            port=parts.port or 1883,
-            username=unquote(parts.username) if parts.username else None,
-            password=unquote(parts.password) if parts.password else None,
-        )
+        parts = parse_mqtt_url(url)
+        return cls(parts.host, parts.port, parts.username, parts.password)
 
     def with_credentials(self, username: str, password: str) -> "MqttTarget":
         return MqttTarget(self.host, self.port, username, password)
@@ -65,8 +62,23 @@ class MqttTarget:
         return f"{self.host}:{self.port}"
 
 
+class _Client(mqtt.Client):
+    """paho's client, keeping why its last connection attempt failed (paho's on_connect_fail does not say)."""
+
+    last_error: OSError | None = None
+
+    def reconnect(self) -> mqtt.MQTTErrorCode:
+        try:
+            return super().reconnect()
+        except OSError as exc:
+            self.last_error = exc
+            raise
+
+
 class EventListener:
-    """Runs the paho loop on the calling thread until ``should_stop()`` is true."""
+    """Runs until ``should_stop()`` is true: paho's own thread connects, reconnects with backoff
+    (``reconnect_delay_set``) and receives; its callbacks only queue what happened, and this thread posts it
+    to the app in order (events batched), so the app hears from one thread as before."""
 
     def __init__(
         self,
@@ -84,35 +96,42 @@ class EventListener:
         self.batch_seconds = batch_seconds
         self.backoff_first = backoff_first
         self.backoff_max = backoff_max
+        self._heard: queue.SimpleQueue[tuple[str, object]] = queue.SimpleQueue()  # from paho's thread
         self._batch: list[RelayedEvent] = []
         self._batch_started = 0.0
-        self._connected = False
-        self._subscribed = False
-        self._refused: str | None = None
-        self._sub_mid: int | None = None
-        self._subscribed_at = 0.0
+        self._resubscribe_at: float | None = None  # the subscription was refused: asked again then
+        self._refusal_said = False  # the disconnection that follows a refused login is not news
+        self._first_attempt = True
+        self._subscribed_at: float | None = None  # on this connection; None: not subscribed
         self._status_heard = False  # a retained status arrived on this connection (or was said absent)
+        self._retry_in: float | None = None  # paho's next reconnect delay, as it computes it
 
-    # -- paho callbacks (run on this thread, inside client.loop) ----------------
+    # -- paho callbacks (paho's thread): what happened, queued for run() --------------------------------
     def _on_connect(self, client, userdata, flags, reason_code, properties=None) -> None:
-        if reason_code.is_failure:
-            self._refused = str(reason_code)
+        if reason_code.is_failure:  # Mosquitto closes the connection next; paho reconnects after its delay
+            self._heard.put(("refused", f"refused: {reason_code}"))
             return
-        self._connected = True
-        result, mid = client.subscribe([(EVENTS_TOPIC, 1), (STATUS_TOPIC, 1)])
-        self._sub_mid = mid
+        client.subscribe(SUBSCRIPTIONS)
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties=None) -> None:
-        if mid != self._sub_mid:
-            return
         if any(rc.is_failure for rc in reason_codes):
-            self._refused = "subscription to $registry/v1/events/# refused (is the console account an admin?)"
-            return
-        self._subscribed = True
-        self._subscribed_at = time.monotonic()
-        self.post(ListenerState("connected", self.target.address))
+            self._heard.put(("unsubscribed", "refused: subscription to $registry/v1/events/# refused "
+                                             "(is the console account an admin?)"))
+        else:
+            self._heard.put(("subscribed", None))
 
     def _on_message(self, client, userdata, message) -> None:
+        self._heard.put(("message", message))
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties=None) -> None:
+        self._heard.put(("lost", "connection lost"))
+
+    def _on_connect_fail(self, client, userdata) -> None:
+        exc = client.last_error
+        self._heard.put(("failed", exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)))
+
+    # -- this thread --------------------------------------------------------------------------------------
+    def _message(self, message) -> None:
         if message.topic == STATUS_TOPIC:
             self._status_heard = True
             try:
@@ -133,22 +152,41 @@ class EventListener:
             self._batch_started = time.monotonic()
         self._batch.append(event)
 
-    def _on_disconnect(self, client, userdata, flags, reason_code, properties=None) -> None:
-        self._connected = False
-
-    # -- loop ----------------------------------------------------------------------
     def _flush(self, force: bool = False) -> None:
         if self._batch and (force or time.monotonic() - self._batch_started >= self.batch_seconds):
             batch, self._batch = self._batch, []
             self.post(EventsBatch(batch))
 
-    def _sleep(self, seconds: float) -> None:
-        deadline = time.monotonic() + seconds
-        while not self.should_stop() and time.monotonic() < deadline:
-            time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+    def _handle(self, what: str, detail: object) -> None:
+        if what == "message":
+            self._message(detail)
+        elif what == "subscribed":
+            self._first_attempt = False
+            self._flush(force=True)
+            self._subscribed_at, self._status_heard, self._retry_in = time.monotonic(), False, None
+            self.post(ListenerState("connected", self.target.address))
+        elif what in ("lost", "failed", "refused", "unsubscribed"):
+            self._flush(force=True)
+            self._subscribed_at = self._resubscribe_at = None
+            if what == "lost" and self._refusal_said:
+                self._refusal_said = False
+                return  # Mosquitto closed the connection it refused: said already, with paho's delay
+            self._refusal_said = what == "refused"
+            # paho's delay: the first after a good connection, doubled after each failed attempt; its very
+            # first attempt, when it fails, is followed by two waits (loop_forever's first connect, then its loop)
+            retry_in = self._retry_in = (self.backoff_first if self._retry_in is None
+                                         else min(self._retry_in * 2, self.backoff_max))
+            if what == "failed" and self._first_attempt:
+                self._retry_in = min(2 * self.backoff_first, self.backoff_max)
+                retry_in = self.backoff_first + self._retry_in
+            self._first_attempt = False
+            if what == "unsubscribed":  # still connected: the subscription is asked for again after the delay
+                self._resubscribe_at = time.monotonic() + self._retry_in
+            self.post(ListenerState("refused" if what in ("refused", "unsubscribed") else "retrying", str(detail),
+                                    retry_in=retry_in))
 
-    def _new_client(self) -> mqtt.Client:
-        client = mqtt.Client(
+    def _new_client(self) -> _Client:
+        client = _Client(
             mqtt.CallbackAPIVersion.VERSION2,
             client_id=f"client-registry-console-{secrets.token_hex(4)}",
             clean_session=True,
@@ -156,60 +194,37 @@ class EventListener:
         )
         if self.target.username:
             client.username_pw_set(self.target.username, self.target.password)
+        client.reconnect_delay_set(self.backoff_first, self.backoff_max)
         client.on_connect = self._on_connect
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
         client.on_disconnect = self._on_disconnect
+        client.on_connect_fail = self._on_connect_fail
         return client
 
     def run(self) -> None:
-        backoff = self.backoff_first
         self.post(ListenerState("connecting", self.target.address))
-        while not self.should_stop():
-            self._connected = self._subscribed = self._status_heard = False
-            self._refused = None
-            client = self._new_client()
-            problem = ""
-            try:
-                client.connect(self.target.host, self.target.port, keepalive=10)
-                deadline = time.monotonic() + 5.0
-                while not self.should_stop():
-                    rc = client.loop(timeout=0.05)
-                    self._flush()
-                    if self._refused:
-                        problem = f"refused: {self._refused}"
-                        break
-                    if rc != mqtt.MQTT_ERR_SUCCESS:
-                        problem = "connection lost"
-                        break
-                    if self._subscribed:
-                        backoff = self.backoff_first
-                        if not self._status_heard and time.monotonic() - self._subscribed_at > STATUS_GRACE:
-                            self._status_heard = True  # said once per connection
-                            self.post(ServiceStatus("", "absent"))
-                    elif time.monotonic() > deadline:
-                        problem = "no answer from broker"
-                        break
-            except (OSError, ValueError) as exc:
-                problem = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            finally:
-                self._flush(force=True)
+        client = self._new_client()
+        client.connect_async(self.target.host, self.target.port, keepalive=10)
+        client.loop_start()
+        try:
+            while not self.should_stop():
                 try:
-                    client.disconnect()
-                except Exception:  # noqa: BLE001 - closing a dead socket must not kill the worker
+                    what, detail = self._heard.get(timeout=0.05)
+                except queue.Empty:
                     pass
-                try:
-                    client.loop(timeout=0.01)
-                except Exception:  # noqa: BLE001
-                    pass
-                try:
-                    client.socket() and client.socket().close()
-                except Exception:  # noqa: BLE001
-                    pass
-            if self.should_stop():
-                break
-            state = "refused" if problem.startswith("refused") else "retrying"
-            self.post(ListenerState(state, problem, retry_in=backoff))
-            self._sleep(backoff)
-            backoff = min(backoff * 2, self.backoff_max)
+                else:
+                    self._handle(what, detail)
+                self._flush()
+                if self._resubscribe_at is not None and time.monotonic() >= self._resubscribe_at:
+                    self._resubscribe_at = None
+                    client.subscribe(SUBSCRIPTIONS)
+                if (self._subscribed_at is not None and not self._status_heard
+                        and time.monotonic() - self._subscribed_at > STATUS_GRACE):
+                    self._status_heard = True  # said once per connection
+                    self.post(ServiceStatus("", "absent"))
+        finally:
+            client.disconnect()
+            client.loop_stop()
+            self._flush(force=True)
         self.post(ListenerState("stopped"))
