@@ -39,7 +39,9 @@ LINGER = 1.0  # seconds a refused or timed-out connection may still send before 
 REPORT_EVERY = 60.0  # seconds between two "connection limit reached" lines
 MAX_REFUSING = 64  # connections being answered 503 at once; more are closed without an answer
 
-# aiohttp logs a traceback per broken request on these; every line goes through our log callable instead.
+log = logging.getLogger(__name__)
+
+# aiohttp logs a traceback per broken request on these; every line goes through ours (log) instead.
 _QUIET = logging.getLogger("client_registry.http.aiohttp")
 _QUIET.addHandler(logging.NullHandler())
 _QUIET.propagate = False
@@ -142,11 +144,10 @@ class RegisterAPI:
     ran).
     ``limits`` bound what a client may hold or try; serve the app with :meth:`site` to apply all of them."""
 
-    def __init__(self, reg: Any, log: Callable[[str], None], *, wake: Callable[[], None] | None = None,
+    def __init__(self, reg: Any, *, wake: Callable[[], None] | None = None,
                  granted: Callable[[str, str], Awaitable[Any]] | None = None,
                  health: Callable[[], dict] | None = None, limits: HTTPLimits | None = None) -> None:
         self.reg = reg
-        self.log = log
         self.wake = wake or (lambda: None)
         self.granted = granted or _nothing
         self.health = health or dict
@@ -163,7 +164,7 @@ class RegisterAPI:
     def listener(self, host: str, port: int) -> HTTPListener:
         """This API served on ``host:port`` with the connection limit and the header timeout applied, and
         aiohttp's errors reported as one log line each."""
-        return HTTPListener(self.app(), host, port, self.limits, self.log)
+        return HTTPListener(self.app(), host, port, self.limits)
 
     async def healthz(self, request: web.Request) -> web.Response:
         broker = self.health()
@@ -185,34 +186,34 @@ class RegisterAPI:
         try:
             raw = await asyncio.wait_for(request.read(), timeout)
         except web.HTTPRequestEntityTooLarge:
-            self.log(f"http register from {peer}: 413 body over {MAX_BODY} bytes")
+            log.info(f"http register from {peer}: 413 body over {MAX_BODY} bytes")
             return _answer(413, error="too_large", message=f"body must not exceed {MAX_BODY} bytes")
         except asyncio.TimeoutError:
-            self.log(f"http register from {peer}: 408 body not received within {timeout:g} s; connection closed")
+            log.info(f"http register from {peer}: 408 body not received within {timeout:g} s; connection closed")
             response = _answer(408, error="timeout", message=f"the body must arrive within {timeout:g} s")
             response.force_close()
             return response
         except Exception as exc:  # the client went away, or sent a broken chunked body
-            self.log(f"http register from {peer}: 400 body could not be read ({type(exc).__name__})")
+            log.info(f"http register from {peer}: 400 body could not be read ({type(exc).__name__})")
             response = _answer(400, error="malformed", field="body", message="the body could not be read")
             response.force_close()
             return response
         data, problem = _parse(raw, self.limits.max_json_depth)
         if problem is not None:
-            self.log(f"http register from {peer}: 400 {_summary(problem)}")
+            log.info(f"http register from {peer}: 400 {_summary(problem)}")
             return problem
         assert data is not None
         wait, _ = self.guesses.wait(data["username"], peer)
         if wait > 0:  # no password is checked for this name or from this address until the window has passed
             response = self._throttled(data["username"], peer)
-            self.log(f"http register user={safe(data['username'])} from {peer}: 429 {_summary(response)}")
+            log.info(f"http register user={safe(data['username'])} from {peer}: 429 {_summary(response)}")
             return response
         try:
             response = await self._decide(data, peer)
         except Exception as exc:  # a bug or the database gone: say so in the log, answer 500 in JSON
-            self.log(f"http register user={safe(data['username'])} from {peer}: 500 {exc!r}")
+            log.error(f"http register user={safe(data['username'])} from {peer}: 500 {exc!r}")
             return _answer(500, error="internal", message="internal error; see the server log")
-        self.log(f"http register user={safe(data['username'])} from {peer}: {response.status} {_summary(response)}")
+        log.info(f"http register user={safe(data['username'])} from {peer}: {response.status} {_summary(response)}")
         return response
 
     async def _decide(self, data: dict[str, Any], peer: str) -> web.Response:
@@ -352,7 +353,7 @@ class _Handler(web.RequestHandler):
         if self._busy or self.transport is None:
             return
         received = f"{self._received} bytes received" if self._received else "nothing received"
-        self._gate.log(f"http: closed a connection from {self._peer}: no complete request headers within "
+        log.info(f"http: closed a connection from {self._peer}: no complete request headers within "
                        f"{self._gate.limits.header_timeout:g} s ({received})")
         self.force_close()
 
@@ -364,7 +365,7 @@ class _Handler(web.RequestHandler):
         else:
             reason = message or (str(exc) if exc is not None else "")
             text = _one_line(reason) or "malformed request"
-        self._gate.log(f"http request from {request.remote or self._peer}: {status} {safe(_one_line(reason), 160)}")
+        (log.error if status >= 500 else log.info)(f"http request from {request.remote or self._peer}: {status} {safe(_one_line(reason), 160)}")
         if request.writer.output_size > 0:  # some of a response was sent: the connection is broken
             raise ConnectionError("a response was already being sent")
         response = _answer(status, error="malformed" if status < 500 else "internal", message=text[:200])
@@ -378,7 +379,7 @@ class _Handler(web.RequestHandler):
         except (TypeError, ValueError):
             what = " ".join(map(str, args))
         detail = f": {exc!r}" if isinstance(exc, BaseException) else ""
-        self._gate.log(f"http: {safe(_one_line(what + detail), 200)} (connection from {self._peer})")
+        log.error(f"http: {safe(_one_line(what + detail), 200)} (connection from {self._peer})")
 
 
 _BUSY_BODY = json.dumps({"error": "busy", "message": "too many open connections; try again shortly"}).encode()
@@ -423,10 +424,9 @@ class _Connections:
     the ones over the limit get a :class:`_Refusal`, and the log one line when the limit is reached (at most
     one every ``REPORT_EVERY`` seconds, counting the refusals it did not report)."""
 
-    def __init__(self, server: web.Server, limits: HTTPLimits, log: Callable[[str], None]) -> None:
+    def __init__(self, server: web.Server, limits: HTTPLimits) -> None:
         self.server = server
         self.limits = limits
-        self.log = log
         self.open = 0
         self.refusing: set[_Refusal] = set()
         self._full = False
@@ -456,7 +456,7 @@ class _Connections:
             return
         self._full = True
         earlier = f" ({self._unreported} more refused since the last report)" if self._unreported else ""
-        self.log(f"http: connection limit reached ({self.limits.max_connections} open); new connections are "
+        log.warning(f"http: connection limit reached ({self.limits.max_connections} open); new connections are "
                  f"answered 503 and closed until some close{earlier}")
         self._reported_at = now
         self._unreported = 0
@@ -476,13 +476,11 @@ class HTTPListener:
 
     BACKLOG = 128  # aiohttp's TCPSite default
 
-    def __init__(self, app: web.Application, host: str, port: int, limits: HTTPLimits,
-                 log: Callable[[str], None]) -> None:
+    def __init__(self, app: web.Application, host: str, port: int, limits: HTTPLimits) -> None:
         self.runner = web.AppRunner(app, access_log=None, handle_signals=False)
         self.host = host
         self.port = port
         self.limits = limits
-        self.log = log
         self._gate: _Connections | None = None
         self._server: asyncio.AbstractServer | None = None
 
@@ -490,7 +488,7 @@ class HTTPListener:
         await self.runner.setup()
         try:
             assert self.runner.server is not None  # set up above
-            self._gate = _Connections(self.runner.server, self.limits, self.log)
+            self._gate = _Connections(self.runner.server, self.limits)
             self._server = await asyncio.get_running_loop().create_server(
                 self._gate, self.host, self.port, backlog=self.BACKLOG, reuse_address=True)
         except BaseException:

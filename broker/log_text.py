@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -32,7 +33,7 @@ class Refusals:
     up to ``per_second`` a second; beyond that one line a second says how many more there were. ``later``
     schedules the summary (asyncio's ``loop.call_later``), so it comes even when the flood stops."""
 
-    def __init__(self, log: Callable[[str], None], later: Callable[[float, Callable[[], None]], Any], *,
+    def __init__(self, log: logging.Logger, later: Callable[[float, Callable[[], None]], Any], *,
                  per_second: int = 20, clock: Callable[[], float] = time.monotonic) -> None:
         self.log = log
         self.later = later
@@ -48,7 +49,7 @@ class Refusals:
             self._second, self._count = second, 0
         self._count += 1
         if self._count <= self.per_second:
-            self.log(line)
+            self.log.info(line)
             return
         if not self._more:
             self.later(1.0, self.summarise)
@@ -56,5 +57,5 @@ class Refusals:
 
     def summarise(self) -> None:
         if self._more:
-            self.log(f"mqtt refuse: {self._more} more refused attempts in the last second, not logged one by one")
+            self.log.info(f"mqtt refuse: {self._more} more refused attempts in the last second, not logged one by one")
             self._more = 0

@@ -6,14 +6,17 @@ recorded; the CLI's wake makes the relay read the changelog now."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from typing import Any
 
-from .log_text import safe
+from .log_text import Refusals, safe
 from .mosquitto import plugin_wire as wire
 from .mosquitto.presence import PresenceTracker
 from .plugin_socket import WAKE_MARK
+
+log = logging.getLogger(__name__)
 
 Attempt = tuple[str, str, str | None, str | None, str]  # username, password, client id, peer, source
 
@@ -21,17 +24,16 @@ Attempt = tuple[str, str, str | None, str | None, str]  # username, password, cl
 class Logins:
     """``await handle(batch)`` is the plugin socket's handler. ``db`` runs the registry's writes (one thread:
     SQLite has one writer); ``database_problem()`` is why nothing may be recorded now (or None);
-    ``catch_up()`` applies what the registry committed so far to Mosquitto; ``wake(waited_for=)`` asks the
+    ``later`` is the loop's call_later (the refusals' summary); ``catch_up()`` applies what the registry committed so far to Mosquitto; ``wake(waited_for=)`` asks the
     relay to read the changelog; ``attached``: Mosquitto is the site's own (its restarts come as reports)."""
 
-    def __init__(self, reg: Any, db: Executor, presence: PresenceTracker, log: Callable[[str], None],
-                 refusals: Callable[[str], None], *, attached: bool, database_problem: Callable[[], str | None],
+    def __init__(self, reg: Any, db: Executor, presence: PresenceTracker,
+                 later: Callable[[float, Callable[[], None]], Any], *, attached: bool, database_problem: Callable[[], str | None],
                  catch_up: Callable[[], Awaitable[Any]], wake: Callable[..., None]) -> None:
         self.reg = reg
         self.db = db
         self.presence = presence
-        self.log = log
-        self.refusals = refusals
+        self.refusals = Refusals(log, later)  # refused attempts: at most 20 lines a second
         self.attached = attached
         self.database_problem = database_problem
         self.catch_up = catch_up
@@ -48,9 +50,9 @@ class Logins:
             elif isinstance(item, wire.Presence):
                 if item.reset and self.attached:  # an attached Mosquitto restarted
                     self.presence.restarted()
-                for logged_in, username, client_id in item.changes:
-                    self.presence.change(username.decode("utf-8", "replace"),
-                                         client_id.decode("utf-8", "replace"), logged_in)
+                for logged_in, name, session in item.changes:
+                    self.presence.change(name.decode("utf-8", "replace"), session.decode("utf-8", "replace"),
+                                         logged_in)
             elif isinstance(item, wire.Knocks):
                 if not self.database_problem():
                     await loop.run_in_executor(self.db, self.reg.record_knocks,
@@ -92,12 +94,12 @@ class Logins:
             return
         attempt = result.attempt
         if attempt is not None and attempt.outcome == "granted":
-            self.log(f"mqtt admit {where}: {attempt.reason}; its next connect gets in")
+            log.info(f"mqtt admit {where}: {attempt.reason}; its next connect gets in")
             return
         if attempt is not None and attempt.accepted:
             self.wake()
         line = f"mqtt refuse {where}: {result.outcome} ({result.reason})"
         if attempt is not None and attempt.accepted:
-            self.log(line)  # a request an operator will see: always its own line
+            log.info(line)  # a request an operator will see: always its own line
         else:
             self.refusals(line)

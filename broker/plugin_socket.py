@@ -9,6 +9,7 @@ anyway) and counted.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shutil
 import socket
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from .mosquitto.plugin_wire import Attempt, Knocks, Presence, WireError, parse_datagram
+
+log = logging.getLogger(__name__)
 
 MAGIC = b"CRK1"
 SOCKET_NAME = "sock"  # registry.db -> registry.sock beside it, unless `serve --plugin-socket` says otherwise
@@ -79,11 +82,9 @@ class PluginSocket:
     """Listens on ``path`` (mode 0600, or 0660 with ``group``) and awaits ``handle(knocks)`` for the datagrams
     that arrived, one batch at a time (at most BATCH)."""
 
-    def __init__(self, path: Path, handle: Callable[[list[Any]], Awaitable[None]], log: Callable[[str], None],
-                 *, group: int | None = None) -> None:
+    def __init__(self, path: Path, handle: Callable[[list[Any]], Awaitable[None]], *, group: int | None = None) -> None:
         self.path = path
         self.handle = handle
-        self.log = log
         self.group = group
         self.counters = {"malformed": 0, "dropped": 0, "handled": 0}
         self.queue: asyncio.Queue[Any] = asyncio.Queue(QUEUE_LIMIT)
@@ -131,7 +132,7 @@ class PluginSocket:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a database error or a bug: one line, and keep serving
-                self.log(f"mqtt knock: {len(batch)} attempt(s) not recorded: {exc}")
+                log.error(f"mqtt knock: {len(batch)} attempt(s) not recorded: {exc}")
             self.counters["handled"] += len(batch)
 
     async def stop(self) -> None:

@@ -14,10 +14,13 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 TOPIC_PREFIX = "$registry/v1/events/"
 NOTE_UNDER_LOAD = 0.05
@@ -49,12 +52,11 @@ def event_payload(event: Any) -> bytes:
 
 class EventRelay:
     def __init__(self, reg: Any, publish: Callable[[str, bytes], None],
-                 apply: Callable[[list[Any]], Awaitable[Any]], log: Callable[[str], None],
+                 apply: Callable[[list[Any]], Awaitable[Any]],
                  interval: float = 0.1, executor: Executor | None = None) -> None:
         self.reg = reg
         self.publish = publish
         self.apply = apply
-        self.log = log
         self.interval = interval
         self.last_id = 0
         self._task: asyncio.Task[None] | None = None
@@ -99,7 +101,7 @@ class EventRelay:
                 raise
             except Exception as exc:  # database briefly locked / unreachable: say so once, keep trying
                 if not failing:
-                    self.log(f"relay cannot read events: {exc}")
+                    log.warning(f"relay cannot read events: {exc}")
                 failing = True
                 await asyncio.sleep(1.0)
                 continue
@@ -140,6 +142,6 @@ class EventRelay:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the broker is away or refused: reconcile corrects it soon
-            self.log(f"relay events #{events[0].id}-#{events[-1].id}: not applied to the broker yet: {exc}")
+            log.warning(f"relay events #{events[0].id}-#{events[-1].id}: not applied to the broker yet: {exc}")
         for event in events:
             self.publish(TOPIC_PREFIX + event.kind, event_payload(event))

@@ -16,9 +16,10 @@ Public API (the dashboard embeds the server with exactly this)::
 
 * ``reg`` is an open ``store.Registry``; the server never closes it.
 * ``mqtt_bind`` / ``http_bind`` are ``"HOST:PORT"`` strings (``"[::1]:1883"``, ``":1883"`` and ``"1883"`` work too).
-* ``log`` is ``None`` (silent) or a callable taking one line of text (no newline); it is called from the event
-  loop thread and never receives a password; whatever it raises is ignored. Mosquitto's own output comes
-  through it too, prefixed ``mosquitto:``.
+* ``log`` is ``None`` (silent) or a callable taking one line of text (no newline): the text of this server's
+  records of the ``broker`` loggers (stdlib ``logging``, broker/logs.py; attach a handler to ``broker`` for
+  their levels too). It is called mostly from the event loop thread and never receives a password; whatever
+  it raises is ignored. Mosquitto's own output comes through it too, prefixed ``mosquitto:``.
 * Starting raises :class:`ServerError` (``str(e)`` is one clear line), e.g. when a port is taken, Mosquitto or
   the plugin's headers are missing, or an attached broker refuses the service account; nothing is left
   running then.
@@ -32,8 +33,9 @@ Public API (the dashboard embeds the server with exactly this)::
   supervised Mosquitto's bounds, defaults in ``broker.mosquitto.config``), ``mosquitto_user`` (None: Mosquitto
   runs as this process does; ``"auto"``, serve's default: ``mosquitto`` when running as root; or a user name).
 
-``serve_main(...)`` is what ``client-registry serve`` runs: it logs to stderr, stops cleanly on SIGINT/SIGTERM/SIGHUP
-and returns the process exit code (1 with one line on stderr when it cannot start).
+``serve_main(...)`` is what ``client-registry serve`` runs: it logs to stderr (every ``broker`` line, stamped),
+stops cleanly on SIGINT/SIGTERM/SIGHUP and returns the process exit code (1 with one line on stderr when it
+cannot start).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ import asyncio
 import errno
 import grp
 import json
+import logging
 import os
 import signal
 import socket
@@ -53,9 +56,9 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
+from . import logs
 from .address import AddressError, parse_bind, parse_mqtt_url
 from .http_api import RegisterAPI
-from .log_text import Refusals
 from .logins import Logins
 from .mosquitto import config as mconf
 from .mosquitto import privileges
@@ -69,6 +72,8 @@ from .plugin_socket import PluginSocket
 from .relay import EventRelay
 
 __all__ = ["EmbeddedServer", "ServerError", "serve_main"]
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MQTT_BIND = "0.0.0.0:1883"
 DEFAULT_HTTP_BIND = "127.0.0.1:8080"
@@ -142,20 +147,6 @@ def _bind_error(what: str, host: str, port: int, exc: BaseException) -> ServerEr
     return ServerError(f"cannot listen for {what} on {host}:{port}: {reason}")
 
 
-def _guard_log(log: Callable[[str], None] | None) -> Callable[[str], None]:
-    """An embedder's log callable must never break a decision: swallow whatever it raises."""
-    if log is None:
-        return lambda line: None
-
-    def guarded(line: str) -> None:
-        try:
-            log(line)
-        except Exception:
-            pass
-
-    return guarded
-
-
 class EmbeddedServer:
     def __init__(self, reg: Any, mqtt_bind: str = DEFAULT_MQTT_BIND, http_bind: str | None = DEFAULT_HTTP_BIND,
                  log: Callable[[str], None] | None = None, *, mosquitto: str | None = None,
@@ -169,7 +160,7 @@ class EmbeddedServer:
         self.mqtt_bind: tuple[str, int] = _address(parse_bind, mqtt_bind, 1883)
         self.http_bind: tuple[str, int] | None = (_address(parse_bind, http_bind, 8080) if http_bind is not None
                                                   else None)
-        self.log: Callable[[str], None] = _guard_log(log)
+        self.log_sink = log  # the embedder's: this server's lines (logs.ServerLines), while it runs
         self.mosquitto_binary = mosquitto
         self.mosquitto_include = Path(mosquitto_include) if mosquitto_include else None
         self.broker_url = broker_url
@@ -214,7 +205,7 @@ class EmbeddedServer:
         # Device attempts are recorded off the loop by one thread, a batch per transaction (SQLite has one writer).
         self._db_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cr-knocks")
         # Who is online, from the registry plugin's reports of logins and disconnections.
-        self.presence = PresenceTracker(reg.clock, self._record_presence, self.log)
+        self.presence = PresenceTracker(reg.clock, self._record_presence)
 
     @property
     def broker_state(self) -> str:
@@ -241,6 +232,23 @@ class EmbeddedServer:
     async def stop(self) -> None:
         await self._parts.aclose()
 
+    def _route_log(self) -> None:
+        """This server's lines to the embedder's ``log`` while it runs (until stop)."""
+        token = logs.serving.set(self)  # inherited by every task and to_thread call the server starts
+        if self.log_sink is not None:
+            logs.enable()
+            handler = logs.ServerLines(self.log_sink, self)
+            logs.ROOT.addHandler(handler)
+            self._parts.callback(logs.ROOT.removeHandler, handler)
+
+        def unset() -> None:
+            try:
+                logs.serving.reset(token)
+            except ValueError:  # stopped from another task than the one that started it
+                pass
+
+        self._parts.callback(unset)
+
     def _spawn(self, job: Coroutine[Any, Any, None], name: str) -> None:
         """A task of the running server, cancelled when it stops."""
         task = asyncio.create_task(job, name=name)
@@ -255,9 +263,10 @@ class EmbeddedServer:
         from store.console import ensure_console_account
 
         self._loop = asyncio.get_running_loop()
+        self._route_log()
         self._parts.callback(self._db_pool.shutdown, wait=False, cancel_futures=True)
-        self._logins = Logins(self.reg, self._db_pool, self.presence, self.log,
-                              Refusals(self.log, self._loop.call_later), attached=self.broker_url is not None,
+        self._logins = Logins(self.reg, self._db_pool, self.presence, self._loop.call_later,
+                              attached=self.broker_url is not None,
                               database_problem=lambda: self.database_problem, catch_up=self._relay_catch_up,
                               wake=self._wake_relay)
         # Whatever can be checked is checked before anything starts: a failure is one line and leaves nothing.
@@ -277,7 +286,7 @@ class EmbeddedServer:
         from .mosquitto.attach import snapshot_beside
 
         snapshot = self.files.snapshot if self.broker_url is None else snapshot_beside(self.socket_path)
-        self.accounts = PluginAccounts(self.reg, None, self.log, service=service, snapshot_path=snapshot,
+        self.accounts = PluginAccounts(self.reg, None, service=service, snapshot_path=snapshot,
                                        group=self._socket.group if self._socket else None)  # 0640 for that group
         await self.accounts.load()
         self._parts.push_async_callback(self._save_snapshot)
@@ -294,13 +303,13 @@ class EmbeddedServer:
             self.broker = f"attached to mqtt://{host}:{port}"
             await self._start_site_accounts()
         self.mqtt_host, self.mqtt_port = host, port
-        self.link = BrokerLink(host, port, service.username, service.password, self.log,
+        self.link = BrokerLink(host, port, service.username, service.password,
                                on_connected=self._link_changed)
         try:
             if self.broker_url is None:
                 await asyncio.to_thread(self.link.start)
             else:  # the site restarts its Mosquitto after this start has written the snapshot (README)
-                self.log(f"mqtt: logging in to {self.broker} as the service account; if Mosquitto refuses, "
+                log.info(f"mqtt: logging in to {self.broker} as the service account; if Mosquitto refuses, "
                          f"restart it now that the snapshot is written (waiting up to {ATTACH_WAIT:.0f} s)")
                 await asyncio.to_thread(self.link.start, ATTACH_WAIT, patient=True)
         except LinkError as exc:
@@ -317,8 +326,8 @@ class EmbeddedServer:
         except LinkError as exc:
             raise ServerError(f"{exc}") from None
         if fixes:
-            self.log(f"reconcile: {fixes} correction(s) at start")
-        self._relay = EventRelay(self.reg, self._publish, self._apply_event, self.log,
+            log.info(f"reconcile: {fixes} correction(s) at start")
+        self._relay = EventRelay(self.reg, self._publish, self._apply_event,
                                  interval=self.relay_interval)
         await self._relay.start()
         self._parts.push_async_callback(self._stop_relay)
@@ -334,7 +343,7 @@ class EmbeddedServer:
         from .mosquitto.site_accounts import SiteAccounts, SiteAccountsError
 
         try:
-            site = SiteAccounts.of(self.reg, self.log)
+            site = SiteAccounts.of(self.reg)
             await asyncio.to_thread(site.refresh, True)
         except SiteAccountsError as exc:
             raise ServerError(str(exc)) from None
@@ -348,7 +357,7 @@ class EmbeddedServer:
             except KeyError:
                 raise ServerError(f"no group named {self.socket_group!r} (--socket-group)") from None
         assert self._logins is not None
-        self._socket = PluginSocket(self.socket_path, self._logins.handle, self.log, group=group)
+        self._socket = PluginSocket(self.socket_path, self._logins.handle, group=group)
         try:
             self.socket_path.parent.mkdir(parents=True, exist_ok=True)
             await self._socket.start()
@@ -372,7 +381,7 @@ class EmbeddedServer:
                 raise ServerError(f"cannot read {self.mosquitto_include}: {exc.strerror}") from None
         self.run_as = self._mosquitto_run_as()
         host, port = self.mqtt_bind
-        self.supervisor = MosquittoSupervisor(self._binary, self.files.conf, host, port, self.log,
+        self.supervisor = MosquittoSupervisor(self._binary, self.files.conf, host, port,
                                               on_state=self._broker_changed, outlive=self.outlive,
                                               on_spawn=self.presence.restarted)
         await self.supervisor.end_orphan()  # a Mosquitto left by a killed service holds our port
@@ -413,7 +422,7 @@ class EmbeddedServer:
             port = free_port(host)
             self.supervisor.port = port
         for note in self._notes:
-            self.log(note)
+            log.info(note)
         secret = self.reg.companion("secret")
         plugin = self._plugin
         try:
@@ -440,14 +449,14 @@ class EmbeddedServer:
         except MosquittoError as exc:
             raise ServerError(str(exc)) from None
         self.broker = f"mosquitto {self.version}, supervised"
-        self.log(f"mqtt: {self.broker}, listening on {host}:{port}")
+        log.info(f"mqtt: {self.broker}, listening on {host}:{port}")
         return host, port
 
     async def _start_http(self) -> None:
         if self.http_bind is None:
             return
         host, port = self.http_bind
-        api = RegisterAPI(self.reg, self.log, wake=self._wake_relay, granted=self._granted_over_http,
+        api = RegisterAPI(self.reg, wake=self._wake_relay, granted=self._granted_over_http,
                           health=self.health, limits=self.http_limits)
         listener = api.listener(host, port)  # timeouts, connection limit, one log line per refusal
         try:
@@ -455,7 +464,7 @@ class EmbeddedServer:
         except OSError as exc:
             raise _bind_error("HTTP", host, port, exc) from None
         self._parts.push_async_callback(listener.stop)
-        self.log(f"http listening on {self.http_host}:{self.http_port}")
+        log.info(f"http listening on {self.http_host}:{self.http_port}")
 
     async def _stop_relay(self) -> None:
         relay, self._relay = self._relay, None  # late knocks and wakes find no relay: nothing to apply
@@ -501,13 +510,14 @@ class EmbeddedServer:
         if problem == self._noted_problem and not (problem and now - self._noted_at >= PROBLEM_NOTE_EVERY):
             return
         if problem != self._noted_problem:
-            self.log(f"broker: {problem}; /healthz fails until it is back" if problem
-                     else "broker: taking the registry's changes again")
+            log.log(logging.WARNING if problem else logging.INFO,
+                    f"broker: {problem}; /healthz fails until it is back" if problem
+                    else "broker: taking the registry's changes again")
         self._noted_problem, self._noted_at = problem, now
         try:
             await asyncio.to_thread(self.reg.note_problem, problem)
         except Exception as exc:  # the database is away too: /healthz says that first
-            self.log(f"database: cannot note the broker's state: {exc}")
+            log.warning(f"database: cannot note the broker's state: {exc}")
 
     def _check_database(self) -> None:
         """A database file that disappears or is replaced under a running server is said once, fails
@@ -515,8 +525,9 @@ class EmbeddedServer:
         problem = self._db_watch.problem()
         if problem != self.database_problem:
             self.database_problem = problem  # before the log line: whoever reads it sees /healthz agree
-            self.log(f"database: {problem}; not admitting new requests until it is back" if problem
-                     else "database: back; admitting new requests again")
+            log.log(logging.WARNING if problem else logging.INFO,
+                    f"database: {problem}; not admitting new requests until it is back" if problem
+                    else "database: back; admitting new requests again")
 
     def _publish_status(self, state: str) -> None:
         if self.link is None:
@@ -529,7 +540,7 @@ class EmbeddedServer:
         self.link.publish(STATUS_TOPIC, json.dumps(body).encode(), qos=1, retain=True)
 
     def _broker_changed(self, state: str) -> None:
-        self.log(f"mqtt: mosquitto {state}")
+        log.log(logging.WARNING if state == "restarting" else logging.INFO, f"mqtt: mosquitto {state}")
 
     def _link_changed(self, up: bool) -> None:
         """From paho's thread: after a reconnect (Mosquitto restarted) reconcile at once."""
@@ -551,7 +562,7 @@ class EmbeddedServer:
                 async with asyncio.timeout(1.0):
                     await self._link_back.wait()
                 self._link_back.clear()
-                self.log("mqtt: connected to Mosquitto again; reconciling")
+                log.info("mqtt: connected to Mosquitto again; reconciling")
                 self._publish_status("running")
             except TimeoutError:
                 waited += 1.0
@@ -561,7 +572,7 @@ class EmbeddedServer:
             try:
                 await self.reconcile()
             except Exception as exc:  # the broker is away: try again at the next round
-                self.log(f"reconcile failed: {exc}")
+                log.warning(f"reconcile failed: {exc}")
 
     async def reconcile(self) -> int:
         assert self.accounts is not None
@@ -597,30 +608,33 @@ class EmbeddedServer:
 
 
 # -- the `client-registry serve` command -------------------------------------------------------------------
-def stderr_log(line: str) -> None:
-    sys.stderr.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {line}\n")
-    sys.stderr.flush()
-
-
+STAMP = "%Y-%m-%dT%H:%M:%S"
 START_HOLD = 2.0  # seconds a start's log lines are held back
 
 
-class StartLog:
-    """serve's log while it starts: lines are held (stamped when said) and written once the start succeeds, or
-    once it has taken START_HOLD s (a slow start, e.g. waiting for an attached Mosquitto, shows its progress).
-    A start that fails fast writes only its one-line reason: the held lines are dropped."""
+class StderrLines(logging.Handler):
+    """serve's log: every line on stderr, stamped. While the server starts, lines are held (stamped when said)
+    and written once the start succeeds, or once it has taken START_HOLD s (a slow start, e.g. waiting for an
+    attached Mosquitto, shows its progress). A start that fails fast writes only its one-line reason: the
+    held lines are dropped."""
 
     def __init__(self, later: Callable[[float, Callable[[], None]], Any]) -> None:
+        super().__init__(logging.DEBUG)
         self.held: list[str] | None = []
-        self._timer = later(START_HOLD, self.release)
+        self._timer = later(START_HOLD, self.show)
 
-    def __call__(self, line: str) -> None:
-        if self.held is None:
-            stderr_log(line)
-        else:
-            self.held.append(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {line}\n")
+    def emit(self, record: logging.LogRecord) -> None:
+        line = f"{time.strftime(STAMP, time.localtime(record.created))} {record.getMessage()}\n"
+        if self.held is not None:
+            self.held.append(line)
+            return
+        try:
+            sys.stderr.write(line)
+            sys.stderr.flush()
+        except OSError:  # the terminal went away (SIGHUP): the service keeps running
+            pass
 
-    def release(self) -> None:
+    def show(self) -> None:  # (not release(): Handler's, which frees its lock)
         if self.held:
             sys.stderr.write("".join(self.held))
             sys.stderr.flush()
@@ -642,27 +656,30 @@ async def _serve(reg: Any, mqtt_bind: str, http_bind: str, options: dict) -> int
     loop = asyncio.get_running_loop()
     for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, stop.set)
-    log = StartLog(loop.call_later)
+    lines = StderrLines(loop.call_later)
+    logs.enable()
+    logs.ROOT.addHandler(lines)
     try:
-        async with EmbeddedServer(reg, mqtt_bind, http_bind, log=log, **options) as srv:
-            log.release()
-            stderr_log(f"client-registry serving: mqtt {srv.mqtt_host}:{srv.mqtt_port} ({srv.broker}), "
-                       f"http {srv.http_host}:{srv.http_port}, database {getattr(reg, 'location', '?')}, "
-                       f"credentials beside it")
+        async with EmbeddedServer(reg, mqtt_bind, http_bind, **options) as srv:
+            lines.show()
+            log.info(f"client-registry serving: mqtt {srv.mqtt_host}:{srv.mqtt_port} ({srv.broker}), "
+                     f"http {srv.http_host}:{srv.http_port}, database {getattr(reg, 'location', '?')}, "
+                     f"credentials beside it")
             await stop.wait()
-            stderr_log("client-registry shutting down")
+            log.info("client-registry shutting down")
+        log.info("client-registry stopped")
     except ServerError as exc:
-        log.drop()
+        lines.drop()
         sys.stderr.write(f"client-registry: {exc}\n")
         return 1
     except Exception as exc:  # a bug: still one line for the operator's log, never a traceback
-        log.drop()
+        lines.drop()
         sys.stderr.write(f"client-registry: {type(exc).__name__}: {exc}\n")
         return 1
     finally:
+        logs.ROOT.removeHandler(lines)
         for sig in STOP_SIGNALS:
             loop.remove_signal_handler(sig)
-    stderr_log("client-registry stopped")
     return 0
 
 

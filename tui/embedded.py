@@ -22,7 +22,8 @@ class EmbeddedBroker:
         self.mqtt_bind = mqtt_bind
         self.http_bind = http_bind
         self.start_timeout = start_timeout
-        self.log: collections.deque[str] = collections.deque(maxlen=1000)  # never printed: the TUI owns the tty
+        # The server's lines (broker/logs.py routes them here), never printed: the TUI owns the tty.
+        self.log: collections.deque[str] = collections.deque(maxlen=1000)
         self.srv: Any = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self._ready = threading.Event()

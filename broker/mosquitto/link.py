@@ -5,6 +5,7 @@ asyncio callers await futures resolved from that thread."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import threading
 from collections.abc import Callable
@@ -13,6 +14,8 @@ from concurrent.futures import Future
 import paho.mqtt.client as mqtt
 
 from .plugin_wire import CONTROL_TOPIC, RESPONSE_TOPIC, Answer, WireError, control_message, parse_answer
+
+log = logging.getLogger(__name__)
 
 COMMAND_TIMEOUT = 10.0
 
@@ -23,10 +26,9 @@ class LinkError(Exception):
 
 class BrokerLink:
     def __init__(self, host: str, port: int, username: str, password: str,
-                 log: Callable[[str], None], on_connected: Callable[[bool], None] | None = None) -> None:
+                 on_connected: Callable[[bool], None] | None = None) -> None:
         self.host = "127.0.0.1" if host in ("", "0.0.0.0") else ("::1" if host == "::" else host)
         self.port = port
-        self.log = log
         self.on_connected = on_connected or (lambda up: None)
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
                                   client_id=f"client-registry-service-{os.getpid()}-{id(self):x}",
@@ -106,7 +108,7 @@ class BrokerLink:
         try:
             answer = parse_answer(message.payload)
         except WireError:
-            self.log("plugin: unreadable answer from Mosquitto")
+            log.warning("plugin: unreadable answer from Mosquitto")
             return
         with self._lock:
             future = self._pending.pop(answer.seq, None)

@@ -19,15 +19,18 @@ no password is held anywhere between a device's attempt and its grant.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from . import plugin_wire as wire
 from .config import SERVICE_USER
 from .link import BrokerLink, LinkError
+
+log = logging.getLogger(__name__)
 
 # An admin may use every topic and read (never write) the registry's own; `#` never matches `$` topics.
 ADMIN_ACLS = ((wire.READ | wire.WRITE, "#"), (wire.READ, "$registry/#"))
@@ -67,11 +70,10 @@ class PluginAccounts:
     """``reg`` is the service's Registry (read in threads), ``link`` the service account's connection,
     ``service`` its credentials (an account of the plugin only, never a registry user)."""
 
-    def __init__(self, reg: Any, link: BrokerLink | None, log: Callable[[str], None], *, service: Any,
+    def __init__(self, reg: Any, link: BrokerLink | None, *, service: Any,
                  snapshot_path: Path, group: int | None = None) -> None:
         self.reg = reg
         self.link = link
-        self.log = log
         self.service = service
         self.snapshot_path = snapshot_path
         self.group = group  # attach mode: the site's Mosquitto reads it through its group (0640)
@@ -137,7 +139,7 @@ class PluginAccounts:
                 await self.write_snapshot()
             except OSError as exc:
                 self._dirty = True
-                self.log(f"plugin: cannot write the snapshot {self.snapshot_path}: {exc.strerror or exc}")
+                log.error(f"plugin: cannot write the snapshot {self.snapshot_path}: {exc.strerror or exc}")
 
     # -- talking to the plugin ---------------------------------------------------------------------------------
     async def _send(self, messages: list[list[bytes]]) -> wire.Answer | None:
@@ -202,7 +204,7 @@ class PluginAccounts:
                 if records.get(name) != self.records.get(name):
                     what = ("added" if name not in self.records else
                             "removed" if records.get(name) is None else "updated")
-                    self.log(f"reconcile: account {name!r} {what} (the copy had drifted from the store)")
+                    log.warning(f"reconcile: account {name!r} {what} (the copy had drifted from the store)")
                     fixes += 1
             if until != self.window:
                 fixes += 1
@@ -212,7 +214,7 @@ class PluginAccounts:
                     self.problem = None
                     return 0
                 if fixes == 0:
-                    self.log("reconcile: Mosquitto's accounts differed from the service's copy "
+                    log.warning("reconcile: Mosquitto's accounts differed from the service's copy "
                              f"({answer.accounts} vs {len(self.records)} accounts, or their digest); reloading")
                 self.records, self.digest, self.window = {}, 0, until
                 for name, record in records.items():
@@ -225,7 +227,7 @@ class PluginAccounts:
                                                       [wire.RESET_RECORD, wire.window_record(until)]))
                 if answer is None or not self._agrees(answer):
                     raise LinkError("the registry plugin's state still differs after a full load")
-                self.log(f"plugin: {len(self.records)} accounts loaded into Mosquitto in "
+                log.info(f"plugin: {len(self.records)} accounts loaded into Mosquitto in "
                          f"{(time.monotonic() - began) * 1000:.0f} ms")
                 self.problem = None
                 return max(fixes, 1)

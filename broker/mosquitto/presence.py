@@ -9,7 +9,10 @@ client id) is reported as a new login and no end of the old one. Only names that
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
+
+log = logging.getLogger(__name__)
 
 MAX_SESSIONS = 500_000  # client ids remembered at once (a lost disconnection must not grow this forever)
 FLUSH_EVERY = 1.0  # seconds: every change of this long goes to the store in one transaction
@@ -22,10 +25,9 @@ class PresenceTracker:
     reconnect storm of 10,000 devices is a few transactions, and Mosquitto never waits for us."""
 
     def __init__(self, clock: Callable[[], float], write: Callable[..., Awaitable[bool]],
-                 log: Callable[[str], None], interval: float = FLUSH_EVERY) -> None:
+                 interval: float = FLUSH_EVERY) -> None:
         self.clock = clock
         self.write = write
-        self.log = log
         self.interval = interval
         self.sessions: dict[str, str] = {}  # client id -> username, as Mosquitto keeps them (one per id)
         self.count: dict[str, int] = {}  # username -> live sessions
@@ -44,7 +46,7 @@ class PresenceTracker:
         if len(self.sessions) >= MAX_SESSIONS:
             if not self._full_said:
                 self._full_said = True
-                self.log(f"presence: more than {MAX_SESSIONS} sessions; new ones are not counted")
+                log.warning(f"presence: more than {MAX_SESSIONS} sessions; new ones are not counted")
             return
         self.sessions[client_id] = username
         self._count(username, +1, connected=self.clock())
@@ -93,7 +95,7 @@ class PresenceTracker:
             written = await self.write(*batch)
         except Exception as exc:  # the database failed: keep the batch for the next round, say so once
             if str(exc) != self._failed:
-                self.log(f"presence: not recorded ({exc}); trying again every {self.interval:g} s")
+                log.warning(f"presence: not recorded ({exc}); trying again every {self.interval:g} s")
             self._failed = str(exc)
             written = False
         else:

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from store.errors import StoreError
+
+log = logging.getLogger(__name__)
 
 LIST_NAME = "site-accounts"  # store.location.companion: registry.site-accounts
 CHECK_EVERY = 2.0
@@ -102,15 +104,14 @@ def write_list(path: Path, files: list[Path]) -> bool:
 class SiteAccounts:
     """The site's names as the store knows them, refreshed when a file changes (inode, size, mtime)."""
 
-    def __init__(self, reg: Any, files: list[Path], log: Callable[[str], None]) -> None:
+    def __init__(self, reg: Any, files: list[Path]) -> None:
         self.reg = reg
         self.files = files
-        self.log = log
         self._seen: dict[Path, tuple[int, int, int] | None] | None = None  # None: never read
         self._failing: set[Path] = set()
 
     @classmethod
-    def of(cls, reg: Any, log: Callable[[str], None]) -> SiteAccounts:
+    def of(cls, reg: Any) -> SiteAccounts:
         path = list_file(reg)
         try:
             files = [Path(line) for line in path.read_text().splitlines() if line.strip()]
@@ -119,9 +120,9 @@ class SiteAccounts:
         except OSError as exc:
             raise SiteAccountsError(f"cannot read {path}: {exc.strerror}") from None
         if not files:
-            log(f"site accounts: none listed in {path} (run `client-registry mosquitto-config` as root to find "
+            log.warning(f"site accounts: none listed in {path} (run `client-registry mosquitto-config` as root to find "
                 f"the site's password file or dynamic security)")
-        return cls(reg, files, log)
+        return cls(reg, files)
 
     def _ident(self, path: Path) -> tuple[int, int, int] | None:
         try:
@@ -145,17 +146,17 @@ class SiteAccounts:
                     raise
                 if path not in self._failing:
                     self._failing.add(path)
-                    self.log(f"site accounts: {exc}; keeping the names read before")
+                    log.warning(f"site accounts: {exc}; keeping the names read before")
                 return False
         self._failing.clear()
         self._seen = idents
         changed = self.reg.set_site_accounts(names, ", ".join(str(p) for p in self.files))
         if changed or strict:
-            self.log(f"site accounts: {len(names)} name(s) the registry will never take, from "
+            log.info(f"site accounts: {len(names)} name(s) the registry will never take, from "
                      f"{', '.join(str(p) for p in self.files) or 'no file'}")
             clashes = self.reg.site_clashes()
             if clashes:
-                self.log(f"site accounts: {len(clashes)} registry user(s) have the name of a site account "
+                log.warning(f"site accounts: {len(clashes)} registry user(s) have the name of a site account "
                          f"({', '.join(repr(n) for n in clashes[:5])}{' ...' if len(clashes) > 5 else ''}): "
                          f"remove the registry's (`client-registry user remove NAME`) or rename the site's")
         return changed
@@ -166,4 +167,4 @@ class SiteAccounts:
             try:
                 await asyncio.to_thread(self.refresh)
             except StoreError as exc:  # the database is away: the next round tries again
-                self.log(f"site accounts: {exc}")
+                log.warning(f"site accounts: {exc}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import logging
 import os
 import re
 import resource
@@ -20,6 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..log_text import escape
+
+log = logging.getLogger(__name__)
 
 MIN_VERSION = (2, 0)
 READY_TIMEOUT = 10.0
@@ -177,14 +180,13 @@ class MosquittoSupervisor:
     MosquittoError with its own words); afterwards it is restarted whenever it exits, with backoff, until
     ``await stop()``. ``state`` is "running", "restarting" or "stopped"; ``on_state`` hears every change."""
 
-    def __init__(self, binary: str, conf: Path, host: str, port: int, log: Callable[[str], None],
+    def __init__(self, binary: str, conf: Path, host: str, port: int,
                  on_state: Callable[[str], None] | None = None, *, outlive: bool = True,
                  on_line: Callable[[bytes], bool] | None = None, on_spawn: Callable[[], None] | None = None) -> None:
         self.binary = binary
         self.conf = conf
         self.host = host
         self.port = port
-        self.log = log
         self.on_state = on_state or (lambda state: None)
         self.on_line = on_line or (lambda line: False)  # sees every output line first; True: do not log it
         self.on_spawn = on_spawn or (lambda: None)  # a new Mosquitto: the old one's sessions are gone
@@ -217,7 +219,7 @@ class MosquittoSupervisor:
             return
         if str(self.conf).encode() not in cmdline:
             return
-        self.log(f"mosquitto: stopping the one left running by an earlier service (pid {pid})")
+        log.info(f"mosquitto: stopping the one left running by an earlier service (pid {pid})")
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + 10
         while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
@@ -264,7 +266,7 @@ class MosquittoSupervisor:
                 self._line(line)
             if dropped:
                 self.dropped_lines += dropped
-                self.log(f"mosquitto: {dropped} output line(s) dropped: the service was too busy to log them "
+                log.warning(f"mosquitto: {dropped} output line(s) dropped: the service was too busy to log them "
                          f"({self.dropped_lines} in all)")
             if ended:
                 return
@@ -276,7 +278,7 @@ class MosquittoSupervisor:
         text = escape(line.rstrip())  # it copies device text (client ids) into its lines
         if text:
             self._tail.append(text)
-            self.log(f"mosquitto: {text}")
+            log.info(f"mosquitto: {text}")
 
     def last_line(self, containing: str) -> str | None:
         """The newest of its recent output lines holding ``containing`` (escaped, as logged)."""
@@ -321,13 +323,13 @@ class MosquittoSupervisor:
                 attempt = 0
             self._set("restarting")
             delay = BACKOFF[min(attempt, len(BACKOFF) - 1)]
-            self.log(f"mosquitto exited with code {code}; restarting in {delay:g} s")
+            log.warning(f"mosquitto exited with code {code}; restarting in {delay:g} s")
             await asyncio.sleep(delay)
             try:
                 self.proc = await self._spawn()
                 await self._ready(self.proc)
             except MosquittoError as exc:
-                self.log(str(exc))
+                log.error(str(exc))
                 attempt += 1
                 continue
             self.restarts += 1

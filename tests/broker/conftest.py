@@ -5,6 +5,7 @@ blocking clients (paho, mosquitto_pub/sub subprocesses, urllib)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -97,6 +98,33 @@ def admin_reg(db_path):
     reg = open_registry(db_path)
     yield reg
     reg.close()
+
+
+class Lines(logging.Handler):
+    """The text of every record a logger (and its children) writes, as a list: what a server's log would show."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+@pytest.fixture
+def broker_log() -> Iterator[list[str]]:
+    """The lines the broker's loggers write during the test (a part used without a server)."""
+    from broker import logs
+
+    handler = Lines()
+    before = logs.ROOT.level
+    logs.ROOT.setLevel(logging.INFO)
+    logs.ROOT.addHandler(handler)
+    try:
+        yield handler.lines
+    finally:
+        logs.ROOT.removeHandler(handler)
+        logs.ROOT.setLevel(before)
 
 
 def wait_until(predicate, timeout: float = 5.0, message: str = "condition"):

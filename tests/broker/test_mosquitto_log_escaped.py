@@ -47,12 +47,11 @@ def test_a_client_id_in_mosquittos_own_lines_reaches_the_log_escaped(tmp_path):
     assert not any(ch in text for ch in RAW), [line for line in lines if any(ch in line for ch in RAW)]
 
 
-def test_every_mosquitto_line_is_escaped_on_its_way_to_the_log(tmp_path):
+def test_every_mosquitto_line_is_escaped_on_its_way_to_the_log(tmp_path, broker_log):
     """Control bytes and invalid UTF-8 too (Mosquitto refuses them in client ids, but not every line it
     writes comes from a validated string)."""
     from broker.mosquitto.supervisor import MosquittoSupervisor
 
-    logged: list[str] = []
-    sup = MosquittoSupervisor("mosquitto", tmp_path / "m.conf", "127.0.0.1", 1, logged.append)
+    sup = MosquittoSupervisor("mosquitto", tmp_path / "m.conf", "127.0.0.1", 1)
     sup._line(b"Client x\x1b[2J\xe2\x80\xae\xff said hi\r")
-    assert logged == ["mosquitto: Client x\\x1b[2J\\u202e\\\\xff said hi"]
+    assert broker_log == ["mosquitto: Client x\\x1b[2J\\u202e\\\\xff said hi"]

@@ -29,12 +29,12 @@ def pub(port: int, *args: str, input: str | None = None) -> subprocess.Completed
                           text=True, capture_output=True, timeout=20)
 
 
-def test_a_stalled_event_loop_does_not_block_mosquitto(tmp_path, monkeypatch):
+def test_a_stalled_event_loop_does_not_block_mosquitto(tmp_path, monkeypatch, broker_log):
     monkeypatch.setattr(sup_mod, "PIPE_SIZE", 4096)  # a pipe the flood fills many times over
     monkeypatch.setattr(sup_mod, "BUFFER_BYTES", 64 * 1024)  # and a buffer it fills: lines are dropped
     port = free_port()
-    logged: list[str] = []
-    sup = MosquittoSupervisor("mosquitto", verbose_conf(tmp_path, port), "127.0.0.1", port, logged.append)
+    logged = broker_log
+    sup = MosquittoSupervisor("mosquitto", verbose_conf(tmp_path, port), "127.0.0.1", port)
     answers: list[int] = []
 
     def stall_the_loop() -> None:

@@ -3,6 +3,7 @@ wake parsed strictly, and garbage and floods never stop it."""
 
 from __future__ import annotations
 
+import logging
 import socket
 import struct
 
@@ -90,11 +91,11 @@ def test_garbage_on_the_socket_does_not_stop_the_service(server, admin_reg):
     assert [r.username for r in admin_reg.requests()] == ["after-junk"]  # nothing else became a request
 
 
-def test_a_flood_of_refusals_does_not_write_the_log_full():
+def test_a_flood_of_refusals_does_not_write_the_log_full(broker_log):
     from broker.log_text import Refusals
 
-    lines, scheduled, now = [], [], [100.2]
-    refusals = Refusals(lines.append, lambda delay, fn: scheduled.append(fn), per_second=20, clock=lambda: now[0])
+    lines, scheduled, now = broker_log, [], [100.2]
+    refusals = Refusals(logging.getLogger("broker.logins"), lambda delay, fn: scheduled.append(fn), per_second=20, clock=lambda: now[0])
     for i in range(1000):
         refusals(f"mqtt refuse user='flood-{i}': locked")
     assert len(lines) == 20 and len(scheduled) == 1

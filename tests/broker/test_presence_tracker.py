@@ -11,12 +11,12 @@ from broker.mosquitto.presence import PresenceTracker
 from broker.mosquitto.supervisor import LINE_MAX, LineSplitter
 
 
-def tracker_with(now: list[float], written: list, logged: list | None = None, ok: bool = True) -> PresenceTracker:
+def tracker_with(now: list[float], written: list, ok: bool = True) -> PresenceTracker:
     async def write(changes, reset_at):
         written.append((changes, reset_at))
         return ok
 
-    return PresenceTracker(lambda: now[0], write, log=(logged.append if logged is not None else lambda line: None))
+    return PresenceTracker(lambda: now[0], write)
 
 
 def test_logins_and_disconnections_are_counted_per_user_and_coalesced():
@@ -71,10 +71,10 @@ def test_a_restart_ends_every_session_and_a_failed_write_is_kept():
     assert written[-1] == ({}, 102.0) and not tracker.count
 
 
-def test_the_number_of_sessions_counted_is_bounded(monkeypatch):
+def test_the_number_of_sessions_counted_is_bounded(monkeypatch, broker_log):
     monkeypatch.setattr(presence_mod, "MAX_SESSIONS", 3)
-    now, written, logged = [100.0], [], []
-    tracker = tracker_with(now, written, logged)
+    now, written, logged = [100.0], [], broker_log
+    tracker = tracker_with(now, written)
     for i in range(5):
         tracker.change(f"dev-{i}", f"c{i}", True)
     assert tracker.count == {"dev-0": 1, "dev-1": 1, "dev-2": 1}

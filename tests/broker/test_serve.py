@@ -213,3 +213,28 @@ def test_retained_status_names_the_broker_and_the_http_api(server):
     assert status["service"] == "client-registry" and status["state"] == "running"
     assert status["broker"].startswith("mosquitto 2.") and status["broker"].endswith("supervised")
     assert status["http"] == f"127.0.0.1:{server.http_port}"
+
+
+def test_two_embedded_servers_in_one_process_each_log_their_own_lines(tmp_path):
+    """The broker's loggers are the process's; each embedder's ``log=`` still gets its own server's lines."""
+    from tests.broker.clients import mosquitto_pub
+    from tests.broker.conftest import ServerThread, wait_until
+
+    from store import open_registry
+
+    first = ServerThread(str(tmp_path / "first.db")).start()
+    second = ServerThread(str(tmp_path / "second.db")).start()
+    admin = open_registry(first.db)
+    try:
+        admin.unlock(300)
+        first.applied(admin)
+        assert mosquitto_pub(first.mqtt_port, "knocks-on-first", "pw-1").returncode != 0  # a request: refused
+        wait_until(lambda: any("knocks-on-first" in line for line in first.lines), message="the refusal line")
+        assert second.mqtt_port != first.mqtt_port
+        assert not any("knocks-on-first" in line for line in second.lines)
+        assert any(f"listening on 127.0.0.1:{second.mqtt_port}" in line for line in second.lines)
+        assert not any(f"listening on 127.0.0.1:{first.mqtt_port}" in line for line in second.lines)
+    finally:
+        admin.close()
+        first.stop()
+        second.stop()
