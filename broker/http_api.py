@@ -365,7 +365,8 @@ class _Handler(web.RequestHandler):
         else:
             reason = message or (str(exc) if exc is not None else "")
             text = _one_line(reason) or "malformed request"
-        (log.error if status >= 500 else log.info)(f"http request from {request.remote or self._peer}: {status} {safe(_one_line(reason), 160)}")
+        log.log(logging.ERROR if status >= 500 else logging.INFO,
+                f"http request from {request.remote or self._peer}: {status} {safe(_one_line(reason), 160)}")
         if request.writer.output_size > 0:  # some of a response was sent: the connection is broken
             raise ConnectionError("a response was already being sent")
         response = _answer(status, error="malformed" if status < 500 else "internal", message=text[:200])

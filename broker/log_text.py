@@ -31,7 +31,8 @@ def escape(value: Any) -> str:
 class Refusals:
     """Refused attempts in the log without letting a flood write the log full: each refusal has its own line,
     up to ``per_second`` a second; beyond that one line a second says how many more there were. ``later``
-    schedules the summary (asyncio's ``loop.call_later``), so it comes even when the flood stops."""
+    schedules the summary (asyncio's ``loop.call_later``), so it comes even when the flood stops. Lines go to
+    ``log`` at INFO: a refusal is the registry working, not a problem."""
 
     def __init__(self, log: logging.Logger, later: Callable[[float, Callable[[], None]], Any], *,
                  per_second: int = 20, clock: Callable[[], float] = time.monotonic) -> None:

@@ -23,13 +23,15 @@ Attempt = tuple[str, str, str | None, str | None, str]  # username, password, cl
 
 class Logins:
     """``await handle(batch)`` is the plugin socket's handler. ``db`` runs the registry's writes (one thread:
-    SQLite has one writer); ``database_problem()`` is why nothing may be recorded now (or None);
-    ``later`` is the loop's call_later (the refusals' summary); ``catch_up()`` applies what the registry committed so far to Mosquitto; ``wake(waited_for=)`` asks the
-    relay to read the changelog; ``attached``: Mosquitto is the site's own (its restarts come as reports)."""
+    SQLite has one writer); ``later`` is the loop's ``call_later`` (the refusals' summary line);
+    ``database_problem()`` is why nothing may be recorded now (or None); ``catch_up()`` applies what the
+    registry committed so far to Mosquitto; ``wake(waited_for=)`` asks the relay to read the changelog;
+    ``attached``: Mosquitto is the site's own (its restarts come as reports)."""
 
     def __init__(self, reg: Any, db: Executor, presence: PresenceTracker,
-                 later: Callable[[float, Callable[[], None]], Any], *, attached: bool, database_problem: Callable[[], str | None],
-                 catch_up: Callable[[], Awaitable[Any]], wake: Callable[..., None]) -> None:
+                 later: Callable[[float, Callable[[], None]], Any], *, attached: bool,
+                 database_problem: Callable[[], str | None], catch_up: Callable[[], Awaitable[Any]],
+                 wake: Callable[..., None]) -> None:
         self.reg = reg
         self.db = db
         self.presence = presence
