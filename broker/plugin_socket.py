@@ -107,20 +107,21 @@ class PluginSocket:
 
     def _bind_private(self, sock: socket.socket) -> None:
         """Bind at ``path`` with its final mode from the first moment, without touching the process's umask
-        (threads share it): bound in a folder only we can enter, given its mode there, then moved in place."""
+        (threads share it): bound in a folder only we can enter, given its mode there, then moved in place.
+        The folder is named through /proc/self/fd, so the path bound is never longer than ``path`` (AF_UNIX
+        paths are limited to 107 bytes)."""
         private = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", dir=self.path.parent))
+        folder = os.open(private, os.O_RDONLY | os.O_DIRECTORY)
+        staged = private / "s"
         try:
-            staged = private / "sock"
-            sock.bind(str(staged))
+            sock.bind(f"/proc/self/fd/{folder}/s")
             if self.group is not None:
                 os.chown(staged, -1, self.group)
             os.chmod(staged, 0o660 if self.group is not None else 0o600)
             os.replace(staged, self.path)
         finally:
-            try:
-                os.rmdir(private)
-            except OSError:  # the bind failed with the socket created: remove both
-                shutil.rmtree(private, ignore_errors=True)
+            os.close(folder)
+            shutil.rmtree(private, ignore_errors=True)
 
     async def _work(self) -> None:
         while True:

@@ -104,3 +104,43 @@ def test_a_flood_of_refusals_does_not_write_the_log_full(broker_log):
     now[0] = 101.5
     refusals("mqtt refuse user='later': locked")
     assert lines[-1] == "mqtt refuse user='later': locked"
+
+
+def test_the_socket_is_private_whatever_the_umask_and_at_a_path_near_the_limit(tmp_path):
+    """Bound in a private folder and moved in place (no process-wide umask change): 0600 even under umask 0,
+    and a path of 107 bytes, AF_UNIX's limit, still works (the staging path is never longer)."""
+    import asyncio
+    import os
+    import stat
+
+    from broker.plugin_socket import PluginSocket, wake
+
+    name = "registry.sock"
+    folder = tmp_path / ("d" * (107 - len(str(tmp_path)) - len(name) - 2))
+    folder.mkdir()
+    path = folder / name
+    assert len(os.fsencode(path)) == 107
+    got: list = []
+
+    async def handle(batch):
+        got.extend(batch)
+
+    async def run() -> int:
+        sock = PluginSocket(path, handle)
+        await sock.start()
+        try:
+            mode = stat.S_IMODE(path.stat().st_mode)
+            assert wake(path)
+            while not got:
+                await asyncio.sleep(0.01)
+            return mode
+        finally:
+            await sock.stop()
+
+    old = os.umask(0)
+    try:
+        mode = asyncio.run(asyncio.wait_for(run(), 10))
+    finally:
+        os.umask(old)
+    assert mode == 0o600
+    assert os.listdir(folder) == []  # the staging folder is gone, and the socket with the service
