@@ -285,6 +285,9 @@ class EmbeddedServer:
         snapshot = self.files.snapshot if self.broker_url is None else snapshot_beside(self.socket_path)
         self.accounts = PluginAccounts(self.reg, None, self.log, service=service, snapshot_path=snapshot,
                                        group=self._socket.group if self._socket else None)  # 0640 for that group
+        # Item 4 (issue 16): the relay follows the changelog from before this full read, so a grant committed
+        # while the service starts is applied too (not left for the minute's reconcile).
+        since = await asyncio.to_thread(self.reg.last_event_id)
         await self.accounts.load()
         try:
             await self.accounts.write_snapshot(force=True)  # what the plugin loads when Mosquitto starts
@@ -320,9 +323,10 @@ class EmbeddedServer:
             raise ServerError(f"{exc}") from None
         if fixes:
             self.log(f"reconcile: {fixes} correction(s) at start")
+        accounts = self.accounts
         self._relay = EventRelay(self.reg, self._publish, self._apply_event, self.log,
-                                 interval=self.relay_interval)
-        await self._relay.start()
+                                 interval=self.relay_interval, in_step=lambda: not accounts.stale)
+        await self._relay.start(since)
         await self._start_http()
         self._publish_status("running")  # once the HTTP API serves: the status names its address
         self._tasks.append(asyncio.create_task(self._reconcile_loop(), name="client-registry-reconcile"))
