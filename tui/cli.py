@@ -730,7 +730,7 @@ def rules(ctx, db, as_json):
         ["ID", "NAME", "USERNAME", "FROM", "PROTOCOL", "CLIENT ID", "GRANTS", "ADMITTED", "EXPIRES"],
         [[str(r.id), printable(r.name, 30), printable(r.pattern, 30), r.peer_network or "any", r.protocol or "any",
           printable(r.client_id_pattern, 30) if r.client_id_pattern else "any",
-          rule_grants(r), f"{r.admitted}/{r.limit}",
+          rule_grants(r), f"{r.admitted}/{r.limit}" + (f" ({r.undone} undone)" if r.undone else ""),
           rule_expiry(r, now).removeprefix("expires in ").replace("never expires", "never")] for r in rows],
     )
 
@@ -763,6 +763,8 @@ def rule_undo(ctx, db, rule_ref, yes):
     removed = refused(lambda: reg.revoke_admitted(rule_ref, actor=actor()))
     click.echo(f"removed {len(removed)} user{'s' if len(removed) != 1 else ''} admitted by rule "
                f"{printable(rule_ref)}" + (f": {', '.join(printable(n) for n in removed)}" if removed else ""))
+    if removed:
+        click.echo("they still count against the rule's limit until the next unlock window (`rules`: N undone)")
 
 
 @main.command()

@@ -577,7 +577,9 @@ class DashboardScreen(Screen):
         self.app.push_screen(ConfirmModal(f"Undo rule {rule}?", body, "Undo"), done)
 
     def done_undo_rule(self, removed: list[str], rule: str) -> None:
-        self.app.notify(clean(f"Undid rule {rule}: removed {len(removed)} user{'s' if len(removed) != 1 else ''}", 160),
+        counted = "; they still count against its limit in this window" if removed else ""
+        self.app.notify(clean(f"Undid rule {rule}: removed {len(removed)} user{'s' if len(removed) != 1 else ''}"
+                              f"{counted}", 200),
                         timeout=5, markup=False)
 
     @on(RequestsTable.DenyRequested)
