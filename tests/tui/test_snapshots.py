@@ -149,3 +149,24 @@ def test_grant_dialog_with_a_conflict_error_at_60x20(snap_compare, many):
         await pilot.pause()
 
     assert snap_compare(make_app(*many), run_before=run_before, terminal_size=(60, 20))
+
+
+@pytest.mark.parametrize("size", [(60, 20), (80, 24)], ids=lambda s: f"{s[0]}x{s[1]}")
+def test_narrow_header_attached_and_users_note(snap_compare, reg, clock, size):
+    """Issue 16: the URL after "attached to" and the HTTP address stay on a narrow header (labels go first);
+    the Users view's note on who is online (no server runs here) wraps instead of being cut."""
+    reg.add_user("historian", "historian-password", actor="cli:ops", how="cli")
+
+    async def run_before(pilot):
+        await loaded(pilot)
+        dash = pilot.app.screen_stack[0]
+        state = dash.header_state
+        state.broker_address = "10.20.30.40:1883"
+        state.service_broker, state.service_state = "attached to mqtt://10.20.30.40:1883", "running"
+        state.service_http = "10.20.30.40:8080"
+        dash.set_broker_state("connected")
+        await pilot.press("2")
+        await wait_for(pilot, lambda: dash.users_table.presence_note(), message="the note on who is online")
+        await pilot.pause()
+
+    assert snap_compare(make_app(reg, clock), run_before=run_before, terminal_size=size)

@@ -274,7 +274,8 @@ class DashboardScreen(Screen):
         text = " · ".join(p for p in parts if p)
         info.display = bool(text)
         if text:
-            info.update(Text(text, no_wrap=True, overflow="ellipsis"))
+            # a sentence (why nobody shows online) wraps; the counts alone stay one row
+            info.update(Text(text, no_wrap=not presence, overflow="fold" if presence else "ellipsis"))
 
     # -- changing, in the one writes worker ------------------------------------------------------------
     def write(self, op: str, fn: Callable[..., Any], *args: Any, context: Any = None, **kwargs: Any) -> None:
