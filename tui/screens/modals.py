@@ -93,6 +93,9 @@ class Dialog(ModalScreen):
         self.set_class(self.size.height < self.SHORT, "-short")
         self.call_after_refresh(self.fit_listing)
 
+    def on_screen_resume(self) -> None:  # a dialog opened at its size gets no resize of its own
+        self.on_resize()
+
     @staticmethod
     def listing(body: Text) -> ComposeResult:
         """A list that scrolls in as few rows as fit, and a line saying how many it cannot show."""
