@@ -316,14 +316,20 @@ def print_requests(rows, as_json: bool) -> None:
          for r in rows],
     )
     marked = [r for r in rows if r.marks]
-    asking = [r for r in rows if r.requested_roles and r.status == "pending"]
+    asking = [r for r in rows if (r.requested_roles or r.requested_permissions) and r.status == "pending"]
     if marked or asking:
         click.echo()
     for r in marked:
         click.echo(f"⚠ #{r.id} {printable(r.username, 40)}: {printable('; '.join(r.marks))}")
     for r in asking:  # granted with `grant --requested`
-        click.echo(f"#{r.id} {printable(r.username, 40)} asks for role{'s' if len(r.requested_roles) != 1 else ''} "
-                   f"{', '.join(map(printable, r.requested_roles))}")
+        wants = []
+        if r.requested_permissions:
+            perms = [f"{p.get('resource')}={p.get('operation')}" for p in r.requested_permissions]
+            wants.append(f"permission{'s' if len(perms) != 1 else ''} {printable(' '.join(perms), 200)}")
+        if r.requested_roles:
+            wants.append(f"role{'s' if len(r.requested_roles) != 1 else ''} "
+                         f"{', '.join(map(printable, r.requested_roles))}")
+        click.echo(f"#{r.id} {printable(r.username, 40)} asks for {' and '.join(wants)}")
 
 
 @main.command()
