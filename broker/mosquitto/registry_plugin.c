@@ -120,7 +120,8 @@ struct pending {
 	uint8_t data[];
 };
 
-#define PENDING_MAX 1024 /* attempts waiting at most (usually ~100 bytes each, 9.3 KiB at the caps): beyond, dropped and logged */
+/* Attempts waiting at most (~100 bytes each, 9.3 KiB at the caps): beyond, dropped and logged. */
+#define PENDING_MAX 1024
 
 struct instance {
 	mosquitto_plugin_id_t *id;
