@@ -53,12 +53,17 @@ def event_payload(event: Any) -> bytes:
 class EventRelay:
     def __init__(self, reg: Any, publish: Callable[[str, bytes], None],
                  apply: Callable[[list[Any]], Awaitable[Any]],
-                 interval: float = 0.1, executor: Executor | None = None) -> None:
+                 interval: float = 0.1, executor: Executor | None = None,
+                 in_step: Callable[[], bool] = lambda: True) -> None:
         self.reg = reg
         self.publish = publish
         self.apply = apply
         self.interval = interval
         self.last_id = 0
+        # Read your writes: the last event the broker really has. After a batch the broker did not take,
+        # nothing counts as applied until ``in_step`` (the plugin agrees with the store again: a reconcile).
+        self.applied_id = 0
+        self.in_step = in_step
         self._task: asyncio.Task[None] | None = None
         self._own_pool = executor is None
         self._pool: Executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="cr-relay")
@@ -67,6 +72,7 @@ class EventRelay:
         self._noted_at = 0.0
         self._housekept_at = 0.0
         self._unnoted = False  # events applied since the last note
+        self._noted_id = 0
         self._woken = False  # another process (or this one) asked: note at once
 
     def wake(self, *, waited_for: bool = False) -> None:
@@ -78,8 +84,12 @@ class EventRelay:
     async def _read(self, fn: Callable[..., Any], **kwargs: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._pool, functools.partial(fn, **kwargs))
 
-    async def start(self) -> None:
-        self.last_id = await self._read(self.reg.last_event_id)
+    async def start(self, since: int | None = None) -> None:
+        """Follow the changelog after event ``since`` (default: the newest now). A server passes the newest
+        id it saw before its full load of the accounts: an event committed between that read and this start
+        is applied too, not left for the next reconcile while `wait_applied` would call it applied."""
+        self.last_id = await self._read(self.reg.last_event_id) if since is None else since
+        self.applied_id = self.last_id
         self._task = asyncio.create_task(self._run(), name="client-registry-relay")
 
     async def stop(self) -> None:
@@ -120,14 +130,17 @@ class EventRelay:
             if events:
                 await self.handle(events)
                 self.last_id = events[-1].id
+            if self.in_step():
+                self.applied_id = self.last_id
             now = time.monotonic()
             # Read your writes: say what is applied, at once when asked (a CLI waits), else at most every
             # 50 ms under load (each note is a write transaction that a device's attempt would wait for).
-            self._unnoted = self._unnoted or bool(events)
+            self._unnoted = self._unnoted or bool(events) or self.applied_id != self._noted_id
             if (self._unnoted and (self._woken or now - self._noted_at >= NOTE_UNDER_LOAD)) \
                     or now - self._noted_at >= NOTE_EVERY:
-                await self._read(self.reg.note_applied, event_id=self.last_id)
+                await self._read(self.reg.note_applied, event_id=self.applied_id)
                 self._noted_at, self._unnoted, self._woken = now, False, False
+                self._noted_id = self.applied_id
             if now - self._housekept_at >= NOTE_EVERY:  # a window that ran out, a WAL scrub left due
                 await self._read(self.reg.housekeeping)
                 self._housekept_at = now

@@ -288,6 +288,9 @@ class EmbeddedServer:
         snapshot = self.files.snapshot if self.broker_url is None else snapshot_beside(self.socket_path)
         self.accounts = PluginAccounts(self.reg, None, service=service, snapshot_path=snapshot,
                                        group=self._socket.group if self._socket else None)  # 0640 for that group
+        # Item 4 (issue 16): the relay follows the changelog from before this full read, so a grant committed
+        # while the service starts is applied too (not left for the minute's reconcile).
+        since = await asyncio.to_thread(self.reg.last_event_id)
         await self.accounts.load()
         self._parts.push_async_callback(self._save_snapshot)
         self._parts.push_async_callback(self._presence_ended)  # after Mosquitto stopped (pushed below)
@@ -327,9 +330,10 @@ class EmbeddedServer:
             raise ServerError(f"{exc}") from None
         if fixes:
             log.info(f"reconcile: {fixes} correction(s) at start")
+        accounts = self.accounts
         self._relay = EventRelay(self.reg, self._publish, self._apply_event,
-                                 interval=self.relay_interval)
-        await self._relay.start()
+                                 interval=self.relay_interval, in_step=lambda: not accounts.stale)
+        await self._relay.start(since)
         self._parts.push_async_callback(self._stop_relay)
         await self._start_http()
         self._publish_status("running")  # once the HTTP API serves: the status names its address

@@ -55,6 +55,7 @@ EXPIRES_MAX = 365 * 24 * 3600
 _LIVE_RULES = ('SELECT "id", "name", "pattern", "peer_network", "protocol", "client_id_pattern", "permissions", '
                '"roles" FROM "approval_rules" WHERE "expires_at" IS NULL OR "expires_at" > ? ORDER BY "id"')
 # One slot of the rule's limit in the window that opened at ? (a counter of an older window starts again at 1).
+UNDONE = "rule_undone."  # meta key prefix + rule id: {"window": ..., "undone": N} (rule undo)
 _TAKE_SLOT = ('UPDATE "approval_rules" SET "admitted" = CASE WHEN "admitted_window" = ? THEN "admitted" + 1 '
               'ELSE 1 END, "admitted_window" = ? WHERE "id" = ? AND ("admitted_window" IS NULL OR '
               '"admitted_window" <> ? OR "admitted" < "admit_limit")')
@@ -185,17 +186,18 @@ class ApprovalRules(Part):
         """Every rule, oldest first (the order they are tried in), expired ones too."""
         R = self.m.ApprovalRule
         window, now = self.window.opened(), self.base.clock()
-        return [self._rule_view(row, window, now) for row in R.select().order_by(R.id)]
+        undone = self._undone(window)
+        return [self._rule_view(row, window, now, undone.get(row.id, 0)) for row in R.select().order_by(R.id)]
 
     @staticmethod
-    def _rule_view(row: Any, window: float, now: float) -> RuleView:
+    def _rule_view(row: Any, window: float, now: float, undone: int = 0) -> RuleView:
         return RuleView(
             id=row.id, name=row.name, pattern=row.pattern, peer_network=row.peer_network, protocol=row.protocol,
             client_id_pattern=row.client_id_pattern, permissions=[tuple(p) for p in json.loads(row.permissions)],
             roles=json.loads(row.roles or "[]"), limit=row.admit_limit,
             admitted=row.admitted if row.admitted_window == window else 0, expires_at=row.expires_at,
             expired=row.expires_at is not None and row.expires_at <= now, created_at=row.created_at,
-            created_by=row.created_by)
+            created_by=row.created_by, undone=min(undone, row.admitted) if row.admitted_window == window else 0)
 
     @guarded
     def revoke_admitted(self, name: str, actor: str = "cli") -> list[str]:
@@ -221,9 +223,30 @@ class ApprovalRules(Part):
                 R.update(status="denied", decided_by=actor, decided_at=now).where(R.id == row.id).execute()
                 self.base.event(actor, "request.denied", row.username, request_id=row.id,
                                 reason=f"admission by rule {name} undone", rule=name)
+            self._note_undone(name, len(granted))
         for username in removed:
             self.cache.invalidate(username)
         return removed
+
+    def _note_undone(self, name: str, count: int) -> None:
+        """An undone admission still counts against the rule's limit in its window (so the rule does not at
+        once admit as many again); ``RuleView.undone`` says how many of ``admitted`` were undone."""
+        rule = self.m.ApprovalRule.get_or_none(self.m.ApprovalRule.name == name)
+        if rule is None or not count:
+            return
+        window, key = self.window.opened(), f"{UNDONE}{rule.id}"
+        before = json.loads(self.base.meta_values(key).get(key) or "{}")
+        total = count + (before.get("undone", 0) if before.get("window") == window else 0)
+        self.base.meta(key, json.dumps({"window": window, "undone": total}))
+
+    def _undone(self, window: float) -> dict[int, int]:
+        """Rule id -> admissions undone in ``window`` (meta rows written by _note_undone)."""
+        out = {}
+        for row in self.m.Meta.select().where(self.m.Meta.key.startswith(UNDONE)):
+            note = json.loads(row.value)
+            if note.get("window") == window:
+                out[int(row.key.removeprefix(UNDONE))] = int(note["undone"])
+        return out
 
     # ------------------------------------------------------------------ the hot path
     def admit(self, row: Any) -> AttemptResult | None:

@@ -156,7 +156,8 @@ class Registration(Part):
                 continue
             row = R.get_by_id(request_id)
             row.last_seen, row.attempts = now, row.attempts + 1
-            row.client_id, row.peer = client_id or row.client_id, peer or row.peer
+            if row.status == "pending":  # a decided row keeps what the operator decided on (counted only)
+                row.client_id, row.peer = client_id or row.client_id, peer or row.peer
             run_sql(self.db, 'UPDATE "requests" SET "last_seen" = ?, "attempts" = "attempts" + 1, "client_id" = ?, '
                              '"peer" = ? WHERE "id" = ?', (now, row.client_id, row.peer, row.id))
             if row.status == "pending" and now - self._retry_event_at.get(row.id, 0.0) >= RETRY_EVENT_EVERY:

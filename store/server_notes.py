@@ -49,7 +49,11 @@ class ServerNotes(Part):
     def note_limits(self) -> None:
         """The serving process's flood limits, for `status` in other processes to show."""
         with self.base.write():
-            self.base.meta(PER_ADDRESS_LIMIT, str(self.base.config.per_peer_per_minute))
+            limit = str(self.base.config.per_peer_per_minute)
+            if self.base.meta_values(PER_ADDRESS_LIMIT).get(PER_ADDRESS_LIMIT, limit) != limit:
+                # `status` says "N throttled (limit L)": refusals counted under another limit are not L's.
+                self.m.Throttle.delete().execute()
+            self.base.meta(PER_ADDRESS_LIMIT, limit)
 
     @guarded
     def applied(self) -> tuple[int, float | None]:

@@ -161,6 +161,7 @@ class RuleView:
     expired: bool
     created_at: float
     created_by: str
+    undone: int = 0  # of ``admitted``, removed again by `rule undo` (they still count against ``limit``)
 
     @property
     def actor(self) -> str:

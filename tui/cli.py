@@ -316,14 +316,20 @@ def print_requests(rows, as_json: bool) -> None:
          for r in rows],
     )
     marked = [r for r in rows if r.marks]
-    asking = [r for r in rows if r.requested_roles and r.status == "pending"]
+    asking = [r for r in rows if (r.requested_roles or r.requested_permissions) and r.status == "pending"]
     if marked or asking:
         click.echo()
     for r in marked:
         click.echo(f"⚠ #{r.id} {printable(r.username, 40)}: {printable('; '.join(r.marks))}")
     for r in asking:  # granted with `grant --requested`
-        click.echo(f"#{r.id} {printable(r.username, 40)} asks for role{'s' if len(r.requested_roles) != 1 else ''} "
-                   f"{', '.join(map(printable, r.requested_roles))}")
+        wants = []
+        if r.requested_permissions:
+            perms = [f"{p.get('resource')}={p.get('operation')}" for p in r.requested_permissions]
+            wants.append(f"permission{'s' if len(perms) != 1 else ''} {printable(' '.join(perms), 200)}")
+        if r.requested_roles:
+            wants.append(f"role{'s' if len(r.requested_roles) != 1 else ''} "
+                         f"{', '.join(map(printable, r.requested_roles))}")
+        click.echo(f"#{r.id} {printable(r.username, 40)} asks for {' and '.join(wants)}")
 
 
 @main.command()
@@ -730,7 +736,7 @@ def rules(ctx, db, as_json):
         ["ID", "NAME", "USERNAME", "FROM", "PROTOCOL", "CLIENT ID", "GRANTS", "ADMITTED", "EXPIRES"],
         [[str(r.id), printable(r.name, 30), printable(r.pattern, 30), r.peer_network or "any", r.protocol or "any",
           printable(r.client_id_pattern, 30) if r.client_id_pattern else "any",
-          rule_grants(r), f"{r.admitted}/{r.limit}",
+          rule_grants(r), f"{r.admitted}/{r.limit}" + (f" ({r.undone} undone)" if r.undone else ""),
           rule_expiry(r, now).removeprefix("expires in ").replace("never expires", "never")] for r in rows],
     )
 
@@ -763,6 +769,8 @@ def rule_undo(ctx, db, rule_ref, yes):
     removed = refused(lambda: reg.revoke_admitted(rule_ref, actor=actor()))
     click.echo(f"removed {len(removed)} user{'s' if len(removed) != 1 else ''} admitted by rule "
                f"{printable(rule_ref)}" + (f": {', '.join(printable(n) for n in removed)}" if removed else ""))
+    if removed:
+        click.echo("they still count against the rule's limit until the next unlock window (`rules`: N undone)")
 
 
 @main.command()

@@ -81,7 +81,7 @@ class PluginAccounts:
         self.digest = 0
         self.window: float | None = None
         self.seq = 0
-        self.stale = False  # a change could not be applied: reconcile soon
+        self.stale = False  # a change could not be applied: reconcile soon (and nothing counts as applied)
         self.problem: str | None = None  # why the last change or reconcile did not reach Mosquitto (/healthz)
         self._dirty = False
         self._lock = asyncio.Lock()
@@ -174,7 +174,11 @@ class PluginAccounts:
         if not names and not window:
             return 0
         async with self._lock:
-            found, until = await asyncio.to_thread(self._read, sorted(names))
+            try:
+                found, until = await asyncio.to_thread(self._read, sorted(names))
+            except Exception:
+                self.stale = True  # not applied: the relay must not report it applied (read your writes)
+                raise
             found.pop(SERVICE_USER, None)
             changes = {n: r for n, r in found.items() if self.records.get(n) != r}
             records = [r if r is not None else wire.delete_record(n) for n, r in changes.items()]
@@ -197,7 +201,6 @@ class PluginAccounts:
     async def reconcile(self) -> int:
         """Make the plugin agree with the store; returns how many corrections were made (each is logged)."""
         async with self._lock:
-            self.stale = False
             records, until = await asyncio.to_thread(self._read, None)
             fixes = 0
             for name in sorted(set(records) | set(self.records)):
@@ -211,7 +214,7 @@ class PluginAccounts:
             try:
                 answer = await self._query()
                 if fixes == 0 and self._agrees(answer):
-                    self.problem = None
+                    self.problem, self.stale = None, False
                     return 0
                 if fixes == 0:
                     log.warning("reconcile: Mosquitto's accounts differed from the service's copy "
@@ -229,7 +232,7 @@ class PluginAccounts:
                     raise LinkError("the registry plugin's state still differs after a full load")
                 log.info(f"plugin: {len(self.records)} accounts loaded into Mosquitto in "
                          f"{(time.monotonic() - began) * 1000:.0f} ms")
-                self.problem = None
+                self.problem, self.stale = None, False  # only now: the plugin holds what the store says
                 return max(fixes, 1)
             except LinkError as exc:
                 self.stale, self.problem = True, f"Mosquitto is not taking the registry's changes: {exc}"

@@ -9,7 +9,10 @@
  * Options: plugin_opt_secret_file, plugin_opt_snapshot, plugin_opt_socket, plugin_opt_part all|first|last.
  *
  * The broker is single-threaded and every client waits on these callbacks, so nothing here blocks:
- * non-blocking sendto, dropped on failure, one log line per errno per minute.
+ * non-blocking sendto, dropped on failure, one log line per errno per minute. An attempt that finds the
+ * service's queue full (Linux queues 10 datagrams per AF_UNIX socket: net.unix.max_dgram_qlen) waits in a
+ * bounded FIFO, sent again in order at the next report or tick: 20 devices at once used to lose ~half their
+ * first attempts, so their next connect was refused (issue 16).
  *
  * Two `plugin` lines naming this same file (attach mode: part first, part last) make Mosquitto dlopen it
  * twice; the dynamic loader hands back the same object, so the statics below are shared: the state is
@@ -110,6 +113,16 @@ struct knock {
 	char name[];
 };
 
+/* An attempt the service's socket could not take yet (its datagram queue was full). */
+struct pending {
+	struct pending *next;
+	size_t len;
+	uint8_t data[];
+};
+
+/* Attempts waiting at most (~100 bytes each, 9.3 KiB at the caps): beyond, dropped and logged. */
+#define PENDING_MAX 1024
+
 struct instance {
 	mosquitto_plugin_id_t *id;
 	enum part part;
@@ -136,6 +149,9 @@ static struct {
 	struct claim **claims;
 	size_t n_claim_buckets, n_claims, n_offline;
 	struct claim *lru_head, *lru_tail;
+
+	struct pending *pending_head, *pending_tail;
+	size_t n_pending;
 
 	struct presence *presence_head, *presence_tail;
 	size_t n_presence;
@@ -192,6 +208,58 @@ static void send_datagram(const uint8_t *buf, size_t len, bool *sent)
 	}else if(sent){
 		*sent = true;
 	}
+}
+
+static void pending_pop(void)
+{
+	struct pending *d = g.pending_head;
+
+	g.pending_head = d->next;
+	if(g.pending_head == NULL) g.pending_tail = NULL;
+	g.n_pending--;
+	explicit_bzero(d->data, d->len); /* it holds a password */
+	free(d);
+}
+
+/* Send what waits, oldest first, until the socket is full again (the rest waits for the next try). */
+static void pending_flush(void)
+{
+	while(g.pending_head && g.fd >= 0){
+		if(sendto(g.fd, g.pending_head->data, g.pending_head->len, MSG_DONTWAIT | MSG_NOSIGNAL,
+				(const struct sockaddr *)&g.addr, g.addr_len) < 0){
+			if(errno == EAGAIN || errno == EWOULDBLOCK) return;
+			log_send_error(errno); /* nobody listens (the service is down): dropped */
+		}
+		pending_pop();
+	}
+}
+
+/* An attempt: sent now, or queued behind the ones waiting when the service's socket is full. */
+static void send_attempt(const uint8_t *buf, size_t len)
+{
+	struct pending *d;
+
+	if(g.fd < 0) return;
+	pending_flush();
+	if(g.pending_head == NULL){
+		if(sendto(g.fd, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL, (const struct sockaddr *)&g.addr, g.addr_len) >= 0){
+			return;
+		}
+		if(errno != EAGAIN && errno != EWOULDBLOCK){
+			log_send_error(errno);
+			return;
+		}
+	}
+	if(g.n_pending >= PENDING_MAX || (d = malloc(sizeof(*d) + len)) == NULL){
+		log_send_error(EAGAIN);
+		return;
+	}
+	d->next = NULL;
+	d->len = len;
+	memcpy(d->data, buf, len);
+	if(g.pending_tail) g.pending_tail->next = d; else g.pending_head = d;
+	g.pending_tail = d;
+	g.n_pending++;
 }
 
 static bool unlocked(void)
@@ -554,7 +622,7 @@ static void report_attempt(const struct mosquitto *client, uint8_t kind, const c
 	*p++ = kind;
 	for(i = 0; i < 4; i++) p = put_str(p, fields[i], lengths[i]);
 	p = put_certificate(p, client);
-	send_datagram(datagram, (size_t)(p - datagram), NULL);
+	send_attempt(datagram, (size_t)(p - datagram));
 	/* Keep passwords out of the broker's stack (and so out of core dumps). */
 	explicit_bzero(datagram, (size_t)(p - datagram));
 }
@@ -850,6 +918,7 @@ static int tick_callback(int event, void *event_data, void *userdata)
 	(void)event_data;
 	(void)userdata;
 	if(g.fd < 0) return MOSQ_ERR_SUCCESS;
+	if(g.pending_head) pending_flush();
 	if(g.knock_total > 0 && now - g.first_knock_ms >= KNOCK_INTERVAL_MS){
 		knocks_send();
 	}
@@ -1035,6 +1104,7 @@ static void state_free(void)
 		free(p);
 	}
 	knocks_clear();
+	while(g.pending_head) pending_pop();
 	rc_state_free(&g.state);
 	if(g.fd >= 0) close(g.fd);
 	free(g.secret_path);

@@ -92,8 +92,12 @@ def test_grant_with_roles_and_requested_roles(db_path):
     reg.unlock(300, actor="t")
     reg.record_attempt("dev-a", "secret-pw", "c", "p", "mqtt")
     reg.record_attempt("http-dev", "secret-pw", "c", "p", "http", requested_roles=["cams", "sensors"])
-    assert "http-dev asks for roles cams, sensors" in ok(db_path, "requests")
-    assert json.loads(ok(db_path, "requests", "--json"))[0]["requested_roles"] == ["cams", "sensors"]
+    reg.record_attempt("perm-dev", "secret-pw", "c", "p", "http", requested_roles=["sensors"],
+                       requested_permissions=[{"resource": "s/perm-dev/#", "operation": "readWrite"}])
+    listed = ok(db_path, "requests")
+    assert "http-dev asks for roles cams, sensors" in listed
+    assert "perm-dev asks for permission s/perm-dev/#=readWrite and role sensors" in listed  # issue 16
+    assert json.loads(ok(db_path, "requests", "--json"))[1]["requested_roles"] == ["cams", "sensors"]
     ok(db_path, "role", "add", "sensors")
     ok(db_path, "role", "add", "extra")
     assert "granted dev-a" in ok(db_path, "grant", "dev-a", "--role", "sensors", "-r", "extra",

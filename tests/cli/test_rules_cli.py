@@ -42,6 +42,9 @@ def test_add_list_admit_undo_remove(db_path):
     out = ok(db_path, "rule", "undo", "sensor-*", "--yes")
     assert out.startswith("removed 2 users admitted by rule sensor-*: sensor-0, sensor-1")
     assert json.loads(ok(db_path, "users", "--json")) == []
+    # an undone admission still counts against the limit in this window, and says so
+    assert "2/2 (2 undone)" in ok(db_path, "rules")
+    assert json.loads(ok(db_path, "rules", "--json"))[0]["undone"] == 2
     assert "removed rule #1 sensor-*" in ok(db_path, "rule", "remove", "1", "--yes")
     assert json.loads(ok(db_path, "rules", "--json")) == []
     kinds = [e["kind"] for e in json.loads(ok(db_path, "log", "--json"))]

@@ -135,6 +135,17 @@ def test_denied_credentials_stay_denied(reg):
     assert fresh.outcome == "pending"
 
 
+def test_a_denied_requests_retry_keeps_what_was_decided_on(reg):
+    """Issue 16: the client id and address the operator denied stay on the row; a retry is only counted."""
+    reg.unlock(300, actor="op")
+    reg.record_attempt("sensor-1", "secret-pw", "fw-1", "10.0.0.1", "mqtt")
+    reg.deny(["sensor-1"], actor="op")
+    again = reg.record_attempt("sensor-1", "secret-pw", "other-id", "10.0.0.9", "mqtt")
+    assert again.outcome == "denied"
+    (row,) = reg.requests(include_all=True)
+    assert (row.client_id, row.peer, row.attempts) == ("fw-1", "10.0.0.1", 2)
+
+
 def test_per_peer_flood_limit(make_reg):
     reg = make_reg(RegistryConfig(per_peer_per_minute=3))
     reg.unlock(300, actor="op")
@@ -142,6 +153,24 @@ def test_per_peer_flood_limit(make_reg):
     assert outcomes == ["pending"] * 3 + ["flood"] * 2
     assert reg.record_attempt("dev-x", "secret-pw", "c", "10.0.0.10", "mqtt").outcome == "pending"
     assert reg.refused["flood"] == 2
+
+
+def test_status_names_the_limit_its_throttled_count_was_refused_under(make_reg):
+    """Issue 16: a server restarted with a higher limit showed "2 throttled (limit 500)" for refusals made
+    under the old limit of 2. The count is of refusals under the limit in force."""
+    first = make_reg(RegistryConfig(per_peer_per_minute=2))
+    first.note_limits()
+    first.unlock(300, actor="op")
+    for i in range(4):
+        first.record_attempt(f"dev-{i}", "secret-pw", "c", "10.0.0.9", "mqtt")
+    assert (first.status().throttled, first.status().per_address_limit) == (2, 2)
+    restarted = make_reg(RegistryConfig(per_peer_per_minute=500))
+    restarted.note_limits()
+    status = restarted.status()
+    assert (status.throttled, status.per_address_limit) == (0, 500)
+    restarted.note_limits()  # the same server noting again keeps its own count
+    restarted.record_attempt("dev-9", "secret-pw", "c", "10.0.0.9", "mqtt")
+    assert restarted.status().per_address_limit == 500
 
 
 def test_per_peer_limit_resets_after_a_minute(make_reg, clock):

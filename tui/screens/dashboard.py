@@ -274,7 +274,8 @@ class DashboardScreen(Screen):
         text = " · ".join(p for p in parts if p)
         info.display = bool(text)
         if text:
-            info.update(Text(text, no_wrap=True, overflow="ellipsis"))
+            # a sentence (why nobody shows online) wraps; the counts alone stay one row
+            info.update(Text(text, no_wrap=not presence, overflow="fold" if presence else "ellipsis"))
 
     # -- changing, in the one writes worker ------------------------------------------------------------
     def write(self, op: str, fn: Callable[..., Any], *args: Any, context: Any = None, **kwargs: Any) -> None:
@@ -577,7 +578,9 @@ class DashboardScreen(Screen):
         self.app.push_screen(ConfirmModal(f"Undo rule {rule}?", body, "Undo"), done)
 
     def done_undo_rule(self, removed: list[str], rule: str) -> None:
-        self.app.notify(clean(f"Undid rule {rule}: removed {len(removed)} user{'s' if len(removed) != 1 else ''}", 160),
+        counted = "; they still count against its limit in this window" if removed else ""
+        self.app.notify(clean(f"Undid rule {rule}: removed {len(removed)} user{'s' if len(removed) != 1 else ''}"
+                              f"{counted}", 200),
                         timeout=5, markup=False)
 
     @on(RequestsTable.DenyRequested)

@@ -55,6 +55,16 @@ class DialogCheckbox(Checkbox, inherit_bindings=False):
                         tooltip="Confirm the dialog, also from a checkbox")]
 
 
+class ErrorLabel(Label):
+    """A dialog's error line: when its message takes more rows, the dialog's listing gives them up (the
+    dialog is at its full height already, so only this label's size changes)."""
+
+    def on_resize(self) -> None:
+        fit = getattr(self.screen, "fit_listing", None)
+        if fit is not None:
+            self.screen.call_after_refresh(fit)
+
+
 class Dialog(ModalScreen):
     """Shared look and keys: escape cancels."""
 
@@ -74,25 +84,53 @@ class Dialog(ModalScreen):
         raise NotImplementedError
 
     def show_error(self, message: str) -> None:
-        self.query_one("#error", Label).update(Text(message))
-        self.call_after_refresh(self.fit_listing)  # the message takes rows: the buttons stay in sight
+        self.query_one("#error", Label).update(Text(message))  # its rows come from the listing (ErrorLabel)
 
     LISTING_ROWS = 8  # the most rows a listing shows before it scrolls
+    SHORT = 24  # below this many rows dialogs drop their blank rows and draw buttons one row tall
 
     def on_resize(self) -> None:
+        self.set_class(self.size.height < self.SHORT, "-short")
         self.call_after_refresh(self.fit_listing)
 
+    def on_screen_resume(self) -> None:  # a dialog opened at its size gets no resize of its own
+        self.on_resize()
+
+    @staticmethod
+    def listing(body: Text) -> ComposeResult:
+        """A list that scrolls in as few rows as fit, and a line saying how many it cannot show."""
+        with VerticalScroll(classes="listing"):
+            yield Static(body)
+        yield Label("", classes="more")
+
     def fit_listing(self) -> None:
-        """On a short terminal the listing scrolls in fewer rows, so the input and buttons stay in sight."""
+        """On a short terminal the listing scrolls in fewer rows, so the input and buttons stay in sight, and
+        the line under it says how many it cannot show ("… 46 more")."""
         for listing in self.query(".listing"):
             dialog = listing.parent  # clipped to the screen: count its parts, not its height
+            more = dialog.query_children(".more").first(Label)
             chrome = dialog.outer_size.height - dialog.content_size.height
             others = chrome + listing.styles.margin.height + sum(
                 child.outer_size.height + child.styles.margin.height
-                for child in dialog.children if child is not listing and child.display)
-            rows = max(2, min(self.LISTING_ROWS, self.size.height - others))
+                for child in dialog.children if child is not listing and child is not more and child.display)
+            lines = listing.virtual_size.height
+            room = self.size.height - others
+            rows = max(1, min(self.LISTING_ROWS, room, lines))
+            if rows < lines:  # the "more" line takes a row of the listing's
+                rows = max(1, min(rows, room - 1))
             if listing.styles.max_height is None or listing.styles.max_height.value != rows:
                 listing.styles.max_height = rows
+            self._say_more(listing, more, rows)
+            if not listing.has_class("-watched"):
+                listing.add_class("-watched")
+                self.watch(listing, "scroll_y", lambda _y, listing=listing, more=more: self._say_more(
+                    listing, more, int(listing.styles.max_height.value)), init=False)
+
+    def _say_more(self, listing, more: Label, rows: int) -> None:
+        lines = listing.virtual_size.height
+        hidden = max(0, lines - rows - round(listing.scroll_y))
+        more.display = lines > rows or not self.has_class("-short")  # else it is a blank row
+        more.update("" if lines <= rows else f"… {hidden} more (scroll the list)" if hidden else "(end of the list)")
 
     @staticmethod
     def buttons(ok_label: str, ok_variant: str = "primary") -> ComposeResult:
@@ -116,7 +154,7 @@ class GrantModal(Dialog):
         n = len(self.targets)
         with Vertical(classes="dialog", id="grant-dialog"):
             yield Label(f"Grant {n} request{'s' if n != 1 else ''}", classes="title")
-            listing = Text()
+            listing = Text(no_wrap=True, overflow="ellipsis")  # one row a request: "N more" counts requests
             for i, req in enumerate(self.targets):
                 if i:
                     listing.append("\n")
@@ -130,8 +168,7 @@ class GrantModal(Dialog):
                 if getattr(req, "requested_roles", None):
                     listing.append("  asks for roles ", style="cyan")
                     listing.append(clean(", ".join(req.requested_roles), 60), style="cyan")
-            with VerticalScroll(classes="listing"):
-                yield Static(listing)
+            yield from self.listing(listing)
             yield Label("Check each pairing code against the device's display.", classes="hint")
             yield Label("Permissions (optional, {username} allowed):")
             yield Input(value=self.template, placeholder=f"none; e.g. {TEMPLATE_EXAMPLE}", id="template")
@@ -139,7 +176,7 @@ class GrantModal(Dialog):
                 yield Label(Text(f"Roles, in order (of {', '.join(self.known_roles)}):", overflow="ellipsis",
                                  no_wrap=True))
                 yield Input(value=", ".join(self.roles), placeholder="none; e.g. " + self.known_roles[0], id="roles")
-            yield Label("", id="error", classes="error")
+            yield ErrorLabel("", id="error", classes="error")
             if any(r.requested_permissions or getattr(r, "requested_roles", None) for r in self.targets):
                 yield DialogCheckbox("Also grant the permissions and roles the device asked for", value=True,
                                      id="requested")
@@ -192,8 +229,7 @@ class ConfirmModal(Dialog):
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
             yield Label(self.title_text, classes="title")
-            with VerticalScroll(classes="listing"):
-                yield Static(self.body if isinstance(self.body, Text) else Text(self.body))
+            yield from self.listing(self.body if isinstance(self.body, Text) else Text(self.body))
             yield from self.buttons(self.ok_label, self.ok_variant)
 
     def on_mount(self) -> None:
@@ -213,7 +249,7 @@ class DurationModal(Dialog):
         with Vertical(classes="dialog"):
             yield Label("Unlock the registry for…", classes="title")
             yield Input(value="5", placeholder="minutes, or 90s / 10m / 2h", id="duration")
-            yield Label("", id="error", classes="error")
+            yield ErrorLabel("", id="error", classes="error")
             yield from self.buttons("Unlock")
 
     def on_mount(self) -> None:
@@ -260,7 +296,7 @@ class PermissionsModal(Dialog):
                 known = ", ".join(self.known_roles) or "none yet: 4, then n"
                 yield Label(Text(f"Roles, in order (of {known}):", overflow="ellipsis", no_wrap=True))
                 yield Input(value=", ".join(self.roles), placeholder="none", id="roles")
-            yield Label("", id="error", classes="error")
+            yield ErrorLabel("", id="error", classes="error")
             yield from self.buttons("Save")
 
     def on_mount(self) -> None:
@@ -294,7 +330,7 @@ class TextModal(Dialog):
         with Vertical(classes="dialog"):
             yield Label(self.title_text, classes="title")
             yield Input(placeholder=self.placeholder, id="text")
-            yield Label("", id="error", classes="error")
+            yield ErrorLabel("", id="error", classes="error")
             yield from self.buttons(self.ok_label)
 
     def on_mount(self) -> None:

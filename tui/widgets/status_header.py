@@ -88,45 +88,93 @@ def render_tabs(state: HeaderState, width: int = 0) -> Text:
     return text
 
 
+# One part of a line: its words from the longest to the shortest (each keeps the part that matters, the
+# address or URL; the label goes first), and its style.
+Part = tuple[tuple[str, ...], str]
+
+
+def fit_parts(parts: list[Part], width: int, steps: list[int]) -> list[str]:
+    """The words of each part that fit in ``width`` columns: the parts are shortened one step at a time, in
+    the order ``steps`` names them (the least needed first); Rich's ellipsis cuts what still does not fit."""
+    chosen = [0] * len(parts)
+
+    def said() -> list[str]:
+        return [words[min(chosen[i], len(words) - 1)] for i, (words, _) in enumerate(parts)]
+
+    for i in steps:
+        if not 0 < width < sum(map(len, said())):
+            break
+        chosen[i] += 1
+    return said()
+
+
+def _service_words(state: HeaderState) -> tuple[str, ...]:
+    """Which broker the service drives, then shorter: the label goes before the version or the URL."""
+    broker = clean(state.service_broker, 60)
+    if state.embedded:  # the dashboard runs it: say so, and which Mosquitto (as serve's status does)
+        version = broker.split(",")[0] if broker else "broker"
+        return (f" · {version} · embedded broker: stops when you quit", f" · {version}, embedded: stops when you quit",
+                " · embedded: stops when you quit", " · embedded: stops on quit", " · embedded")
+    if not broker:
+        return ("",)
+    if broker.startswith("attached to "):
+        return (f" · {broker}", f" · {broker.removeprefix('attached to ')}")
+    return (f" · {broker}", f" · {broker.split(',')[0]}", "")
+
+
 def render_broker(state: HeaderState, width: int = 0) -> Text:
-    """Compact: without the word "broker"; narrow: the embedded note in fewer words too."""
+    """The broker line. On a narrow header each part drops its label before its point: "broker" before the
+    address, "attached to" before the URL, "HTTP API" before the HTTP address (issue 16)."""
     text = Text(no_wrap=True, overflow="ellipsis")
-    where = state.broker_address if below(width, COMPACT) else (
-        f"broker {state.broker_address}" if state.broker_address else "broker")
     if state.service_problem:  # first: whatever else is true, grants do not reach the broker now
         text.append(f" registry service: {clean(state.service_problem, 120)} ", style="bold white on red")
         text.append(" ")
+    if state.broker == "connected" and state.service_state == "running":
+        http = clean(state.service_http, 60)
+        attached = state.service_broker.startswith("attached to ") and not state.embedded
+        # the address the URL repeats goes early: before "attached to"
+        repeated = attached and bool(state.broker_address) and state.service_broker.endswith(
+            f"//{state.broker_address}")
+        parts: list[Part] = [
+            ((f" broker {state.broker_address} ", f" {state.broker_address} ", " ") if state.broker_address
+             else (" broker ", " "), ""),
+            (("● connected",), "bold green"),
+            (_service_words(state), "bold yellow" if state.embedded else "dim"),
+            ((f" · HTTP API {http}", f" · HTTP {http}", f" · {http}") if http else (" · no HTTP API",), "dim"),
+        ]
+        # the least needed first: "broker", "API", a repeated address, the service's label, "HTTP"
+        steps = [0, 3, *([0] if repeated else []), 2, 2, 2, 0, 3, 2]
+        words = fit_parts(parts, width - text.cell_len if width else 0, steps)
+        for (_, style), said in zip(parts, words):
+            text.append(said, style=style)
+        return text
+    where_now = f" {state.broker_address} " if below(width, COMPACT) else (
+        f" broker {state.broker_address} " if state.broker_address else " broker ")
     if state.broker == "connected":
-        text.append(f" {where} ", style="")
+        text.append(where_now, style="")
         text.append("● connected", style="bold green")
         if state.service_state == "stopped":
             text.append(" · registry service stopped: devices are not recorded", style="bold yellow")
         elif state.service_state == "absent":
             text.append(" · not a client-registry broker: no registry service status, requests will not appear",
                         style="bold white on red")
-        elif state.service_state == "running":
-            if state.service_broker and not state.embedded:  # embedded: "embedded broker" below says it
-                text.append(f" · {clean(state.service_broker, 60)}", style="dim")
     elif state.broker == "connecting":
-        text.append(f" {where} ", style="")
+        text.append(where_now, style="")
         text.append("connecting…", style="yellow")
     elif state.broker in ("retrying", "refused"):
         word = "login refused" if state.broker == "refused" else "disconnected"
         retry = f", retrying in {state.retry_in:.0f}s" if state.retry_in else ", retrying"
-        text.append(f" {where} {word}{retry} ", style="bold white on red")
+        text.append(f"{where_now}{word}{retry} ", style="bold white on red")
         if state.broker_detail:
             text.append(f" {clean(state.broker_detail, 60)}", style="#ff8787")
     elif state.broker == "off":
         text.append(" no live updates (no broker configured)", style="dim")
     else:
-        text.append(f" {where} {state.broker}", style="dim")
+        text.append(f"{where_now}{state.broker}", style="dim")
     if state.embedded:
         text.append(" · ")
         text.append("embedded: stops when you quit" if below(width, NARROW) else "embedded broker: stops when you quit",
                     style="bold yellow")
-    if state.broker == "connected" and state.service_state == "running":  # what devices can reach, last
-        http = f"HTTP API {clean(state.service_http, 60)}" if state.service_http else "no HTTP API"
-        text.append(f" · {http}", style="dim")
     return text
 
 
