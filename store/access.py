@@ -24,6 +24,7 @@ class _Access:
     permissions: list  # [(pattern, access)]
     client_id: str | None  # the client id the user registered with ({client_id} binds to it)
     roles: list = field(default_factory=list)  # [(role name, [(pattern, access)])], in the user's order
+    certificate: str | None = None  # SHA-256 (hex) of the one client certificate the broker admits it with
 
 
 # A user's roles with their permissions, in the user's order (LEFT JOIN: a role without permissions counts).
@@ -83,7 +84,7 @@ class AccessCache(Part):
             roles = _roles_by_user(run_sql(self.db, _ROLE_ROWS + ' WHERE "ur"."user_id" = ?' + _ROLE_ORDER,
                                            (row.id,)).fetchall())
             access = _Access(row.admin, row.disabled, [(p.pattern, p.access) for p in row.permissions],
-                             row.client_id, roles.get(row.id, []))
+                             row.client_id, roles.get(row.id, []), row.certificate)
         if len(self._answers) >= ACCESS_CACHE_MAX:  # bounded: a name flood cannot grow it
             self._answers.clear()
         self._answers[username] = access
@@ -131,7 +132,7 @@ class Access(Part):
         return self._bulk_grants(None)
 
     def _bulk_grants(self, names: list[str] | None) -> dict[str, Grants]:
-        users = 'SELECT "id", "name", "admin", "disabled", "client_id" FROM "users"'
+        users = 'SELECT "id", "name", "admin", "disabled", "client_id", "certificate" FROM "users"'
         if names is None:
             rows = run_sql(self.db, users).fetchall()
         else:
@@ -156,8 +157,8 @@ class Access(Part):
                                                      params).fetchall()).items():
                 roles[uid] = found
         return {name: self._grants_of(name, _Access(bool(admin), bool(disabled), perms.get(uid, []), client_id,
-                                                    roles.get(uid, [])))
-                for uid, name, admin, disabled, client_id in rows}
+                                                    roles.get(uid, []), certificate))
+                for uid, name, admin, disabled, client_id, certificate in rows}
 
     def verifier_of(self, username: str, password: str) -> str:
         """The verifier of an account the store does not keep (the service's own, in the broker plugin)."""
@@ -166,16 +167,24 @@ class Access(Part):
     @guarded
     def broker_verifiers(self, names: list[str] | None = None) -> dict[str, str]:
         """The stored verifiers (hex) of these users (or all), for the broker plugin that checks passwords
-        against them: it holds the server secret too (docs/SECURITY.md). Nothing else hands them out."""
+        against them: it holds the server secret too (docs/SECURITY.md). Nothing else hands them out.
+
+        A user whose certificate the registry signed has no password: the plugin gets the empty password's
+        verifier (a device sends none), and the same record binds the account to the certificate
+        (``Grants.certificate``), which is then the credential. The store keeps a verifier no password
+        matches (crypto.certificate_only_verifier), so no path that sees only a password admits it."""
+        query = 'SELECT "name", "verifier", ("certificate_pem" IS NOT NULL AND "certificate" IS NOT NULL) FROM "users"'
+        rows = []
         if names is None:
-            return dict(run_sql(self.db, 'SELECT "name", "verifier" FROM "users"').fetchall())
-        found: dict[str, str] = {}
-        names = [normalise_username(n) for n in names]
-        for start in range(0, len(names), 500):
-            chunk = names[start:start + 500]
-            found.update(run_sql(self.db, f'SELECT "name", "verifier" FROM "users" WHERE "name" IN '
-                                          f'({", ".join("?" * len(chunk))})', tuple(chunk)).fetchall())
-        return found
+            rows = run_sql(self.db, query).fetchall()
+        else:
+            names = [normalise_username(n) for n in names]
+            for start in range(0, len(names), 500):
+                chunk = names[start:start + 500]
+                rows += run_sql(self.db, f'{query} WHERE "name" IN ({", ".join("?" * len(chunk))})',
+                                tuple(chunk)).fetchall()
+        return {name: self.base.verifier(name, "") if certificate_only else verifier
+                for name, verifier, certificate_only in rows}
 
     @guarded
     def grants_of_users(self, names: list[str]) -> dict[str, Grants]:
@@ -200,7 +209,7 @@ class Access(Part):
         binds = any("{client_id}" in pattern for perms, _ in sources for pattern, _ in perms)
         return Grants(username, bool(access.admin), bool(access.disabled),
                       access.client_id if binds else None, tuple(everything.items()),
-                      tuple(name for name, _ in access.roles), tuple(personal.items()))
+                      tuple(name for name, _ in access.roles), tuple(personal.items()), access.certificate)
 
     @guarded
     def authorize(self, username: str | None, action: str, topic: str) -> bool:

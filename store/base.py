@@ -108,6 +108,9 @@ class Base:
     def verifier(self, username: str, password: str) -> str:
         return crypto.verifier(self._secret, username, password)
 
+    def certificate_only_verifier(self, username: str) -> str:
+        return crypto.certificate_only_verifier(self._secret, username)
+
     def user_row(self, name: str) -> Any:
         name = normalise_username(name)
         if text_problem(name, "username"):  # no user has a name UTF-8 cannot carry

@@ -14,9 +14,12 @@ first 8 characters of either.
 from __future__ import annotations
 
 import hashlib
+import re
 import unicodedata
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -26,7 +29,7 @@ from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.oid import NameOID
 
 from .errors import InvalidValueError
-from .validation import nfc_problem, reserved_problem, username_problem
+from .validation import nfc_problem, reserved_problem, text_problem, username_problem
 
 MAX_CSR_BYTES = 16 * 1024  # an RSA-8192 CSR in PEM with a long subject is about 5 KiB
 MAX_SUBJECT_CHARS = 1024
@@ -34,6 +37,8 @@ RSA_MIN_BITS, RSA_MAX_BITS = 2048, 8192  # the maximum bounds the work of checki
 EC_CURVES = {"secp256r1": "P-256", "secp384r1": "P-384"}
 PAIRING_CHARS = 8
 ACCEPTED_KEYS = "RSA 2048-8192 bits, EC P-256 or P-384, or Ed25519"
+MAX_NAME_CHARS = 1024  # a presented certificate's subject or issuer, as the plugin cuts it
+_FINGERPRINT = re.compile(r"[0-9a-f]{64}\Z")
 
 
 class CsrRefused(InvalidValueError):
@@ -59,8 +64,68 @@ class CheckedCsr:
         return [f"subject      {self.subject}", f"key          {self.key_type}",
                 f"fingerprint  {self.fingerprint}", f"pairing code {self.pairing_code}"]
 
+    def info(self) -> dict[str, Any]:
+        """What a CSR request shows an operator (JSON), beside its fingerprint."""
+        return {"subject": self.subject, "key_type": self.key_type}
+
+    def pem(self) -> str:
+        """The CSR as PEM text (what a request keeps until it is decided: it holds only a public key)."""
+        return self.request.public_bytes(serialization.Encoding.PEM).decode("ascii")
+
     def __repr__(self) -> str:
         return f"CheckedCsr({self.username!r}, {self.key_type}, {self.pairing_code})"
+
+
+@dataclass(frozen=True)
+class PresentedCertificate:
+    """The client certificate a device presented on a TLS listener (read by the broker plugin, verified by
+    Mosquitto against the listener's CA): what an implicit-flow request records and its user is bound to."""
+
+    fingerprint: str  # SHA-256 of the certificate's DER, lowercase hex
+    subject: str  # RFC 2253/4514 text
+    issuer: str
+    serial: int
+    not_before: float  # epoch seconds
+    not_after: float
+
+    @property
+    def pairing_code(self) -> str:
+        return pairing_code(self.fingerprint)
+
+    @classmethod
+    def of(cls, certificate: x509.Certificate) -> PresentedCertificate:
+        return cls(certificate_fingerprint(certificate), certificate.subject.rfc4514_string(),
+                   certificate.issuer.rfc4514_string(), certificate.serial_number,
+                   certificate.not_valid_before_utc.timestamp(), certificate.not_valid_after_utc.timestamp())
+
+    def problem(self) -> str | None:
+        """None when every field has the shape the plugin reports, else the rule broken (one line)."""
+        if not isinstance(self.fingerprint, str) or not _FINGERPRINT.match(self.fingerprint):
+            return "a certificate fingerprint is 64 lowercase hex characters (SHA-256)"
+        for value, what in ((self.subject, "certificate subject"), (self.issuer, "certificate issuer")):
+            broken = text_problem(value, what)
+            if broken:
+                return broken
+            if len(value) > MAX_NAME_CHARS:
+                return f"the {what} is longer than {MAX_NAME_CHARS} characters"
+        if not isinstance(self.serial, int) or self.serial < 0 or self.serial.bit_length() > 512:
+            return "a certificate serial is a number of at most 64 bytes"
+        return None
+
+    def info(self) -> dict[str, Any]:
+        """What a request shows an operator (JSON): nothing secret, the fingerprint is kept beside it."""
+        return {"subject": self.subject, "issuer": self.issuer, "serial": serial_text(self.serial),
+                "not_before": self.not_before, "not_after": self.not_after}
+
+
+# Signs a checked CSR with the site CA. The store never imports broker/: whoever opens a Registry that may
+# grant CSR requests passes one in (broker.certificates.sign_device with the loaded CA, and its validity).
+CertificateSigner = Callable[[CheckedCsr], x509.Certificate]
+
+
+def serial_text(serial: int) -> str:
+    """A serial as stored and shown: lowercase hex, as ``openssl x509 -serial`` prints it (ignoring case)."""
+    return format(serial, "x")
 
 
 def pairing_code(fingerprint: str) -> str:

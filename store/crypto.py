@@ -29,6 +29,15 @@ def verifier(secret: bytes, username: str, password: str) -> str:
     return hmac.new(secret, message, hashlib.sha256).hexdigest()
 
 
+def certificate_only_verifier(secret: bytes, username: str) -> str:
+    """The stored verifier of a user that identifies by a certificate alone (its CSR was signed): an HMAC of a
+    message starting with 0xFF, a byte no UTF-8 text holds, so no ``name NUL password`` is ever that message
+    and no password matches it, here or in the broker plugin. The plugin is given the empty password's
+    verifier instead, with the certificate binding in the same record (store/access.py)."""
+    message = b"\xffcertificate-only\0" + username.encode("utf-8", "surrogatepass")
+    return hmac.new(secret, message, hashlib.sha256).hexdigest()
+
+
 def same(a: str | None, b: str) -> bool:
     """Constant-time comparison of two verifiers (None never matches)."""
     return a is not None and hmac.compare_digest(a, b)

@@ -130,6 +130,20 @@ def connect(location: str, create: bool = True):
     return db, models
 
 
+# Columns added without a schema version bump: an older client-registry ignores them (an account bound to a
+# certificate is then checked by password alone). New tables need nothing here (create_tables(safe=True)).
+ADDED_COLUMNS = (
+    ("requests", "rekey", "BOOLEAN NOT NULL DEFAULT FALSE"),
+    ("requests", "certificate", "VARCHAR(64)"),
+    ("requests", "certificate_info", "TEXT"),
+    ("requests", "csr", "TEXT"),
+    ("requests", "rotation", "BOOLEAN NOT NULL DEFAULT FALSE"),
+    ("users", "certificate", "VARCHAR(64)"),
+    ("users", "certificate_serial", "VARCHAR(64)"),
+    ("users", "certificate_pem", "TEXT"),
+)
+
+
 def _prepare_schema(db: pw.Database, models, location: str) -> None:
     with write_transaction(db):  # reads then writes: take the write lock up front (see write_transaction)
         db.create_tables(models.all, safe=True)  # new tables of a newer schema are created here too
@@ -151,8 +165,10 @@ def _prepare_schema(db: pw.Database, models, location: str) -> None:
             )
         if found < SCHEMA_VERSION:
             _upgrade(db, models, found)
-        if "rekey" not in {c.name for c in db.get_columns("requests")}:  # additive: older versions ignore it
-            db.execute_sql('ALTER TABLE "requests" ADD COLUMN "rekey" BOOLEAN NOT NULL DEFAULT FALSE')
+        for table in {table for table, _, _ in ADDED_COLUMNS}:
+            present = {c.name for c in db.get_columns(table)}
+            for column, kind in ((c, k) for t, c, k in ADDED_COLUMNS if t == table and c not in present):
+                db.execute_sql(f'ALTER TABLE "{table}" ADD COLUMN "{column}" {kind}')
         models.Window.insert(id=1).on_conflict_ignore().execute()
 
 

@@ -1,5 +1,5 @@
-"""The operator's decisions on requests: grant (a new user from a request, or a re-key of an existing one) and
-deny. An approval rule grants through :meth:`Decisions.grant_one` too. A part of
+"""The operator's decisions on requests: grant (a new user from a request, a re-key or a certificate rotation of
+an existing one, a CSR signed) and deny. An approval rule grants through :meth:`Decisions.grant_one` too. A part of
 :class:`store.registry.Registry`, the one entry point."""
 
 from __future__ import annotations
@@ -8,10 +8,14 @@ import json
 from types import SimpleNamespace
 from typing import Any, Iterable
 
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
 from .access import AccessCache
 from .base import Base, Part
+from .certificates import CertificateSigner, certificate_fingerprint, check_csr, public_key_fingerprint, serial_text
 from .database import guarded, run_sql
-from .errors import InvalidValueError, RefusedError
+from .errors import InvalidValueError, RefusedError, StoreError
 from .expiry import Expiry
 from .roles import Roles
 from .validation import normalise_username, parse_permission, text_problem
@@ -21,9 +25,11 @@ DENY_BATCH = 500  # requests denied per transaction: a flood clears fast, the wr
 
 
 class Decisions(Part):
-    def __init__(self, base: Base, cache: AccessCache, roles: Roles, expiry: Expiry) -> None:
+    def __init__(self, base: Base, cache: AccessCache, roles: Roles, expiry: Expiry,
+                 signer: CertificateSigner | None = None) -> None:
         super().__init__(base)
         self.cache, self.roles, self.expiry = cache, roles, expiry
+        self.signer = signer  # signs a granted CSR (Registry's ``signer``); None: CSR requests cannot be granted
 
     def _resolve_items(self, items: Iterable[Any]) -> list[tuple[str, list[int] | str]]:
         """Each item (id or username) with the ids of its pending requests, or an error string (hand-written
@@ -100,9 +106,12 @@ class Decisions(Part):
                 return ItemResult(item, False, (
                     f"request #{row.id} ({row.username}) conflicts with #"
                     f"{', #'.join(str(r) for r in rivals)}: confirm with force"), RequestView.of(row))
-            existing = self.base.user_row(row.username) if row.rekey or self.base.is_user(row.username) else None
+            existing = self.base.user_row(row.username) if row.rekey or row.rotation or \
+                self.base.is_user(row.username) else None
             if existing is not None and row.rekey:
                 return self._grant_rekey(item, row, existing, actor, force, now)
+            if existing is not None and row.rotation:
+                return self._grant_rotation(item, row, existing, actor, force, now)
             if existing is not None:
                 return ItemResult(item, False, f"{row.username!r} is already a user", RequestView.of(row))
             perms = [(p["resource"], p["operation"]) for p in json.loads(row.requested_permissions or "[]")
@@ -113,11 +122,19 @@ class Decisions(Part):
                 role_rows = self.roles.existing(wanted) if wanted else []
             except RefusedError as exc:  # a role the device asked for is gone (or never was): grant nothing
                 return ItemResult(item, False, f"request #{row.id} ({row.username}): {exc}", RequestView.of(row))
+            bound: tuple[str | None, str | None, str | None] = (row.certificate, None, None)  # fingerprint, serial, PEM
+            if row.csr is not None:
+                signed = self._sign(row)
+                if isinstance(signed, str):
+                    return ItemResult(item, False, f"request #{row.id} ({row.username}): {signed}",
+                                      RequestView.of(row))
+                bound = signed
             (user_id,) = run_sql(self.db, 'INSERT INTO "users" ("name", "verifier", "client_id", "admin", "disabled", '
-                                          '"created_at", "created_by", "created_how") VALUES (?, ?, ?, ?, ?, ?, ?, ?) '
-                                          'RETURNING "id"',
+                                          '"created_at", "created_by", "created_how", "certificate", '
+                                          '"certificate_serial", "certificate_pem") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, '
+                                          '?, ?) RETURNING "id"',
                                  (row.username, row.verifier, row.client_id, False, False, now, actor,
-                                  f"registration-{row.source}")).fetchone()
+                                  f"registration-{row.source}", *bound)).fetchone()
             for pattern, access in dict(perms).items():
                 run_sql(self.db, 'INSERT INTO "permissions" ("user_id", "pattern", "access") VALUES (?, ?, ?)',
                         (user_id, pattern, access))
@@ -125,17 +142,17 @@ class Decisions(Part):
                 run_sql(self.db, 'INSERT INTO "user_roles" ("user_id", "role_id", "position") VALUES (?, ?, ?)',
                         (user_id, role.id, position))
             run_sql(self.db, 'UPDATE "requests" SET "status" = \'granted\', "decided_by" = ?, "decided_at" = ?, '
-                             '"pairing_code" = NULL WHERE "id" = ?', (actor, now, row.id))
+                             '"pairing_code" = NULL, "csr" = NULL WHERE "id" = ?', (actor, now, row.id))
             for rival in rivals:
                 run_sql(self.db, 'UPDATE "requests" SET "status" = \'denied\', "decided_by" = ?, "decided_at" = ?, '
-                                 '"pairing_code" = NULL WHERE "id" = ?', (actor, now, rival))
+                                 '"pairing_code" = NULL, "csr" = NULL WHERE "id" = ?', (actor, now, rival))
                 self.base.event(actor, "request.denied", row.username, request_id=rival,
                                 reason=f"rival of granted request #{row.id}")
             self.base.event(actor, "request.granted", row.username, request_id=row.id,
                             permissions=[{"pattern": p, "access": a} for p, a in dict(perms).items()],
                             roles=[r.name for r in role_rows], **detail)
         self.cache.invalidate(row.username)
-        row.status, row.decided_by, row.decided_at, row.pairing_code = "granted", actor, now, None
+        row.status, row.decided_by, row.decided_at, row.pairing_code, row.csr = "granted", actor, now, None, None
         return ItemResult(item, True, f"granted {row.username} (request #{row.id})", RequestView.of(row))
 
     def _request_row(self, request_id: int) -> SimpleNamespace:
@@ -145,8 +162,21 @@ class Decisions(Part):
         if found is None:
             raise RefusedError(f"no request #{request_id}")
         row = SimpleNamespace(**dict(zip([c[0] for c in cursor.description], found)))
-        row.conflict, row.rekey = bool(row.conflict), bool(row.rekey)
+        row.conflict, row.rekey, row.rotation = bool(row.conflict), bool(row.rekey), bool(row.rotation)
         return row
+
+    def _sign(self, row: Any) -> tuple[str, str, str] | str:
+        """The certificate signed for a CSR request as (fingerprint, hex serial, PEM), or why not (one line)."""
+        if self.signer is None:
+            return "no site CA to sign its CSR with here (grant it where the registry's CA is, e.g. the service)"
+        try:
+            certificate: x509.Certificate = self.signer(check_csr(row.csr))
+        except StoreError as exc:  # the CA's files are missing or unreadable (broker.certificates.CertificateError)
+            return f"cannot sign its CSR: {exc}"
+        if public_key_fingerprint(certificate.public_key()) != row.certificate:
+            raise RuntimeError("the signer returned a certificate for another key")  # a bug, never a device's doing
+        return (certificate_fingerprint(certificate), serial_text(certificate.serial_number),
+                certificate.public_bytes(serialization.Encoding.PEM).decode("ascii"))
 
     def _grant_rekey(self, item: str, row: Any, user: Any, actor: str, force: bool, now: float) -> ItemResult:
         """A re-key request (inside grant_one's transaction): with force the user's password becomes the one
@@ -163,6 +193,24 @@ class Decisions(Part):
         self.cache.invalidate(row.username)
         return ItemResult(item, True, f"re-keyed {row.username} (request #{row.id}): its new password is in effect",
                           RequestView.of(R.get_by_id(row.id)))
+
+    def _grant_rotation(self, item: str, row: Any, user: Any, actor: str, force: bool, now: float) -> ItemResult:
+        """A rotation request (inside grant_one's transaction): with force the user is bound to the certificate
+        the device presented (the broker kicks its sessions); its password, permissions and roles stay."""
+        if not force:
+            return ItemResult(item, False, (
+                f"request #{row.id} ({row.username}) binds an existing user to another certificate (a renewed or "
+                f"replaced device?): confirm with force"), RequestView.of(row))
+        run_sql(self.db, 'UPDATE "users" SET "certificate" = ? WHERE "id" = ?', (row.certificate, user.id))
+        run_sql(self.db, 'UPDATE "requests" SET "status" = \'granted\', "decided_by" = ?, "decided_at" = ?, '
+                         '"pairing_code" = NULL WHERE "id" = ?', (actor, now, row.id))
+        self.base.event(actor, "user.certificate_changed", row.username, request_id=row.id)
+        self.base.event(actor, "request.granted", row.username, request_id=row.id, rotation=True, permissions=[],
+                        roles=[])
+        self.cache.invalidate(row.username)
+        row.status, row.decided_by, row.decided_at, row.pairing_code = "granted", actor, now, None
+        return ItemResult(item, True, f"bound {row.username} to its new certificate (request #{row.id})",
+                          RequestView.of(row))
 
     @guarded
     def deny(self, ids_or_names: Iterable[Any], actor: str = "cli") -> list[ItemResult]:
@@ -185,7 +233,7 @@ class Decisions(Part):
                                                   f" {row.status}", RequestView.of(row)))
                         continue
                     run_sql(self.db, 'UPDATE "requests" SET "status" = \'denied\', "decided_by" = ?, "decided_at" = ?,'
-                            ' "pairing_code" = NULL WHERE "id" = ?', (actor, now, row.id))
+                            ' "pairing_code" = NULL, "csr" = NULL WHERE "id" = ?', (actor, now, row.id))
                     self.base.event(actor, "request.denied", row.username, request_id=row.id)
                     row.status, row.decided_by, row.decided_at, row.pairing_code = "denied", actor, now, None
                     results.append(ItemResult(item, True, f"denied {row.username} (request #{row.id})",

@@ -30,7 +30,8 @@ class Expiry(Part):
             return 0
         with self.base.write():
             for row in stale:
-                changed = R.update(status="expired", decided_by="registry", decided_at=now, pairing_code=None).where(
+                changed = R.update(status="expired", decided_by="registry", decided_at=now, pairing_code=None,
+                                   csr=None).where(
                     (R.id == row.id) & (R.status == "pending")).execute()
                 if changed:
                     self.base.event("registry", "request.expired", row.username, request_id=row.id)

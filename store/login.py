@@ -8,6 +8,7 @@ from typing import Any
 
 from .access import Access
 from .base import Base, Part
+from .certificates import PresentedCertificate
 from .database import guarded
 from .registration import Registration
 from .validation import nfc_problem, normalise_username, text_problem
@@ -21,12 +22,15 @@ class Logins(Part):
 
     @guarded
     def login(self, username: str, password: str, client_id: str | None = None, peer: str | None = None,
-              source: str = "mqtt") -> LoginResult:
+              source: str = "mqtt", certificate: PresentedCertificate | None = None) -> LoginResult:
         """A login the broker could not answer itself (Mosquitto forwards names it does not know).
 
         A user's right password is ``accepted``: the broker has no account for it yet (the service restarted
         since the grant, or the account was deleted by hand) and may create one with this password. Any
-        other name is recorded as a registration attempt (and refused)."""
+        other name is recorded as a registration attempt (and refused). ``certificate``: the client
+        certificate the device presented on a TLS listener. ``source`` "mqtt-rekey" is the plugin's report of
+        a user's name with another password (a re-key request), "mqtt-certificate" of a user's name with its
+        right password and another certificate (a rotation request)."""
         problem = text_problem(username, "username") or text_problem(password, "password")
         if problem:
             return LoginResult(False, "not_credentials", problem)
@@ -36,20 +40,27 @@ class Logins(Part):
         username = normalise_username(username)
         verdict = self.access.verdict(username, password)
         if verdict is not None:
-            if verdict == "ok":
-                return LoginResult(True, "accepted", "password verified")
             if verdict == "disabled":  # said only to whoever knows the password
                 return LoginResult(False, "disabled", "the user is disabled")
+            if verdict == "ok" and source != "mqtt-certificate":
+                return LoginResult(True, "accepted", "password verified")
+            if verdict == "ok":  # the broker says: right password, another certificate or none
+                if certificate is None:
+                    return LoginResult(False, "refused", "the user is bound to a client certificate; none presented")
+                attempt = self.registration.record_rotation(username, password, certificate, client_id, peer, "mqtt")
+                return LoginResult(False, attempt.outcome, attempt.reason, attempt)
             if source == "mqtt-rekey":  # the broker says: a device of this name, unlocked, another password
                 attempt = self.registration.record_rekey(username, password, client_id, peer, "mqtt")
                 return LoginResult(False, attempt.outcome, attempt.reason, attempt)
             return LoginResult(False, "refused", "wrong password")
-        attempt = self.registration.record_attempt(username, password, client_id, peer, source)
+        attempt = self.registration.record_attempt(username, password, client_id, peer,  # a user removed meanwhile
+                                                   "mqtt" if source.startswith("mqtt-") else source,
+                                                   certificate=certificate)
         return LoginResult(False, attempt.outcome, attempt.reason, attempt)
 
     @guarded
     def login_many(self, attempts: list[tuple[Any, ...]]) -> list[LoginResult]:
-        """:meth:`login` for several attempts ``(username, password, client_id, peer, source)`` in one write
-        transaction: a flood or a storm of new devices pays one commit per batch, not per attempt."""
+        """:meth:`login` for several attempts ``(username, password, client_id, peer, source[, certificate])`` in
+        one write transaction: a flood or a storm of new devices pays one commit per batch, not per attempt."""
         with self.base.write():
             return [self.login(*attempt) for attempt in attempts]

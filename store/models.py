@@ -33,6 +33,13 @@ def make_models(db: pw.Database) -> SimpleNamespace:
         created_at = pw.DoubleField()
         created_by = pw.CharField(max_length=128)
         created_how = pw.CharField(max_length=32)  # cli | registration-mqtt | registration-http | console
+        # Issue 18, added without a schema bump (database.ADDED_COLUMNS). ``certificate``: the SHA-256 (hex) of the
+        # one client certificate (DER) the broker admits it with; ``certificate_serial`` and ``certificate_pem``:
+        # the certificate the registry signed from its CSR (hex serial, PEM), set only then: such a user has no
+        # password (its verifier is crypto.certificate_only_verifier's, which no password matches).
+        certificate = pw.CharField(max_length=64, null=True)
+        certificate_serial = pw.CharField(max_length=64, null=True)
+        certificate_pem = pw.TextField(null=True)
 
         class Meta:
             table_name = "users"
@@ -64,6 +71,15 @@ def make_models(db: pw.Database) -> SimpleNamespace:
         # A user's name tried with another password (a re-flashed or replaced device): granting replaces the
         # user's password, never by a rule, only with force. Added without a schema bump (_prepare_schema).
         rekey = pw.BooleanField(default=False)
+        # Issue 18, added without a schema bump (database.ADDED_COLUMNS). ``certificate``: the fingerprint the
+        # device can print (SHA-256 hex of the certificate it presented, or of its CSR's public key), which the
+        # pairing code is cut from; ``certificate_info``: JSON of what an operator is shown (subject, issuer,
+        # serial, validity; or subject and key type); ``csr``: the CSR (PEM, public) until the request is
+        # decided; ``rotation``: a user's name with its right password and another certificate.
+        certificate = pw.CharField(max_length=64, null=True)
+        certificate_info = pw.TextField(null=True)
+        csr = pw.TextField(null=True)
+        rotation = pw.BooleanField(default=False)
         decided_by = pw.CharField(max_length=128, null=True)
         decided_at = pw.DoubleField(null=True)
 
@@ -167,6 +183,18 @@ def make_models(db: pw.Database) -> SimpleNamespace:
         class Meta:
             table_name = "site_accounts"
 
+    class RevokedCertificate(Base):
+        """A certificate the registry signed whose user was removed or disabled: what the CRL lists
+        (store/revocations.py). Serials are public (every CRL lists them)."""
+
+        serial = pw.CharField(primary_key=True, max_length=64)  # lowercase hex
+        username = pw.CharField(max_length=128)
+        revoked_at = pw.DoubleField()
+        reason = pw.CharField(max_length=16)  # removed | disabled (enabling the user again reinstates it)
+
+        class Meta:
+            table_name = "revoked_certificates"
+
     class Event(Base):
         id = pw.AutoField()
         time = pw.DoubleField()
@@ -181,7 +209,7 @@ def make_models(db: pw.Database) -> SimpleNamespace:
     return SimpleNamespace(
         Meta=Meta, User=User, Permission=Permission, Request=Request, Window=Window, Knock=Knock,
         Throttle=Throttle, ApprovalRule=ApprovalRule, Presence=Presence, Event=Event, Role=Role, SiteAccount=SiteAccount,
-        RolePermission=RolePermission, UserRole=UserRole,
+        RolePermission=RolePermission, UserRole=UserRole, RevokedCertificate=RevokedCertificate,
         all=[Meta, User, Permission, Request, Window, Knock, Throttle, ApprovalRule, Presence, SiteAccount, Event, Role,
-             RolePermission, UserRole],
+             RolePermission, UserRole, RevokedCertificate],
     )

@@ -101,7 +101,8 @@ class Queries(Part):
     def _user_view(self, row, permissions, roles) -> UserView:
         return UserView(name=row.name, admin=bool(row.admin), disabled=bool(row.disabled), created_at=row.created_at,
                         created_by=row.created_by, created_how=row.created_how, permissions=permissions,
-                        client_id=row.client_id, roles=roles)
+                        client_id=row.client_id, roles=roles, certificate=row.certificate,
+                        certificate_serial=row.certificate_serial)
 
     def _role_names(self, user_id: int | None = None) -> dict[int, list]:
         """{user id: [role name, ...]} in each user's order (of one user, or of all)."""

@@ -6,13 +6,18 @@ log and meta writers, whether a server is alive) and builds the parts on it, eac
 other parts it needs at construction, so every dependency is one-way and visible here:
 
     expiry, access cache, knocks, window(expiry), queries(expiry), permissions(cache), roles(cache, permissions),
-    users(cache, queries), decisions(cache, roles, expiry), approval rules(window, cache, roles, users,
-    decisions), registration(window, expiry, knocks, rules), access(cache), logins(access, registration),
-    server notes(window), presence, preferences, site accounts
+    revocations, users(cache, queries, revocations), decisions(cache, roles, expiry, signer), approval
+    rules(window, cache, roles, users, decisions), registration(window, expiry, knocks, rules), access(cache),
+    logins(access, registration), server notes(window), presence, preferences, site accounts
 
 Its public methods are the parts' (each forwarded by name, with the part's signature). Every mutation is one
 transaction that also appends an Event row (the audit log and the changelog the broker relays). Events never
-carry a password, hash or fingerprint.
+carry a password, verifier or certificate fingerprint (a revoked certificate's serial is public: the CRL lists it).
+
+``signer`` signs a granted CSR request with the site CA (store.certificates.CertificateSigner). The store never
+imports broker/, where the CA's files are: a process that may grant CSR requests (the service, the CLI, the
+dashboard) passes ``broker.certificates``' signer in, so the dependency runs one way, from the caller into the
+store. Without one, granting a CSR request is refused with one line and nothing else changes.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from . import location as loc
 from .access import Access, AccessCache
 from .approval_rules import ApprovalRules
 from .base import Base, RegistryConfig
+from .certificates import CertificateSigner
 from .decisions import Decisions
 from .expiry import Expiry
 from .knocks import Knocks
@@ -38,6 +44,7 @@ from .preferences import Preferences
 from .presence import Presence
 from .queries import Queries
 from .registration import Registration
+from .revocations import Revocations
 from .roles import Roles
 from .server_notes import ServerNotes
 from .site_accounts import SiteAccounts
@@ -76,7 +83,7 @@ class _Forward(Generic[_P, _R]):
 
 class Registry:
     def __init__(self, location: str, config: RegistryConfig | None = None, clock: Callable[[], float] = time.time,
-                 *, create: bool = False) -> None:
+                 *, create: bool = False, signer: CertificateSigner | None = None) -> None:
         base = self.base = Base(location, config or RegistryConfig(), clock, create=create)
         self._expiry = Expiry(base)
         self._cache = AccessCache(base)
@@ -85,8 +92,9 @@ class Registry:
         self._queries = Queries(base, self._expiry)
         self._permissions = Permissions(base, self._cache)
         self._roles = Roles(base, self._cache, self._permissions)
-        self._users = Users(base, self._cache, self._queries)
-        self._decisions = Decisions(base, self._cache, self._roles, self._expiry)
+        self._revocations = Revocations(base)
+        self._users = Users(base, self._cache, self._queries, self._revocations)
+        self._decisions = Decisions(base, self._cache, self._roles, self._expiry, signer)
         self._rules = ApprovalRules(base, self._window, self._cache, self._roles, self._users, self._decisions)
         self._registration = Registration(base, self._window, self._expiry, self._knocks, self._rules)
         self._access = Access(base, self._cache)
@@ -153,6 +161,8 @@ class Registry:
     # registration, the window and the operator's decisions
     record_attempt = _Forward("_registration", Registration.record_attempt)
     record_rekey = _Forward("_registration", Registration.record_rekey)
+    record_rotation = _Forward("_registration", Registration.record_rotation)
+    record_csr = _Forward("_registration", Registration.record_csr)
     record_knocks = _Forward("_knocks", Knocks.record_knocks)
     expire_stale = _Forward("_expiry", Expiry.expire_stale)
     unlock = _Forward("_window", Window.unlock)
@@ -173,6 +183,7 @@ class Registry:
     disable_user = _Forward("_users", Users.disable_user)
     enable_user = _Forward("_users", Users.enable_user)
     set_password = _Forward("_users", Users.set_password)
+    revoked_serials = _Forward("_revocations", Revocations.revoked_serials)
     permit = _Forward("_permissions", Permissions.permit)
     forbid = _Forward("_permissions", Permissions.forbid)
     set_permissions = _Forward("_permissions", Permissions.set_permissions)
@@ -223,7 +234,8 @@ class Registry:
 
 
 def open_registry(db: str | None = None, config: RegistryConfig | None = None,
-                  clock: Callable[[], float] = time.time, *, create: bool = True) -> Registry:
+                  clock: Callable[[], float] = time.time, *, create: bool = True,
+                  signer: CertificateSigner | None = None) -> Registry:
     """Open the registry at --db, $CLIENT_REGISTRY_DB, or the default location. ``create=False`` refuses a
     database that does not exist yet (every CLI command but `init`, `serve` and the dashboard)."""
-    return Registry(loc.resolve(db), config=config, clock=clock, create=create)
+    return Registry(loc.resolve(db), config=config, clock=clock, create=create, signer=signer)

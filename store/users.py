@@ -1,4 +1,5 @@
-"""Users: adding one by hand, removing, disabling and enabling, a new password. The dashboards' own admin
+"""Users: adding one by hand, removing, disabling and enabling (a certificate the registry signed for the user is
+revoked, or reinstated), a new password. The dashboards' own admin
 account (``CONSOLE_USER``, store/console.py) can be neither removed nor disabled. A part of
 :class:`store.registry.Registry`, the one entry point."""
 
@@ -11,6 +12,7 @@ from .base import Base, Part
 from .database import guarded
 from .errors import InvalidValueError, RefusedError
 from .queries import Queries
+from .revocations import Revocations
 from .validation import normalise_username, password_problem, username_problem
 from .views import UserView
 
@@ -18,9 +20,9 @@ CONSOLE_USER = "client-registry-console"  # the dashboards' own admin account (s
 
 
 class Users(Part):
-    def __init__(self, base: Base, cache: AccessCache, queries: Queries) -> None:
+    def __init__(self, base: Base, cache: AccessCache, queries: Queries, revocations: Revocations) -> None:
         super().__init__(base)
-        self.cache, self.queries = cache, queries
+        self.cache, self.queries, self.revocations = cache, queries, revocations
 
     @guarded
     def add_user(self, name: str, password: str, admin: bool = False, actor: str = "cli", how: str = "cli") -> UserView:
@@ -51,7 +53,9 @@ class Users(Part):
         self.base.scrub_secrets()  # its verifier: a password filter to whoever also has the secret
 
     def delete_row(self, row: Any, actor: str, **detail: Any) -> None:
-        """Inside a write transaction: the user, its permissions and roles, and the user.removed event."""
+        """Inside a write transaction: the user, its permissions and roles, its signed certificate (revoked) and
+        the user.removed event."""
+        self.revocations.revoke(row, "removed", actor)
         self.m.Permission.delete().where(self.m.Permission.user == row).execute()
         self.m.UserRole.delete().where(self.m.UserRole.user == row).execute()
         # a new user of that name starts afresh
@@ -73,6 +77,10 @@ class Users(Part):
             if row.disabled == disabled:
                 raise RefusedError(f"user {name!r} is already {'disabled' if disabled else 'enabled'}")
             self.m.User.update(disabled=disabled).where(self.m.User.id == row.id).execute()
+            if disabled:
+                self.revocations.revoke(row, "disabled", actor)
+            else:
+                self.revocations.reinstate(row, actor)
             self.base.event(actor, "user.disabled" if disabled else "user.enabled", name)
         self.cache.invalidate(name)
 
@@ -92,6 +100,9 @@ class Users(Part):
             raise InvalidValueError(problem)
         with self.base.write():
             row = self.base.require_user(name)
+            if row.certificate_pem is not None:
+                raise RefusedError(f"user {name!r} identifies by the certificate the registry signed for it: it has "
+                                   f"no password")
             self.m.User.update(verifier=self.base.verifier(name, password)).where(self.m.User.id == row.id).execute()
             self.base.event(actor, "user.password_changed", name)
         self.cache.invalidate(name)

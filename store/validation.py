@@ -177,6 +177,16 @@ def registration_problem(username, password, requested_permissions=None, context
     for field, problem in (
         ("username", username_problem(username) or nfc_problem(username)),
         ("password", password_problem(password)),
+    ):
+        if problem:
+            return field, problem
+    return asked_problem(requested_permissions, context, requested_roles)
+
+
+def asked_problem(requested_permissions=None, context=None, requested_roles=None) -> tuple[str, str] | None:
+    """The first broken rule of what a registration asks for besides its credentials (a password's or a
+    CSR's) as (field, rule), or None."""
+    for field, problem in (
         ("permissions", requested_permissions_problem(requested_permissions)),
         ("roles", requested_roles_problem(requested_roles)),
         ("context", context_problem(context)),

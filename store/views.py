@@ -1,4 +1,5 @@
-"""Read-only snapshots handed to the CLI, the broker and the dashboard (never a hash or fingerprint)."""
+"""Read-only snapshots handed to the CLI, the broker and the dashboard (never a verifier or password; a
+certificate's fingerprint is public: it is what an operator compares with the device)."""
 
 from __future__ import annotations
 
@@ -10,15 +11,17 @@ from .names import name_marks
 
 CONFLICT = "conflict"  # the label of a pending request whose name was tried with another password too
 REKEY = "re-key"  # the label of a pending request that would give an existing user a new password
-REQUEST_LABELS = ("pending", CONFLICT, REKEY, "granted", "denied", "expired")
+ROTATION = "rotation"  # the label of a pending request that would bind an existing user to another certificate
+REQUEST_LABELS = ("pending", CONFLICT, REKEY, ROTATION, "granted", "denied", "expired")
 
 
-def request_label(status: str, conflict: bool, rekey: bool = False) -> str:
+def request_label(status: str, conflict: bool, rekey: bool = False, rotation: bool = False) -> str:
     """What a request is called on screen and in the CLI: its status, or while it is pending "re-key" (a
-    user's name with another password) or "conflict" (its name was tried with another password too)."""
+    user's name with another password), "rotation" (a user's name and password with another certificate) or
+    "conflict" (its name was tried with another password or certificate too)."""
     if status != "pending":
         return status
-    return REKEY if rekey else CONFLICT if conflict else status
+    return REKEY if rekey else ROTATION if rotation else CONFLICT if conflict else status
 
 
 @dataclass(frozen=True)
@@ -41,15 +44,25 @@ class RequestView:
     marks: tuple[str, ...] = ()  # why the name may pass for another one (store.names); () for most names
     requested_roles: list | None = None  # role names the device asked for (HTTP flow)
     rekey: bool = False  # a user's name with another password: granting replaces the user's password
+    # Issue 18. ``certificate``: the SHA-256 (hex) the device can print, of the certificate it presented (TLS)
+    # or of its CSR's public key; the pairing code is its first characters. ``certificate_info``: subject,
+    # issuer, serial (hex), not_before/not_after (epoch) of a presented certificate; subject and key_type of a
+    # CSR. ``csr``: the device sent a CSR (granting signs it). ``rotation``: a user's name and password with
+    # another certificate: granting (with force) binds the user to this one.
+    certificate: str | None = None
+    certificate_info: dict | None = None
+    csr: bool = False
+    rotation: bool = False
 
     @property
     def label(self) -> str:
-        return request_label(self.status, self.conflict, self.rekey)
+        return request_label(self.status, self.conflict, self.rekey, self.rotation)
 
     @property
     def needs_force(self) -> bool:
-        """Granting it takes force: its name was tried with another password too, or it re-keys a user."""
-        return self.status == "pending" and (self.conflict or self.rekey)
+        """Granting it takes force: its name was tried with another password too, or it re-keys a user or
+        binds one to another certificate."""
+        return self.status == "pending" and (self.conflict or self.rekey or self.rotation)
 
     @property
     def deciding_rule(self) -> str | None:
@@ -64,6 +77,7 @@ class RequestView:
 
     @classmethod
     def of(cls, row) -> "RequestView":
+        info = _loads(getattr(row, "certificate_info", None))
         return cls(
             id=row.id, username=row.username, client_id=row.client_id, peer=row.peer, source=row.source,
             requested_permissions=_loads(row.requested_permissions), context=_loads(row.context),
@@ -72,6 +86,9 @@ class RequestView:
             pairing_code=row.pairing_code, marks=tuple(name_marks(row.username)),
             requested_roles=_loads(getattr(row, "requested_roles", None)),
             rekey=bool(getattr(row, "rekey", False)),
+            certificate=getattr(row, "certificate", None), certificate_info=info,
+            csr=info is not None and "key_type" in info,  # the CSR itself is kept only until decided
+            rotation=bool(getattr(row, "rotation", False)),
         )
 
 
@@ -86,6 +103,13 @@ class UserView:
     permissions: list = field(default_factory=list)  # [(pattern, access)]
     client_id: str | None = None  # the client id it registered with ({client_id} patterns bind to it)
     roles: list = field(default_factory=list)  # role names, in the user's order
+    certificate: str | None = None  # SHA-256 (hex) of the one client certificate the broker admits it with
+    certificate_serial: str | None = None  # hex: the registry signed its certificate (from a CSR)
+
+    @property
+    def certificate_only(self) -> bool:
+        """It identifies by the certificate the registry signed: it has no password."""
+        return self.certificate_serial is not None
 
     def as_dict(self) -> dict:
         return _with_permission_dicts(asdict(self))
@@ -184,17 +208,19 @@ def rule_actor(name: str) -> str:
 
 @dataclass(frozen=True)
 class AttemptResult:
-    outcome: str  # pending | retry | conflict | rekey | denied | granted (by a rule) | known_user | locked | invalid
+    outcome: str  # pending | retry | conflict | rekey | rotation | denied | granted (by a rule, or a CSR's certificate
+    #               issued) | known_user | locked | invalid
     #               | flood | reserved (the registry's own names, the site's accounts)
     reason: str
     field: str | None = None
     request: RequestView | None = None
     pairing_code: str | None = None
+    certificate: str | None = None  # PEM: the certificate the registry signed for this CSR (outcome granted)
 
     @property
     def accepted(self) -> bool:
         """Something is waiting for the operator."""
-        return self.outcome in ("pending", "retry", "conflict", "rekey")
+        return self.outcome in ("pending", "retry", "conflict", "rekey", "rotation")
 
 
 @dataclass(frozen=True)
@@ -219,6 +245,7 @@ class Grants:
     roles: tuple = ()  # the user's role names, in order; a broker may share each role's `shared_grants` part
     personal: tuple = ()  # the part of `topics` that is the user's alone: its own permissions and the role
     #                       patterns that differ per member ({username}, {client_id}, `$` for admins)
+    certificate: str | None = None  # SHA-256 (hex) of the one client certificate the broker must see, if bound
 
 
 @dataclass(frozen=True)

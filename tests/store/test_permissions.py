@@ -98,7 +98,8 @@ def test_request_labels():
     assert request_label("pending", True) == CONFLICT == "conflict"
     assert request_label("granted", True) == "granted" and request_label("pending", False) == "pending"
     assert request_label("pending", True, rekey=True) == "re-key" and request_label("granted", False, True) == "granted"
-    assert set(REQUEST_LABELS) == {"pending", "conflict", "re-key", "granted", "denied", "expired"}
+    assert request_label("pending", True, rotation=True) == "rotation"
+    assert set(REQUEST_LABELS) == {"pending", "conflict", "re-key", "rotation", "granted", "denied", "expired"}
 
 
 def test_last_template_per_operator(reg):
