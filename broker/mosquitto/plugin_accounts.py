@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 ADMIN_ACLS = ((wire.READ | wire.WRITE, "#"), (wire.READ, "$registry/#"))
 SERVICE_ACLS = ((wire.WRITE, "$registry/#"),)  # its control topic is the plugin's own rule
 USER_EVENTS = frozenset({"request.granted", "user.added", "user.removed", "user.disabled", "user.enabled",
-                         "user.password_changed", "permission.added", "permission.removed",
+                         "user.password_changed", "user.certificate_changed", "permission.added", "permission.removed",
                          "user.role_added", "user.role_removed"})
 ROLE_EVENTS = frozenset({"role.permission_added", "role.permission_removed"})
 WINDOW_EVENTS = frozenset({"registry.unlocked", "registry.locked"})
@@ -51,7 +51,8 @@ def account_of(grants: Any, verifier_hex: str) -> wire.Account:
     if grants.admin:
         acls.update(ADMIN_ACLS)
     return wire.Account(grants.username, wire.verifier_bytes(verifier_hex), flags, grants.client_id or "",
-                        tuple(sorted(acls, key=lambda a: (a[1], a[0]))))
+                        tuple(sorted(acls, key=lambda a: (a[1], a[0]))),
+                        bytes.fromhex(grants.certificate) if grants.certificate else None)
 
 
 def _chunks(records: Iterable[bytes], first: list[bytes] | None = None) -> list[list[bytes]]:
