@@ -76,3 +76,33 @@ def test_approval_rules_on_postgres(pg_url, clock):
         reg.remove_rule("pg-fleet-*", actor="op")
     finally:
         reg.close()
+
+
+def test_certificate_devices_on_postgres(pg_url, clock):
+    """Issue 18 by URL: the columns added to a database that lacked them, a CSR signed and fetched, a
+    presented certificate bound, and the revoked serial the CRL lists."""
+    from tests.store.test_certificate_devices import PASSWORD, device_csr, presented, sign
+
+    reg = open_registry(pg_url, clock=clock)
+    for table, column in (("users", "certificate_pem"), ("requests", "csr")):  # as an earlier version left it
+        reg.db.execute_sql(f'ALTER TABLE "{table}" DROP COLUMN "{column}"')
+    reg.close()
+    reg = open_registry(pg_url, clock=clock, signer=sign)
+    try:
+        reg.unlock(300, actor="op")
+        data = device_csr("pg-pump")
+        request = reg.record_csr(data, peer="10.0.0.9").request
+        assert reg.record_csr(data, peer="10.0.0.9").outcome == "retry"
+        assert reg.grant([request.id], actor="op")[0].ok
+        fetched = reg.record_csr(data)
+        assert fetched.outcome == "granted" and reg.user("pg-pump").certificate_only
+        certificate = presented("pg-cam")
+        pending = reg.login("pg-cam", PASSWORD, "c", "10.0.0.5", "mqtt", certificate).attempt.request
+        assert reg.grant([pending.id], actor="op")[0].ok
+        assert reg.all_grants()["pg-cam"].certificate == certificate.fingerprint
+        assert reg.broker_verifiers(["pg-pump"])["pg-pump"] == reg.verifier_of("pg-pump", "")
+        reg.remove_user("pg-pump", actor="op")
+        [(serial, _)] = reg.revoked_serials()
+        assert format(serial, "x") == reg.events(subject="pg-pump")[-2].detail["serial"]
+    finally:
+        reg.close()
