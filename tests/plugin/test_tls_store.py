@@ -12,11 +12,13 @@ from store import open_registry
 from store.certificates import PresentedCertificate
 
 from .conftest import SECRET, SERVICE, _free_port
-from .test_tls import PASSWORD, REFUSED_V5, make_device, pub, site, tls_lines  # noqa: F401 (site: a fixture)
+from .test_tls import PASSWORD, REFUSED_V5, make_device, pub, tls_lines
 
 
-def test_a_signed_csr_user_connects_by_certificate_alone(start_broker, site, short_dir):
+def test_a_signed_csr_user_connects_by_certificate_alone(start_broker, short_dir):
     (short_dir / "registry.secret").write_text(SECRET.hex() + "\n")  # the secret the plugin is given
+    site = ca_files.TlsFiles.for_database(str(short_dir / "registry.db"))
+    ca_files.init_files(site, ["localhost", "127.0.0.1"])
     ca = ca_files.load_ca(site)
     reg = open_registry(str(short_dir / "registry.db"), signer=lambda checked: ca_files.sign_device(ca, checked))
     try:

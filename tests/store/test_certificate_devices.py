@@ -138,7 +138,8 @@ def test_a_new_certificate_for_a_bound_user_is_a_rotation_request(reg):
     assert result.outcome == "rotation" and not result.accepted
     assert request.rotation and request.label == "rotation" and request.needs_force
     assert request.certificate == new.fingerprint and result.attempt.pairing_code == new.fingerprint[:8]
-    assert reg.login("cam-1", PASSWORD, "c1", "10.0.0.5", "mqtt-certificate", new).outcome == "retry"
+    again = reg.login_many([("cam-1", PASSWORD, "c1", "10.0.0.5", "mqtt-certificate", new)])  # the service's batch
+    assert [r.outcome for r in again] == ["retry"]
     assert reg.login("cam-1", PASSWORD, "c1", "10.0.0.5", "mqtt-certificate", None).outcome == "refused"
     assert reg.login("cam-1", "wrong-secret-1", "c1", "10.0.0.5", "mqtt-certificate", new).outcome == "refused"
     refused = reg.grant([request.id], actor="op")[0]
@@ -184,6 +185,24 @@ def test_a_csr_is_recorded_like_a_password_and_granting_signs_it(signing_reg, db
     with sqlite3.connect(db_path) as con:  # the CSR is kept until decided, no longer
         assert con.execute('SELECT COUNT(*) FROM "requests" WHERE "csr" IS NOT NULL').fetchone() == (0,)
     assert [r.csr for r in reg.requests(include_all=True) if r.id == request.id] == [True]
+
+
+def test_a_denied_or_expired_csr_request_drops_its_csr_and_stays_denied(signing_reg, clock, db_path):
+    reg = signing_reg
+    reg.unlock(7 * 24 * 3600, actor="op")
+    denied, stale = device_csr("deny-1"), device_csr("stale-1")
+    reg.record_csr(denied)
+    reg.record_csr(stale)
+    assert reg.deny(["deny-1"], actor="op")[0].ok
+    clock.advance(25 * 3600)
+    reg.expire_stale()
+    assert {r.username: r.status for r in reg.requests(include_all=True)} == {"deny-1": "denied",
+                                                                              "stale-1": "expired"}
+    with sqlite3.connect(db_path) as con:
+        assert con.execute('SELECT COUNT(*) FROM "requests" WHERE "csr" IS NOT NULL').fetchone() == (0,)
+    again = reg.record_csr(denied)
+    assert again.outcome == "denied" and again.certificate is None
+    assert reg.record_csr(stale).outcome == "pending"  # an expired request is forgotten: asked afresh
 
 
 def test_a_user_with_a_signed_certificate_has_no_password(signing_reg):
