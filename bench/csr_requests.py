@@ -11,12 +11,9 @@ bench/results/csr_requests.json and, for a full run, its section of docs/benchma
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -25,9 +22,7 @@ from cryptography.x509.oid import NameOID
 
 from . import procs
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results" / "csr_requests.json"
-SECTION = "csr_requests"
+SECTION = "csr_requests"  # bench/results/csr_requests.json and its section of docs/benchmarks.md
 PASSWORD = "device-password-1"
 
 
@@ -142,26 +137,9 @@ def markdown(r: dict) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.csr_requests", description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true", help="tiny sizes (smoke run)")
-    p.add_argument("--no-docs", action="store_true", help="do not rewrite the section of docs/benchmarks.md")
-    a = p.parse_args(argv)
-    from . import machine
-    from .report import replace_section
+    from .report import standalone_main
 
-    m = machine.describe()
-    results = {"started": time.strftime("%Y-%m-%d %H:%M"), "quick": a.quick,
-               "machine": f"{m['cores']} cores ({m['cpu_model']}), load average {m['load_avg_at_start'][0]:.2f} "
-                          f"at start"}
-    results.update(run(a.quick))
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=1, default=str))
-    text = markdown(results)
-    print(text)
-    if not a.quick and not a.no_docs:
-        docs = ROOT / "docs" / "benchmarks.md"
-        docs.write_text(replace_section(docs.read_text(), SECTION, text))
-        print(f"docs: {docs}")
+    standalone_main(argv, "python -m bench.csr_requests", __doc__ or "", run, markdown, SECTION)
     return 0
 
 

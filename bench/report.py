@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
+import json
 import re
-
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from .procs import LABELS
@@ -317,6 +320,35 @@ def replace_section(text: str, name: str, body: str) -> str:
         if found.group(1) == name:
             return text[:found.start()] + block + text[found.end():]
     return text.rstrip("\n") + "\n\n" + block
+
+
+def standalone_main(argv: list[str] | None, prog: str, doc: str, run: Callable[[bool], dict],
+                    markdown: Callable[[dict], str], section: str,
+                    more_machine: Callable[[dict], str] | None = None) -> dict:
+    """A stand-alone benchmark's command line (``--quick``, ``--no-docs``): ``run(quick)``'s results with the
+    time and machine (``more_machine(machine.describe())`` appended), saved as bench/results/<section>.json,
+    its section printed and, for a full run, set in docs/benchmarks.md. Returns the results."""
+    p = argparse.ArgumentParser(prog=prog, description=doc.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="tiny sizes (smoke run)")
+    p.add_argument("--no-docs", action="store_true", help="do not rewrite the section of docs/benchmarks.md")
+    a = p.parse_args(argv)
+    from . import machine
+
+    m = machine.describe()
+    results = {"started": time.strftime("%Y-%m-%d %H:%M"), "quick": a.quick,
+               "machine": f"{m['cores']} cores ({m['cpu_model']}), load average {m['load_avg_at_start'][0]:.2f} "
+                          f"at start{more_machine(m) if more_machine else ''}", **run(a.quick)}
+    root = Path(__file__).resolve().parent.parent
+    path = root / "bench" / "results" / f"{section}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=1, default=str))
+    text = markdown(results)
+    print(text)
+    if not a.quick and not a.no_docs:
+        docs = root / "docs" / "benchmarks.md"
+        docs.write_text(replace_section(docs.read_text() if docs.exists() else "", section, text))
+        print(f"docs: {docs}")
+    return results
 
 
 def write_docs(results: dict, docs: Path) -> Path:

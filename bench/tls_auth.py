@@ -19,8 +19,6 @@ Writes bench/results/tls_auth.json and, for a full run, its section of docs/benc
 
 from __future__ import annotations
 
-import argparse
-import json
 import socket
 import ssl
 import statistics
@@ -39,9 +37,7 @@ from store.crypto import verifier
 from .loadgen import cpu_of
 from .mqtt import DISCONNECT, connect_packet
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results" / "tls_auth.json"
-SECTION = "tls_auth"
+SECTION = "tls_auth"  # bench/results/tls_auth.json and its section of docs/benchmarks.md
 SIZES = {"full": dict(rounds=7, connects=400, refusals=200), "quick": dict(rounds=1, connects=10, refusals=5)}
 KINDS = ("plain", "registry", "bound")
 USER, PASSWORD = "pump-1", "pump-1-password"
@@ -199,27 +195,11 @@ def markdown(results: dict) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.tls_auth", description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true", help="tiny sizes (smoke run)")
-    p.add_argument("--no-docs", action="store_true", help="do not rewrite the section of docs/benchmarks.md")
-    a = p.parse_args(argv)
-    from . import machine
-    from .report import replace_section
+    from .report import standalone_main
 
-    m = machine.describe()
-    results = {"started": time.strftime("%Y-%m-%d %H:%M"), "quick": a.quick,
-               "machine": f"{m['cores']} cores ({m['cpu_model']}), load average {m['load_avg_at_start'][0]:.2f} "
-                          f"at start, Mosquitto {m['versions']['mosquitto']}, OpenSSL "
-                          f"{ssl.OPENSSL_VERSION.split()[1]}"}
-    results.update(run(a.quick))
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=1, default=str))
-    text = markdown(results)
-    print(text)
-    if not a.quick and not a.no_docs:
-        docs = ROOT / "docs" / "benchmarks.md"
-        docs.write_text(replace_section(docs.read_text(), SECTION, text))
-        print(f"docs: {docs}")
+    results = standalone_main(argv, "python -m bench.tls_auth", __doc__ or "", run, markdown, SECTION,
+                              lambda m: f", Mosquitto {m['versions']['mosquitto']}, OpenSSL "
+                                        f"{ssl.OPENSSL_VERSION.split()[1]}")
     return 0 if results["unexpected"] == 0 else 1
 
 
