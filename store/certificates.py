@@ -227,7 +227,7 @@ def _subject(request: x509.CertificateSigningRequest) -> tuple[str, str]:
             raise CsrRefused("the CSR's subject must not contain control or formatting characters")
     if len(text) > MAX_SUBJECT_CHARS:
         raise CsrRefused(f"the CSR's subject is longer than {MAX_SUBJECT_CHARS} characters")
-    names = [value for oid, value in values if oid == NameOID.COMMON_NAME]
+    names = [value for oid, value in values if oid == NameOID.COMMON_NAME and isinstance(value, str)]  # all are
     if len(names) != 1:
         raise CsrRefused("the CSR's subject must hold exactly one common name (CN): the username"
                          + (f", not {len(names)}" if names else ""))
