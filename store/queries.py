@@ -13,7 +13,8 @@ from .database import guarded, run_sql
 from .expiry import Expiry
 from .name_patterns import name_matches
 from .validation import normalise_username
-from .views import CONFLICT, EventView, RequestView, UserView
+from . import request_filter
+from .views import EventView, RequestView, UserView
 
 
 class Queries(Part):
@@ -28,8 +29,7 @@ class Queries(Part):
         query = R.select()
         if not include_all:
             query = query.where(R.status == "pending")
-        pending_first = pw.Case(None, [(R.status == "pending", 0)], 1)
-        return [RequestView.of(r) for r in query.order_by(pending_first, R.id.desc())]
+        return [RequestView.of(r) for r in query.order_by(*request_filter.order_by(R))]
 
     @guarded
     def request(self, request_id: int) -> RequestView | None:
@@ -48,25 +48,11 @@ class Queries(Part):
         return [RequestView.of(r) for r in exact or [r for r in pending if name_matches(pattern, r.username)]]
 
     # -- paged reading, for the dashboard's bounded requests table (added on branch perf-tui) ---------------
-    def _request_match(self, match: str | None):
-        """``match`` as a WHERE clause: any of username, client id, peer, source, pairing code or the status
-        label (``conflict`` for a pending request with a conflicting password) contains it, ignoring case."""
-        if not match:
-            return None
-        R = self.m.Request
-        text = match.lower()
-        clause = (R.username.contains(text) | R.client_id.contains(text) | R.peer.contains(text)
-                  | R.source.contains(text) | R.pairing_code.contains(text) | R.decided_by.contains(text)
-                  | (R.status.contains(text) & ~((R.status == "pending") & (R.conflict == True))))  # noqa: E712
-        if text in CONFLICT:
-            clause = clause | ((R.status == "pending") & (R.conflict == True))  # noqa: E712
-        return clause
-
     @guarded
     def request_count(self, match: str | None = None) -> int:
         """How many requests (any status) match ``match`` (see ``request_page``); all of them without one."""
         query = self.m.Request.select()
-        clause = self._request_match(match)
+        clause = request_filter.match_clause(self.m.Request, match)
         if clause is not None:
             query = query.where(clause)
         return query.count()
@@ -74,19 +60,18 @@ class Queries(Part):
     @guarded
     def request_page(self, limit: int, offset: int = 0, match: str | None = None,
                      expire: bool = True) -> tuple[list[RequestView], int]:
-        """``limit`` requests from position ``offset`` in the order of ``requests(include_all=True)`` (pending
-        first, newest first), optionally only those matching ``match``; and how many match in all.
+        """``limit`` requests from position ``offset`` in the order of ``store.request_filter`` (pending first,
+        newest first), optionally only those matching ``match`` (as ``request_filter.request_matches``); and
+        how many match in all.
 
-        Two index-friendly queries (pending, then decided, each by id descending) instead of one sort over
-        every row, so the first page of 100,000 requests costs about as much as the first page of 100.
-        ``expire=False`` only reads."""
+        The two halves of the order are two index-friendly queries, so the first page of 100,000 requests
+        costs about as much as the first page of 100. ``expire=False`` only reads."""
         if expire:
             self.expiry.expire_stale()
         R = self.m.Request
-        clause = self._request_match(match)
-
-        pending_q = R.select().where(R.status == "pending" if clause is None else (R.status == "pending") & clause)
-        decided_q = R.select().where(R.status != "pending" if clause is None else (R.status != "pending") & clause)
+        clause = request_filter.match_clause(R, match)
+        pending_q, decided_q = (R.select().where(half if clause is None else half & clause)
+                                for half in request_filter.pending_split(R))
         n_pending = pending_q.count()
         n_total = n_pending + decided_q.count()
         rows: list = []

@@ -8,7 +8,8 @@ from rich.text import Text
 from textual.binding import Binding
 from textual.message import Message
 
-from store.views import CONFLICT, REKEY, request_label
+from store.request_filter import BY_RULE, request_matches, request_order_key, shown_label
+from store.views import CONFLICT, REKEY
 
 from ..safe import ago, name_text, safe_text
 from .base_table import Column, OrderedTable
@@ -18,7 +19,7 @@ STATUS_STYLE = {
     CONFLICT: "bold #ff6b6b",
     REKEY: "bold #ff6b6b",
     "granted": "#5fd75f",
-    "by rule": "bold #5fd7ff",
+    BY_RULE: "bold #5fd7ff",
     "denied": "#ff8787",
     "expired": "dim",
 }
@@ -29,9 +30,7 @@ def granting_rule(req: Any) -> str | None:
     return req.deciding_rule if req is not None and req.status == "granted" else None
 
 
-def status_label(req: Any) -> str:
-    """The status as shown: "by rule" for a request an approval rule granted (z undoes it)."""
-    return "by rule" if granting_rule(req) else request_label(req.status, req.conflict, getattr(req, "rekey", False))
+status_label = shown_label  # "by rule" for a request an approval rule granted (z undoes it)
 
 
 class RequestsTable(OrderedTable):
@@ -189,12 +188,8 @@ class RequestsTable(OrderedTable):
         return True
 
     def matches(self, req: Any) -> bool:
-        """Any field contains the filter (as ``Registry.request_page`` matches it in the database)."""
-        if not self.filter:
-            return True
-        text = self.filter.lower()
-        return any(text in str(x or "").lower() for x in (req.username, req.client_id, req.peer, req.source,
-                                                          req.pairing_code, status_label(req)))
+        """The filter matches it as ``Registry.request_page`` matches in the database (store.request_filter)."""
+        return request_matches(req, self.filter)
 
     def page(self, offset: int, cursor: str | None = None, then: str | None = None) -> None:
         """Ask the screen for another window (read in a worker); ``then`` is the move to make once it is here."""
@@ -263,13 +258,7 @@ class RequestsTable(OrderedTable):
         }
 
     def order_key(self, req: Any) -> Any:
-        return (0 if req.status == "pending" else 1, -req.id)
-
-    def filter_text(self, req: Any) -> str:
-        return " ".join(
-            str(x)
-            for x in (req.username, req.client_id, req.peer, req.source, req.pairing_code, status_label(req))
-        )
+        return request_order_key(req)
 
     def refresh_ages(self) -> None:
         now = self.now()
