@@ -73,12 +73,6 @@ def prepare_dashboard(db: str | None, mqtt: str | None, *, embed: bool = True,
 def run_dashboard(db: str | None, mqtt: str | None, *, embed: bool = True,
                   http_bind: str | None = "127.0.0.1:8080") -> int:
     """What ``client-registry`` and ``client-registry dashboard`` run. Returns the exit code."""
-    from .widgets.base_table import textual_problem
-
-    problem = textual_problem()
-    if problem:
-        print(f"client-registry: {problem}", file=sys.stderr)
-        return 1
     try:
         app, reg, embedded = prepare_dashboard(db, mqtt, embed=embed, http_bind=http_bind)
     except LaunchError as exc:

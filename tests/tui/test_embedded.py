@@ -122,8 +122,8 @@ async def test_conflict_from_two_passwords_is_flagged(reg, server):
         table = dash.requests_table
         await wait_for(pilot, lambda: len(table.model) == 2 and all(r.conflict for r in table.model.values()),
                        message="two conflicting requests")
-        from tui.widgets.requests_table import status_label
-        assert {status_label(r) for r in table.model.values()} == {"conflict"}
+        from store.request_filter import shown_label
+        assert {shown_label(r) for r in table.model.values()} == {"conflict"}
 
 
 async def test_another_operator_grant_shows_up_live(reg, server, db_path):

@@ -91,17 +91,6 @@ def test_a_taken_http_port_is_one_clear_line(db_path):
         blocker.close()
 
 
-def test_textual_is_the_pinned_release(monkeypatch):
-    """base_table.py touches DataTable internals: the installed Textual must be the pinned one, and another
-    release is one clear line at start, not a crash in the middle of a table update."""
-    import tui.widgets.base_table as base_table
-
-    assert base_table.textual_problem() is None
-    monkeypatch.setattr(base_table, "version", lambda name: "9.0.0")
-    assert base_table.textual_problem() == ("the dashboard needs Textual 8.2.8 (its tables use that release's "
-                                            "internals), found 9.0.0: pip install textual==8.2.8")
-
-
 async def test_the_header_says_first_when_the_service_cannot_do_its_job(reg):
     """A running server that notes a problem (Mosquitto stopped taking its changes) is named first in the
     header, from the status the dashboard reads, at 80 columns too; gone when the note goes."""

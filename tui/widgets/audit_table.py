@@ -65,8 +65,7 @@ class AuditTable(OrderedTable):
         return " ".join((ev.actor, ev.kind, ev.subject, detail_summary(ev.detail)))
 
     def refresh_ages(self) -> None:
-        now = self.app.clock()
-        self.refresh_column_cells("age", lambda e: Text(ago(e.time, now), justify="right"))
+        self.refresh_visible_cells()
 
     def unavailable(self, action: str) -> str | None:
         if action == "details" and self.cursor_item() is None:

@@ -30,9 +30,6 @@ def granting_rule(req: Any) -> str | None:
     return req.deciding_rule if req is not None and req.status == "granted" else None
 
 
-status_label = shown_label  # "by rule" for a request an approval rule granted (z undoes it)
-
-
 class RequestsTable(OrderedTable):
     """Pending first, newest first. The cursor stays on its row while rows arrive.
 
@@ -136,10 +133,8 @@ class RequestsTable(OrderedTable):
         self._restore_cursor(keep)
 
     def held(self) -> int:
-        """Rows in the window (also before the first layout, when the table has no rows yet)."""
-        if self._shown_columns:
-            return self.row_count
-        return sum(1 for req in self.model.values() if self.matches(req))
+        """Rows in the window."""
+        return self.row_count
 
     def truncated(self) -> bool:
         return self.window_start > 0 or self.window_start + self.held() < self.total
@@ -165,8 +160,7 @@ class RequestsTable(OrderedTable):
         for key, req in items.items():
             if key in self.selected:
                 self.selected_views[key] = req
-        shown = [self.order_key(self.model[rk.value]) for rk in (self._row_locations.get_key(0),
-                 self._row_locations.get_key(self.row_count - 1)) if rk is not None] if self.row_count else []
+        shown = [self.order_key(self.model[key]) for key in (self._order[0], self._order[-1])] if self._order else []
         first = shown[0] if shown and self.window_start > 0 else None
         more_below = self.window_start + self.held() < self.total
         last = shown[-1] if shown and more_below else None
@@ -184,7 +178,7 @@ class RequestsTable(OrderedTable):
             return False
         self.upsert(inside, removed=gone)
         if self.row_count > self.WINDOW:
-            self.drop_rows([self._row_locations.get_key(i).value for i in range(self.WINDOW, self.row_count)])
+            self.drop_rows(self._order[self.WINDOW:])
         return True
 
     def matches(self, req: Any) -> bool:
@@ -213,16 +207,13 @@ class RequestsTable(OrderedTable):
             return self.page(self.window_start - self.STEP, cursor=self.cursor_key(), then="up")
         super().action_cursor_up()
 
-    def _page_height(self) -> int:
-        return max(1, self.scrollable_content_region.height - (self.header_height if self.show_header else 0))
-
     def action_page_down(self) -> None:
-        if self.cursor_row + self._page_height() >= self.row_count and self.window_start + self.row_count < self.total:
+        if self.cursor_row + self.page_height() >= self.row_count and self.window_start + self.row_count < self.total:
             return self.page(self.window_start + self.STEP, cursor=self.cursor_key(), then="page_down")
         super().action_page_down()
 
     def action_page_up(self) -> None:
-        if self.cursor_row - self._page_height() < 0 and self.window_start > 0:
+        if self.cursor_row - self.page_height() < 0 and self.window_start > 0:
             return self.page(self.window_start - self.STEP, cursor=self.cursor_key(), then="page_up")
         super().action_page_up()
 
@@ -242,7 +233,7 @@ class RequestsTable(OrderedTable):
     # -- rendering ---------------------------------------------------------------------------
     def row_cells(self, req: Any) -> dict[str, Any]:
         key = str(req.id)
-        label = status_label(req)
+        label = shown_label(req)
         now = self.now()
         return {
             "mark": Text("●", style="bold cyan") if key in self.selected else Text(" "),
@@ -261,15 +252,11 @@ class RequestsTable(OrderedTable):
         return request_order_key(req)
 
     def refresh_ages(self) -> None:
-        now = self.now()
-        self.refresh_column_cells("last_seen", lambda r: Text(ago(r.last_seen, now), justify="right"))
-        self.refresh_column_cells("first_seen", lambda r: Text(ago(r.first_seen, now), justify="right"))
+        self.refresh_visible_cells()
 
     # -- selection ------------------------------------------------------------------------------
     def _refresh_mark(self, key: str) -> None:
-        if key in self.rows and "mark" in self.columns:
-            mark = Text("●", style="bold cyan") if key in self.selected else Text(" ")
-            self.set_cell(key, "mark", mark)
+        self.refresh_row(key)
 
     def selected_item(self, key: str) -> Any:
         return self.model.get(key) or self.selected_views.get(key)
@@ -311,7 +298,7 @@ class RequestsTable(OrderedTable):
             if req is None:
                 return "no request under the cursor"
             if req.status != "pending":
-                return f"the request under the cursor is {status_label(req)}, not pending"
+                return f"the request under the cursor is {shown_label(req)}, not pending"
         if action == "select_pending" and not any(r.status == "pending" for r in self.model.values()):
             return "no pending request in the table"
         if action == "details" and self.cursor_item() is None:
@@ -336,12 +323,12 @@ class RequestsTable(OrderedTable):
         self.post_message(self.SelectionChanged())
 
     def action_select_pending(self) -> None:
-        for key in self.rows:
-            req = self.model.get(key.value)
-            if req is not None and req.status == "pending" and key.value not in self.selected:
-                self.selected.add(key.value)
-                self.selected_views[key.value] = req
-                self._refresh_mark(key.value)
+        for key in list(self.rows):
+            req = self.model.get(key)
+            if req is not None and req.status == "pending" and key not in self.selected:
+                self.selected.add(key)
+                self.selected_views[key] = req
+                self._refresh_mark(key)
         self.update_bindings()
         self.post_message(self.SelectionChanged())
 

@@ -64,8 +64,7 @@ class RolesTable(OrderedTable):
         return " ".join((role.name, format_permissions(role.permissions), str(role.created_by)))
 
     def refresh_ages(self) -> None:
-        now = self.app.clock()
-        self.refresh_column_cells("created", lambda r: Text(ago(r.created_at, now), justify="right"))
+        self.refresh_visible_cells()
 
     def unavailable(self, action: str) -> str | None:
         if action in ("edit_permissions", "remove", "details") and self.cursor_item() is None:

@@ -84,7 +84,7 @@ class UsersTable(OrderedTable):
 
     def show_presence(self, snapshot: Any) -> None:
         self.presence = snapshot
-        self.refresh_column_cells("connected", self.presence_cell)
+        self.refresh_visible_cells()
 
     def presence_note(self) -> str:
         """Why nobody shows online, when the broker's connections are not watched now."""
@@ -122,9 +122,7 @@ class UsersTable(OrderedTable):
                          "disabled" if user.disabled else "", str(user.created_how), str(user.created_by)))
 
     def refresh_ages(self) -> None:
-        now = self.app.clock()
-        self.refresh_column_cells("created", lambda u: Text(ago(u.created_at, now), justify="right"))
-        self.refresh_column_cells("connected", self.presence_cell)
+        self.refresh_visible_cells()
 
     def unavailable(self, action: str) -> str | None:
         user = self.cursor_item()
