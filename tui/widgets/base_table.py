@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from rich.padding import Padding
 from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
@@ -444,13 +443,22 @@ class OrderedTable(ScrollView, can_focus=True):
         return strip.crop(scroll_x, scroll_x + width) if scroll_x or strip.cell_length > width else strip
 
     def _render_row(self, cells: dict[str, Any], style: Style, post: Style, width: int) -> Strip:
-        console = self.app.console
-        segments: list[Segment] = []
+        """One line: every shown cell cut or padded to its column (as a one-line Rich render of it would be),
+        in one Text rendered once (a Rich render per cell cost ~5 ms a row)."""
+        row = Text(no_wrap=True, end="")
+        pad = " " * CELL_PADDING
         for key, cell_width in self._widths.items():
             cell = cells.get(key, "")
-            if not isinstance(cell, Text):
-                cell = Text(str(cell))
-            options = console.options.update(width=cell_width + 2 * CELL_PADDING, height=1, no_wrap=True)
-            line = console.render_lines(Padding(cell, (0, CELL_PADDING)), options, style=style, pad=True)[0]
-            segments.extend(Segment.apply_style(line, post_style=post) if post else line)
+            text = cell.copy() if isinstance(cell, Text) else Text(str(cell))
+            text.truncate(cell_width, overflow=text.overflow or "fold")
+            gap = " " * max(0, cell_width - text.cell_len)
+            row.append(pad)
+            if text.justify == "right":
+                row.append(gap)
+                row.append_text(text)
+            else:
+                row.append_text(text)
+                row.append(gap)
+            row.append(pad)
+        segments = Segment.apply_style(row.render(self.app.console), style=style, post_style=post or None)
         return Strip(segments).extend_cell_length(max(width, self.virtual_size.width), style)
