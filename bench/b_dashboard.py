@@ -17,6 +17,7 @@ import random
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from . import procs, state
 
@@ -100,3 +101,149 @@ def run(quick: bool = False) -> dict:
     out["flood_seconds"] = size["flood_seconds"]
     out["flood_rows_end"] = out["flood"]["rows_end"]
     return out
+
+
+# -- the requests table, side by side with the DataTable it replaced (issue 16 item 10) -------------------------
+# ``python -m bench.b_dashboard [--quick] [--before REV] [--no-docs]``: in one run, alternating, the dashboard of
+# this checkout and the dashboard of REV (checked out into a temporary git worktree, imported by the child
+# through ``--code``): key latency during floods of new requests at 100/s and 500/s, and opening 100,000.
+BEFORE = "2a3e21b"  # the last commit whose tables were a DataTable subclass (private state, exact Textual pin)
+SECTION = "tables"
+TABLE_SIZES = {
+    "full": dict(open_rows=100_000, flood_rows=5_000, flood_rates=(100, 500), flood_seconds=10.0),
+    "quick": dict(open_rows=1_000, flood_rows=100, flood_rates=(50,), flood_seconds=2.0),
+}
+KEY_TARGET_MS, OPEN_TARGET_S = 50.0, 1.0
+
+
+def checkout(rev: str) -> Path:
+    """A detached worktree of ``rev`` in a temporary folder (removed by ``drop_checkout``)."""
+    path = procs.tempdir("tables-before") / "tree"
+    subprocess.run(["git", "-C", str(procs.ROOT), "worktree", "add", "--detach", "--quiet", str(path), rev],
+                   check=True, capture_output=True, text=True)
+    return path
+
+
+def drop_checkout(path: Path) -> None:
+    subprocess.run(["git", "-C", str(procs.ROOT), "worktree", "remove", "--force", str(path)], capture_output=True)
+
+
+def compare(quick: bool = False, before: str = BEFORE) -> dict:
+    size = TABLE_SIZES["quick" if quick else "full"]
+    sides = {"before": None, "now": None}
+    out: dict = {"sizes": {k: list(v) if isinstance(v, tuple) else v for k, v in size.items()}, "before_rev": before,
+                 "open": {}, "floods": {}}
+    tree = checkout(before)
+    sides["before"] = str(tree)
+    try:
+        n = size["open_rows"]
+        db = str(procs.tempdir(f"tables-open-{n}") / "registry.db")
+        fill_requests(db, n)
+        for side, code in sides.items():
+            _child("open", "--db", db, "--rows", str(n), *(["--code", code] if code else []))  # warm the caches
+            out["open"][side] = _child("open", "--db", db, "--rows", str(n), *(["--code", code] if code else []))
+        for rate in size["flood_rates"]:
+            out["floods"][str(rate)] = {}
+            for side, code in sides.items():
+                work = state.fresh("registry", 0, f"tables-flood-{rate}-{side}")
+                db = str(work / "registry.db")
+                fill_requests(db, size["flood_rows"])
+                state.unlock(work / "registry.db")
+                with procs.Server("registry", work) as server:
+                    console = state.console(server.db)
+                    out["floods"][str(rate)][side] = _child(
+                        "flood", f"--db={db}", f"--rows={size['flood_rows']}", f"--port={server.port}",
+                        f"--user={console.username}", f"--password={console.password}", f"--rate={rate}",
+                        f"--seconds={size['flood_seconds']}", *([f"--code={code}"] if code else []), timeout=600)
+    finally:
+        drop_checkout(tree)
+    return out
+
+
+def compare_lines(r: dict) -> list[str]:
+    size = r["sizes"]
+    label = {"before": f"DataTable ({r['before_rev']})", "now": "OrderedTable (now)"}
+    lines = [f"requests table, side by side in one run: the DataTable subclass of {r['before_rev']} and the Line API "
+             "table of this checkout (headless run_test, 120x40)",
+             f"  {'':28} {'open ' + format(size['open_rows'], ',') + ' s':>16} "
+             + " ".join(f"{str(rate) + '/s keys p50/p99/max ms':>30}" for rate in size["flood_rates"])
+             + "  requests at the end"]
+    for side in ("before", "now"):
+        o = r["open"][side]
+        cells = [f"{label[side]:28}", f"{o['open_s']:>16.2f}"]
+        ends = []
+        for rate in size["flood_rates"]:
+            f = r["floods"][str(rate)][side]
+            cells.append(f"{f['p50_ms']:>10.1f} /{f['p99_ms']:>7.1f} /{f['max_ms']:>7.1f}".rjust(30))
+            ends.append(f"{f['rows_start']}->{f['rows_end']}")
+        lines.append(" ".join(cells) + "  " + ", ".join(ends))
+    return lines
+
+
+def compare_targets(r: dict) -> list[dict]:
+    out = [{"target": f"dashboard opens {r['sizes']['open_rows']:,} requests", "wanted": f"< {OPEN_TARGET_S:g} s",
+            "measured": r["open"]["now"]["open_s"], "met": r["open"]["now"]["open_s"] < OPEN_TARGET_S, "unit": "s"}]
+    for rate, sides in r["floods"].items():
+        p99 = sides["now"]["p99_ms"]
+        out.append({"target": f"key latency p99 during {rate} new requests/s", "wanted": f"< {KEY_TARGET_MS:g} ms",
+                    "measured": p99, "met": p99 is not None and p99 < KEY_TARGET_MS, "unit": "ms"})
+    return out
+
+
+def tables_notes(r: dict) -> list[str]:
+    b, n = r["open"]["before"], r["open"]["now"]
+    out = [f"- **Opening {r['sizes']['open_rows']:,} requests**: {n['open_s']:.2f} s now, {b['open_s']:.2f} s with the"
+           f" DataTable (RSS {n['rss_mib']:.0f} against {b['rss_mib']:.0f} MiB); both read one window of 1,000 rows"
+           " (`Registry.request_page`), so this is mostly the app's start."]
+    for rate, sides in r["floods"].items():
+        b, n = sides["before"], sides["now"]
+        out.append(f"- **{rate} new requests/s**: key p99 {n['p99_ms']:.1f} ms now against {b['p99_ms']:.1f} ms with the"
+                   f" DataTable (p50 {n['p50_ms']:.1f} against {b['p50_ms']:.1f} ms, max {n['max_ms']:.0f} against"
+                   f" {b['max_ms']:.0f} ms; requests {n['rows_start']} -> {n['rows_end']} and {b['rows_start']} ->"
+                   f" {b['rows_end']}).")
+    out.append("- **Why**: the DataTable keyed its cell cache on a counter that every `add_row` bumped, so after each"
+               " batch of new requests every visible cell was rendered again; the table now caches each row's line by"
+               " row key, the row's revision and the layout, so a batch renders its new rows and the rows it pushes"
+               " down come from the cache (tui/widgets/base_table.py).")
+    return out
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    from . import machine
+    from .report import replace_section
+
+    p = argparse.ArgumentParser(prog="python -m bench.b_dashboard",
+                                description="the requests table now and before (REV), side by side in one run")
+    p.add_argument("--quick", action="store_true", help="tiny sizes (smoke run)")
+    p.add_argument("--before", default=BEFORE, help=f"the commit to compare with (default {BEFORE})")
+    p.add_argument("--no-docs", action="store_true", help="do not rewrite the section of docs/benchmarks.md")
+    a = p.parse_args(argv)
+    if not procs.ensure_mosquitto():
+        raise SystemExit("Mosquitto is needed")
+    m = machine.describe()
+    started = time.strftime("%Y-%m-%d %H:%M")
+    t0 = time.perf_counter()
+    r = compare(a.quick, a.before)
+    targets = compare_targets(r)
+    text = compare_lines(r) + ["targets"] + [
+        f"  [{'met ' if t['met'] else 'MISS'}] {t['target']}: wanted {t['wanted']}, measured {t['measured']:.2f}"
+        f" {t['unit']}" for t in targets]
+    print("\n".join(text))
+    if not a.quick and not a.no_docs:
+        docs = procs.ROOT / "docs" / "benchmarks.md"
+        body = [f"## The requests table under a flood (`python -m bench.b_dashboard`, {started})", "",
+                f"Machine: {m['cores']} cores ({m['cpu_model']}), load average {m['load_avg_at_start'][0]:.2f} at"
+                f" start, commit {m['code'].get('commit')}"
+                + (f" plus uncommitted {', '.join(m['code']['uncommitted'])}" if m["code"].get("uncommitted") else "")
+                + f", textual {m['versions'].get('textual')}; {time.perf_counter() - t0:.0f} s. Method: section 5's"
+                " (bench/dash_child.py), each measurement in its own process, the two tables alternating; each flood"
+                " on a fresh `serve` with 5,000 stored requests.", "", "```", *text, "```", "", *tables_notes(r)]
+        docs.write_text(replace_section(docs.read_text(), SECTION, "\n".join(body)))
+        print(f"docs: {docs}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

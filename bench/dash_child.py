@@ -3,6 +3,8 @@
     python -m bench.dash_child open  --db D --rows N
     python -m bench.dash_child keys  --db D --rows N --presses K
     python -m bench.dash_child flood --db D --rows N --port P --rate R --seconds S --presses-per-s F
+    ... --code DIR: the dashboard's code (store/, tui/) from DIR, e.g. a checkout of an older commit
+
 
 Prints one JSON line. Key latency = from posting the key event to the app (as the terminal driver does) until
 the first frame the compositor hands to ``App._display`` in which the key's effect is visible (cursor moved or
@@ -19,6 +21,7 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 KEYS = ("down", "space", "down", "up", "space", "pagedown", "pageup", "down")
 KEY_TIMEOUT = 5.0
@@ -173,13 +176,19 @@ def main() -> None:
     p.add_argument("--rate", type=int, default=500)
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--presses-per-s", type=float, default=10.0)
+    p.add_argument("--code", help="import store/ and tui/ from this checkout instead of this one")
     a = p.parse_args()
+    if a.code:
+        sys.path.insert(0, a.code)  # before this tree and the editable install's finder (appended to meta_path)
     if a.mode == "open":
         r = asyncio.run(do_open(a.db, a.rows))
     elif a.mode == "keys":
         r = asyncio.run(do_keys(a.db, a.rows, a.presses))
     else:
         r = asyncio.run(do_flood(a.db, a.rows, a.port, a.user, a.password, a.rate, a.seconds, a.presses_per_s))
+    import tui
+
+    r["code"] = str(Path(tui.__file__).resolve().parent.parent)  # which checkout was measured
     print("RESULT " + json.dumps(r), flush=True)
 
 
