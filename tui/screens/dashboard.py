@@ -272,10 +272,12 @@ class DashboardScreen(Screen):
         presence = self.users_table.presence_note() if table is self.users_table else ""
         parts = [selected, table.unseen_text(), table.window_text() if table is requests else "", presence]
         text = " · ".join(p for p in parts if p)
+        shown = info.display
         info.display = bool(text)
         if text:
-            # a sentence (why nobody shows online) wraps; the counts alone stay one row
-            info.update(Text(text, no_wrap=not presence, overflow="fold" if presence else "ellipsis"))
+            # a sentence (why nobody shows online) wraps; the counts alone stay one row (no layout once shown)
+            info.update(Text(text, no_wrap=not presence, overflow="fold" if presence else "ellipsis"),
+                        layout=bool(presence) or not shown)
 
     # -- changing, in the one writes worker ------------------------------------------------------------
     def write(self, op: str, fn: Callable[..., Any], *args: Any, context: Any = None, **kwargs: Any) -> None:

@@ -209,8 +209,9 @@ class OrderedTable(ScrollView, can_focus=True):
         self._restore_cursor(keep)
         self.refresh()
 
-    def upsert(self, items: dict[str, Any], removed: Iterable[str] = ()) -> None:
-        """Add or update some rows (and drop ``removed``), keeping order and cursor.
+    def upsert(self, items: dict[str, Any], removed: Iterable[str] = (), limit: int | None = None) -> None:
+        """Add or update some rows (and drop ``removed``), keeping order and cursor; with ``limit``, the rows
+        beyond the first ``limit`` leave the table (and the model).
 
         Follow mode: with the cursor on the first row, a row that arrives above it takes the cursor (the view
         follows the newest); anywhere else the cursor stays on its row (and on its line of the screen) and
@@ -236,7 +237,7 @@ class OrderedTable(ScrollView, can_focus=True):
             changed = True
         if not changed:
             return
-        self._set_order(keys)
+        self._set_order(keys, limit)
         if follow and arrived and self.row_count:
             self.cursor_row = 0
             self.scroll_to(y=0, animate=False, immediate=True)
@@ -297,11 +298,25 @@ class OrderedTable(ScrollView, can_focus=True):
         self._revision.pop(key, None)
         self._cells.pop(key, None)
 
-    def _set_order(self, keys: Iterable[str]) -> None:
+    def _set_order(self, keys: Iterable[str], limit: int | None = None) -> None:
         model, order_key = self.model, self.order_key
         self._order = sorted(keys, key=lambda key: order_key(model[key]))
+        if limit is not None and len(self._order) > limit:
+            for key in self._order[limit:]:
+                model.pop(key, None)
+                self._forget(key)
+            del self._order[limit:]
         self._index = None
-        self.virtual_size = Size(self._content_width(), len(self._order) + 1)  # + 1: the header
+        self._size_to_rows()
+
+    def _size_to_rows(self) -> None:
+        """The scrollable size: one line per row, + 1 for the header. A change of it is a layout of the whole
+        screen, so a table out of sight (another view) catches up when it is shown."""
+        if self.display:
+            self.virtual_size = Size(self._content_width(), len(self._order) + 1)
+
+    def on_show(self) -> None:
+        self._size_to_rows()
 
     def _row_cells(self, key: str) -> dict[str, Any]:
         revision = self._revision.get(key, 0)
@@ -388,7 +403,7 @@ class OrderedTable(ScrollView, can_focus=True):
         widths = column_widths(self.COLUMNS, width)
         if widths != self._widths or force:
             self._widths = widths
-            self.virtual_size = Size(self._content_width(), self.row_count + 1)
+            self._size_to_rows()
         self._redraw_all()
 
     def _content_width(self) -> int:

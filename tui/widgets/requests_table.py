@@ -176,9 +176,7 @@ class RequestsTable(OrderedTable):
         self.total = total
         if more_below and any(key in self.model for key in gone):
             return False
-        self.upsert(inside, removed=gone)
-        if self.row_count > self.WINDOW:
-            self.drop_rows(self._order[self.WINDOW:])
+        self.upsert(inside, removed=gone, limit=self.WINDOW)
         return True
 
     def matches(self, req: Any) -> bool:

@@ -199,9 +199,11 @@ class StatusHeader(Widget):
         self.set_class(state.unlocked, "-unlocked")
         self.set_class(state.broker in ("retrying", "refused"), "-disconnected")
         width = self.size.width
-        self.query_one("#header-window", Static).update(render_window(state, width))
-        self.query_one("#header-tabs", Static).update(render_tabs(state, width))
-        self.query_one("#header-broker", Static).update(render_broker(state, width))
+        self.query_one("#header-window", Static).update(render_window(state, width), layout=False)  # 1fr x 1
+        tabs = self.query_one("#header-tabs", Static)
+        text = render_tabs(state, width)
+        tabs.update(text, layout=text.cell_len != tabs.size.width)  # its width is its text's: a layout if that changes
+        self.query_one("#header-broker", Static).update(render_broker(state, width), layout=False)  # one line
 
     def on_resize(self) -> None:
         self.show(self.state)
