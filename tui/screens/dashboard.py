@@ -272,12 +272,13 @@ class DashboardScreen(Screen):
         presence = self.users_table.presence_note() if table is self.users_table else ""
         parts = [selected, table.unseen_text(), table.window_text() if table is requests else "", presence]
         text = " · ".join(p for p in parts if p)
-        shown = info.display
+        one_row = info.display and not info.has_class("-wraps")  # then the counts need no layout of the screen
         info.display = bool(text)
+        info.set_class(bool(presence), "-wraps")
         if text:
-            # a sentence (why nobody shows online) wraps; the counts alone stay one row (no layout once shown)
+            # a sentence (why nobody shows online) wraps; the counts alone stay one row
             info.update(Text(text, no_wrap=not presence, overflow="fold" if presence else "ellipsis"),
-                        layout=bool(presence) or not shown)
+                        layout=not (one_row and not presence))
 
     # -- changing, in the one writes worker ------------------------------------------------------------
     def write(self, op: str, fn: Callable[..., Any], *args: Any, context: Any = None, **kwargs: Any) -> None:
