@@ -61,6 +61,20 @@ def _child(*args: str, timeout: float = 300) -> dict:
     raise RuntimeError(f"dash_child {args[0]} failed: {out.stderr.strip()[-800:]}")
 
 
+def flood(label: str, rows: int, rate: int, seconds: float, *extra: str) -> dict:
+    """The dashboard (``dash_child flood``, with ``extra`` options) during a flood of new devices at ``rate``/s, on
+    its own installation: a primed empty registry plus ``rows`` requests, unlocked, and its ``serve``."""
+    work = state.fresh("registry", 0, label)
+    db = str(work / "registry.db")
+    fill_requests(db, rows)
+    state.unlock(work / "registry.db")
+    with procs.Server("registry", work) as server:
+        console = state.console(server.db)
+        # "--opt=value": a random password may start with "-"
+        return _child("flood", f"--db={db}", f"--rows={rows}", f"--port={server.port}", f"--user={console.username}",
+                      f"--password={console.password}", f"--rate={rate}", f"--seconds={seconds}", *extra, timeout=600)
+
+
 def run(quick: bool = False) -> dict:
     size = SIZES["quick" if quick else "full"]
     out: dict = {"sizes": {k: list(v) if isinstance(v, tuple) else v for k, v in size.items()},
@@ -85,17 +99,7 @@ def run(quick: bool = False) -> dict:
     # dashboard and the load generator; the last rate is the one the target is about
     out["floods"] = {}
     for rate in size["flood_rates"]:
-        work = state.fresh("registry", 0, f"dash-flood-{rate}")
-        db = str(work / "registry.db")
-        fill_requests(db, size["flood_rows"])
-        state.unlock(work / "registry.db")
-        with procs.Server("registry", work) as server:
-            console = state.console(server.db)
-            # "--opt=value": a random password may start with "-"
-            r = _child("flood", f"--db={db}", f"--rows={size['flood_rows']}", f"--port={server.port}",
-                       f"--user={console.username}", f"--password={console.password}", f"--rate={rate}",
-                       f"--seconds={size['flood_seconds']}", timeout=600)
-        out["floods"][str(rate)] = r
+        out["floods"][str(rate)] = flood(f"dash-flood-{rate}", size["flood_rows"], rate, size["flood_seconds"])
     out["flood_rate"] = size["flood_rates"][-1]
     out["flood"] = out["floods"][str(out["flood_rate"])]
     out["flood_seconds"] = size["flood_seconds"]
@@ -145,16 +149,8 @@ def compare(quick: bool = False, before: str = BEFORE) -> dict:
         for rate in size["flood_rates"]:
             out["floods"][str(rate)] = {}
             for side, code in sides.items():
-                work = state.fresh("registry", 0, f"tables-flood-{rate}-{side}")
-                db = str(work / "registry.db")
-                fill_requests(db, size["flood_rows"])
-                state.unlock(work / "registry.db")
-                with procs.Server("registry", work) as server:
-                    console = state.console(server.db)
-                    out["floods"][str(rate)][side] = _child(
-                        "flood", f"--db={db}", f"--rows={size['flood_rows']}", f"--port={server.port}",
-                        f"--user={console.username}", f"--password={console.password}", f"--rate={rate}",
-                        f"--seconds={size['flood_seconds']}", *([f"--code={code}"] if code else []), timeout=600)
+                out["floods"][str(rate)][side] = flood(f"tables-flood-{rate}-{side}", size["flood_rows"], rate,
+                                                       size["flood_seconds"], *([f"--code={code}"] if code else []))
     finally:
         drop_checkout(tree)
     return out
