@@ -198,6 +198,9 @@ def tables_notes(r: dict) -> list[str]:
                    f" DataTable (p50 {n['p50_ms']:.1f} against {b['p50_ms']:.1f} ms, max {n['max_ms']:.0f} against"
                    f" {b['max_ms']:.0f} ms; requests {n['rows_start']} -> {n['rows_end']} and {b['rows_start']} ->"
                    f" {b['rows_end']}).")
+    out.append("- **Reading it**: each p99 is of 100 presses (10 a second for 10 s), so about the second-slowest press;"
+               " on this shared 2-core machine, where `serve` takes most of a core at 500/s, single runs of the same"
+               " code differ by 10-20 ms there: compare the two rows of one run.")
     out.append("- **Why**: the DataTable keyed its cell cache on a counter that every `add_row` bumped, so after each"
                " batch of new requests every visible cell was rendered again; the table now caches each row's line by"
                " row key, the row's revision and the layout, so a batch renders its new rows and the rows it pushes"
