@@ -253,17 +253,6 @@ class OrderedTable(ScrollView, can_focus=True):
                 self.post_message(self.UnseenChanged())
         self.refresh()
 
-    def drop_rows(self, keys: list[str]) -> None:
-        """Remove many rows at once."""
-        keep = self.cursor_key()
-        for key in keys:
-            self.model.pop(key, None)
-            self._forget(key)
-        gone = set(keys)
-        self._set_order(key for key in self._order if key not in gone)
-        self._restore_cursor(keep, keep_line=True)
-        self.refresh()
-
     def unseen_text(self) -> str:
         return f"{self.unseen} new above · home: go to the newest" if self.unseen else ""
 
