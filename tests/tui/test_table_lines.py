@@ -3,6 +3,8 @@ its row (and its line of the screen) when rows arrive above it."""
 
 from __future__ import annotations
 
+from contextlib import asynccontextmanager
+
 from textual.app import App, ComposeResult
 
 from tui.widgets.base_table import Column, OrderedTable
@@ -32,6 +34,16 @@ def items(*ns):
     return {str(n): {"name": f"item-{n}", "n": n} for n in ns}
 
 
+@asynccontextmanager
+async def hundred_rows():
+    app = One()
+    async with app.run_test(size=(40, 12)) as pilot:
+        table = app.query_one(Items)
+        table.load(items(*range(100)))
+        await pilot.pause()
+        yield pilot, table
+
+
 def counting(table):
     rendered = []
     render = table._render_row
@@ -45,11 +57,7 @@ def counting(table):
 
 
 async def test_a_new_row_renders_that_row_alone():
-    app = One()
-    async with app.run_test(size=(40, 12)) as pilot:
-        table = app.query_one(Items)
-        table.load(items(*range(100)))
-        await pilot.pause()
+    async with hundred_rows() as (pilot, table):
         rendered = counting(table)
         table.upsert(items(100))  # on the first row: the view follows, the cursor takes the new row
         await wait_for(pilot, lambda: rendered, message="a frame")
@@ -66,11 +74,7 @@ async def test_a_new_row_renders_that_row_alone():
 
 
 async def test_the_cursor_keeps_its_row_and_line_when_rows_arrive_above():
-    app = One()
-    async with app.run_test(size=(40, 12)) as pilot:
-        table = app.query_one(Items)
-        table.load(items(*range(100)))
-        await pilot.pause()
+    async with hundred_rows() as (pilot, table):
         table.move_cursor(row=20)  # scrolled: the cursor's row is somewhere on screen
         await pilot.pause()
         key, line = table.cursor_key(), table.cursor_row - table.scroll_y
