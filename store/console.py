@@ -10,7 +10,9 @@ import os
 import secrets
 from dataclasses import dataclass
 
+from .private_files import write_private
 from .registry import CONSOLE_USER, Registry
+
 CREDENTIALS_FILE = "console.credentials"  # registry.db -> registry.console.credentials
 ENV_PASSWORD = "CLIENT_REGISTRY_CONSOLE_PASSWORD"
 
@@ -35,20 +37,12 @@ def read_console_credentials(reg: Registry) -> Credentials | None:
     return Credentials(CONSOLE_USER, password) if password else None
 
 
-def _write_private(path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text + "\n")
-    os.chmod(path, 0o600)
-
-
 def ensure_console_account(reg: Registry) -> Credentials:
     """The console admin exists, is enabled, and its password is the one on file (or in the environment)."""
     creds = read_console_credentials(reg)
     if creds is None:
         creds = Credentials(CONSOLE_USER, secrets.token_urlsafe(24))
-        _write_private(reg.companion(CREDENTIALS_FILE), creds.password)
+        write_private(reg.companion(CREDENTIALS_FILE), creds.password + "\n")
     user = reg.user(CONSOLE_USER)
     if user is None:
         reg.add_user(CONSOLE_USER, creds.password, admin=True, actor="server", how="console")

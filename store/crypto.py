@@ -11,10 +11,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import os
 import secrets
-import tempfile
 from pathlib import Path
+
+from .private_files import write_private
 
 
 def pairing_code(username: str, password: str) -> str:
@@ -45,23 +45,12 @@ def same(a: str | None, b: str) -> bool:
 
 def load_or_create_secret(path: Path) -> bytes:
     """The server secret of one database (``registry.secret`` beside ``registry.db``), created once, 0600."""
-    folder = path.parent
     try:
         return bytes.fromhex(path.read_text().strip())
     except FileNotFoundError:
         pass
-    folder.mkdir(parents=True, exist_ok=True)
     value = secrets.token_bytes(32)
-    # Write a private temporary file, then link it into place: a racing process either wins or reads a
-    # complete file, never a half-written one.
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".secret-")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(value.hex() + "\n")
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            return bytes.fromhex(path.read_text().strip())
-    finally:
-        os.unlink(tmp)
+    # A racing process either created it first (its secret wins) or reads our whole file, never half of one.
+    if not write_private(path, value.hex() + "\n", replace=False):
+        return bytes.fromhex(path.read_text().strip())
     return value

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from store.console import Credentials as ServiceCredentials  # the same shape, and the same masked repr
+from store.private_files import write_private  # also mconf.write_private for the server's conf
 
 SERVICE_USER = "client-registry-service"
 # Bounds of a supervised Mosquitto (serve --max-packet-size, --max-connections). Mosquitto reads a packet whole
@@ -24,20 +25,6 @@ SERVICE_USER = "client-registry-service"
 MAX_PACKET_SIZE = 256 * 1024
 MAX_CONNECTIONS = 100_000  # per listener; Mosquitto is bounded by the open-files limit (RLIMIT_NOFILE) too
 MIN_PACKET_SIZE = 160 * 1024  # the service's own control messages are up to 128 KiB (plugin_accounts)
-
-
-def write_private(path: Path, text: str) -> None:
-    """Write a file only its owner can read (0600 whatever the umask), atomically."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def load_or_create_service_credentials(path: Path) -> ServiceCredentials:
@@ -48,7 +35,6 @@ def load_or_create_service_credentials(path: Path) -> ServiceCredentials:
     except FileNotFoundError:
         pass
     password = secrets.token_urlsafe(32)
-    path.parent.mkdir(parents=True, exist_ok=True)
     write_private(path, password + "\n")
     return ServiceCredentials(SERVICE_USER, password)
 
