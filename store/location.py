@@ -1,4 +1,6 @@
-"""Where the database lives: --db, else $CLIENT_REGISTRY_DB, else the XDG data directory."""
+"""Where things live: the database (--db, else $CLIENT_REGISTRY_DB, else the user data directory) and the
+user's data, configuration and cache directories (platformdirs: $XDG_DATA_HOME, $XDG_CONFIG_HOME,
+$XDG_CACHE_HOME when absolute, as the XDG spec says; relative values are ignored)."""
 
 from __future__ import annotations
 
@@ -7,13 +9,29 @@ import re
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from platformdirs import PlatformDirs
+
 ENV_DB = "CLIENT_REGISTRY_DB"
 APP_DIR = "client-registry"
 
 
+def _dirs() -> PlatformDirs:  # read the environment on every call: tests and callers may change it
+    return PlatformDirs(APP_DIR, appauthor=False)
+
+
 def default_data_dir() -> Path:
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / APP_DIR
+    """``~/.local/share/client-registry`` or ``$XDG_DATA_HOME/client-registry``."""
+    return Path(_dirs().user_data_dir)
+
+
+def config_dir() -> Path:
+    """``~/.config/client-registry`` or ``$XDG_CONFIG_HOME/client-registry`` (the dashboard's keymap)."""
+    return Path(_dirs().user_config_dir)
+
+
+def cache_dir() -> Path:
+    """``~/.cache/client-registry`` or ``$XDG_CACHE_HOME/client-registry`` (built plugins)."""
+    return Path(_dirs().user_cache_dir)
 
 
 def resolve(db: str | None) -> str:

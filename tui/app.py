@@ -25,6 +25,8 @@ from textual.binding import Binding, BindingsMap
 from textual.screen import Screen
 from textual.worker import get_current_worker
 
+from store.location import config_dir
+
 from .listener import EventListener, MqttTarget
 from .messages import EventsBatch, ListenerState, ServiceStatus
 from rich.text import Text
@@ -205,8 +207,7 @@ class RegistryApp(App[None]):
         """``$CLIENT_REGISTRY_KEYMAP`` or ``~/.config/client-registry/keymap.toml``: ``binding-id = "keys"``
         lines (e.g. ``grant = "G"``, ``row-down = "j,ctrl+n"``); a broken file is one notice, not a crash."""
         path = Path(self._keymap_file or os.environ.get("CLIENT_REGISTRY_KEYMAP")
-                    or Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
-                    / "client-registry" / "keymap.toml")
+                    or config_dir() / "keymap.toml")
         if not path.is_file():
             return
         try:

@@ -15,6 +15,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from store import location
+
 _HERE = Path(__file__).resolve().parent
 SOURCE = _HERE / "registry_plugin.c"
 # Every file that goes into the .so: the sources compiled, and the header they share (hashed too).
@@ -38,18 +40,11 @@ class PluginBuildError(Exception):
         super().__init__(_PREFIX + " ".join(reason.split()))
 
 
-def default_cache_dir() -> Path:
-    xdg = os.environ.get("XDG_CACHE_HOME", "")
-    # The XDG spec says relative values are invalid and must be ignored.
-    base = Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache"
-    return base / "client-registry"
-
-
 def plugin_path(cache_dir: Path | None = None) -> Path:
     """The built plugin for the current source, compiling it into the cache if needed."""
     source = _read_source()
     digest = hashlib.sha256(source + "\0".join(CFLAGS + LDLIBS).encode()).hexdigest()[:12]
-    directory = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    directory = Path(cache_dir) if cache_dir is not None else location.cache_dir()
     target = directory / f"registry_plugin-{digest}.so"
     if target.is_file():
         return target
