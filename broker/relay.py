@@ -20,9 +20,10 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any
 
+from store.event_topics import EVENTS_PREFIX
+
 log = logging.getLogger(__name__)
 
-TOPIC_PREFIX = "$registry/v1/events/"
 NOTE_UNDER_LOAD = 0.05
 NOTE_EVERY = 2.0  # seconds: "this server is alive and has applied up to event N" (Registry.note_applied)
 _SECRET_WORDS = ("password", "hash", "hmac", "fingerprint", "secret")
@@ -157,4 +158,4 @@ class EventRelay:
         except Exception as exc:  # the broker is away or refused: reconcile corrects it soon
             log.warning(f"relay events #{events[0].id}-#{events[-1].id}: not applied to the broker yet: {exc}")
         for event in events:
-            self.publish(TOPIC_PREFIX + event.kind, event_payload(event))
+            self.publish(EVENTS_PREFIX + event.kind, event_payload(event))

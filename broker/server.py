@@ -56,6 +56,8 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
+from store.event_topics import STATUS_TOPIC
+
 from . import logs
 from .address import AddressError, parse_bind, parse_mqtt_url
 from .http_api import RegisterAPI
@@ -77,7 +79,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MQTT_BIND = "0.0.0.0:1883"
 DEFAULT_HTTP_BIND = "127.0.0.1:8080"
-STATUS_TOPIC = "$registry/v1/status"
 DATABASE_CHECK_EVERY = 1.0
 PROBLEM_NOTE_EVERY = 2.0  # a lasting service problem is noted again this often (store SERVER_ALIVE: 5 s)
 ATTACH_WAIT = 120.0  # seconds an attached server waits for the site's Mosquitto to take the service account

@@ -25,12 +25,11 @@ import paho.mqtt.client as mqtt
 from textual.message import Message
 
 from broker.address import parse_mqtt_url
+from store.event_topics import EVENTS_FILTER, STATUS_TOPIC
 
 from .messages import EventsBatch, ListenerState, RelayedEvent, ServiceStatus
 
-EVENTS_TOPIC = "$registry/v1/events/#"
-STATUS_TOPIC = "$registry/v1/status"  # retained by the service: which broker, running or stopped
-SUBSCRIPTIONS = [(EVENTS_TOPIC, 1), (STATUS_TOPIC, 1)]
+SUBSCRIPTIONS = [(EVENTS_FILTER, 1), (STATUS_TOPIC, 1)]
 STATUS_GRACE = 2.0  # seconds after the subscription without a retained status: no registry service there
 BATCH_SECONDS = 0.25  # events reach the tables in batches: each batch re-renders the visible rows (a flood at
 #                      100/s: key latency p50 80 -> 64 ms, p95 ~160 -> ~130 ms against 0.1 s; bench/dash_child)
@@ -115,7 +114,7 @@ class EventListener:
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties=None) -> None:
         if any(rc.is_failure for rc in reason_codes):
-            self._heard.put(("unsubscribed", "refused: subscription to $registry/v1/events/# refused "
+            self._heard.put(("unsubscribed", f"refused: subscription to {EVENTS_FILTER} refused "
                                              "(is the console account an admin?)"))
         else:
             self._heard.put(("subscribed", None))
