@@ -28,10 +28,10 @@ from typing import Any
 
 from aiohttp import web
 
+from store.device_text import quoted
 from store.throttle import WRONG_PASSWORD_WINDOW, WRONG_PASSWORDS_PER_NAME, WRONG_PASSWORDS_PER_PEER, WrongPasswords
 from store.validation import registration_problem
 
-from .log_text import safe
 
 REGISTER_PATH = "/api/client-registry/register"
 MAX_BODY = 64 * 1024
@@ -206,14 +206,14 @@ class RegisterAPI:
         wait, _ = self.guesses.wait(data["username"], peer)
         if wait > 0:  # no password is checked for this name or from this address until the window has passed
             response = self._throttled(data["username"], peer)
-            log.info(f"http register user={safe(data['username'])} from {peer}: 429 {_summary(response)}")
+            log.info(f"http register user={quoted(data['username'])} from {peer}: 429 {_summary(response)}")
             return response
         try:
             response = await self._decide(data, peer)
         except Exception as exc:  # a bug or the database gone: say so in the log, answer 500 in JSON
-            log.error(f"http register user={safe(data['username'])} from {peer}: 500 {exc!r}")
+            log.error(f"http register user={quoted(data['username'])} from {peer}: 500 {exc!r}")
             return _answer(500, error="internal", message="internal error; see the server log")
-        log.info(f"http register user={safe(data['username'])} from {peer}: {response.status} {_summary(response)}")
+        log.info(f"http register user={quoted(data['username'])} from {peer}: {response.status} {_summary(response)}")
         return response
 
     async def _decide(self, data: dict[str, Any], peer: str) -> web.Response:
@@ -366,7 +366,7 @@ class _Handler(web.RequestHandler):
             reason = message or (str(exc) if exc is not None else "")
             text = _one_line(reason) or "malformed request"
         log.log(logging.ERROR if status >= 500 else logging.INFO,
-                f"http request from {request.remote or self._peer}: {status} {safe(_one_line(reason), 160)}")
+                f"http request from {request.remote or self._peer}: {status} {quoted(_one_line(reason), 160)}")
         if request.writer.output_size > 0:  # some of a response was sent: the connection is broken
             raise ConnectionError("a response was already being sent")
         response = _answer(status, error="malformed" if status < 500 else "internal", message=text[:200])
@@ -380,7 +380,7 @@ class _Handler(web.RequestHandler):
         except (TypeError, ValueError):
             what = " ".join(map(str, args))
         detail = f": {exc!r}" if isinstance(exc, BaseException) else ""
-        log.error(f"http: {safe(_one_line(what + detail), 200)} (connection from {self._peer})")
+        log.error(f"http: {quoted(_one_line(what + detail), 200)} (connection from {self._peer})")
 
 
 _BUSY_BODY = json.dumps({"error": "busy", "message": "too many open connections; try again shortly"}).encode()

@@ -1,4 +1,4 @@
-"""Device-supplied strings in log lines: quoted, escaped and bounded, never raw control characters."""
+"""Refused attempts in the log, bounded (device strings in log lines: store.device_text)."""
 
 from __future__ import annotations
 
@@ -6,26 +6,6 @@ import logging
 import time
 from collections.abc import Callable
 from typing import Any
-
-
-def _text(value: Any) -> str:
-    return value.decode("utf-8", "backslashreplace") if isinstance(value, bytes) else str(value)
-
-
-def safe(value: Any, limit: int = 80) -> str:
-    """A device string as one quoted, escaped, bounded token of a log line."""
-    if value is None:
-        return "-"
-    text = _text(value)
-    if len(text) > limit:
-        text = text[:limit] + "..."
-    return repr(text)
-
-
-def escape(value: Any) -> str:
-    """A whole line someone else wrote (Mosquitto's, holding client ids) escaped as ``safe`` escapes, without
-    the quotes: control, format (bidi) and line-separator characters become ``\\x1b``, ``\\u202e``, ``\\u2028``."""
-    return repr(_text(value))[1:-1]
 
 
 class Refusals:

@@ -11,7 +11,9 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from typing import Any
 
-from .log_text import Refusals, safe
+from store.device_text import quoted
+
+from .log_text import Refusals
 from .mosquitto import plugin_wire as wire
 from .mosquitto.presence import PresenceTracker
 from .plugin_socket import WAKE_MARK
@@ -78,17 +80,17 @@ class Logins:
             username, password = item.username.decode("utf-8"), item.password.decode("utf-8")
             client_id = item.client_id.decode("utf-8") or None
         except UnicodeDecodeError:
-            self.refusals(f"mqtt refuse user={safe(item.username)} ({proto}): not valid UTF-8")
+            self.refusals(f"mqtt refuse user={quoted(item.username)} ({proto}): not valid UTF-8")
             return None
         peer = item.peer.decode("ascii", "replace") or None
         problem = self.database_problem()
         if problem:
-            self.refusals(f"mqtt refuse user={safe(username)} from {peer or '?'} ({proto}): not recorded, {problem}")
+            self.refusals(f"mqtt refuse user={quoted(username)} from {peer or '?'} ({proto}): not recorded, {problem}")
             return None
         return proto, (username, password, client_id, peer, "mqtt-rekey" if item.kind == wire.REKEY else "mqtt")
 
     def _decided(self, proto: str, username: str, client_id: str | None, peer: str | None, result: Any) -> None:
-        where = f"user={safe(username)} client={safe(client_id)} from {peer or '?'} ({proto})"
+        where = f"user={quoted(username)} client={quoted(client_id)} from {peer or '?'} ({proto})"
         if result.accepted:
             # A user's right password that Mosquitto did not know yet: its account was on its way (a grant
             # not applied when the device knocked); it is there now.

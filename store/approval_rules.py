@@ -37,6 +37,7 @@ from .access import AccessCache
 from .base import Base, Part
 from .database import guarded, run_sql
 from .decisions import Decisions
+from .durations import RULE_EXPIRES_LONGEST
 from .errors import InvalidValueError, RefusedError
 from .name_patterns import name_matches
 from .names import name_marks
@@ -50,7 +51,6 @@ PROTOCOLS = ("mqtt", "http")
 NAME_MAX = 64  # the actor "rule:<name>" fits the audit log's 128 characters
 PATTERN_MAX = 256
 LIMIT_MAX = 1_000_000
-EXPIRES_MAX = 365 * 24 * 3600
 
 _LIVE_RULES = ('SELECT "id", "name", "pattern", "peer_network", "protocol", "client_id_pattern", "permissions", '
                '"roles" FROM "approval_rules" WHERE "expires_at" IS NULL OR "expires_at" > ? ORDER BY "id"')
@@ -134,7 +134,7 @@ class ApprovalRules(Part):
             problem = problem or f"protocol must be one of {', '.join(PROTOCOLS)}"
         if not isinstance(limit, int) or not 1 <= limit <= LIMIT_MAX:
             problem = problem or f"limit must be between 1 and {LIMIT_MAX:,}"
-        if expires_in is not None and not 0 < expires_in <= EXPIRES_MAX:
+        if expires_in is not None and not 0 < expires_in <= RULE_EXPIRES_LONGEST:
             problem = problem or "expiry must be between 1 second and 365 days from now"
         if problem:
             raise InvalidValueError(problem)

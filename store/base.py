@@ -21,6 +21,7 @@ import peewee as pw
 from . import crypto
 from . import location as loc
 from .database import connect, run_sql, scrub_wal, write_transaction
+from .durations import UNLOCK_DEFAULT
 from .errors import RefusedError, StoreError
 from .validation import normalise_username, reserved_problem, text_problem
 
@@ -34,7 +35,7 @@ class RegistryConfig:
     per_peer_per_minute: int = 30
     max_pending: int = 10_000
     expire_after: float = 24 * 3600
-    default_unlock: int = 300
+    default_unlock: int = UNLOCK_DEFAULT
 
 
 class Base:

@@ -9,9 +9,9 @@ from typing import Any
 
 from .base import Base, Part
 from .database import guarded, run_sql
+from .durations import RECENT
 from .validation import nfc_problem, normalise_username, text_problem
 
-RECENT = 300.0  # knocks and throttled attempts are counted over the last five minutes, then forgotten
 PRUNE_EVERY = 10.0
 KNOCK_ROWS = 20_000  # distinct knocking names kept; beyond, they are counted together (see Status)
 OVERFLOW = "*"  # the key (or peer) of everything counted beyond the cap

@@ -7,9 +7,10 @@ import peewee as pw
 
 from .base import Base, Part
 from .database import guarded, run_sql
+from .durations import RECENT, UNLOCK_LONGEST, describe
 from .errors import RefusedError
 from .expiry import Expiry
-from .knocks import OVERFLOW, RECENT
+from .knocks import OVERFLOW
 from .views import Status
 
 WINDOW_OPENED = "window_opened_at"  # meta key: when the registry last went from locked to unlocked
@@ -35,8 +36,8 @@ class Window(Part):
     @guarded
     def unlock(self, seconds: float | None = None, actor: str = "cli") -> Status:
         seconds = self.base.config.default_unlock if seconds is None else seconds
-        if not 0 < seconds <= 7 * 24 * 3600:
-            raise RefusedError("the unlock duration must be between 1 second and 7 days")
+        if not 0 < seconds <= UNLOCK_LONGEST:
+            raise RefusedError(f"the unlock duration must be between 1 second and {describe(UNLOCK_LONGEST)}")
         now = self.base.clock()
         with self.base.write():
             if not self.unlocked(now):  # a new window (not an extension): approval rules count afresh

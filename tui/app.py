@@ -25,13 +25,13 @@ from textual.binding import Binding, BindingsMap
 from textual.screen import Screen
 from textual.worker import get_current_worker
 
+from store.device_text import printable
 from store.location import config_dir
 
 from .listener import EventListener, MqttTarget
 from .messages import EventsBatch, ListenerState, ServiceStatus
 from rich.text import Text
 
-from .safe import clean
 from .screens.dashboard import DashboardScreen
 from .screens.modals import ConfirmModal
 from .sessions import other_sessions
@@ -214,7 +214,7 @@ class RegistryApp(App[None]):
             data = tomllib.loads(path.read_text())
         except (OSError, ValueError) as exc:
             self.keymap_problem = f"keymap {path}: {exc}"
-            self.notify(clean(self.keymap_problem, 200), severity="warning", timeout=8, markup=False)
+            self.notify(printable(self.keymap_problem, 200), severity="warning", timeout=8, markup=False)
             return
         keymap, problems = {}, []
         known = self.binding_ids()
@@ -228,7 +228,7 @@ class RegistryApp(App[None]):
         if problems:  # one line for each, the rest of the file still applies
             self.keymap_problem = "\n".join(problems)
             for problem in problems:
-                self.notify(clean(problem, 200), severity="warning", timeout=8, markup=False)
+                self.notify(printable(problem, 200), severity="warning", timeout=8, markup=False)
         self.set_keymap(keymap)
 
     def binding_entries(self, node: Any, ids: Iterable[str]) -> list[tuple[str, Binding, Any]]:

@@ -18,10 +18,10 @@ from store import InvalidValueError, RefusedError, StoreError, open_registry
 from store.topics import ACCESS_VALUES
 from store.views import ItemResult
 
+from store.device_text import printable
+from store.durations import countdown, last_connected
+
 from .read_your_writes import APPLY_TIMEOUT, until_applied
-from .ages import last_connected
-from .safe import countdown
-from .safe_text import printable
 
 EXIT_REFUSED = 1
 EXIT_USAGE = 2  # click's own for bad options; ours for values the store's rules reject
@@ -651,7 +651,7 @@ def rule():
 
 
 def _expires(value: str | None) -> int | None:
-    from .durations import parse_duration
+    from store.durations import parse_duration
 
     if value is None:
         return None
@@ -713,7 +713,7 @@ def rule_grants(view) -> str:
 
 
 def rule_expiry(view, now: float) -> str:
-    from .durations import describe
+    from store.durations import describe
 
     if view.expires_at is None:
         return "never expires"

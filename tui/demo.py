@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from store import open_registry
+from store.durations import UNLOCK_DEFAULT
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 
@@ -42,7 +43,7 @@ def build_demo(db: str, clock: DemoClock | None = None) -> tuple[Any, DemoClock]
     clock.advance(3000)
     reg.record_attempt("gate-cam", "gate-secret", "cam-1", "10.0.0.21:50110", "mqtt")  # locked: knocking
     clock.advance(30)
-    reg.unlock(300, actor="alice@dashboard")
+    reg.unlock(UNLOCK_DEFAULT, actor="alice@dashboard")
     clock.advance(5)
     reg.record_attempt("boiler-7", "boiler-secret", "esp32-a1b2c3", "10.0.0.17:40012", "mqtt")
     clock.advance(10)

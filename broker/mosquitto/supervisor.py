@@ -20,7 +20,8 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
-from ..log_text import escape
+from store.device_text import escaped
+
 
 log = logging.getLogger(__name__)
 
@@ -275,7 +276,7 @@ class MosquittoSupervisor:
     def _line(self, line: bytes) -> None:
         if self.on_line(line):
             return
-        text = escape(line.rstrip())  # it copies device text (client ids) into its lines
+        text = escaped(line.rstrip())  # it copies device text (client ids) into its lines
         if text:
             self._tail.append(text)
             log.info(f"mosquitto: {text}")

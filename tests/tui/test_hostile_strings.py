@@ -6,8 +6,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rich.console import Console
 
+from store.device_text import printable as clean
+from store.durations import ago, countdown
 from tui.app import RegistryApp
-from tui.safe import ago, clean, countdown, safe_text
+from tui.safe import safe_text
 
 from .conftest import wait_for
 

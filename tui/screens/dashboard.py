@@ -28,10 +28,12 @@ from textual.worker import get_current_worker
 
 from store import StoreError
 from store.database import BUSY_TIMEOUT_MS
+from store.device_text import printable
+from store.durations import MINUTE, UNLOCK_DEFAULT
 
 from ..messages import (DetailsLoaded, MatchesLoaded, PageLoaded, PresenceLoaded, RelayedEvent, StoreFailed,
                         SyncDelta, WriteDone)
-from ..safe import clean, name_text, safe_text
+from ..safe import name_text, safe_text
 from ..sync import Delta, EventSync, Page, Window, read_page
 from ..widgets.audit_table import AuditTable
 from ..widgets.base_table import OrderedTable
@@ -63,7 +65,8 @@ class PendingWrite:
 class DashboardScreen(Screen):
     BINDINGS = [
         Binding("u", "unlock", "Unlock", id="unlock",
-                tooltip="Unlock the registry for 5 minutes (when open: 5 minutes from now)"),
+                tooltip=f"Unlock the registry for {UNLOCK_DEFAULT // MINUTE} minutes "
+                        f"(when open: {UNLOCK_DEFAULT // MINUTE} minutes from now)"),
         Binding("U", "unlock_for", "Unlock for…", show=False, id="unlock-for",
                 tooltip="Unlock the registry for a duration you type"),
         Binding("l", "lock", "Lock", id="lock", tooltip="Lock the registry now"),
@@ -331,7 +334,7 @@ class DashboardScreen(Screen):
             what = message.op.replace("_", " ")
             self.busy_failed = (f"the {what} was not done: another process held the database for "
                                 f"{BUSY_TIMEOUT_MS // 1000} s; press the key again", time.monotonic())
-        self.app.notify(clean(message.message, 300), severity="error", timeout=8, markup=False)
+        self.app.notify(printable(message.message, 300), severity="error", timeout=8, markup=False)
         self.refresh_busy()
 
     def busy_text(self) -> str:
@@ -552,7 +555,7 @@ class DashboardScreen(Screen):
     @on(MatchesLoaded)
     def matches_loaded(self, message: MatchesLoaded) -> None:
         """The bulk grant's preview is the selection itself: marked rows, "N selected", then `g` lists them."""
-        pattern = clean(message.pattern, 60)
+        pattern = printable(message.pattern, 60)
         if not message.requests:
             self.app.notify(f"no pending request matches {pattern}", severity="warning", timeout=5, markup=False)
             return
@@ -582,7 +585,7 @@ class DashboardScreen(Screen):
 
     def done_undo_rule(self, removed: list[str], rule: str) -> None:
         counted = "; they still count against its limit in this window" if removed else ""
-        self.app.notify(clean(f"Undid rule {rule}: removed {len(removed)} user{'s' if len(removed) != 1 else ''}"
+        self.app.notify(printable(f"Undid rule {rule}: removed {len(removed)} user{'s' if len(removed) != 1 else ''}"
                               f"{counted}", 200),
                         timeout=5, markup=False)
 
@@ -613,10 +616,10 @@ class DashboardScreen(Screen):
         if ok:
             names = ", ".join((f"{r.request.username} (#{r.request.id})" if r.request else r.item) for r in ok[:5])
             more = f" and {len(ok) - 5} more" if len(ok) > 5 else ""
-            self.app.notify(f"{verb} {len(ok)}: " + clean(names + more, 160), timeout=4, markup=False)
+            self.app.notify(f"{verb} {len(ok)}: " + printable(names + more, 160), timeout=4, markup=False)
         for r in failed:
             who = r.request.username if r.request else r.item
-            self.app.notify(clean(f"{who}: {r.message}", 200), severity="warning", timeout=8, markup=False)
+            self.app.notify(printable(f"{who}: {r.message}", 200), severity="warning", timeout=8, markup=False)
 
     @on(RequestsTable.DetailsRequested)
     def request_details_wanted(self, message: RequestsTable.DetailsRequested) -> None:
@@ -678,7 +681,8 @@ class DashboardScreen(Screen):
 
     def done_set_permissions(self, changes: int, name: str) -> None:
         if changes:
-            self.app.notify(clean(f"Roles and permissions of {name}: {changes} changed", 160), timeout=3, markup=False)
+            self.app.notify(printable(f"Roles and permissions of {name}: {changes} changed", 160), timeout=3,
+                            markup=False)
 
     @on(UsersTable.DisableToggled)
     def toggle_disabled(self, message: UsersTable.DisableToggled) -> None:

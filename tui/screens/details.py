@@ -12,7 +12,9 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Label, Static
 
-from ..safe import LOOKALIKE_MARKER, LOOKALIKE_STYLE, clean, name_text, safe_text, stamp
+from store.device_text import printable
+
+from ..safe import LOOKALIKE_MARKER, LOOKALIKE_STYLE, name_text, safe_text, stamp
 
 
 def field_lines(pairs: Iterable[tuple[str, Any]]) -> Text:
@@ -37,7 +39,7 @@ def json_block(value: Any) -> Text:
     text = Text()
     for line in json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True, default=str).splitlines():
         text.append("    ")
-        text.append(clean(line, limit=300))
+        text.append(printable(line, limit=300))
         text.append("\n")
     return text
 
@@ -50,7 +52,7 @@ def history(events: Iterable[Any]) -> Text:
         text.append_text(safe_text(ev.actor, 30))
         if ev.detail:
             text.append("  ")
-            text.append(clean(json.dumps(ev.detail, ensure_ascii=False, sort_keys=True, default=str), 120), style="dim")
+            text.append(printable(json.dumps(ev.detail, ensure_ascii=False, sort_keys=True, default=str), 120), style="dim")
         text.append("\n")
     if not text:
         text.append("  (no events)\n", style="dim")
@@ -129,7 +131,7 @@ def user_details(user: Any, events: Iterable[Any], presence: Any = None, why_not
     text.append("\nPermissions\n", style="bold underline")
     for line in perms.splitlines():
         text.append("    ")
-        text.append(clean(line, 300))
+        text.append(printable(line, 300))
         text.append("\n")
     text.append("\nHistory\n", style="bold underline")
     text.append_text(history(events))
@@ -147,7 +149,7 @@ def role_details(role: Any, members: list[str], events: Iterable[Any]) -> Text:
                 style="bold underline")
     for pattern, access in role.permissions or [("none", "")]:
         text.append("    ")
-        text.append(clean(f"{pattern} = {access}" if access else pattern, 300))
+        text.append(printable(f"{pattern} = {access}" if access else pattern, 300))
         text.append("\n")
     text.append("\nMembers\n", style="bold underline")
     for name in members[:200] or ["none"]:

@@ -13,11 +13,12 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Input, Label, Static
 
+from store.device_text import printable
+from store.durations import MINUTE, UNLOCK_DEFAULT, parse_duration
 from store.topics import ACCESS_VALUES
 from store.validation import PERMISSION_EXAMPLE, parse_permissions
 
-from ..durations import parse_duration
-from ..safe import clean, name_text, safe_text
+from ..safe import name_text, safe_text
 
 TEMPLATE_EXAMPLE = PERMISSION_EXAMPLE
 
@@ -167,7 +168,7 @@ class GrantModal(Dialog):
                     listing.append("  asks for permissions", style="cyan")
                 if getattr(req, "requested_roles", None):
                     listing.append("  asks for roles ", style="cyan")
-                    listing.append(clean(", ".join(req.requested_roles), 60), style="cyan")
+                    listing.append(printable(", ".join(req.requested_roles), 60), style="cyan")
             yield from self.listing(listing)
             yield Label("Check each pairing code against the device's display.", classes="hint")
             yield Label("Permissions (optional, {username} allowed):")
@@ -248,7 +249,7 @@ class DurationModal(Dialog):
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
             yield Label("Unlock the registry for…", classes="title")
-            yield Input(value="5", placeholder="minutes, or 90s / 10m / 2h", id="duration")
+            yield Input(value=str(UNLOCK_DEFAULT // MINUTE), placeholder="minutes, or 90s / 10m / 2h", id="duration")
             yield ErrorLabel("", id="error", classes="error")
             yield from self.buttons("Unlock")
 

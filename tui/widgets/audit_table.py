@@ -9,7 +9,9 @@ from rich.text import Text
 from textual.binding import Binding
 from textual.message import Message
 
-from ..safe import ago, safe_text
+from store.durations import ago
+
+from ..safe import safe_text
 from .base_table import Column, OrderedTable
 
 KIND_WIDTH = len("user.password_changed")  # the longest event kind: kinds are never cut

@@ -8,10 +8,11 @@ from rich.text import Text
 from textual.binding import Binding
 from textual.message import Message
 
+from store.durations import ago
 from store.request_filter import BY_RULE, request_matches, request_order_key, shown_label
 from store.views import CONFLICT, REKEY
 
-from ..safe import ago, name_text, safe_text
+from ..safe import name_text, safe_text
 from .base_table import Column, OrderedTable
 
 STATUS_STYLE = {

@@ -8,7 +8,9 @@ from rich.text import Text
 from textual.binding import Binding
 from textual.message import Message
 
-from ..safe import ago, safe_text
+from store.durations import ago
+
+from ..safe import safe_text
 from .base_table import Column, OrderedTable
 from .users_table import format_permissions
 

@@ -17,7 +17,8 @@ from textual.containers import Horizontal
 from textual.widget import Widget
 from textual.widgets import Static
 
-from ..safe import clean, countdown
+from store.device_text import printable
+from store.durations import countdown
 
 VIEWS = (("requests", "Requests"), ("users", "Users"), ("audit", "Audit"), ("roles", "Roles"))
 
@@ -72,7 +73,7 @@ def render_window(state: HeaderState, width: int = 0) -> Text:
         text.append(what, style="bold yellow")
     if state.throttled:
         text.append(" · ")
-        where = f" from {clean(state.throttled_from, 40)}" if state.throttled_from else ""
+        where = f" from {printable(state.throttled_from, 40)}" if state.throttled_from else ""
         text.append(f"{state.throttled} throttled{where}", style="bold #ff8787")
     return text
 
@@ -110,7 +111,7 @@ def fit_parts(parts: list[Part], width: int, steps: list[int]) -> list[str]:
 
 def _service_words(state: HeaderState) -> tuple[str, ...]:
     """Which broker the service drives, then shorter: the label goes before the version or the URL."""
-    broker = clean(state.service_broker, 60)
+    broker = printable(state.service_broker, 60)
     if state.embedded:  # the dashboard runs it: say so, and which Mosquitto (as serve's status does)
         version = broker.split(",")[0] if broker else "broker"
         return (f" · {version} · embedded broker: stops when you quit", f" · {version}, embedded: stops when you quit",
@@ -127,10 +128,10 @@ def render_broker(state: HeaderState, width: int = 0) -> Text:
     address, "attached to" before the URL, "HTTP API" before the HTTP address (issue 16)."""
     text = Text(no_wrap=True, overflow="ellipsis")
     if state.service_problem:  # first: whatever else is true, grants do not reach the broker now
-        text.append(f" registry service: {clean(state.service_problem, 120)} ", style="bold white on red")
+        text.append(f" registry service: {printable(state.service_problem, 120)} ", style="bold white on red")
         text.append(" ")
     if state.broker == "connected" and state.service_state == "running":
-        http = clean(state.service_http, 60)
+        http = printable(state.service_http, 60)
         attached = state.service_broker.startswith("attached to ") and not state.embedded
         # the address the URL repeats goes early: before "attached to"
         repeated = attached and bool(state.broker_address) and state.service_broker.endswith(
@@ -166,7 +167,7 @@ def render_broker(state: HeaderState, width: int = 0) -> Text:
         retry = f", retrying in {state.retry_in:.0f}s" if state.retry_in else ", retrying"
         text.append(f"{where_now}{word}{retry} ", style="bold white on red")
         if state.broker_detail:
-            text.append(f" {clean(state.broker_detail, 60)}", style="#ff8787")
+            text.append(f" {printable(state.broker_detail, 60)}", style="#ff8787")
     elif state.broker == "off":
         text.append(" no live updates (no broker configured)", style="dim")
     else:

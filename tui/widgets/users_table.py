@@ -8,8 +8,10 @@ from rich.text import Text
 from textual.binding import Binding
 from textual.message import Message
 
-from ..ages import last_connected
-from ..safe import ago, clean, safe_text
+from store.device_text import printable
+from store.durations import ago, last_connected
+
+from ..safe import safe_text
 from .base_table import Column, OrderedTable
 
 
@@ -114,7 +116,7 @@ class UsersTable(OrderedTable):
         }
 
     def order_key(self, user: Any) -> Any:
-        return (clean(user.name, None).lower(), user.name)
+        return (printable(user.name, None).lower(), user.name)
 
     def filter_text(self, user: Any) -> str:
         return " ".join((user.name, *(getattr(user, "roles", None) or []), format_permissions(user.permissions),
