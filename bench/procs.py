@@ -65,7 +65,7 @@ def client_registry_command() -> list[str]:
     script = Path(sys.executable).with_name("client-registry")
     if script.is_file():
         return [str(script)]
-    return [sys.executable, "-c", "import sys; from tui.cli import main; sys.argv[0] = 'client-registry'; main()"]
+    return [sys.executable, "-c", "import sys; from cli.main import main; sys.argv[0] = 'client-registry'; main()"]
 
 
 def plain_conf(kind: str, port: int, workdir: Path) -> str:

@@ -2,6 +2,8 @@
 real device; "unknown" when no server watches the broker."""
 
 import json
+import re
+import time
 
 from tests.broker.clients import Paho
 from tests.broker.conftest import ServerThread, wait_until
@@ -51,3 +53,19 @@ def test_users_without_a_server_says_unknown(db_path):
     assert result.stderr == ""  # reading says nothing more: the column says unknown
     [user] = json.loads(ok(db_path, "users", "--json"))
     assert user["presence"]["online"] is None and user["presence"]["sessions"] is None
+
+
+def test_users_says_created_and_last_connected_in_the_same_words(db_path):
+    """Both ages of `users` read alike: ``2h ago``, ``5m ago``, ``now`` (never ``0s ago`` in one column and
+    ``now`` in the other)."""
+    now = time.time()
+    old = open_registry(db_path, clock=lambda: now - 2 * 3600)
+    old.add_user("sensor-old", "secret-old", actor="op")
+    # A moment not yet past here (a server on a machine whose clock runs ahead) reads "now" in both columns.
+    ahead = open_registry(db_path, clock=lambda: now + 3600)
+    ahead.add_user("sensor-ahead", "secret-ahead", actor="op")
+    old.record_presence({"sensor-old": (0, now - 300, now - 290), "sensor-ahead": (1, now + 3600, None)})
+    rows = {cells[0]: cells for cells in (re.split(r" {2,}", line) for line in ok(db_path, "users").splitlines())}
+    assert rows["USERNAME"][3] == "LAST CONNECTED" and rows["USERNAME"][6] == "CREATED"
+    assert rows["sensor-old"][3] == "5m ago" and rows["sensor-old"][6].startswith("2h ago by op")
+    assert rows["sensor-ahead"][3] == "now" and rows["sensor-ahead"][6].startswith("now by op")

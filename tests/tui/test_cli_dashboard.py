@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from click.testing import CliRunner
 
-from tui.cli import main
+from cli.main import main
 
 
 def test_dashboard_rejects_a_bad_mqtt_url(db_path):

@@ -221,7 +221,7 @@ def test_simulate_fits_the_fleet_flow_reports_its_real_grants_and_says_when_drop
     """`simulate --prefix sensor` names fit `sensor-*`; once in, each device reports the topics the registry
     grants it (a role's `sensors/{username}/#`), checked against the broker; disabled, it says so in one line."""
     from tests.broker.conftest import wait_until
-    from tui.cli import local_grants
+    from cli.dashboard import local_grants
     from tui.simulate import Simulator
 
     reg.add_role("fleet", actor="test")
