@@ -28,8 +28,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from store.certificates import CheckedCsr
 from store.errors import RefusedError
 from store.location import companion
-
-from .mosquitto.plugin_accounts import write_atomically
+from store.private_files import write_private
 
 DEVICE_DAYS = 365
 CA_DAYS = 10 * 365
@@ -184,10 +183,10 @@ def init_files(files: TlsFiles, hosts: Iterable[str], group: int | None = None) 
     ca = make_ca()
     server, server_key = make_server_certificate(ca, hosts)
     files.ca_cert.parent.mkdir(parents=True, exist_ok=True)
-    write_atomically(files.ca_key, _key_pem(ca.key))
-    write_atomically(files.ca_cert, _pem(ca.certificate), group)
-    write_atomically(files.server_key, _key_pem(server_key), group)
-    write_atomically(files.server_cert, _pem(server) + _pem(ca.certificate), group)  # the chain Mosquitto sends
+    write_private(files.ca_key, _key_pem(ca.key))
+    write_private(files.ca_cert, _pem(ca.certificate), group=group)
+    write_private(files.server_key, _key_pem(server_key), group=group)
+    write_private(files.server_cert, _pem(server) + _pem(ca.certificate), group=group)  # the chain Mosquitto sends
     write_crl(files, build_crl(ca, ()), group)
     return ca
 
@@ -211,7 +210,7 @@ def load_ca(files: TlsFiles) -> SiteCA:
 
 def write_crl(files: TlsFiles, crl: x509.CertificateRevocationList, group: int | None = None) -> None:
     """Replace Mosquitto's ``crlfile`` atomically: a broker (re)loading it reads the old list or the new one."""
-    write_atomically(files.crl, _pem(crl), group)
+    write_private(files.crl, _pem(crl), group=group)
 
 
 def revoke(files: TlsFiles, revoked: Iterable[tuple[int, dt.datetime]], group: int | None = None) -> None:

@@ -1,5 +1,6 @@
-"""Files only their owner may read (the server secret, console and service credentials, Mosquitto's
-configuration), written one way: atomically and never readable by anyone else, not even for a moment."""
+"""Files only their owner (and, for some, Mosquitto's group) may read: the server secret, console and service
+credentials, Mosquitto's configuration, the accounts snapshot, the TLS keys and certificates. Written one way:
+atomically, and never readable by anyone else, not even for a moment."""
 
 from __future__ import annotations
 
@@ -8,15 +9,16 @@ import tempfile
 from pathlib import Path
 
 PRIVATE = 0o600
+GROUP_READABLE = 0o640  # for Mosquitto running as its own user (broker.mosquitto.privileges)
 
 
-def write_private(path: Path | str, content: str | bytes, *, replace: bool = True) -> bool:
+def write_private(path: Path | str, content: str | bytes, *, replace: bool = True, group: int | None = None) -> bool:
     """Write ``content`` to ``path``, mode 0600. A new temporary file beside it is created 0600 from the
     start (``O_CREAT | O_EXCL``: never someone else's file or link; the umask can only narrow that mode, and
     ``fchmod`` makes it exactly 0600 before a byte is written), written, fsynced and renamed over ``path``:
     a reader sees the old whole file or the new whole file, and one holding the old file open never sees the
     new content. With ``replace=False`` an existing ``path`` wins (a racing process created it first): nothing
-    is written and the result is False."""
+    is written and the result is False. With ``group`` (a gid) the file is that group's, and 0640."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     data = content.encode() if isinstance(content, str) else content
@@ -24,7 +26,9 @@ def write_private(path: Path | str, content: str | bytes, *, replace: bool = Tru
     placed = False
     try:
         with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), PRIVATE)
+            if group is not None:
+                os.fchown(handle.fileno(), -1, group)  # the group first, then its read bit
+            os.fchmod(handle.fileno(), PRIVATE if group is None else GROUP_READABLE)
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())

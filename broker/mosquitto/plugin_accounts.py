@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from store.private_files import write_private
 
 from . import plugin_wire as wire
 from .config import SERVICE_USER
@@ -131,7 +132,7 @@ class PluginAccounts:
             return
         self._dirty = False
         data = self.snapshot_bytes()
-        await asyncio.to_thread(write_atomically, self.snapshot_path, data, self.group)
+        await asyncio.to_thread(write_private, self.snapshot_path, data, group=self.group)
 
     async def run_snapshots(self) -> None:
         while True:
@@ -241,22 +242,3 @@ class PluginAccounts:
 
     def has_account(self, username: str) -> bool:
         return username in self.records
-
-
-def write_atomically(path: Path, data: bytes, group: int | None = None) -> None:
-    """A private file (0600, or 0640 for ``group``) replaced whole: a reader sees the old one or the new one,
-    never half of one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        if group is not None:
-            os.fchown(fd, -1, group)
-            os.fchmod(fd, 0o640)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise

@@ -83,3 +83,12 @@ def test_create_only_leaves_the_first_writer(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
     assert write_private(path, "later\n", replace=False) is False and path.read_text() == f"{winners[0]}\n"
     assert os.stat(path).st_nlink == 1
+
+
+def test_a_group_may_read_what_mosquitto_needs(tmp_path):
+    """The accounts snapshot and the TLS files Mosquitto reads as its own user: 0640, that group's."""
+    path = tmp_path / "registry.accounts.snapshot"
+    write_private(path, b"snapshot", group=os.getgid())
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640 and path.stat().st_gid == os.getgid()
+    write_private(path, b"again")  # without a group: back to the owner's alone
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
