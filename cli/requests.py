@@ -9,14 +9,14 @@ import click
 
 from store.device_text import printable
 
-from .shared import (WATCH_EVERY, actor, age, confirm, db_option, echo_json, fail, parse_permission_options, registry,
-                     report, table, yes_option)
+from .shared import (WATCH_EVERY, actor, age, confirm, db_option, echo_json, fail, json_option,
+                     parse_permission_options, registry, report, table, yes_option)
 
 
 @click.command()
 @db_option
 @click.option("--all", "include_all", is_flag=True, help="Also granted, denied and expired requests.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option
 @click.option("--watch", "-w", is_flag=True,
               help="Show the list again whenever a request changes (on a terminal: in place), until ctrl+c.")
 @click.pass_context

@@ -9,12 +9,13 @@ import click
 from store.device_text import printable
 from store.topics import ACCESS_VALUES
 
-from .shared import actor, age, confirm, db_option, echo_json, fail, permissions_text, registry, table, yes_option
+from .shared import (actor, age, confirm, db_option, echo_json, fail, json_option, permissions_text, registry, table,
+                     yes_option)
 
 
 @click.command()
 @db_option
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option
 @click.pass_context
 def roles(ctx, db, as_json):
     """List roles, their permissions and how many users have each."""

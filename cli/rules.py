@@ -9,8 +9,8 @@ import click
 from store.device_text import printable
 from store.durations import RULE_EXPIRES_LONGEST, describe, parse_duration
 
-from .shared import (actor, confirm, db_option, echo_json, parse_permission_options, permissions_text, registry, table,
-                     yes_option)
+from .shared import (actor, confirm, db_option, echo_json, json_option, parse_permission_options, permissions_text,
+                     registry, table, yes_option)
 
 
 @click.group()
@@ -85,7 +85,7 @@ def rule_expiry(view, now: float) -> str:
 
 @click.command()
 @db_option
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option
 @click.pass_context
 def rules(ctx, db, as_json):
     """List approval rules, in the order they are tried, with what each admitted in this unlock window."""

@@ -41,6 +41,10 @@ def db_option(func):
     )(func)
 
 
+def json_option(func):
+    return click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")(func)
+
+
 def yes_option(func):
     return click.option("--yes", "-y", is_flag=True, help="Do not ask (scripts).")(func)
 

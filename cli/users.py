@@ -11,13 +11,13 @@ from store.device_text import printable
 from store.durations import last_connected
 from store.topics import ACCESS_VALUES
 
-from .shared import (actor, age, confirm, db_option, echo_json, fail, permissions_text, read_password, registry,
-                     table, yes_option)
+from .shared import (actor, age, confirm, db_option, echo_json, fail, json_option, permissions_text, read_password,
+                     registry, table, yes_option)
 
 
 @click.command()
 @db_option
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option
 @click.pass_context
 def users(ctx, db, as_json):
     """List users, whether they are online (as far as the broker can tell), and their permissions."""

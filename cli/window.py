@@ -7,7 +7,7 @@ import click
 from store.device_text import printable
 from store.durations import MINUTE, UNLOCK_DEFAULT, UNLOCK_LONGEST, countdown
 
-from .shared import actor, db_option, echo_json, registry
+from .shared import actor, db_option, echo_json, json_option, registry
 
 
 @click.command()
@@ -49,7 +49,7 @@ def throttled_text(status) -> str:
 
 @click.command()
 @db_option
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@json_option
 @click.pass_context
 def status(ctx, db, as_json):
     """Is the registry locked? How many requests are pending?"""
