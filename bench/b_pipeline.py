@@ -27,6 +27,8 @@ import json
 from collections import Counter
 from pathlib import Path
 
+from store.event_topics import EVENTS_FILTER
+
 from . import procs, state
 from .common import percentile, summary_ms
 from .loadgen import Engine, Meter, Subscriber, new_devices, now, open_loop
@@ -97,7 +99,7 @@ def run_rate(rate: int, seconds: float, drain: float, block: int, label: str, sp
                 else:
                     received[subject] = t
 
-        sub = Subscriber(engine, console.username, console.password, "$registry/v1/events/#", on_message)
+        sub = Subscriber(engine, console.username, console.password, EVENTS_FILTER, on_message)
         spy = Spy(server.pids["service"], spy_s) if spy_s else None
         if spy is not None:
             spy.__enter__()
