@@ -32,11 +32,13 @@ def dashboard(ctx, db=None, mqtt=None, no_embed=False, http_bind="127.0.0.1:8080
               show_default=True, help="How many simulated devices.")
 @click.option("--prefix", metavar="NAME",
               help="Name them NAME-xxxx (e.g. sensor: sensor-3f2a, for `rule add 'sensor-*'`).")
-@click.option("--mqtt", "mqtt", default="mqtt://127.0.0.1:1883", show_default=True, metavar="URL",
-              help="Broker the devices connect to.")
+@click.option("--mqtt", "mqtt", default=None, metavar="URL",
+              help="Broker the devices connect to (default: the --mqtt given before the command, else "
+                   "mqtt://127.0.0.1:1883; only its host and port are used).")
 @click.option("--until-admitted", is_flag=True, help="Exit once every device got in (default: keep running).")
 @db_option
-def simulate(devices, prefix, mqtt, until_admitted, db):
+@click.pass_context
+def simulate(ctx, devices, prefix, mqtt, until_admitted, db):
     """Run simulated devices that knock like real firmware and print their pairing codes. Once in, each says
     what it may use: its grants as the registry's database here holds them (--db), checked against the broker."""
     from store.validation import username_problem
@@ -44,6 +46,9 @@ def simulate(devices, prefix, mqtt, until_admitted, db):
 
     if prefix is not None and username_problem(f"{prefix}-0000"):
         raise click.BadParameter(username_problem(f"{prefix}-0000"), param_hint="--prefix")
+    root = ctx.find_root().params  # --db and --mqtt may come before the command, as for every other one
+    mqtt = mqtt or root.get("mqtt") or "mqtt://127.0.0.1:1883"
+    db = db or root.get("db")
     raise click.exceptions.Exit(run_simulation(devices, mqtt, until_admitted=until_admitted, prefix=prefix,
                                                grants=local_grants(db)))
 
