@@ -119,11 +119,13 @@ def run(quick: bool = False) -> dict:
     for other in ("passwd", "dynsec"):
         ratios[other] = {}
         for phase in PHASES:
-            pairs = [a["per_s"] / b["per_s"] for a, b in zip(per["registry"][phase], per[other][phase]) if b["per_s"]]
+            pairs = [a["per_s"] / b["per_s"] for a, b in zip(per["registry"][phase], per[other][phase], strict=False)
+                     if b["per_s"]]
             ratios[other][phase] = _median(pairs)
     out["ratios_registry_over"] = ratios
     # the same for two servers that do exactly the same work per connect: the noise floor of these ratios
     out["noise_dynsec_over_passwd"] = {
-        phase: _median([a["per_s"] / b["per_s"] for a, b in zip(per["dynsec"][phase], per["passwd"][phase])
+        phase: _median([a["per_s"] / b["per_s"]
+                        for a, b in zip(per["dynsec"][phase], per["passwd"][phase], strict=False)
                         if b["per_s"]]) for phase in PHASES}
     return out

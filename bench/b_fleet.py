@@ -74,7 +74,8 @@ def onboard(engine: Engine, items: list, arrival_s: float, retry_s: float, deadl
         a.fail("stopped")
     for a in held:
         a.close()
-    return {"t0": t0, "t0_wall": t0_wall, "accepted": accepted, "tries": tries, "codes": {str(k): v for k, v in codes.items()}}
+    return {"t0": t0, "t0_wall": t0_wall, "accepted": accepted, "tries": tries,
+            "codes": {str(k): v for k, v in codes.items()}}
 
 
 def run_case(accounts: int, size: dict, block: int, qlen: int | None = None, spy_s: float = 0.0) -> dict:
@@ -93,9 +94,9 @@ def run_case(accounts: int, size: dict, block: int, qlen: int | None = None, spy
 
 
 def _run_case(accounts: int, size: dict, block: int, qlen: int | None, spy_s: float = 0.0) -> dict:
-    from .profile import Spy
-
     from store import open_registry
+
+    from .profile import Spy
 
     devices = size["devices"]
     work = state.fresh("registry", accounts, f"fleet-{accounts}", probe=True)
@@ -181,16 +182,20 @@ def lines(results: dict) -> list[str]:
     for r in results["cases"]:
         def rtt(w):
             return f"{_f(w.get('p50_ms'))}/{_f(w.get('p99_ms'))}/{_f(w.get('max_ms'), '{:.0f}')}"
-        out.append(f"  {r['accounts']:>13,}{'*' if r.get('variant') else ' '}{r['admitted']:>8,} {_f(r['all_in_s']):>8} {_f(r['half_in_s']):>6}"
+        out.append(f"  {r['accounts']:>13,}{'*' if r.get('variant') else ' '}{r['admitted']:>8,}"
+                   f" {_f(r['all_in_s']):>8} {_f(r['half_in_s']):>6}"
                    f" {_f(r['p90_in_s']):>6} {r['connects_per_device']:>12.1f} {rtt(r['during']):>25}"
-                   f" {rtt(r['noise']):>18} {r['cpu_s'].get('mosquitto', 0):>10.1f} {r['cpu_s'].get('service', 0):>9.1f}"
+                   f" {rtt(r['noise']):>18} {r['cpu_s'].get('mosquitto', 0):>10.1f}"
+                   f" {r['cpu_s'].get('service', 0):>9.1f}"
                    f" {_f(r['cpu_pct'].get('loadgen'), '{:.0f}%'):>7}")
     if any(r.get("variant") for r in results["cases"]):
         out.append("  * the same with " + next(r["variant"] for r in results["cases"] if r.get("variant"))
                    + " (the kernel's queue of datagrams from the plugin not yet read by the service; default "
                    + str(next((r.get("max_dgram_qlen") for r in results["cases"] if not r.get("variant")), "?")) + ")")
     for r in results["cases"]:
-        out.append(f"  {r['accounts']:,} held{' (' + r['variant'] + ')' if r.get('variant') else ''}: granted by the rule {r['granted_by_rule']:,} (in the store by 10/20/30/60"
+        variant = f" ({r['variant']})" if r.get("variant") else ""
+        out.append(f"  {r['accounts']:,} held{variant}: granted by the rule {r['granted_by_rule']:,}"
+                   " (in the store by 10/20/30/60"
                    " s: " + "/".join(f"{r['store_granted_by_s'][k]:,}" for k in ("10", "20", "30", "60"))
                    + f", the last at {_f(r.get('store_last_granted_s'))} s); in the broker by 10/20/30/60 s: "
                    + "/".join(f"{r['admitted_by_s'][k]:,}" for k in ("10", "20", "30", "60"))
@@ -227,7 +232,7 @@ def main(argv=None) -> int:
     from . import machine
     from .report import replace_section
 
-    if not procs.ensure_mosquitto():
+    if not procs.find_mosquitto():
         raise SystemExit("Mosquitto is needed")
     raise_fd_limit()
     size = SIZES["quick" if a.quick else "full"]

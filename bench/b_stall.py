@@ -32,6 +32,7 @@ trip. Measured per server:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import statistics
@@ -40,8 +41,7 @@ from pathlib import Path
 
 from . import dynsec_baseline, procs, state
 from .loadgen import Engine, closed_loop, cpu_of, self_cpu
-from .mqtt import (CONNACK, PUBLISH, SUBACK, connect_packet, packet, parse_publish, split_packets,
-                   subscribe_packet)
+from .mqtt import CONNACK, PUBLISH, SUBACK, connect_packet, packet, parse_publish, split_packets, subscribe_packet
 from .probe import Probe, window
 
 SIZES = {
@@ -134,10 +134,8 @@ class DynsecAdmin:
         raise RuntimeError(f"dynsec: no answer to {command['command']} within {timeout:.0f} s")
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self.s.sendall(b"\xe0\x00")
-        except OSError:
-            pass
         self.s.close()
 
 
@@ -386,7 +384,8 @@ def lines(stall: dict) -> list[str]:
     for r in stall.get("runs", []):
         label = procs.LABELS.get(r["kind"], r["kind"])
         wall = 1000 * r["end_to_end_s"] / r["grants_done"] if r.get("end_to_end_s") and r["grants_done"] else None
-        out.append(f"  {r['accounts']:>8,} {label:<29} {r['grants_done']:>6} {_f(r['mosquitto_ms_per_grant'], '{:.2f}'):>13}"
+        out.append(f"  {r['accounts']:>8,} {label:<29} {r['grants_done']:>6}"
+                   f" {_f(r['mosquitto_ms_per_grant'], '{:.2f}'):>13}"
                    f" {_f(wall, '{:.2f}'):>13} {_f(r.get('end_to_end_s'), '{:.2f}'):>8} {_rtt(r['during']):>25}"
                    f" {_rtt(r['noise']):>18} {_f((r.get('file_bytes_after') or 0) / 2**20):>8}"
                    f" {_f(r['rss_mib'].get('mosquitto'), '{:.0f}'):>8}")
@@ -409,7 +408,8 @@ def start_lines(start: dict) -> list[str]:
            f" {'peak':>6} {'file MiB':>8}"]
     for kind, r in start["servers"].items():
         out.append(f"  {procs.LABELS.get(kind, kind):<29} {_f(r['admitted_after_spawn_s'], '{:.2f}'):>22}"
-                   f" {_f(r['admitted_after_mosquitto_start_s'], '{:.2f}'):>25} {_f(r['mosquitto_rss_mib'], '{:.0f}'):>12}"
+                   f" {_f(r['admitted_after_mosquitto_start_s'], '{:.2f}'):>25}"
+                   f" {_f(r['mosquitto_rss_mib'], '{:.0f}'):>12}"
                    f" {_f(r['mosquitto_peak_rss_mib'], '{:.0f}'):>6} {_f((r['file_bytes'] or 0) / 2**20):>8}")
     reg = start["servers"].get("registry", {})
     runs = reg.get("runs", [])
@@ -428,7 +428,8 @@ def targets(stall: dict | None, start: dict | None = None) -> list[dict]:
         out.append({"target": f"Mosquitto per grant at {r['accounts']:,} accounts", "wanted": "< 1 ms",
                     "measured": r["mosquitto_ms_per_grant"], "met": r["mosquitto_ms_per_grant"] < 1, "unit": "ms"})
         p99 = r["during"].get("p99_ms")
-        out.append({"target": f"unrelated client's p99 during {r['grants_done']:,} grants at {r['accounts']:,} accounts",
+        out.append({"target": f"unrelated client's p99 during {r['grants_done']:,} grants at"
+                              f" {r['accounts']:,} accounts",
                     "wanted": "< 5 ms", "measured": p99, "met": p99 is not None and p99 < 5, "unit": "ms"})
     reg = ((start or {}).get("servers") or {}).get("registry")
     if reg:
@@ -453,7 +454,7 @@ def main(argv=None) -> int:
     p.add_argument("--start-reps", type=int, default=3)
     p.add_argument("--no-docs", action="store_true")
     a = p.parse_args(argv)
-    if not procs.ensure_mosquitto():
+    if not procs.find_mosquitto():
         raise SystemExit("Mosquitto is needed")
     raise_fd_limit()
     m = machine.describe()
@@ -472,7 +473,8 @@ def main(argv=None) -> int:
     if "snapshot_cost" in results:
         c = results["snapshot_cost"]
         text.append(f"  the service's snapshot at {c['accounts']:,} accounts: {c['bytes'] / 2**20:.1f} MiB, built in"
-                    f" {c['build_cpu_s']:.3f} s of CPU on its event loop, at most once a second while accounts change (the"
+                    f" {c['build_cpu_s']:.3f} s of CPU on its event loop, at most once a second while accounts change"
+                    " (the"
                     f" digest it keeps per change would take {c['digest_recompute_cpu_s']:.2f} s to recompute)")
     text += ["", "targets"] + [f"  [{'met ' if t['met'] else 'MISS'}] {t['target']}: wanted {t['wanted']},"
                                f" measured {_f(t['measured'], '{:.2f}')} {t['unit']}" for t in results["targets"]]

@@ -8,10 +8,10 @@ Every device opens its socket at once (one pass of the generator over 10,000 soc
 and retries after 0.5-1 s when refused or when no CONNACK came back within 2 s (its TCP connect included).
 Why 2 s: Mosquitto listens with a backlog of 100, so most of the 10,000 SYNs of the first pass are dropped
 by the kernel and retransmitted after 1 s, 3 s, 7 s...; a device that waits 10 s finishes at 3, 7 or 11 s by
-luck (measured: 3-11 s for the same server), a device that gives up after 2 s and opens a new socket does not. Measured: time from the start
-until all devices hold an accepted session (and until half do), retries, the SYNs the kernel dropped because
-Mosquitto's accept queue (backlog 100) was full, CPU of each process, peak RSS. Repeated, servers in turn;
-the medians are reported and the ratios are medians of back-to-back pairs.
+luck (measured: 3-11 s for the same server), a device that gives up after 2 s and opens a new socket does not.
+Measured: time from the start until all devices hold an accepted session (and until half do), retries, the SYNs
+the kernel dropped because Mosquitto's accept queue (backlog 100) was full, CPU of each process, peak RSS.
+Repeated, servers in turn; the medians are reported and the ratios are medians of back-to-back pairs.
 """
 
 from __future__ import annotations
@@ -122,10 +122,10 @@ def run(quick: bool = False) -> dict:
     ratios: dict = {}
     for ours in ("registry", "registry@ready"):
         for other in ("passwd", "dynsec"):
-            pairs = [a["all_connected_s"] / b["all_connected_s"] for a, b in zip(runs[ours], runs[other])
+            pairs = [a["all_connected_s"] / b["all_connected_s"] for a, b in zip(runs[ours], runs[other], strict=False)
                      if a["all_connected_s"] and b["all_connected_s"]]
             ratios[f"{ours}/{other}"] = _median(pairs) if len(pairs) == len(runs[ours]) else None
-    pairs = [a["all_connected_s"] / b["all_connected_s"] for a, b in zip(runs["dynsec"], runs["passwd"])
+    pairs = [a["all_connected_s"] / b["all_connected_s"] for a, b in zip(runs["dynsec"], runs["passwd"], strict=False)
              if a["all_connected_s"] and b["all_connected_s"]]
     out["noise_dynsec_over_passwd"] = _median(pairs)  # two plain Mosquittos: the noise floor of the ratios
     out["ratios"] = ratios

@@ -19,20 +19,17 @@ registry left them, as the "before". What that baseline needs lives here, copied
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import secrets
+import subprocess
+import sysconfig
 from pathlib import Path
 
 from broker.mosquitto.config import write_private
 
-SO_CANDIDATES = (
-    "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so",
-    "/usr/lib/aarch64-linux-gnu/mosquitto_dynamic_security.so",
-    "/usr/lib/arm-linux-gnueabihf/mosquitto_dynamic_security.so",
-    "/usr/lib/mosquitto_dynamic_security.so",
-    "/usr/local/lib/mosquitto_dynamic_security.so",
-)
+SO_NAME = "mosquitto_dynamic_security.so"
 FILE_NAME = "dynamic-security.json"
 CONTROL_TOPIC = "$CONTROL/dynamic-security/v1"
 RESPONSE_TOPIC = CONTROL_TOPIC + "/response"
@@ -50,10 +47,26 @@ ADMIN_USER = "bench-dynsec-admin"
 ADMIN_ROLE = "bench-dynsec-admin"
 
 
+@functools.cache
+def _multiarch() -> str | None:
+    """Debian's multiarch triplet (x86_64-linux-gnu, aarch64-linux-gnu, ...): where libmosquitto installs it."""
+    for argv in (["dpkg-architecture", "-qDEB_HOST_MULTIARCH"], ["gcc", "-print-multiarch"]):
+        try:
+            out = subprocess.run(argv, capture_output=True, text=True, timeout=30).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            continue
+        if out:
+            return out
+    return sysconfig.get_config_var("MULTIARCH") or None
+
+
 def find_plugin() -> Path | None:
-    for candidate in SO_CANDIDATES:
-        if Path(candidate).is_file():
-            return Path(candidate)
+    """Debian's dynamic-security plugin (package mosquitto), None if it is not installed."""
+    triplet = _multiarch()
+    folders = [f"/usr/lib/{triplet}"] if triplet else []
+    for folder in (*folders, "/usr/lib", "/usr/local/lib"):
+        if (Path(folder) / SO_NAME).is_file():
+            return Path(folder) / SO_NAME
     return None
 
 
@@ -61,7 +74,7 @@ def conf_lines(path: Path) -> list[str]:
     """The two lines that load dynamic security with this file."""
     so = find_plugin()
     if so is None:
-        raise RuntimeError("mosquitto_dynamic_security.so not found (apt-get install mosquitto)")
+        raise RuntimeError(f"{SO_NAME} not found (apt-get install mosquitto)")
     return [f"plugin {so}", f"plugin_opt_config_file {path}"]
 
 

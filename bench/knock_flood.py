@@ -5,7 +5,9 @@ import tempfile
 import time
 
 from store import open_registry
-d = tempfile.mkdtemp(); db = os.path.join(d, "r.db")
+
+d = tempfile.mkdtemp()
+db = os.path.join(d, "r.db")
 reg = open_registry(db)
 def size():
     return sum(os.path.getsize(db + s) for s in ("", "-wal") if os.path.exists(db + s)) / 1e6
@@ -13,7 +15,8 @@ def rss():
     return int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
 t0 = time.perf_counter()
 for part in range(4):
-    batch = [(f"flood-{part}-{i}", "some-password", "c", f"10.{part}.{i // 250 % 250}.{i % 250}", "mqtt") for i in range(25_000)]
+    batch = [(f"flood-{part}-{i}", "some-password", "c", f"10.{part}.{i // 250 % 250}.{i % 250}", "mqtt")
+             for i in range(25_000)]
     for i in range(0, len(batch), 64):
         reg.login_many(batch[i:i + 64])
     st = reg.status()

@@ -1,7 +1,8 @@
 """The load generator: one process, one epoll loop, raw MQTT 3.1.1 packets on non-blocking sockets.
 
 No asyncio and no MQTT library: each connection costs the generator a socket, a connect, one write and one read
-and little Python around them, so that on a 2-core machine the servers, not the generator, get most of the CPU. Its CPU use is measured over every phase (``Meter``) and printed next to each throughput.
+and little Python around them, so that on a 2-core machine the servers, not the generator, get most of the CPU.
+Its CPU use is measured over every phase (``Meter``) and printed next to each throughput.
 The cyclic garbage collector is off while a phase runs (a collection would show up as server latency).
 
 Drivers:
@@ -19,6 +20,7 @@ prints one JSON line with what it sent and the CONNACK codes seen.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import gc
 import heapq
@@ -33,8 +35,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
-from .mqtt import (CONNACK, DISCONNECT, PUBLISH, SUBACK, connect_packet, parse_publish, split_packets,
-                   subscribe_packet)
+from .mqtt import CONNACK, DISCONNECT, PUBLISH, SUBACK, connect_packet, parse_publish, split_packets, subscribe_packet
 
 EPOLLIN, EPOLLOUT = select.EPOLLIN, select.EPOLLOUT
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
@@ -177,8 +178,24 @@ class Attempt:
     CONNACK return code, None when none arrived (``error`` says why). With ``keep`` an accepted connection
     stays open (``close()`` ends it); ``on_drop`` hears when the server closes a kept connection."""
 
-    __slots__ = ("engine", "sock", "fd", "packet", "source", "keep", "state", "buf", "t_start", "t_sent",
-                 "t_done", "rc", "error", "on_done", "key", "on_drop")
+    __slots__ = (
+        "buf",
+        "engine",
+        "error",
+        "fd",
+        "keep",
+        "key",
+        "on_done",
+        "on_drop",
+        "packet",
+        "rc",
+        "sock",
+        "source",
+        "state",
+        "t_done",
+        "t_sent",
+        "t_start",
+    )
 
     def __init__(self, engine: Engine, packet: bytes, on_done: Callable[[Attempt], None], *,
                  source: str | None = None, keep: bool = False, key: object = None) -> None:
@@ -311,20 +328,16 @@ class Attempt:
             self.engine.inflight.discard(self)
         else:
             if self.rc == 0:
-                try:
+                with contextlib.suppress(OSError):
                     self.sock.send(DISCONNECT)
-                except OSError:
-                    pass
             self._close()
         self.on_done(self)
 
     def close(self) -> None:
         """End a kept connection cleanly (DISCONNECT, close)."""
         if self.state == HELD:
-            try:
+            with contextlib.suppress(OSError):
                 self.sock.send(DISCONNECT)
-            except OSError:
-                pass
         self._close()
 
 
@@ -388,10 +401,8 @@ class Subscriber:
         fd = self.sock.fileno()
         if fd >= 0:
             self.engine.handlers.pop(fd, None)
-            try:
+            with contextlib.suppress(OSError):
                 self.sock.send(DISCONNECT)
-            except OSError:
-                pass
             self.sock.close()
 
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 from .report import _get  # one way to read a nested result
 
 
-
-
 def _n(v, fmt="{:.0f}"):
     return "?" if v is None else fmt.format(v)
 
@@ -85,7 +83,8 @@ def _findings(results: dict) -> list[str]:
     noise = [v for v in (auth.get("noise_dynsec_over_passwd") or {}).values() if v is not None]
     svc_auth = max((_get(auth, "servers", "registry", p, "service_cpu_pct_max") or 0
                     for p in ("seq_cold", "seq_warm", "conc_cold", "conc_warm")), default=None)
-    us = {k: _get(auth, "servers", k, "conc_warm", "mosquitto_us_per_connect") for k in ("passwd", "dynsec", "registry")}
+    us = {k: _get(auth, "servers", k, "conc_warm", "mosquitto_us_per_connect")
+          for k in ("passwd", "dynsec", "registry")}
     reg_storm = _get(storm, "servers", "registry") or {}
     ref_reg = _get(refusal, "servers", "registry") or {}
     ref_pw = _get(refusal, "servers", "passwd") or {}
@@ -169,7 +168,7 @@ def _findings(results: dict) -> list[str]:
 
 def notes(results: dict) -> list[str]:
     b = results["benchmarks"]
-    auth, refusal, pipe = (b.get(k) or {} for k in ("auth", "refusal", "pipeline"))
+    auth, _refusal, pipe = (b.get(k) or {} for k in ("auth", "refusal", "pipeline"))
     st = auth.get("registry_start") or {}
     users = _get(auth, "sizes", "users")
     qlen = pipe.get("raised_qlen") or {}
@@ -183,7 +182,8 @@ def notes(results: dict) -> list[str]:
         " service supervising the same Mosquitto with our registry plugin alone (no dynamic security). The plugin"
         " holds every account in memory (loaded at Mosquitto's start from a snapshot the service writes, changed"
         " by the service's control messages: broker/mosquitto/plugin_protocol.md) and answers logins and topic"
-        " checks from memory, a password checked against the store's HMAC-SHA256 verifier. Compare the **ratios** (`registry / passwd`, `registry / dynsec`) between machines, not the"
+        " checks from memory, a password checked against the store's HMAC-SHA256 verifier. Compare the **ratios**"
+        " (`registry / passwd`, `registry / dynsec`) between machines, not the"
         " absolute rates. Where a ratio is a target it is the median of ratios of measurements taken back to back"
         " (auth: the servers take turns within each phase of each round, the order rotating; storm: the servers"
         " take turns in each repetition), and the same ratio between the two plain Mosquittos is printed as the"
@@ -353,7 +353,8 @@ def stall_notes(results: dict) -> list[str]:
     if dyn:
         out.append(
             f"- Dynamic security at 100,000 accounts did {dyn['grants_done']} grants in its"
-            f" {stall['sizes']['dynsec_limit_s']:.0f} s bound (its file {_n((dyn.get('file_bytes_after') or 0) / 2**20)}"
+            f" {stall['sizes']['dynsec_limit_s']:.0f} s bound"
+            f" (its file {_n((dyn.get('file_bytes_after') or 0) / 2**20)}"
             f" MiB, rewritten twice per grant); 1,000 would take about"
             f" {_n(1000 * dyn['end_to_end_s'] / max(1, dyn['grants_done']) / 60, '{:.0f}')} minutes.")
     cost = results.get("snapshot_cost")

@@ -24,6 +24,7 @@ the broker's own latency.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import select
@@ -124,12 +125,10 @@ def run(port: int, user: str, password: str, interval: float, max_s: float, grac
                     (seq,) = struct.unpack("!Q", payload[:8])
                     if seq < len(rtt) and rtt[seq] is None:
                         rtt[seq] = t - sent[seq]
-    try:
+    with contextlib.suppress(OSError):
         s.send(b"\xe0\x00")
-    except OSError:
-        pass
     s.close()
-    return {"samples": [[a, b] for a, b in zip(sent, rtt)], "skipped": skipped, "errors": errors,
+    return {"samples": [[a, b] for a, b in zip(sent, rtt, strict=False)], "skipped": skipped, "errors": errors,
             "interval": interval}
 
 

@@ -14,7 +14,9 @@ with the registry plugin's lines replaced by dynamic security's two (``plugin ..
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -33,28 +35,56 @@ READY_LINE = "client-registry serving:"
 _LIVE: list[Server] = []
 
 
+_PORTS_FROM = 20000
+_next_port: int | None = None
+
+
+def _port_slice() -> tuple[int, int]:
+    """This process's own ports: below the kernel's ephemeral range, split between pytest-xdist workers."""
+    try:
+        ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_low = 32768
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    size = (ephemeral_low - _PORTS_FROM) // max(count, 1)
+    first = _PORTS_FROM + int(worker or 0) * size
+    return first, first + size
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A 127.0.0.1 TCP port nothing listens on, for a server started next. Probing with bind(0) and releasing
+    races with anything that binds in between; these ports come from below the ephemeral range, from a slice
+    of this test worker's own (an outgoing connection or another worker never gets them), and two asked for
+    in a row differ."""
+    global _next_port
+    first, end = _port_slice()
+    if end - first < 100:  # an unusual ephemeral range: no room below it
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+    if _next_port is None or not first <= _next_port < end:
+        _next_port = first + secrets.randbelow(end - first)  # a fresh run does not start on a stale server
+    for _ in range(end - first):
+        port, _next_port = _next_port, first + (_next_port + 1 - first) % (end - first)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {first}-{end - 1}")
 
 
-def ensure_mosquitto() -> str | None:
-    """Path of the mosquitto binary; installs Debian's packages (as root) when missing. None if impossible."""
-    def found() -> str | None:
-        exe = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
-        return exe if exe and shutil.which("mosquitto_passwd") else None
-
-    if found() is None and os.geteuid() == 0 and shutil.which("apt-get"):
-        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        subprocess.run(["apt-get", "install", "-y", "mosquitto", "mosquitto-clients", "mosquitto-dev",
-                        "libmosquitto-dev"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                       check=False)
-    return found()
+def find_mosquitto() -> str | None:
+    """Path of the mosquitto binary, None unless Debian's mosquitto (with mosquitto_passwd) is installed: the
+    README's install step puts it there (nothing here installs anything)."""
+    exe = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
+    return exe if exe and shutil.which("mosquitto_passwd") else None
 
 
 def mosquitto_version() -> str:
-    exe = ensure_mosquitto()
+    exe = find_mosquitto()
     if not exe:
         return "not installed"
     out = subprocess.run([exe, "-h"], capture_output=True, text=True).stdout
@@ -151,12 +181,11 @@ class Server:
 
     def _command(self) -> list[str]:
         if self.kind == "registry":
-            return client_registry_command() + [
-                "--db", str(self.db), "serve", "--mqtt-bind", f"127.0.0.1:{self.port}",
-                "--http-bind", f"127.0.0.1:{free_port()}"]
+            return [*client_registry_command(), "--db", str(self.db), "serve", "--mqtt-bind",
+                    f"127.0.0.1:{self.port}", "--http-bind", f"127.0.0.1:{free_port()}"]
         conf = self.workdir / "mosquitto.conf"
         conf.write_text(plain_conf(self.kind, self.port, self.workdir))
-        return [ensure_mosquitto() or "mosquitto", "-c", str(conf)]
+        return [find_mosquitto() or "mosquitto", "-c", str(conf)]
 
     def _answers(self) -> bool:
         try:
@@ -174,12 +203,11 @@ class Server:
     def start_async(self) -> float:
         """Spawn and return at once (the monotonic time of the spawn); ``wait_started`` waits for it."""
         command = self._command()
-        log = open(self.log_path, "ab")
-        self.spawned_at = time.monotonic()
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        self.proc = subprocess.Popen(command, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log,
-                                     stderr=subprocess.STDOUT, env=env)
-        log.close()
+        with open(self.log_path, "ab") as log:
+            self.spawned_at = time.monotonic()
+            self.proc = subprocess.Popen(command, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=subprocess.STDOUT, env=env)
         _LIVE.append(self)
         return self.spawned_at
 
@@ -280,10 +308,8 @@ class Server:
 
 def _stop_all() -> None:
     for server in list(_LIVE):
-        try:
+        with contextlib.suppress(Exception):
             server.stop()
-        except Exception:
-            pass
 
 
 atexit.register(_stop_all)
@@ -314,8 +340,8 @@ def netstat_counters() -> dict[str, int]:
         lines = Path("/proc/net/netstat").read_text().splitlines()
     except OSError:
         return {}
-    for head, values in zip(lines[::2], lines[1::2]):
+    for head, values in zip(lines[::2], lines[1::2], strict=False):
         if head.startswith("TcpExt:"):
-            table = dict(zip(head.split()[1:], map(int, values.split()[1:])))
+            table = dict(zip(head.split()[1:], map(int, values.split()[1:]), strict=False))
             return {k: table.get(k, 0) for k in ("ListenOverflows", "ListenDrops")}
     return {}

@@ -113,13 +113,16 @@ def _auth(a: dict, lines: list[str]) -> None:
             f"{_f(ratios[p], '{:.2f}x'):>12} " for p in PHASES))
     noise = a.get("noise_dynsec_over_passwd")
     if noise:
-        lines.append(f"  {'(noise: dynsec / passwd)':<30} " + " ".join(f"{_f(noise[p], '{:.2f}x'):>12} " for p in PHASES))
-    p99 = {k: "/".join(_f(r[p]["p99_ms"], "{:.1f}") for p in PHASES) for k, r in a["servers"].items() if "seq_cold" in r}
+        lines.append(f"  {'(noise: dynsec / passwd)':<30} "
+                     + " ".join(f"{_f(noise[p], '{:.2f}x'):>12} " for p in PHASES))
+    p99 = {k: "/".join(_f(r[p]["p99_ms"], "{:.1f}") for p in PHASES)
+           for k, r in a["servers"].items() if "seq_cold" in r}
     lines.append("  p99 latency ms (seq cold/seq warm/50x cold/50x warm): "
                  + ", ".join(f"{k} {v}" for k, v in p99.items()))
     svc = max((a["servers"]["registry"][p]["service_cpu_pct_max"] for p in PHASES), default=0)
     st = a.get("registry_start", {})
-    lines.append(f"  registry start with {size['users']:,} devices: port answered after {_f(st.get('listening_s'), '{:.1f}')} s,"
+    lines.append(f"  registry start with {size['users']:,} devices: port answered after"
+                 f" {_f(st.get('listening_s'), '{:.1f}')} s,"
                  f" 'serving' after {_f(st.get('ready_s'), '{:.1f}')} s ({_f(st.get('service_cpu_s'), '{:.1f}')} s of"
                  f" service CPU); start-up reconcile corrections: {st.get('reconcile_corrections')};"
                  f" service CPU during the registry's phases <= {svc:.0f}%")
@@ -174,7 +177,8 @@ def _refusal(f: dict, lines: list[str]) -> None:
                      f" {_f(reg.get('context_switches_per_knock'), '{:.2f}')} context switches per knock counted;"
                      f" the plugin's 'queue full' warning (at most once a minute) appeared"
                      f" {reg.get('plugin_queue_full_logged')}x")
-    lines.append("  ratios: " + ", ".join(f"registry / {k} {v:.2f}x" for k, v in f.get("ratios_registry_over", {}).items()))
+    lines.append("  ratios: " + ", ".join(f"registry / {k} {v:.2f}x"
+                                          for k, v in f.get("ratios_registry_over", {}).items()))
     lines.extend(profile_lines(f.get("profile")))
 
 
@@ -182,7 +186,8 @@ def _pipeline(p: dict, lines: list[str]) -> None:
     lines.append("\n4. registration pipeline: CONNECT written -> request.created at the admin subscriber "
                  f"(fresh registry per rate; net.unix.max_dgram_qlen {p.get('default_qlen')})")
     lines.append(f"  {'rate/s':>8} {'sent':>5} {'recorded':>8} {'lost':>5} {'dup':>4} {'events':>6} {'p50 ms':>8}"
-                 f" {'p95 ms':>8} {'p99 ms':>8} {'max ms':>8} {'drain s':>7} {'svc ms/dev':>10} {'loadgen':>7} {'sustained':>9}")
+                 f" {'p95 ms':>8} {'p99 ms':>8} {'max ms':>8} {'drain s':>7} {'svc ms/dev':>10} {'loadgen':>7}"
+                 f" {'sustained':>9}")
     rows = list(p.get("rates", []))
     if isinstance(p.get("raised_qlen"), dict) and "rate" in p["raised_qlen"]:
         rows.append({**p["raised_qlen"], "label": f"{p['raised_qlen']['rate']}*"})
@@ -190,7 +195,8 @@ def _pipeline(p: dict, lines: list[str]) -> None:
         lines.append(f"  {r.get('label', str(r['rate'])):>8} {r['attempts']:>5} {r['recorded']:>8} {r['lost']:>5} "
                      f"{r['duplicated']:>4} {r['events_received']:>6} {_f(r['p50_ms']):>8} {_f(r['p95_ms']):>8} "
                      f"{_f(r['p99_ms']):>8} {_f(r['max_ms']):>8} {_f(r['drain_s'], '{:.1f}'):>7} "
-                     f"{_f(r.get('service_ms_per_device'), '{:.1f}'):>10} {_pct(r, 'loadgen'):>7} {str(r['sustained']):>9}")
+                     f"{_f(r.get('service_ms_per_device'), '{:.1f}'):>10} {_pct(r, 'loadgen'):>7}"
+                     f" {r['sustained']!s:>9}")
     if rows and len(rows) > len(p.get("rates", [])):
         lines.append(f"  * the same with net.unix.max_dgram_qlen raised to {p['raised_qlen'].get('max_dgram_qlen')}")
     elif isinstance(p.get("raised_qlen"), dict) and "skipped" in p["raised_qlen"]:

@@ -147,11 +147,14 @@ def hot_path(n: int) -> dict:
     from store.approval_rules import _LIVE_RULES
     from store.database import run_sql
 
-    def cpu_per(fn, count: int) -> float:
+    def cpu_per(fn, reg, count: int) -> float:
         t0 = time.process_time()
         for i in range(count):
-            fn(i)
+            fn(reg, i)
         return 1000 * (time.process_time() - t0) / count
+
+    def attempt(reg, i: int) -> None:
+        reg.login(f"hot-{i:05d}", "pw-device-1", f"cid-{i}", f"127.9.{i // 25}.{i % 25 + 1}", "mqtt")
 
     out: dict = {"n": n}
     for label in ("no_rules", "rules_not_matching", "admitted_by_rule", "manual_grant"):
@@ -164,18 +167,14 @@ def hot_path(n: int) -> dict:
                     reg.add_rule(f"other{k}-*", permissions=[TEMPLATE], actor="bench")
             if label == "admitted_by_rule":
                 reg.add_rule("hot-*", permissions=[TEMPLATE], limit=n, actor="bench")
-
-            def attempt(i: int) -> None:
-                reg.login(f"hot-{i:05d}", "pw-device-1", f"cid-{i}", f"127.9.{i // 25}.{i % 25 + 1}", "mqtt")
-
-            recorded_ms = cpu_per(attempt, n)  # admitted_by_rule: recorded and granted in one transaction
+            recorded_ms = cpu_per(attempt, reg, n)  # admitted_by_rule: recorded and granted in one transaction
             if label == "manual_grant":  # the requests recorded above, granted one by one
-                out[f"{label}_ms"] = cpu_per(lambda i: reg.grant([f"hot-{i:05d}"], [TEMPLATE], actor="bench"), n)
+                out[f"{label}_ms"] = cpu_per(lambda r, i: r.grant([f"hot-{i:05d}"], [TEMPLATE], actor="bench"), reg, n)
             else:
                 out[f"{label}_ms"] = recorded_ms
             if label == "no_rules":
-                out["rules_query_us"] = 1000 * cpu_per(lambda i: run_sql(reg.db, _LIVE_RULES, (0.0,)).fetchall(),
-                                                       10 * n)
+                out["rules_query_us"] = 1000 * cpu_per(lambda r, _: run_sql(r.db, _LIVE_RULES, (0.0,)).fetchall(),
+                                                       reg, 10 * n)
         finally:
             reg.close()
     return out
@@ -231,7 +230,7 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     from . import machine
 
-    if not procs.ensure_mosquitto():
+    if not procs.find_mosquitto():
         raise SystemExit("Mosquitto is needed: apt-get install mosquitto mosquitto-clients mosquitto-dev")
     raise_fd_limit()
     size = SIZES["quick" if a.quick else "full"]

@@ -25,7 +25,7 @@ def run_one(name: str, quick: bool) -> dict:
 def run_suite(names=NAMES, quick: bool = False, progress=print) -> dict:
     from .loadgen import raise_fd_limit
 
-    if not procs.ensure_mosquitto():
+    if not procs.find_mosquitto():
         raise RuntimeError("Mosquitto is needed: apt-get install mosquitto mosquitto-clients mosquitto-dev")
     fd_limit = raise_fd_limit()  # 10,000 storm sockets here, and as many in Mosquitto (it inherits it)
     results = {"quick": quick, "started": time.strftime("%Y-%m-%d %H:%M:%S %z"), "machine": machine.describe(),

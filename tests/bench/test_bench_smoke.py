@@ -14,8 +14,7 @@ import pytest
 from bench import procs, report
 from bench.run import NAMES, run_suite
 
-pytestmark = pytest.mark.skipif(procs.ensure_mosquitto() is None, reason="Mosquitto is not installed")
-
+pytestmark = pytest.mark.xdist_group("bench-suite")  # one worker runs the suite once for all of them
 
 @pytest.fixture(scope="module")
 def results():

@@ -3,12 +3,7 @@ rule, into an empty broker and into one already holding accounts. No timing is a
 
 from __future__ import annotations
 
-import pytest
-
-from bench import procs
 from bench.b_fleet import SIZES, run
-
-pytestmark = pytest.mark.skipif(procs.ensure_mosquitto() is None, reason="Mosquitto is not installed")
 
 
 def test_every_device_gets_in_by_the_rule():

@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from bench import procs
 from bench.report import replace_section
 from bench.rule_admission import hot_path, run_mode
-
-pytestmark = pytest.mark.skipif(procs.ensure_mosquitto() is None, reason="Mosquitto is not installed")
 
 
 @pytest.mark.parametrize("mode", ["rule", "manual"])
