@@ -1,5 +1,9 @@
+import contextlib
+from pathlib import Path
+
 import pytest
 
+from bench import dynsec_baseline
 from store import RegistryConfig, open_registry
 
 
@@ -49,6 +53,32 @@ def make_reg(db_path, clock):
 
 
 @pytest.fixture(scope="session", autouse=True)
+def own_xdg_folders(tmp_path_factory):
+    """Each test process its own XDG data and config folders, and none of the developer's settings: the
+    default database, a server database's companion files and a keymap are never shared between tests that
+    run in parallel (pytest-xdist workers), nor with the developer's own. The plugin cache stays shared: it is
+    built once per source, by content hash, and concurrent builds are safe (tests/plugin/test_plugin_build.py)."""
+    base = tmp_path_factory.mktemp("xdg")
+    env = pytest.MonkeyPatch()
+    env.setenv("XDG_DATA_HOME", str(base / "data"))
+    env.setenv("XDG_CONFIG_HOME", str(base / "config"))
+    for name in ("CLIENT_REGISTRY_DB", "CLIENT_REGISTRY_MQTT", "CLIENT_REGISTRY_KEYMAP",
+                 "CLIENT_REGISTRY_CONSOLE_PASSWORD"):
+        env.delenv(name, raising=False)
+    yield
+    env.undo()
+
+
+@pytest.fixture(scope="session")
+def dynsec_plugin() -> Path:
+    """Debian's dynamic-security plugin, wherever the machine's architecture puts it."""
+    found = dynsec_baseline.find_plugin()
+    if found is None:
+        pytest.fail(f"{dynsec_baseline.SO_NAME} missing (apt-get install mosquitto)")
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
 def no_broker_left_behind(tmp_path_factory):
     """Tests kill services on purpose (a supervised Mosquitto outlives them by design): whatever Mosquitto
     still runs on a configuration under this session's temporary folder is stopped at the end."""
@@ -64,7 +94,5 @@ def no_broker_left_behind(tmp_path_factory):
         except OSError:
             continue
         if cmdline and cmdline[0].endswith(b"mosquitto") and any(base.encode() in part for part in cmdline):
-            try:
+            with contextlib.suppress(OSError):
                 os.kill(int(proc.name), signal.SIGTERM)
-            except OSError:
-                pass

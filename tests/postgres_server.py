@@ -6,9 +6,10 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 from contextlib import contextmanager
+
+from bench.procs import free_port
 
 
 def _bin(name: str) -> str:
@@ -16,12 +17,6 @@ def _bin(name: str) -> str:
     if not found:
         raise RuntimeError(f"PostgreSQL's {name} is missing: apt-get install postgresql")
     return found[-1]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @contextmanager
@@ -35,7 +30,7 @@ def postgres_server(folder: str):
         entry = pwd.getpwnam("postgres")
         os.chown(folder, entry.pw_uid, entry.pw_gid)
         os.chown(data, entry.pw_uid, entry.pw_gid)
-    port = _free_port()
+    port = free_port()
     quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE, "check": True}
     subprocess.run([*run_as, _bin("initdb"), "-D", data, "-A", "trust", "-U", "postgres"], **quiet)
     options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off"

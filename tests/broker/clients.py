@@ -13,10 +13,10 @@ import urllib.error
 import urllib.request
 
 import paho.mqtt.client as mqtt
-
-from bench.mqtt import _str, _varint, packet  # the one encoder of raw packets
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+
+from bench.mqtt import _str, _varint, packet  # the one encoder of raw packets
 
 
 class Paho:
@@ -54,7 +54,7 @@ class Paho:
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties):
         self.subacks.put([rc.value for rc in reason_codes])
 
-    def connect(self, timeout: float = 5.0) -> "Paho":
+    def connect(self, timeout: float = 5.0) -> Paho:
         self.client.connect("127.0.0.1", self.port, keepalive=30)
         self.client.loop_start()
         if not self.answered.wait(timeout):
@@ -133,7 +133,7 @@ class Device(Paho):
             self.disconnected_at = time.monotonic()
         super()._on_disconnect(client, userdata, flags, reason_code, properties)
 
-    def connect(self, timeout: float = 5.0) -> "Device":
+    def connect(self, timeout: float = 5.0) -> Device:
         if self.protocol != mqtt.MQTTv5:
             return super().connect(timeout)  # type: ignore[return-value]
         props = None

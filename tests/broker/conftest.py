@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -15,6 +14,7 @@ import pytest
 from broker.plugin_socket import wake
 from broker.server import EmbeddedServer
 from store import open_registry
+from tests.waits import wait_until
 
 
 class ServerThread:
@@ -48,7 +48,7 @@ class ServerThread:
         finally:
             self.reg.close()
 
-    def start(self) -> "ServerThread":
+    def start(self) -> ServerThread:
         self._thread.start()
         self._ready.wait(30)
         if self._error is not None:
@@ -125,17 +125,6 @@ def broker_log() -> Iterator[list[str]]:
     finally:
         logs.ROOT.removeHandler(handler)
         logs.ROOT.setLevel(before)
-
-
-def wait_until(predicate, timeout: float = 5.0, message: str = "condition"):
-    """The predicate's first truthy value, polled until ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {message}")
 
 
 @pytest.fixture

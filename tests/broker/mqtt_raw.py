@@ -47,7 +47,7 @@ def read_connack(sock: socket.socket, timeout: float = 3.0) -> int | None:
             if not chunk:
                 return None
             data += chunk
-    except (TimeoutError, socket.timeout, ConnectionError):
+    except (TimeoutError, ConnectionError):
         return None
     if data[0] != 0x20:
         return None
@@ -62,7 +62,7 @@ def closed_by_peer(sock: socket.socket, timeout: float) -> bool:
             chunk = sock.recv(4096)
             if not chunk:
                 return True
-    except (TimeoutError, socket.timeout):
+    except TimeoutError:
         return False
     except ConnectionError:
         return True

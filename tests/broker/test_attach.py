@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.procs import free_port
 from broker.mosquitto import plugin_wire as wire
 from broker.mosquitto.config import SERVICE_USER
 from store import open_registry
@@ -29,9 +30,8 @@ from tests.broker.conftest import wait_until
 from tests.broker.test_http import post
 from tests.broker.test_presence import online, presence_of, presence_source
 from tests.broker.test_serve import CLI, wait_serving
-from tests.tui.conftest import free_port, wait_port
+from tests.tui.conftest import wait_port
 
-DYNSEC_SO = Path("/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so")
 SITE_USER, SITE_PASSWORD, SITE_ROLE = "site-admin", "site-admin-pass-1", "site-operators"
 
 
@@ -70,11 +70,9 @@ def site():
     shutil.rmtree(folder, ignore_errors=True)
 
 
-def test_mosquitto_config_then_serve_attached_beside_the_sites_dynamic_security(site, tmp_path):
+def test_mosquitto_config_then_serve_attached_beside_the_sites_dynamic_security(site, tmp_path, dynsec_plugin):
     if os.geteuid() != 0:
         pytest.fail("this test plays the site's administrator: run it as root (CI does)")
-    if not DYNSEC_SO.is_file():
-        pytest.fail(f"{DYNSEC_SO} is missing: apt-get install mosquitto")
     db = str(tmp_path / "registry.db")
     port, http_port = free_port(), free_port()
     conf_d, secret, plugin, sock = (site / "conf.d" / "zz-client-registry.conf", site / "client-registry.secret",
@@ -83,7 +81,7 @@ def test_mosquitto_config_then_serve_attached_beside_the_sites_dynamic_security(
     dynsec = site / "dynamic-security.json"
     site_file = site_dynsec(dynsec)
     main_conf = site / "mosquitto.conf"  # the site's own: its dynamic security, then conf.d (ours is in it)
-    main_conf.write_text(f"plugin {DYNSEC_SO}\nplugin_opt_config_file {dynsec}\ninclude_dir {conf_d.parent}\n"
+    main_conf.write_text(f"plugin {dynsec_plugin}\nplugin_opt_config_file {dynsec}\ninclude_dir {conf_d.parent}\n"
                          "log_dest stderr\npersistence false\n")
 
     cli(db, "init")
@@ -202,7 +200,7 @@ def add_site_client(path: Path, username: str, password: str) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n")
 
 
-def test_a_device_never_takes_the_name_of_a_site_account(site, tmp_path):
+def test_a_device_never_takes_the_name_of_a_site_account(site, tmp_path, dynsec_plugin):
     """The site's dynamic-security client and password-file user, found by mosquitto-config in the site's own
     configuration: a device asking for one over HTTP gets 409 with the reason (even with a rule that would
     admit it), and a name the site creates after a device asked for it is refused at grant time, by name and
@@ -217,7 +215,7 @@ def test_a_device_never_takes_the_name_of_a_site_account(site, tmp_path):
     site_file = site_dynsec(dynsec)
     passwd.write_text("plant-op:$7$101$c2FsdA==$aGFzaA==\n")  # another site file, named with --site-accounts
     main_conf = site / "mosquitto.conf"
-    main_conf.write_text(f"plugin {DYNSEC_SO}\nplugin_opt_config_file {dynsec}\ninclude_dir {conf_d.parent}\n"
+    main_conf.write_text(f"plugin {dynsec_plugin}\nplugin_opt_config_file {dynsec}\ninclude_dir {conf_d.parent}\n"
                          "log_dest stderr\npersistence false\n")
     cli(db, "init")
     res = cli(db, "mosquitto-config", "--conf-d", str(conf_d), "--secret", str(secret), "--plugin", str(plugin),

@@ -24,7 +24,7 @@ def cli(db: str, *args: str) -> subprocess.CompletedProcess:
     return res
 
 
-def _events(admin: Paho, kind: str, timeout: float = 1.5) -> dict | None:
+def _events(admin: Paho, kind: str, timeout: float = 10.0) -> dict | None:
     """The next event of `kind` the admin client receives (others are skipped), or None."""
     deadline = time.monotonic() + timeout
     while (left := deadline - time.monotonic()) > 0:
@@ -54,18 +54,19 @@ def test_implicit_flow(server, db_path):
         assert res.returncode != 0 and "not authori" in res.stderr
         assert json.loads(cli(db_path, "requests", "--json").stdout) == []
 
-        # unlocked: still refused, but listed, and the admin hears about it within a second
+        # unlocked: still refused, but listed, and the admin hears about it
         cli(db_path, "unlock")
         assert _events(admin, "registry.unlocked") is not None
         res = mosquitto_pub(port, DEVICE, SECRET, client_id="dev-17")
         assert res.returncode != 0 and "not authori" in res.stderr
-        created = _events(admin, "request.created", timeout=1.0)
+        created = _events(admin, "request.created")
         assert created is not None
         assert created["subject"] == DEVICE and created["kind"] == "request.created"
         assert {"id", "time", "actor", "kind", "subject", "detail"} <= set(created)
         assert SECRET not in json.dumps(created)
         [req] = json.loads(cli(db_path, "requests", "--json").stdout)
-        assert (req["username"], req["status"], req["source"], req["client_id"]) == (DEVICE, "pending", "mqtt", "dev-17")
+        assert (req["username"], req["status"], req["source"], req["client_id"]) == (DEVICE, "pending", "mqtt",
+                                                                                     "dev-17")
 
         # granted: the very same mosquitto_pub now succeeds
         cli(db_path, "grant", DEVICE)
@@ -83,11 +84,11 @@ def test_implicit_flow(server, db_path):
             assert device.subscribe("sensors/#") == [1]
             res = mosquitto_pub(port, DEVICE, SECRET, topic="sensors/temp", message="21.5")
             assert res.returncode == 0, res.stderr
-            assert device.next_message(timeout=2.0) == ("sensors/temp", b"21.5")
+            assert device.next_message(timeout=10.0) == ("sensors/temp", b"21.5")
 
-            # disable: the open session is kicked within a second (generous wait)
+            # disable: the open session is kicked
             cli(db_path, "user", "disable", DEVICE)
-            assert device.disconnected.wait(3.0)
+            assert device.disconnected.wait(10.0)
             res = mosquitto_pub(port, DEVICE, SECRET)
             assert res.returncode != 0
         finally:
@@ -101,7 +102,7 @@ def test_mosquitto_sub_flow_and_permission_narrowing(server, admin_reg):
     port = server.mqtt_port
     server.add_device(admin_reg, "reader-1", "reader-pass")
     # no permission yet: mosquitto_sub is told the subscription was refused
-    res = mosquitto_sub_once(port, "reader-1", "reader-pass", "plant/#", wait=2)
+    res = mosquitto_sub_once(port, "reader-1", "reader-pass", "plant/#", wait=10)  # exits once denied
     assert "denied" in res.stderr and res.stdout == ""
     admin_reg.permit("reader-1", "plant/#", "read", actor="test")
     wait_until(lambda: "plant/#" in role_topics(server, "reader-1"), message="the permission in Mosquitto")
@@ -140,7 +141,7 @@ def test_removed_user_is_kicked_and_events_from_any_writer_are_relayed(server, a
         admin_reg.remove_user("temp-user", actor="test")
         event = _events(admin, "user.removed")
         assert event is not None and event["subject"] == "temp-user" and event["actor"] == "test"
-        assert temp.disconnected.wait(3.0)
+        assert temp.disconnected.wait(10.0)
     finally:
         temp.close()
         admin.close()

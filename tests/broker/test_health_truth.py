@@ -29,7 +29,7 @@ def test_a_broker_that_stops_taking_changes_fails_healthz_and_says_so(tmp_path):
         os.kill(mosquitto, signal.SIGSTOP)
         granted = subprocess.run([CLI, "grant", "frozen-1", "--db", db], capture_output=True, text=True, timeout=60)
         assert granted.returncode == 1 and "did not apply it" in granted.stderr  # recorded, not enforced
-        code, body = until(lambda: (lambda r: r if r[0] == 503 else None)(healthz(http_port)), 30, "healthz 503")
+        _code, body = until(lambda: (lambda r: r if r[0] == 503 else None)(healthz(http_port)), 30, "healthz 503")
         assert body["message"].startswith("Mosquitto is not taking the registry's changes")
         until(lambda: reg.status().server_problem, 5, "the problem noted in the database (within a second)")
         status = subprocess.run([CLI, "status", "--db", db], capture_output=True, text=True, timeout=30)

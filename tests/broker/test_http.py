@@ -96,7 +96,7 @@ def test_bad_input_400(server, admin_reg):
 def test_body_over_64k_is_413(server, admin_reg):
     admin_reg.unlock(300, actor="test")
     big = {"username": "big-dev", "password": "long-enough", "context": {"blob": "x" * (70 * 1024)}}
-    status, body = post(server.http_port, big)
+    status, _body = post(server.http_port, big)
     assert status == 413
     assert admin_reg.requests() == []
 

@@ -71,7 +71,7 @@ def test_revocation_disconnects_a_live_session_within_1s(server, admin_reg, revo
             admin_reg.set_password(name, "rev-pass-new", actor="test")
         else:
             getattr(admin_reg, revoke)(name, actor="test")
-        assert dev.disconnected.wait(3.0), f"{revoke}: the live session was not disconnected"
+        assert dev.disconnected.wait(10.0), f"{revoke}: the live session was not disconnected"
         latency = dev.disconnected_at - start
         print(f"\nrevocation {revoke}: live session disconnected {latency * 1000:.0f} ms after the call")
         assert latency < 1.0, f"{revoke}: disconnected only after {latency:.2f} s"
@@ -113,7 +113,7 @@ def test_narrowing_stops_deliveries_and_publishes_of_a_live_session_within_1s(se
 
         start = time.monotonic()
         admin_reg.forbid(name, "plant/#", actor="test")
-        wait_until(lambda: role_in_mosquitto(server, admin_reg, name), timeout=3.0,
+        wait_until(lambda: role_in_mosquitto(server, admin_reg, name),
                    message="the narrowing applied in Mosquitto")
         latency = time.monotonic() - start
         print(f"\nrevocation forbid: narrowing applied in Mosquitto {latency * 1000:.0f} ms after the call")

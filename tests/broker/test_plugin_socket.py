@@ -38,7 +38,7 @@ def presence(reset: bool, *changes: tuple[bool, bytes, bytes]) -> bytes:
 def test_the_wake_is_v1s_bytes_and_nothing_else_passes_for_it(tmp_path):
     """The CLI's wake keeps the bytes earlier versions sent; other v1 datagrams (the old plugin's attempts)
     are not taken for anything."""
-    assert WAKE_DATAGRAM == MAGIC + bytes([WAKE]) + b"\0\0" * 4
+    assert MAGIC + bytes([WAKE]) + b"\0\0" * 4 == WAKE_DATAGRAM
     with pytest.raises(wire.WireError):
         wire.parse_datagram(WAKE_DATAGRAM)
 

@@ -63,7 +63,7 @@ def test_a_bad_value_is_a_usage_error(db_path, registry_with_a_user, args):
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     last = result.stderr.splitlines()[-1]  # click's usage block ends in its one line; ours is that line alone
-    assert last.startswith("Error: ") or result.stderr == last + "\n" and last.startswith("client-registry: ")
+    assert last.startswith("Error: ") or (result.stderr == last + "\n" and last.startswith("client-registry: "))
     assert open_registry(db_path).last_event_id() == registry_with_a_user  # nothing written
 
 

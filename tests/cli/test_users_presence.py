@@ -5,10 +5,9 @@ import json
 import re
 import time
 
+from store import open_registry
 from tests.broker.clients import Paho
 from tests.broker.conftest import ServerThread, wait_until
-
-from store import open_registry
 
 from .test_cli import ok, run
 

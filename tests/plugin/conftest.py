@@ -5,6 +5,7 @@ that drives the plugin as the service does (control messages on $CONTROL/client-
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
@@ -23,10 +24,12 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from bench.mqtt import _varint  # the one encoder of MQTT's variable-length integers
+from bench.procs import free_port
 from broker.mosquitto import plugin_wire as wire
 from broker.mosquitto.plugin_build import plugin_path
+from tests.waits import wait_until
 
-DYNSEC_PLUGIN = "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so"
 SECRET = bytes(range(32))
 SERVICE_USER, SERVICE_PASSWORD = "registry-service", "service-password"
 DEVICE_USER, DEVICE_PASSWORD = "device-1", "device-password"
@@ -34,17 +37,6 @@ DEVICE_USER, DEVICE_PASSWORD = "device-1", "device-password"
 REFUSED = {3: 5, 4: 5, 5: 135}
 ACCEPTED = 0
 NO_CONNACK = None
-
-
-def wait_for(condition: Callable[[], object], timeout: float = 10.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.01)
 
 
 def verifier(username: str | bytes, password: str | bytes, secret: bytes = SECRET) -> bytes:
@@ -66,9 +58,6 @@ DEVICE = account(DEVICE_USER, DEVICE_PASSWORD, acls=[(wire.READ | wire.WRITE, "d
 
 def _field(value: bytes) -> bytes:
     return struct.pack("!H", len(value)) + value
-
-
-from bench.mqtt import _varint  # noqa: E402 - the one encoder of MQTT's variable-length integers
 
 
 def connect_packet(client_id: bytes, username: bytes | None = None, password: bytes | None = None, *,
@@ -125,7 +114,7 @@ class Registry:
         self.sock.settimeout(timeout)
         try:
             return self.sock.recv(65536)
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             raise AssertionError(f"no datagram within {timeout}s") from None
 
     def next(self, kind: type = wire.Attempt, timeout: float = 5.0):
@@ -189,12 +178,6 @@ class Registry:
 
 # --- the broker ---
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def dynsec_client(username: str, password: str, iterations: int = 101, roles: list | None = None) -> dict:
     salt = os.urandom(12)
     digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations, 64)
@@ -246,15 +229,15 @@ class Mosquitto:
         lines.append("log_type all")
         return "\n".join(lines) + "\n"
 
-    def start(self, expect_running: bool = True) -> "Mosquitto":
+    def start(self, expect_running: bool = True) -> Mosquitto:
         for _ in range(5):  # the ephemeral port can be taken between probe and bind
-            self.port = _free_port()
+            self.port = free_port()
             conf = self.dir / "mosquitto.conf"
             conf.write_text(self._config())
             with open(self.log_path, "wb") as log:
                 self.proc = subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=log, stderr=log,
                                              stdin=subprocess.DEVNULL)
-            wait_for(lambda: " running" in self.log() or self.proc.poll() is not None, 10, "mosquitto to start")
+            wait_until(lambda: " running" in self.log() or self.proc.poll() is not None, 10, "mosquitto to start")
             if self.proc.poll() is None:
                 return self
             if "Address already in use" not in self.log():
@@ -404,10 +387,8 @@ def clients() -> Iterator[list]:
     started: list = []
     yield started
     for client in started:
-        try:
+        with contextlib.suppress(Exception):  # best-effort cleanup
             client.close()
-        except Exception:  # noqa: BLE001 - best-effort cleanup
-            pass
 
 
 @pytest.fixture

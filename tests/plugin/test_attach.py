@@ -3,7 +3,6 @@ password file), on a real Mosquitto."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 
@@ -11,8 +10,22 @@ import pytest
 
 from broker.mosquitto import plugin_wire as wire
 
-from .conftest import (ACCEPTED, DEVICE, DEVICE_PASSWORD, DEVICE_USER, DYNSEC_PLUGIN, REFUSED, SERVICE, Client,
-                       Mosquitto, Service, attempt, dynsec_client, dynsec_config, wait_for, write_snapshot)
+from .conftest import (
+    ACCEPTED,
+    DEVICE,
+    DEVICE_PASSWORD,
+    DEVICE_USER,
+    REFUSED,
+    SERVICE,
+    Client,
+    Mosquitto,
+    Service,
+    attempt,
+    dynsec_client,
+    dynsec_config,
+    wait_until,
+    write_snapshot,
+)
 
 SITE_USER, SITE_PASSWORD = "site-client", "site-password"
 SITE_ROLE = {"rolename": "site", "acls": [
@@ -43,12 +56,10 @@ def attach_broker(plugin_so, short_dir, registry):
 
 
 @pytest.mark.parametrize("unlocked", [False, True], ids=["locked", "unlocked"])
-def test_attach_around_dynamic_security(attach_broker, short_dir, registry, clients, unlocked):
-    if not os.path.exists(DYNSEC_PLUGIN):
-        pytest.fail(f"{DYNSEC_PLUGIN} missing (apt-get install mosquitto)")
+def test_attach_around_dynamic_security(attach_broker, short_dir, registry, clients, unlocked, dynsec_plugin):
     dynsec_config(short_dir / "dynsec.json", [dynsec_client(SITE_USER, SITE_PASSWORD, roles=[{"rolename": "site"}])],
                   [SITE_ROLE])
-    broker = attach_broker([f"plugin {DYNSEC_PLUGIN}", f"plugin_opt_config_file {short_dir / 'dynsec.json'}"],
+    broker = attach_broker([f"plugin {dynsec_plugin}", f"plugin_opt_config_file {short_dir / 'dynsec.json'}"],
                            unlocked_until=time.time() + 3600 if unlocked else None)
     # The site's client logs in and uses its topics (dynamic security answers it: the registry defers).
     site = Client(broker.port, SITE_USER, SITE_PASSWORD, client_id="site-1")
@@ -135,7 +146,7 @@ def test_parts_are_loaded_once_each(plugin_so, short_dir, registry):
                            f"plugin {plugin_so}", "plugin_opt_part first"]
     broker.start(expect_running=False)
     try:
-        wait_for(lambda: not broker.alive(), what="mosquitto to refuse the configuration")
+        wait_until(lambda: not broker.alive(), message="mosquitto to refuse the configuration")
         assert any("cannot be loaded with the parts already loaded" in line for line in broker.plugin_log())
     finally:
         broker.stop()
@@ -146,13 +157,14 @@ def test_bad_part_option(plugin_so, short_dir):
     broker.plugin_lines = [f"plugin {plugin_so}", *broker.options(), "plugin_opt_part middle"]
     broker.start(expect_running=False)
     try:
-        wait_for(lambda: not broker.alive(), what="mosquitto to exit")
+        wait_until(lambda: not broker.alive(), message="mosquitto to exit")
         assert any("must be all, first or last" in line for line in broker.plugin_log())
     finally:
         broker.stop()
 
 
-def test_site_client_allowed_on_the_control_topic_is_still_ignored(attach_broker, short_dir, registry, clients):
+def test_site_client_allowed_on_the_control_topic_is_still_ignored(attach_broker, short_dir, registry, clients,
+                                                                   dynsec_plugin):
     """The site's own ACLs may let one of its clients publish on $CONTROL/client-registry/v1 (the registry's
     ACL check defers for names it does not hold): the control callback ignores anyone but a service account."""
     role = {"rolename": "meddler", "acls": [
@@ -162,7 +174,7 @@ def test_site_client_allowed_on_the_control_topic_is_still_ignored(attach_broker
     ]}
     dynsec_config(short_dir / "dynsec.json", [dynsec_client("meddler", "pw", roles=[{"rolename": "meddler"}])],
                   [role])
-    broker = attach_broker([f"plugin {DYNSEC_PLUGIN}", f"plugin_opt_config_file {short_dir / 'dynsec.json'}"])
+    broker = attach_broker([f"plugin {dynsec_plugin}", f"plugin_opt_config_file {short_dir / 'dynsec.json'}"])
     service = Service(broker.port)
     clients.append(service)
     before = service.query()

@@ -14,8 +14,23 @@ import pytest
 
 from broker.mosquitto import plugin_wire as wire
 
-from .conftest import (ACCEPTED, DEVICE, DEVICE_PASSWORD, DEVICE_USER, NO_CONNACK, REFUSED, SERVICE, SERVICE_USER,
-                       Client, Registry, Service, account, attempt, wait_for, write_snapshot)
+from .conftest import (
+    ACCEPTED,
+    DEVICE,
+    DEVICE_PASSWORD,
+    DEVICE_USER,
+    NO_CONNACK,
+    REFUSED,
+    SERVICE,
+    SERVICE_USER,
+    Client,
+    Registry,
+    Service,
+    account,
+    attempt,
+    wait_until,
+    write_snapshot,
+)
 
 OPEN = time.time() + 3600  # a registration window open for the test's duration
 _sentinels = itertools.count()
@@ -111,7 +126,7 @@ def test_bad_secret_stops_the_broker_with_one_line(start_broker, short_dir, cont
     broker.stop()
     broker.secret_path.write_text(content)
     broker.start(expect_running=False)
-    wait_for(lambda: not broker.alive(), what="mosquitto to exit")
+    wait_until(lambda: not broker.alive(), message="mosquitto to exit")
     assert [line for line in broker.plugin_log() if "secret file" in line]
 
 
@@ -142,7 +157,7 @@ def test_put_and_delete_through_control(broker, registry, service):
     assert (answer.status, answer.state_seq, answer.accounts, answer.digest) == (0, 1, *state_of(base))
     new = account("device-2", "pw2", acls=[(wire.WRITE, "devices/device-2/#")])
     answer = service.send([new.record()], seq=7)
-    assert (answer.status, answer.state_seq, answer.accounts, answer.digest) == (0, 7, *state_of(base + [new.record()]))
+    assert (answer.status, answer.state_seq, answer.accounts, answer.digest) == (0, 7, *state_of([*base, new.record()]))
     assert attempt(broker.port, "d2", "device-2", "pw2") == ACCEPTED
     answer = service.send([wire.delete_record("device-2"), wire.delete_record("nobody")], seq=8)
     assert (answer.status, answer.state_seq, answer.accounts, answer.digest) == (0, 8, *state_of(base))
@@ -359,7 +374,7 @@ def test_window_record_opens_and_closes(broker, registry, service):
 # --- 3. reports ---
 
 def test_locked_knocks_arrive_as_one_report(broker, registry):
-    for i in range(5):
+    for _ in range(5):
         assert attempt(broker.port, "k", "knocker", "pw") == REFUSED[4]
     assert attempt(broker.port, "k", "other", "pw") == REFUSED[4]
     knocks = registry.next(wire.Knocks)
@@ -483,7 +498,7 @@ def test_persistent_claim_survives_disconnect_while_the_account_exists(start_bro
     device = Client(broker.port, DEVICE_USER, DEVICE_PASSWORD, client_id="keep-id", clean=False)
     assert device.ok
     device.close()
-    wait_for(lambda: "Client keep-id disconnected" in broker.log(), what="the device's disconnect")
+    wait_until(lambda: "Client keep-id disconnected" in broker.log(), message="the device's disconnect")
     assert attempt(broker.port, "keep-id", "intruder", "pw", level=4) == REFUSED[4]
     assert attempt(broker.port, "keep-id", DEVICE_USER, DEVICE_PASSWORD, level=4) == ACCEPTED
     assert service.send([wire.delete_record(DEVICE_USER)]).status == 0
@@ -582,7 +597,7 @@ def _send_warnings(broker, reason: str) -> list[str]:
 def test_flood_without_receiver(start_broker, short_dir, capsys):
     broker = start_broker(unlocked_until=OPEN)  # nobody bound at registry.sock
     _flood(broker, capsys, "no receiver")
-    assert len(wait_for(lambda: _send_warnings(broker, "No such file or directory"), what="ENOENT warning")) == 1
+    assert len(wait_until(lambda: _send_warnings(broker, "No such file or directory"), message="ENOENT warning")) == 1
     assert "flood-password-Zq7" not in broker.log()
     registry = Registry(short_dir / "registry.sock")  # the service comes up later: found without a restart
     try:
@@ -631,8 +646,8 @@ def test_flood_with_a_receiver_that_never_reads_is_bounded(start_broker, short_d
         assert registry.fill() > 0
         _flood(broker, capsys, "receiver that never reads", count=1100)
         try:
-            assert len(wait_for(lambda: _send_warnings(broker, "Resource temporarily unavailable"),
-                                what="EAGAIN warning")) == 1
+            assert len(wait_until(lambda: _send_warnings(broker, "Resource temporarily unavailable"),
+                                  message="EAGAIN warning")) == 1
         except AssertionError:
             raise AssertionError("\n".join(broker.plugin_log())) from None
         assert "flood-password-Zq7" not in broker.log()
@@ -681,7 +696,7 @@ def test_full_load_without_an_account_kicks_it_and_logs_a_few_names(start_broker
     for device in devices:
         device.wait_disconnect()
     assert service.is_connected()
-    lines = wait_for(lambda: [line for line in broker.plugin_log() if "more accounts" in line], what="summary")
+    lines = wait_until(lambda: [line for line in broker.plugin_log() if "more accounts" in line], message="summary")
     assert "5 more accounts" in lines[0]
     assert len([line for line in broker.plugin_log() if "disconnecting the sessions of" in line]) == 10
 
@@ -691,7 +706,7 @@ def test_sighup_keeps_the_state(broker, registry, service, clients):
     extra = account("device-9", "pw9")
     put = service.send([extra.record()], seq=42)
     broker.proc.send_signal(signal.SIGHUP)
-    wait_for(lambda: "Reloading config" in broker.log(), what="the reload")
+    wait_until(lambda: "Reloading config" in broker.log(), message="the reload")
     assert attempt(broker.port, "d9", "device-9", "pw9") == ACCEPTED
     now = service.query()
     assert (now.state_seq, now.accounts, now.digest) == (42, put.accounts, put.digest)

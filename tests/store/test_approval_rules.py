@@ -284,7 +284,7 @@ def test_a_rule_grants_its_roles_in_order(reg):
     assert rule.roles == ["sensors", "firmware"]
     reg.unlock(300, actor="op")
     assert attempt(reg, "sensor-1").outcome == "granted"
-    granted = [e for e in reg.events() if e.kind == "request.granted"][0]
+    granted = next(e for e in reg.events() if e.kind == "request.granted")
     assert granted.detail["roles"] == ["sensors", "firmware"] and granted.actor == "rule:sensor-*"
     assert reg.authorize("sensor-1", "publish", "telemetry/sensor-1/t")
     assert reg.authorize("sensor-1", "subscribe", "fw/updates/#")

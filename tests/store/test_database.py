@@ -54,7 +54,7 @@ def test_newer_schema_is_refused(db_path, reg):
 def test_folder_that_cannot_be_created(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    with pytest.raises(StoreError, match="cannot create database .*: Not a directory"):
+    with pytest.raises(StoreError, match=r"cannot create database .*: Not a directory"):
         open_registry(str(blocker / "sub" / "registry.db"))
 
 

@@ -104,7 +104,7 @@ def test_names_utf8_cannot_carry_are_refused_with_the_rule(reg, username, rule):
     login = reg.login(username, "secret-pw")
     assert (login.accepted, login.outcome, login.reason) == (False, "not_credentials", rule)
     assert not reg.authenticate(username, "secret-pw")
-    with pytest.raises(RefusedError, match="valid UTF-8|not bytes"):
+    with pytest.raises(RefusedError, match=r"valid UTF-8|not bytes"):
         reg.add_user(username, "secret-pw", actor="op")
     assert reg.requests(include_all=True) == [] and reg.users() == []
     reg.lock(actor="op")

@@ -7,6 +7,8 @@ import pytest
 from store import open_registry
 from tests.postgres_server import postgres_server
 
+pytestmark = pytest.mark.xdist_group("postgres")  # one server for the module, on one worker
+
 
 @pytest.fixture(scope="module")
 def pg_url():
@@ -24,7 +26,7 @@ def test_registration_flow_on_postgres(pg_url, clock):
     assert reg.record_attempt("sensor-1", "secret-pw", "c1", "10.0.0.1", "mqtt").outcome == "pending"
     assert reg.record_attempt("sensor-1", "secret-pw", "c1", "10.0.0.1", "mqtt").outcome == "retry"
     assert reg.record_attempt("sensor-1", "other-pw", "c1", "10.0.0.1", "mqtt").outcome == "conflict"
-    second = [r for r in reg.requests() if r.attempts == 1][0]
+    second = next(r for r in reg.requests() if r.attempts == 1)
     assert reg.grant([str(second.id)], ["devices/{username}/#=readWrite"], actor="op", force=True)[0].ok
     assert reg.authenticate("sensor-1", "other-pw") and not reg.authenticate("sensor-1", "secret-pw")
     assert reg.authorize("sensor-1", "publish", "devices/sensor-1/t")

@@ -2,6 +2,7 @@
 
 import base64
 import hashlib
+from pathlib import Path
 
 import pytest
 
@@ -46,7 +47,7 @@ def test_no_plaintext_password_anywhere_in_the_file(reg, db_path):
     reg.close()
     for suffix in ("", "-wal"):
         try:
-            data = open(db_path + suffix, "rb").read()
+            data = Path(db_path + suffix).read_bytes()
         except FileNotFoundError:
             continue
         assert b"Plaintext-Marker-991" not in data
@@ -231,7 +232,7 @@ def test_pairing_codes_exist_only_while_pending(reg, clock, db_path):
     codes = {pairing_code(n, f"{n}-secret").encode() for n in ("g-dev", "d-dev", "e-dev")}
     for suffix in ("", "-wal"):
         try:
-            data = open(db_path + suffix, "rb").read()
+            data = Path(db_path + suffix).read_bytes()
         except FileNotFoundError:
             continue
         assert not any(code in data for code in codes), suffix

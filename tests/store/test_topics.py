@@ -2,7 +2,8 @@
 
 import re
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from store.topics import covers, filter_problem, matches
 
@@ -14,7 +15,7 @@ topic_names = st.lists(LEVEL_WORDS, min_size=1, max_size=5).map("/".join)
 def _topic_filters(draw):
     levels = draw(st.lists(st.sampled_from(["a", "b", "c", "", "+"]), min_size=1, max_size=5))
     if draw(st.booleans()):
-        levels = levels[: draw(st.integers(0, len(levels)))] + ["#"]
+        levels = [*levels[:draw(st.integers(0, len(levels)))], "#"]
     return "/".join(levels)
 
 

@@ -12,17 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from bench.procs import free_port
+from store import open_registry
+
 # The details panel shows local times: pin the zone so snapshots do not depend on the machine.
 os.environ["TZ"] = "UTC"
 time.tzset()
-
-from store import open_registry
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_port(port: int, timeout: float = 10.0) -> None:
@@ -45,7 +40,7 @@ class Mosquitto:
         self.config.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> "Mosquitto":
+    def start(self) -> Mosquitto:
         self.proc = subprocess.Popen(["mosquitto", "-c", str(self.config)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_port(self.port)
@@ -94,3 +89,21 @@ async def loaded(pilot, timeout: float = 10.0) -> None:
     dash = pilot.app.screen_stack[0]
     await wait_for(pilot, lambda: getattr(dash, "loaded", False), timeout, "the first resync")
     await pilot.pause()
+
+
+async def run_from_palette(pilot, search: str, title: str) -> None:
+    """Open the command palette, type ``search`` and press Enter once the command titled ``title...`` is the
+    one highlighted (the palette searches in a worker, in batches: Enter before that picks nothing or another)."""
+    from textual.command import CommandList, CommandPalette
+
+    await pilot.press("ctrl+p")
+    await wait_for(pilot, lambda: isinstance(pilot.app.screen, CommandPalette), message="the command palette")
+    await pilot.press(*search)
+
+    def highlighted() -> bool:
+        commands = pilot.app.screen.query_one(CommandList)
+        return (commands.option_count > 0 and commands.highlighted == 0
+                and str(commands.get_option_at_index(0).prompt).startswith(title))
+
+    await wait_for(pilot, highlighted, message=f"{title!r} highlighted in the palette")
+    await pilot.press("enter")

@@ -82,7 +82,8 @@ def test_header_names_the_broker_the_service_drives():
 
     state = HeaderState(broker="connected", broker_address="gw:1883", service_broker="attached to mqtt://gw:1883",
                         service_state="running", service_http="127.0.0.1:8080")
-    assert render_broker(state).plain == " broker gw:1883 ● connected · attached to mqtt://gw:1883 · HTTP API 127.0.0.1:8080"
+    assert render_broker(state).plain == (" broker gw:1883 ● connected · attached to mqtt://gw:1883"
+                                          " · HTTP API 127.0.0.1:8080")
     state.service_http = ""
     assert render_broker(state).plain.endswith("· no HTTP API")
     state.service_state = "stopped"

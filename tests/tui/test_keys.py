@@ -10,7 +10,7 @@ from tui.screens.details import DetailsScreen
 from tui.screens.help import HelpScreen
 from tui.screens.modals import ConfirmModal, DurationModal, GrantModal, PermissionsModal
 
-from .conftest import loaded, wait_for
+from .conftest import loaded, run_from_palette, wait_for
 
 
 def knock(reg, name, password="secret-1", client_id=None, peer="10.0.0.7:50000", **kw):
@@ -188,7 +188,8 @@ async def test_filter(reg):
 
 async def test_details_shows_context_safely(reg):
     reg.unlock(300)
-    knock(reg, "[red]evil[/red] \u202e\U0001f525", client_id="cid\x1b[2J", source="http", context={"site": "[b]north[/b]", "rtl": "\u202eabc"},
+    knock(reg, "[red]evil[/red] \u202e\U0001f525", client_id="cid\x1b[2J", source="http",
+          context={"site": "[b]north[/b]", "rtl": "\u202eabc"},
           requested_permissions=[{"resource": "devices/x/#", "operation": "read"}])
     app = RegistryApp(reg)
     async with app.run_test(size=(80, 24)) as pilot:
@@ -260,11 +261,7 @@ async def test_help_and_command_palette(reg):
         assert any(t.startswith("Unlock") for t in titles)
         assert any(t.startswith("Filter") for t in titles)
         assert any(t.startswith("Grant") and t.endswith("unavailable") for t in titles)  # nothing pending
-        await pilot.press("ctrl+p")
-        await pilot.pause(0.2)
-        await pilot.press(*"unlock for")
-        await pilot.pause(0.3)
-        await pilot.press("enter")
+        await run_from_palette(pilot, "unlock for", "Unlock for")
         await wait_for(pilot, lambda: isinstance(app.screen, DurationModal), message="palette ran the action")
         await pilot.press("enter")
         await wait_for(pilot, lambda: reg.status().unlocked, message="unlocked")

@@ -16,7 +16,7 @@ from tui.listener import MqttTarget
 from tui.screens.help import HelpScreen
 from tui.screens.modals import ConfirmModal
 
-from .conftest import loaded, wait_for
+from .conftest import loaded, run_from_palette, wait_for
 
 
 def knock(reg, name):
@@ -93,11 +93,7 @@ async def test_palette_lists_every_action_with_why_unavailable(reg):
         assert "only in the Users view (press 2)" in commands[perms]
         assert any(t.startswith("Unlock (u)") for t in titles) and any(t.startswith("Quit (q)") for t in titles)
         assert not any(t.split(" (")[0] in ("Theme", "Keys", "Screenshot", "Maximize", "Minimize") for t in titles)
-        await pilot.press("ctrl+p")
-        await pilot.pause(0.2)
-        await pilot.press(*"grant")
-        await pilot.pause(0.3)
-        await pilot.press("enter")
+        await run_from_palette(pilot, "grant", "Grant")
         await wait_for(pilot, lambda: any("no pending request" in n.message for n in app._notifications),
                        message="the reason, when chosen")
 
@@ -205,6 +201,6 @@ async def test_a_key_that_cannot_act_here_says_why(reg):
         for key, reason in (("z", "not granted by an approval rule"), ("l", "the registry is already locked"),
                             ("g", "no pending request is selected or under the cursor")):
             await pilot.press(key)
-            await wait_for(pilot, lambda: said(reason), message=f"{key}: {reason}")
+            await wait_for(pilot, lambda reason=reason: said(reason), message=f"{key}: {reason}")
         assert app.screen is app.screen_stack[0]  # no dialog opened
         assert reg.user("dev-1") is not None and not reg.status().unlocked

@@ -58,7 +58,7 @@ def test_the_embedded_broker_listens_where_the_url_says(db_path):
     import socket
 
     port = free_port()
-    app, reg, embedded = prepare_dashboard(db_path, f"mqtt://127.0.0.1:{port}", http_bind="none")
+    _app, reg, embedded = prepare_dashboard(db_path, f"mqtt://127.0.0.1:{port}", http_bind="none")
     try:
         conf = reg.companion("mosquitto.conf").read_text()
         assert f"listener {port} 127.0.0.1" in conf.splitlines()

@@ -41,7 +41,7 @@ async def test_events_arrive_live_and_a_gap_resyncs_from_the_db(reg, db_path, mo
                        message="no read still running")
         other = open_registry(db_path)
         other.record_attempt("live-1", "secret-1", "c1", "10.0.0.1:1", "mqtt")
-        await pilot.pause(0.3)
+        await pilot.pause(0.3)  # a window in which nothing may arrive: this wait is the test
         assert usernames(app) == []  # connected: nothing is polled, it must come over MQTT
         for ev in other.events(since=dash.last_event_id):
             mosquitto.publish(f"$registry/v1/events/{ev.kind}", payload(ev))
@@ -53,10 +53,13 @@ async def test_events_arrive_live_and_a_gap_resyncs_from_the_db(reg, db_path, mo
         mosquitto.publish(f"$registry/v1/events/{last.kind}", payload(last))
         await wait_for(pilot, lambda: usernames(app) == ["live-1", "live-2", "live-3"], message="gap resync")
         assert dash.last_event_id == other.last_event_id()
-        # junk on the topic is ignored, not a crash
+        # junk on the topic is ignored, not a crash: the event published after it still arrives
         mosquitto.publish("$registry/v1/events/request.created", "not json [red]")
-        await pilot.pause(0.2)
-        assert app.is_running
+        other.record_attempt("live-4", "secret-4", "c4", "10.0.0.1:4", "mqtt")
+        last = other.events(since=dash.last_event_id)[-1]
+        mosquitto.publish(f"$registry/v1/events/{last.kind}", payload(last))
+        await wait_for(pilot, lambda: "live-4" in usernames(app), message="live-4 after the junk")
+        assert app.is_running and dash.header_state.broker == "connected"
         other.close()
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from store import open_registry
-
 from tui.messages import RelayedEvent
 from tui.sync import EventSync, Window
 
