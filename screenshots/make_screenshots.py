@@ -13,8 +13,8 @@ import argparse
 import asyncio
 import os
 import sys
-import time
 import tempfile
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent

@@ -12,16 +12,18 @@ import gc
 import getpass
 import os
 import threading
-import tomllib
 import time
-from pathlib import Path
+import tomllib
+from collections.abc import Callable, Iterable
 from functools import partial
+from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Callable, Iterable
+from typing import Any, ClassVar
 
+from rich.text import Text
 from textual import events, work
 from textual.app import App, SystemCommand
-from textual.binding import Binding, BindingsMap
+from textual.binding import Binding, BindingsMap, BindingType
 from textual.screen import Screen
 from textual.worker import get_current_worker
 
@@ -30,8 +32,6 @@ from store.location import config_dir
 
 from .listener import EventListener, MqttTarget
 from .messages import EventsBatch, ListenerState, ServiceStatus
-from rich.text import Text
-
 from .screens.dashboard import DashboardScreen
 from .screens.modals import ConfirmModal
 from .sessions import other_sessions
@@ -40,7 +40,7 @@ from .sessions import other_sessions
 def default_actor() -> str:
     try:
         return f"{getpass.getuser()}@dashboard"
-    except Exception:  # noqa: BLE001 - no passwd entry (containers)
+    except Exception:  # no passwd entry (containers)
         return "dashboard"
 
 
@@ -53,7 +53,7 @@ class RegistryApp(App[None]):
 
     TITLE = "client-registry"
     CSS_PATH = Path(__file__).parent / "app.tcss"  # absolute: subclasses may live elsewhere
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit", "Quit", id="quit",
                 tooltip="Quit (asks first when the embedded broker has other clients)"),
         Binding("ctrl+c", "quit", "Quit", show=False, priority=True, id="quit-ctrl-c",
@@ -239,7 +239,7 @@ class RegistryApp(App[None]):
         bindings_map = node._bindings.copy()
         if self._keymap:
             bindings_map.apply_keymap(self._keymap)  # as the screen applies it to its binding chain
-        for key, bindings in bindings_map.key_to_bindings.items():
+        for bindings in bindings_map.key_to_bindings.values():
             for binding in bindings:
                 if binding.id in wanted:
                     keys.setdefault(binding.id, []).append(self.get_key_display(binding))
@@ -249,7 +249,8 @@ class RegistryApp(App[None]):
     def key_sections(self) -> list[tuple[str, list[tuple[str, str, str]]]]:
         """The help's sections: (keys as bound now, what they do, binding id) for every binding."""
         from .screens.details import DetailsScreen
-        from .screens.modals import ConfirmModal as Confirm, Dialog, DialogCheckbox
+        from .screens.modals import ConfirmModal as Confirm
+        from .screens.modals import Dialog, DialogCheckbox
         from .widgets.base_table import OrderedTable
 
         dash = self.dashboard
@@ -266,7 +267,8 @@ class RegistryApp(App[None]):
         everywhere = rows(dash, type(dash)) + rows(self, type(self))
         everywhere.append((self.COMMAND_PALETTE_BINDING, "command palette: every action by name, and why one "
                                                          "is unavailable now", ""))
-        moving = rows(dash.requests_table, OrderedTable) + [
+        moving = [
+            *rows(dash.requests_table, OrderedTable),
             ("↑ ↓ pgup pgdn", "move; past the requests window's edge the next rows are read", ""),
             ("ctrl+home, ctrl+end", "first / last row (the requests: first / last page)", "")]
         dialogs = [("enter", "confirm (grant, save, unlock…), wherever the focus is", ""),

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 
 class EmbeddedBroker:
@@ -51,14 +53,14 @@ class EmbeddedBroker:
                 self.srv = srv
                 self._ready.set()
                 await self._stop.wait()
-        except BaseException as exc:  # noqa: BLE001 - reported to the starter
+        except BaseException as exc:  # reported to the starter
             self._error = exc
             self._ready.set()
         finally:
             if reg is not None:
                 reg.close()
 
-    def start(self) -> "EmbeddedBroker":
+    def start(self) -> EmbeddedBroker:
         self._thread.start()
         self._ready.wait(self.start_timeout)
         if self._error is not None:
@@ -81,8 +83,6 @@ class EmbeddedBroker:
 
     def stop(self, timeout: float = 10.0) -> None:
         if self.loop is not None and self._stop is not None and not self.loop.is_closed():
-            try:
+            with contextlib.suppress(RuntimeError):
                 self.loop.call_soon_threadsafe(self._stop.set)
-            except RuntimeError:
-                pass
         self._thread.join(timeout)

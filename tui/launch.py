@@ -98,7 +98,7 @@ def start_embedded(db: str | None, target: MqttTarget, http_bind: str | None, *,
         http_bind = None
     try:
         return EmbeddedBroker(lambda: open_registry(db), mqtt_bind, http_bind).start()
-    except Exception as exc:  # noqa: BLE001 - ServerError or StoreError: one line
+    except Exception as exc:  # ServerError or StoreError: one line
         message = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
         hint = " (choose another with --http-bind HOST:PORT, or --http-bind none)" if "HTTP" in message else ""
         raise LaunchError(f"cannot start the embedded server: {message}{hint}") from None

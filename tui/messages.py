@@ -26,7 +26,7 @@ class RelayedEvent:
     detail: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_payload(cls, payload: dict[str, Any]) -> "RelayedEvent":
+    def from_payload(cls, payload: dict[str, Any]) -> RelayedEvent:
         detail = payload.get("detail")
         return cls(
             id=int(payload["id"]),
@@ -38,7 +38,7 @@ class RelayedEvent:
         )
 
     @classmethod
-    def from_view(cls, view: Any) -> "RelayedEvent":
+    def from_view(cls, view: Any) -> RelayedEvent:
         return cls(
             id=int(view.id),
             time=float(view.time),
@@ -125,7 +125,7 @@ class StoreFailed(Message):
         self.context = context
 
     @classmethod
-    def of(cls, op: str, exc: Exception, context: Any = None) -> "StoreFailed":
+    def of(cls, op: str, exc: Exception, context: Any = None) -> StoreFailed:
         """The message for a StoreError raised by ``op`` (busy when it is a BusyError)."""
         return cls(op, str(exc), busy=isinstance(exc, BusyError), context=context)
 

@@ -15,8 +15,8 @@ import secrets
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import paho.mqtt.client as mqtt
 
@@ -134,7 +134,7 @@ class Simulator:
             try:
                 client.loop_stop()
                 client.disconnect()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 pass
             why = result.get("error") or (str(rc) if rc is not None else "no answer")
             if device.admitted and device.attempts == 1:  # it was in: say once what that refusal means

@@ -16,8 +16,9 @@ a lock, so deltas are computed (and posted) in event order whatever thread calls
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from .messages import RelayedEvent
 

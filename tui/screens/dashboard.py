@@ -13,14 +13,15 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Callable
+from typing import Any, ClassVar
 
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import ContentSwitcher, Input, Label, Static
@@ -31,8 +32,17 @@ from store.database import BUSY_TIMEOUT_MS
 from store.device_text import printable
 from store.durations import MINUTE, UNLOCK_DEFAULT
 
-from ..messages import (DetailsLoaded, MatchesLoaded, PageLoaded, PresenceLoaded, RelayedEvent, StoreFailed,
-                        SyncDelta, WriteDone)
+from ..messages import (
+    DetailsLoaded,
+    MatchesLoaded,
+    PageLoaded,
+    PresenceLoaded,
+    RelayedEvent,
+    StoreFailed,
+    SyncDelta,
+    WriteDone,
+)
+from ..read_your_writes import APPLY_TIMEOUT, until_applied
 from ..safe import name_text, safe_text
 from ..sync import Delta, EventSync, Page, Window, read_page
 from ..widgets.audit_table import AuditTable
@@ -40,14 +50,20 @@ from ..widgets.base_table import OrderedTable
 from ..widgets.fitting_footer import FittingFooter
 from ..widgets.requests_table import RequestsTable, granting_rule
 from ..widgets.roles_table import RolesTable
-from ..read_your_writes import APPLY_TIMEOUT, until_applied
 from ..widgets.status_header import VIEWS, HeaderState, StatusHeader
 from ..widgets.users_table import UsersTable
 from .details import DetailsScreen, event_details, request_details, role_details, user_details
 from .help import HelpScreen
-from .modals import (AccessChoice, ConfirmModal, DurationModal, GrantChoice, GrantModal, PermissionsModal, TextModal,
-                     name_pattern_modal)
-
+from .modals import (
+    AccessChoice,
+    ConfirmModal,
+    DurationModal,
+    GrantChoice,
+    GrantModal,
+    PermissionsModal,
+    TextModal,
+    name_pattern_modal,
+)
 
 AUDIT_KEEP = 5000  # the audit view drops older rows beyond this (the CLI `log` has them all)
 VIEW_KEYS = [key for key, _ in VIEWS]
@@ -63,7 +79,7 @@ class PendingWrite:
 
 
 class DashboardScreen(Screen):
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("u", "unlock", "Unlock", id="unlock",
                 tooltip=f"Unlock the registry for {UNLOCK_DEFAULT // MINUTE} minutes "
                         f"(when open: {UNLOCK_DEFAULT // MINUTE} minutes from now)"),
@@ -200,10 +216,10 @@ class DashboardScreen(Screen):
         table = self.requests_table
         if delta.page is not None:
             self.show_page(delta.page)
-        elif delta.requests or delta.gone:
-            if delta.total is None or self.window.match != (table.filter or None) or not table.upsert_window(
-                    delta.requests, delta.gone, delta.total):
-                self.load_requests(table.window_start)  # a row left a window with more rows beyond it
+        elif (delta.requests or delta.gone) and (
+                delta.total is None or self.window.match != (table.filter or None)
+                or not table.upsert_window(delta.requests, delta.gone, delta.total)):
+            self.load_requests(table.window_start)  # a row left a window with more rows beyond it
         if delta.users is not None:
             self.users_table.load({u.name: u for u in delta.users})
             self.users_table.update_bindings()
@@ -301,7 +317,7 @@ class DashboardScreen(Screen):
                     result = pending.call()
                 except StoreError as exc:
                     self.post_message(StoreFailed.of(pending.op, exc, context=pending.context))
-                except Exception as exc:  # noqa: BLE001 - a bug must not end the dashboard
+                except Exception as exc:  # a bug must not end the dashboard
                     self.post_message(StoreFailed(pending.op, f"{type(exc).__name__}: {exc}", context=pending.context))
                 else:
                     # Read your writes: the server applies it now (not at its next poll); "done" is said once

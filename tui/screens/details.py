@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any, ClassVar
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Label, Static
@@ -179,7 +180,7 @@ def event_details(ev: Any, events: Iterable[Any]) -> Text:
 
 
 class DetailsScreen(ModalScreen[None]):
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "close", "Close", id="details-close", tooltip="Close the details"),
         Binding("enter", "close", "Close", show=False, id="details-close", tooltip="Close the details"),
         Binding("q", "close", "Close", show=False, id="details-close", tooltip="Close the details"),

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
+from typing import ClassVar
 
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Label, Static
@@ -26,7 +27,7 @@ Section = tuple[str, Sequence[tuple[str, str, str]]]  # (title, [(keys, what, bi
 
 
 class HelpScreen(ModalScreen[None]):
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "close", "Close", id="help-close", tooltip="Close this help"),
         Binding("question_mark", "close", "Close", show=False, id="help-close-help", tooltip="Close this help"),
         Binding("q", "close", "Close", show=False, id="help-close-q", tooltip="Close this help"),
