@@ -95,7 +95,7 @@ def test_the_crl_revokes_serials(files, tmp_path):
         paths[name] = tmp_path / f"{name}.crt"
         paths[name].write_bytes(ca_files.pem(cert))
     assert openssl_verify(files, paths["revoked"], "sslclient", crl=True).returncode == 0  # the empty CRL of init
-    ca_files.revoke(files, [(revoked.serial_number, dt.datetime.now(dt.timezone.utc))])
+    ca_files.revoke(files, [(revoked.serial_number, dt.datetime.now(dt.UTC))])
     assert oct(os.stat(files.crl).st_mode & 0o777) == "0o600"
     result = openssl_verify(files, paths["revoked"], "sslclient", crl=True)
     assert result.returncode != 0 and "certificate revoked" in result.stdout + result.stderr

@@ -21,12 +21,13 @@ import pytest
 from cryptography import x509
 from paho.mqtt.enums import CallbackAPIVersion
 
+from bench.procs import free_port
 from broker import certificates as ca_files
 from broker.mosquitto import plugin_wire as wire
 from broker.mosquitto.config import listener_line
 from store.certificates import certificate_fingerprint, check_csr
 
-from .conftest import REFUSED, SERVICE, Service, _free_port, account, attempt, wait_for
+from .conftest import REFUSED, SERVICE, Service, account, attempt, wait_until
 
 OPEN = dt.datetime.now().timestamp() + 3600
 PASSWORD = "device-password"
@@ -90,7 +91,7 @@ def paho_connect(port: int, site: ca_files.TlsFiles, device: Device, username: s
         return exc
     client.loop_start()
     try:
-        wait_for(lambda: answers, 10, "a CONNACK")
+        wait_until(lambda: answers, 10, "a CONNACK")
         return answers[0].value
     finally:
         client.disconnect()
@@ -104,7 +105,7 @@ def test_a_signed_csr_connects_and_a_revoked_serial_is_refused_after_sighup_and_
         start_broker, registry, site, short_dir):
     pump, valve = make_device(site, short_dir, "pump-7"), make_device(site, short_dir, "valve-2")
     assert pump.certificate.issuer == ca_files.load_ca(site).certificate.subject
-    port = _free_port()
+    port = free_port()
     broker = start_broker([SERVICE, account("pump-7", PASSWORD), account("valve-2", PASSWORD)],
                           extra=tls_lines(site, port))
     for device in (pump, valve):
@@ -114,10 +115,10 @@ def test_a_signed_csr_connects_and_a_revoked_serial_is_refused_after_sighup_and_
     ok = pub(port, site, pump, "pump-7", host="127.0.0.1")  # the server certificate names the address too
     assert ok.returncode == 0, ok.stderr
 
-    ca_files.revoke(site, [(pump.certificate.serial_number, dt.datetime.now(dt.timezone.utc))])
+    ca_files.revoke(site, [(pump.certificate.serial_number, dt.datetime.now(dt.UTC))])
     reloads = broker.log().count("Reloading config.")
     broker.proc.send_signal(signal.SIGHUP)
-    wait_for(lambda: broker.log().count("Reloading config.") > reloads, 10, "Mosquitto to reload")
+    wait_until(lambda: broker.log().count("Reloading config.") > reloads, 10, "Mosquitto to reload")
     refused = pub(port, site, pump, "pump-7")
     assert refused.returncode != 0 and refused.returncode != REFUSED_V5, "refused by TLS, not by the plugin"
     after_reload = broker.log().rsplit("Reloading config.", 1)[1]
@@ -134,7 +135,7 @@ def test_a_signed_csr_connects_and_a_revoked_serial_is_refused_after_sighup_and_
 def test_a_bound_account_admits_its_certificate_only(start_broker, registry, site, short_dir, clients):
     mine = make_device(site, short_dir, "pump-7")
     twin = make_device(site, short_dir, "pump-7", tag="-twin")  # same CA, same name, another key
-    port = _free_port()
+    port = free_port()
     bound = wire.Account("pump-7", account("pump-7", PASSWORD).verifier, certificate=mine.fingerprint)
     broker = start_broker([SERVICE, bound], extra=tls_lines(site, port))
 
@@ -162,7 +163,7 @@ def test_a_bound_account_admits_its_certificate_only(start_broker, registry, sit
 
 def test_rebinding_disconnects_the_session_of_the_old_certificate(start_broker, registry, site, short_dir, clients):
     mine, other = make_device(site, short_dir, "pump-7"), make_device(site, short_dir, "pump-7", tag="-new")
-    port = _free_port()
+    port = free_port()
     bound = wire.Account("pump-7", account("pump-7", PASSWORD).verifier, certificate=mine.fingerprint)
     broker = start_broker([SERVICE, bound], extra=tls_lines(site, port))
     disconnected: list = []
@@ -173,14 +174,14 @@ def test_rebinding_disconnects_the_session_of_the_old_certificate(start_broker, 
     device.connect("localhost", port)
     device.loop_start()
     try:
-        wait_for(device.is_connected, 10, "the device to connect")
+        wait_until(device.is_connected, 10, "the device to connect")
         service = Service(broker.port)
         clients.append(service)
         same = wire.Account("pump-7", bound.verifier, acls=((wire.READ, "x/#"),), certificate=mine.fingerprint)
         assert service.send([same.record()]).status == 0  # an ACL change alone keeps the session
         rebound = wire.Account("pump-7", bound.verifier, certificate=other.fingerprint)
         assert service.send([rebound.record()]).status == 0
-        wait_for(lambda: disconnected, 10, "the old certificate's session to be disconnected")
+        wait_until(lambda: disconnected, 10, "the old certificate's session to be disconnected")
         assert len(disconnected) == 1
         assert any("disconnecting the sessions of pump-7" in line for line in broker.plugin_log())
     finally:
@@ -189,7 +190,7 @@ def test_rebinding_disconnects_the_session_of_the_old_certificate(start_broker, 
 
 def test_an_unknown_attempt_reports_the_certificate(start_broker, registry, site, short_dir):
     device = make_device(site, short_dir, "new-sensor")
-    port = _free_port()
+    port = free_port()
     broker = start_broker([SERVICE], unlocked_until=OPEN, extra=tls_lines(site, port))
     assert pub(port, site, device, "new-sensor").returncode == REFUSED_V5
     got = registry.next(wire.Attempt)
@@ -209,7 +210,7 @@ def test_an_unknown_attempt_reports_the_certificate(start_broker, registry, site
 
 def test_a_known_name_with_another_certificate_is_reported_while_unlocked(start_broker, registry, site, short_dir):
     mine, new = make_device(site, short_dir, "pump-7"), make_device(site, short_dir, "pump-7", tag="-rotated")
-    port = _free_port()
+    port = free_port()
     bound = wire.Account("pump-7", account("pump-7", PASSWORD).verifier, certificate=mine.fingerprint)
     start_broker([SERVICE, bound], unlocked_until=OPEN, extra=tls_lines(site, port))
     assert pub(port, site, new, "pump-7").returncode == REFUSED_V5
@@ -260,13 +261,13 @@ def test_an_unreadable_crl_at_reload_fails_open_so_revocation_also_removes_the_a
     without revocation checks (the error is logged, the listener keeps serving). A revoked device then passes
     TLS again, so revocation must also take the account out of the plugin, which refuses it whatever TLS did."""
     pump = make_device(site, short_dir, "pump-7")
-    port = _free_port()
+    port = free_port()
     bound = wire.Account("pump-7", account("pump-7", PASSWORD).verifier, certificate=pump.fingerprint)
     broker = start_broker([SERVICE, bound], extra=tls_lines(site, port))
-    ca_files.revoke(site, [(pump.certificate.serial_number, dt.datetime.now(dt.timezone.utc))])
+    ca_files.revoke(site, [(pump.certificate.serial_number, dt.datetime.now(dt.UTC))])
     site.crl.write_text("not a CRL\n")  # what a non-atomic writer could leave for a moment
     broker.proc.send_signal(signal.SIGHUP)
-    wait_for(lambda: "Unable to load certificate revocation file" in broker.log(), 10, "the reload's error")
+    wait_until(lambda: "Unable to load certificate revocation file" in broker.log(), 10, "the reload's error")
     assert pub(port, site, pump, "pump-7").returncode == 0  # past TLS and admitted: the CRL is not checked
     service = Service(broker.port)
     clients.append(service)

@@ -9,9 +9,9 @@ import warnings
 
 import pytest
 from cryptography import x509
-from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.oid import NameOID
 
 from store.certificates import MAX_CSR_BYTES, CsrRefused, check_csr
@@ -119,7 +119,7 @@ def test_garbage(junk):
 
 def test_a_certificate_is_not_a_csr():
     key = EC_KEY
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     cert = (x509.CertificateBuilder().subject_name(cn("x-device")).issuer_name(cn("x-device"))
             .public_key(key.public_key()).serial_number(1).not_valid_before(now)
             .not_valid_after(now + dt.timedelta(days=1)).sign(key, hashes.SHA256()))
