@@ -3,8 +3,19 @@
 from .crypto import pairing_code
 from .errors import BusyError, InvalidValueError, RefusedError, StoreError
 from .registry import Registry, RegistryConfig, open_registry
-from .views import (AttemptResult, EventView, Grants, ItemResult, LoginResult, PresenceSnapshot, RequestView,
-                    RoleView, Status, UserPresence, UserView)
+from .views import (
+    AttemptResult,
+    EventView,
+    Grants,
+    ItemResult,
+    LoginResult,
+    PresenceSnapshot,
+    RequestView,
+    RoleView,
+    Status,
+    UserPresence,
+    UserView,
+)
 
 __all__ = [
     "AttemptResult", "BusyError", "EventView", "Grants", "InvalidValueError", "ItemResult", "LoginResult",

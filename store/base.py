@@ -10,11 +10,12 @@ to it at construction. :class:`store.registry.Registry` builds the base and the 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Callable
+from typing import Any
 
 import peewee as pw
 

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import functools
+import os
 import sqlite3
+from collections.abc import Callable
 from contextlib import contextmanager
-from typing import Callable, Concatenate, ParamSpec, Protocol, TypeVar
+from typing import Concatenate, ParamSpec, Protocol, TypeVar
 
 import peewee as pw
 from playhouse.db_url import connect as connect_url
 
 from .errors import BusyError, StoreError
-import os
-
 from .location import create_private_folder, is_url, sqlite_path
 from .models import SCHEMA_VERSION, make_models
 

@@ -5,8 +5,9 @@ an existing one, a CSR signed) and deny. An approval rule grants through :meth:`
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from types import SimpleNamespace
-from typing import Any, Iterable
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization

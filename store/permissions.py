@@ -7,7 +7,8 @@ taken away, or an access that loses something (``readWrite`` -> ``read``, ``read
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from .access import AccessCache
 from .base import Base, Part

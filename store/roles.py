@@ -13,7 +13,8 @@ writes a ``user.role_removed`` for each member first.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import peewee as pw
 

@@ -5,7 +5,7 @@ housekeeping. A part of :class:`store.registry.Registry`, the one entry point.""
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from .base import SERVER_SEEN, Base, Part
 from .database import guarded
