@@ -18,8 +18,8 @@ import json
 import queue
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import paho.mqtt.client as mqtt
 from textual.message import Message
@@ -45,7 +45,7 @@ class MqttTarget:
     password: str | None = None
 
     @classmethod
-    def parse(cls, url: str | None) -> "MqttTarget":
+    def parse(cls, url: str | None) -> MqttTarget:
         """Parse ``mqtt://user:pass@host:port`` (every part optional; ``host:port`` also works); ValueError
         (broker.address.AddressError) with one line when it cannot be used."""
         if not url:
@@ -53,7 +53,7 @@ class MqttTarget:
         parts = parse_mqtt_url(url)
         return cls(parts.host, parts.port, parts.username, parts.password)
 
-    def with_credentials(self, username: str, password: str) -> "MqttTarget":
+    def with_credentials(self, username: str, password: str) -> MqttTarget:
         return MqttTarget(self.host, self.port, username, password)
 
     @property

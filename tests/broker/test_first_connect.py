@@ -46,7 +46,7 @@ def _knock_all(srv: Served, names: list[str]) -> None:
 
 def _first_tries(srv: Served, names: list[str]) -> list[str]:
     """Every device connects once, all at the same moment; the names refused."""
-    return [n for n, code in zip(names, _at_once(srv.mqtt_port, names)) if code != 0]
+    return [n for n, code in zip(names, _at_once(srv.mqtt_port, names), strict=True) if code != 0]
 
 
 def test_devices_granted_at_once_each_get_in_at_their_first_try(served):  # noqa: F811

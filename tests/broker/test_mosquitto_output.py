@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 from broker.mosquitto import supervisor as sup_mod
 from broker.mosquitto.supervisor import MosquittoSupervisor
@@ -76,7 +77,7 @@ def test_an_embedded_mosquitto_ends_when_its_process_is_killed(db_path):
     proc = subprocess.Popen([sys.executable, "-c", EMBEDDER, db_path], stdout=subprocess.PIPE, text=True)
     try:
         pid = int(proc.stdout.readline())
-        cmdline = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         assert cmdline[0].endswith(b"mosquitto")  # the wrapper exec'd it: no process of ours in between
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)

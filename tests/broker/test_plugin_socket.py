@@ -95,7 +95,8 @@ def test_a_flood_of_refusals_does_not_write_the_log_full(broker_log):
     from broker.log_text import Refusals
 
     lines, scheduled, now = broker_log, [], [100.2]
-    refusals = Refusals(logging.getLogger("broker.logins"), lambda delay, fn: scheduled.append(fn), per_second=20, clock=lambda: now[0])
+    refusals = Refusals(logging.getLogger("broker.logins"), lambda delay, fn: scheduled.append(fn), per_second=20,
+                        clock=lambda: now[0])
     for i in range(1000):
         refusals(f"mqtt refuse user='flood-{i}': locked")
     assert len(lines) == 20 and len(scheduled) == 1

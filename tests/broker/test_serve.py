@@ -215,10 +215,9 @@ def test_retained_status_names_the_broker_and_the_http_api(server):
 
 def test_two_embedded_servers_in_one_process_each_log_their_own_lines(tmp_path):
     """The broker's loggers are the process's; each embedder's ``log=`` still gets its own server's lines."""
+    from store import open_registry
     from tests.broker.clients import mosquitto_pub
     from tests.broker.conftest import ServerThread, wait_until
-
-    from store import open_registry
 
     first = ServerThread(str(tmp_path / "first.db")).start()
     second = ServerThread(str(tmp_path / "second.db")).start()
