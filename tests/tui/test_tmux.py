@@ -68,7 +68,7 @@ def test_new_user_session_in_tmux(tmux, tmp_path):
     exe = os.path.join(os.path.dirname(sys.executable), "client-registry")
     env = {"HOME": str(tmp_path), "XDG_DATA_HOME": str(tmp_path / "data"), "TERM": "xterm-256color"}
     tmux.start(f"{exe} dashboard --mqtt mqtt://127.0.0.1:{mqtt_port} --http-bind 127.0.0.1:{http_port}", env)
-    tmux.wait_for("embedded broker: stops when you quit")
+    tmux.wait_for("embedded: stops on quit")  # the header's form that fits 80 columns
     tmux.wait_for("● connected")
     assert pub(mqtt_port, "hall-sensor", "hall-secret") != 0  # locked
     tmux.wait_for("1 device knocking")
