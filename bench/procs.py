@@ -233,13 +233,24 @@ class Server:
             from .state import files
 
             pid_file = files(self.db).conf.with_suffix(".pid")  # MosquittoSupervisor.pid_file
-            self.pids = {"mosquitto": int(pid_file.read_text()), "service": self.proc.pid}
+            self.pids = {"mosquitto": self._written_pid(pid_file, deadline), "service": self.proc.pid}
             if wait == "ready":
                 self.ready_s = time.monotonic() - self.spawned_at
         else:
             self.pids = {"mosquitto": self.proc.pid}
             self.ready_s = self.listening_s
         return self
+
+    def _written_pid(self, pid_file: Path, deadline: float) -> int:
+        """The service writes Mosquitto's pid just after spawning it: on a busy machine Mosquitto may already
+        answer on its port before the file is there, or while it is still empty."""
+        while True:
+            try:
+                return int(pid_file.read_text())
+            except (OSError, ValueError):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{pid_file} not written: {self.log_tail()}") from None
+                time.sleep(0.005)
 
     def wait_ready(self, timeout: float = 120.0) -> bool:
         """For a registry started with ``wait="listening"``: wait for its "serving" line (False: it exited
