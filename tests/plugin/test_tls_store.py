@@ -6,12 +6,13 @@ is refused; a user bound to a presented certificate still needs its password too
 
 from __future__ import annotations
 
+from bench.procs import free_port
 from broker import certificates as ca_files
 from broker.mosquitto.plugin_accounts import account_of
 from store import open_registry
 from store.certificates import PresentedCertificate
 
-from .conftest import SECRET, SERVICE, _free_port
+from .conftest import SECRET, SERVICE
 from .test_tls import PASSWORD, REFUSED_V5, make_device, pub, tls_lines
 
 
@@ -38,7 +39,7 @@ def test_a_signed_csr_user_connects_by_certificate_alone(start_broker, short_dir
     finally:
         reg.close()
 
-    port = _free_port()
+    port = free_port()
     start_broker([SERVICE, *accounts], extra=tls_lines(site, port))
     ok = pub(port, site, pump, "pump-7", password="")
     assert ok.returncode == 0, ok.stderr
