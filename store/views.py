@@ -8,7 +8,6 @@ from dataclasses import asdict, dataclass, field
 
 from .names import name_marks
 
-
 CONFLICT = "conflict"  # the label of a pending request whose name was tried with another password too
 REKEY = "re-key"  # the label of a pending request that would give an existing user a new password
 ROTATION = "rotation"  # the label of a pending request that would bind an existing user to another certificate
@@ -76,7 +75,7 @@ class RequestView:
         return data
 
     @classmethod
-    def of(cls, row) -> "RequestView":
+    def of(cls, row) -> RequestView:
         info = _loads(getattr(row, "certificate_info", None))
         return cls(
             id=row.id, username=row.username, client_id=row.client_id, peer=row.peer, source=row.source,
@@ -143,7 +142,7 @@ class EventView:
         return asdict(self)
 
     @classmethod
-    def of(cls, row) -> "EventView":
+    def of(cls, row) -> EventView:
         return cls(id=row.id, time=row.time, actor=row.actor, kind=row.kind, subject=row.subject,
                    detail=_loads(row.detail) or {})
 
