@@ -4,6 +4,7 @@ its row (and its line of the screen) when rows arrive above it."""
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
+from typing import ClassVar
 
 from textual.app import App, ComposeResult
 
@@ -13,7 +14,7 @@ from .conftest import wait_for
 
 
 class Items(OrderedTable):
-    COLUMNS = [Column("name", "name", 10, flex=1.0), Column("n", "n", 4)]
+    COLUMNS: ClassVar[list[Column]] = [Column("name", "name", 10, flex=1.0), Column("n", "n", 4)]
 
     def row_cells(self, item):
         return {"name": item["name"], "n": str(item["n"])}
