@@ -220,7 +220,7 @@ def main(argv=None) -> int:
     p.add_argument("--before", default=BEFORE, help=f"the commit to compare with (default {BEFORE})")
     p.add_argument("--no-docs", action="store_true", help="do not rewrite the section of docs/benchmarks.md")
     a = p.parse_args(argv)
-    if not procs.ensure_mosquitto():
+    if not procs.find_mosquitto():
         raise SystemExit("Mosquitto is needed")
     m = machine.describe()
     started = time.strftime("%Y-%m-%d %H:%M")

@@ -4,11 +4,7 @@ No timing is asserted here (performance is judged by the benchmark, never by tes
 
 from __future__ import annotations
 
-import pytest
-
 from bench import b_dashboard, procs
-
-pytestmark = pytest.mark.skipif(procs.ensure_mosquitto() is None, reason="Mosquitto is not installed")
 
 
 def test_both_tables_measured_in_one_run():
