@@ -61,7 +61,7 @@ class KeyTimer:
         self.app.post_message(events.Key(key, " " if key == "space" else None))
         try:
             await asyncio.wait_for(done.wait(), KEY_TIMEOUT)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self._pending = None
             return KEY_TIMEOUT
         return stamp[0] - t0

@@ -8,12 +8,12 @@ from typing import Any
 
 import peewee as pw
 
+from . import request_filter
 from .base import Base, Part
 from .database import guarded, run_sql
 from .expiry import Expiry
 from .name_patterns import name_matches
 from .validation import normalise_username
-from . import request_filter
 from .views import EventView, RequestView, UserView
 
 

@@ -10,7 +10,8 @@ batch re-rendered every visible cell (docs/benchmarks.md, the dashboard section)
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from rich.segment import Segment
 from rich.style import Style
