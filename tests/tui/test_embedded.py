@@ -216,8 +216,8 @@ async def test_deny_then_the_device_stays_out(reg, server):
 def test_simulate_fits_the_fleet_flow_reports_its_real_grants_and_says_when_dropped(reg, server, db_path):
     """`simulate --prefix sensor` names fit `sensor-*`; once in, each device reports the topics the registry
     grants it (a role's `sensors/{username}/#`), checked against the broker; disabled, it says so in one line."""
-    from tests.broker.conftest import wait_until
     from cli.dashboard import local_grants
+    from tests.broker.conftest import wait_until
     from tui.simulate import Simulator
 
     reg.add_role("fleet", actor="test")

@@ -53,7 +53,8 @@ def history(events: Iterable[Any]) -> Text:
         text.append_text(safe_text(ev.actor, 30))
         if ev.detail:
             text.append("  ")
-            text.append(printable(json.dumps(ev.detail, ensure_ascii=False, sort_keys=True, default=str), 120), style="dim")
+            detail = json.dumps(ev.detail, ensure_ascii=False, sort_keys=True, default=str)
+            text.append(printable(detail, 120), style="dim")
         text.append("\n")
     if not text:
         text.append("  (no events)\n", style="dim")
