@@ -75,6 +75,9 @@ async def test_messages_are_batched(reg, db_path, mosquitto):
     async with app.run_test(size=(80, 24)) as pilot:
         dash = app.screen_stack[0]
         await wait_for(pilot, lambda: dash.header_state.broker == "connected", message="connected")
+        await loaded(pilot)  # a start-up read still running would find the requests in the database instead
+        await wait_for(pilot, lambda: not any(w.is_running for w in app.workers if w.group != "listener"),
+                       message="no read still running")
         for i in range(40):
             reg.record_attempt(f"flood-{i:02d}", "secret-x", f"c{i}", f"10.0.1.{i}:1", "mqtt")
         events = reg.events(since=dash.last_event_id)
