@@ -78,7 +78,7 @@ class SiteCA:
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def _pem(certificate: x509.Certificate | x509.CertificateRevocationList) -> bytes:

@@ -32,7 +32,6 @@ from store.device_text import quoted
 from store.throttle import WRONG_PASSWORD_WINDOW, WRONG_PASSWORDS_PER_NAME, WRONG_PASSWORDS_PER_PEER, WrongPasswords
 from store.validation import registration_problem
 
-
 REGISTER_PATH = "/api/client-registry/register"
 MAX_BODY = 64 * 1024
 LINGER = 1.0  # seconds a refused or timed-out connection may still send before it is closed
@@ -188,7 +187,7 @@ class RegisterAPI:
         except web.HTTPRequestEntityTooLarge:
             log.info(f"http register from {peer}: 413 body over {MAX_BODY} bytes")
             return _answer(413, error="too_large", message=f"body must not exceed {MAX_BODY} bytes")
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.info(f"http register from {peer}: 408 body not received within {timeout:g} s; connection closed")
             response = _answer(408, error="timeout", message=f"the body must arrive within {timeout:g} s")
             response.force_close()

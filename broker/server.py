@@ -68,8 +68,13 @@ from .mosquitto.link import BrokerLink, LinkError
 from .mosquitto.plugin_accounts import PluginAccounts
 from .mosquitto.plugin_build import PluginBuildError, plugin_path
 from .mosquitto.presence import PresenceTracker
-from .mosquitto.supervisor import (MosquittoError, MosquittoSupervisor, find_mosquitto, mosquitto_version,
-                                   raise_open_files)
+from .mosquitto.supervisor import (
+    MosquittoError,
+    MosquittoSupervisor,
+    find_mosquitto,
+    mosquitto_version,
+    raise_open_files,
+)
 from .plugin_socket import PluginSocket
 from .relay import EventRelay
 

@@ -9,8 +9,21 @@ import click
 
 from store.device_text import printable
 
-from .shared import (WATCH_EVERY, actor, age, confirm, db_option, echo_json, fail, json_option,
-                     parse_permission_options, registry, report, table, yes_option)
+from .shared import (
+    WATCH_EVERY,
+    actor,
+    age,
+    confirm,
+    db_option,
+    echo_json,
+    fail,
+    json_option,
+    parse_permission_options,
+    registry,
+    report,
+    table,
+    yes_option,
+)
 
 
 @click.command()

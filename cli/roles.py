@@ -9,8 +9,19 @@ import click
 from store.device_text import printable
 from store.topics import ACCESS_VALUES
 
-from .shared import (actor, age, confirm, db_option, echo_json, fail, json_option, permissions_text, registry, table,
-                     yes_option)
+from .shared import (
+    actor,
+    age,
+    confirm,
+    db_option,
+    echo_json,
+    fail,
+    json_option,
+    permissions_text,
+    registry,
+    table,
+    yes_option,
+)
 
 
 @click.command()

@@ -9,8 +9,18 @@ import click
 from store.device_text import printable
 from store.durations import RULE_EXPIRES_LONGEST, describe, parse_duration
 
-from .shared import (actor, confirm, db_option, echo_json, json_option, parse_permission_options, permissions_text,
-                     registry, table, yes_option)
+from .shared import (
+    actor,
+    confirm,
+    db_option,
+    echo_json,
+    json_option,
+    parse_permission_options,
+    permissions_text,
+    registry,
+    table,
+    yes_option,
+)
 
 
 @click.group()

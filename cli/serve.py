@@ -42,7 +42,6 @@ def serve(ctx, db, mqtt_bind, http_bind, mosquitto, mosquitto_include, broker_ur
     """Run Mosquitto under the registry, the event relay and the HTTP API (until SIGINT, SIGTERM or SIGHUP)."""
     from broker.mosquitto.privileges import AUTO
     from broker.server import serve_main
-
     from store import RegistryConfig
 
     config = RegistryConfig(per_peer_per_minute=per_address_limit, max_pending=max_pending)

@@ -29,7 +29,7 @@ def actor() -> str:
     return f"cli:{user}"
 
 
-def fail(message: str, code: int = EXIT_REFUSED) -> "click.exceptions.Exit":
+def fail(message: str, code: int = EXIT_REFUSED) -> click.exceptions.Exit:
     click.echo(f"client-registry: {message}", err=True)
     return click.exceptions.Exit(code)
 

@@ -11,8 +11,20 @@ from store.device_text import printable
 from store.durations import last_connected
 from store.topics import ACCESS_VALUES
 
-from .shared import (actor, age, confirm, db_option, echo_json, fail, json_option, permissions_text, read_password,
-                     registry, table, yes_option)
+from .shared import (
+    actor,
+    age,
+    confirm,
+    db_option,
+    echo_json,
+    fail,
+    json_option,
+    permissions_text,
+    read_password,
+    registry,
+    table,
+    yes_option,
+)
 
 
 @click.command()

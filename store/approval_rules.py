@@ -29,9 +29,10 @@ from __future__ import annotations
 import ipaddress
 import json
 import unicodedata
+from collections.abc import Iterable
 from fnmatch import fnmatchcase
 from functools import lru_cache
-from typing import Any, Iterable
+from typing import Any
 
 from .access import AccessCache
 from .base import Base, Part

@@ -9,8 +9,8 @@ import logging
 import os
 import re
 import resource
-import signal
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -21,7 +21,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from store.device_text import escaped
-
 
 log = logging.getLogger(__name__)
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -206,9 +207,9 @@ class GrantModal(Dialog):
         conflicting = [r for r in self.targets if r.needs_force]
         if conflicting and not force:  # the dialog stays open with what was typed
             ids = ", ".join(f"#{r.id}" for r in conflicting[:5])
-            self.show_error((
+            self.show_error(
                 f"{ids}: another password was tried for this name (or it is a user's); tick Force (tab, space) "
-                "to grant it, or cancel"))
+                "to grant it, or cancel")
             return
         self.dismiss(GrantChoice(perms, force=force, include_requested=requested,
                                  template=self.query_one("#template", Input).value, roles=roles))
