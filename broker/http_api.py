@@ -24,6 +24,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from ssl import SSLContext
 from typing import Any
 
 from aiohttp import web
@@ -160,10 +161,10 @@ class RegisterAPI:
         app.router.add_get("/healthz", self.healthz)
         return app
 
-    def listener(self, host: str, port: int) -> HTTPListener:
-        """This API served on ``host:port`` with the connection limit and the header timeout applied, and
-        aiohttp's errors reported as one log line each."""
-        return HTTPListener(self.app(), host, port, self.limits)
+    def listener(self, host: str, port: int, ssl: SSLContext | None = None) -> HTTPListener:
+        """This API served on ``host:port`` (over HTTPS with ``ssl``) with the connection limit and the header
+        timeout applied, and aiohttp's errors reported as one log line each."""
+        return HTTPListener(self.app(), host, port, self.limits, ssl)
 
     async def healthz(self, request: web.Request) -> web.Response:
         broker = self.health()
@@ -476,7 +477,9 @@ class HTTPListener:
 
     BACKLOG = 128  # aiohttp's TCPSite default
 
-    def __init__(self, app: web.Application, host: str, port: int, limits: HTTPLimits) -> None:
+    def __init__(self, app: web.Application, host: str, port: int, limits: HTTPLimits,
+                 ssl: SSLContext | None = None) -> None:
+        self.ssl = ssl  # the handshake runs before the gate's protocol sees the connection (asyncio's sslproto)
         self.runner = web.AppRunner(app, access_log=None, handle_signals=False)
         self.host = host
         self.port = port
@@ -490,7 +493,8 @@ class HTTPListener:
             assert self.runner.server is not None  # set up above
             self._gate = _Connections(self.runner.server, self.limits)
             self._server = await asyncio.get_running_loop().create_server(
-                self._gate, self.host, self.port, backlog=self.BACKLOG, reuse_address=True)
+                self._gate, self.host, self.port, backlog=self.BACKLOG, reuse_address=True, ssl=self.ssl,
+                ssl_handshake_timeout=self.limits.header_timeout if self.ssl is not None else None)
         except BaseException:
             await self.runner.cleanup()
             raise

@@ -16,6 +16,11 @@ Public API (the dashboard embeds the server with exactly this)::
 
 * ``reg`` is an open ``store.Registry``; the server never closes it.
 * ``mqtt_bind`` / ``http_bind`` are ``"HOST:PORT"`` strings (``"[::1]:1883"``, ``":1883"`` and ``"1883"`` work too).
+  ``mqtt_bind=None`` (``serve --mqtt-bind none``) opens no plain listener on the network: the service's own
+  connection (and a dashboard on this machine) use a loopback-only listener on a free port (``mqtt_port``).
+* ``tls`` (a ``broker.tls.TlsSettings``) adds a TLS listener to the supervised Mosquitto (``srv.mqtt_tls``:
+  its ``(host, port)``, else None) and, with ``http=True``, serves the HTTP API over HTTPS with the same
+  certificate; its files are checked before anything starts.
 * ``log`` is ``None`` (silent) or a callable taking one line of text (no newline): the text of this server's
   records of the ``broker`` loggers (stdlib ``logging``, broker/logs.py; attach a handler to ``broker`` for
   their levels too). It is called mostly from the event loop thread and never receives a password; whatever
@@ -77,6 +82,7 @@ from .mosquitto.supervisor import (
 )
 from .plugin_socket import PluginSocket
 from .relay import EventRelay
+from .tls import TlsError, TlsSettings
 
 __all__ = ["EmbeddedServer", "ServerError", "serve_main"]
 
@@ -154,16 +160,19 @@ def _bind_error(what: str, host: str, port: int, exc: BaseException) -> ServerEr
 
 
 class EmbeddedServer:
-    def __init__(self, reg: Any, mqtt_bind: str = DEFAULT_MQTT_BIND, http_bind: str | None = DEFAULT_HTTP_BIND,
+    def __init__(self, reg: Any, mqtt_bind: str | None = DEFAULT_MQTT_BIND, http_bind: str | None = DEFAULT_HTTP_BIND,
                  log: Callable[[str], None] | None = None, *, mosquitto: str | None = None,
                  mosquitto_include: str | Path | None = None, broker_url: str | None = None,
                  plugin_socket: str | Path | None = None, socket_group: str | None = None,
                  relay_interval: float = 0.1, reconcile_interval: float = 60.0, console: bool = True,
                  persistence: bool = True, outlive: bool = True, http_limits: Any = None,
                  max_packet_size: int = mconf.MAX_PACKET_SIZE, max_connections: int = mconf.MAX_CONNECTIONS,
-                 mosquitto_user: str | None = None) -> None:
+                 mosquitto_user: str | None = None, tls: TlsSettings | None = None) -> None:
         self.reg = reg
-        self.mqtt_bind: tuple[str, int] = _address(parse_bind, mqtt_bind, 1883)
+        self.plain_mqtt = mqtt_bind is not None  # else the service's listener is loopback only (see above)
+        self.mqtt_bind: tuple[str, int] = _address(parse_bind, mqtt_bind or "127.0.0.1:0", 1883)
+        self.tls = tls
+        self.mqtt_tls: tuple[str, int] | None = None
         self.http_bind: tuple[str, int] | None = (_address(parse_bind, http_bind, 8080) if http_bind is not None
                                                   else None)
         self.log_sink = log  # the embedder's: this server's lines (logs.ServerLines), while it runs
@@ -276,6 +285,14 @@ class EmbeddedServer:
                               database_problem=lambda: self.database_problem, catch_up=self._relay_catch_up,
                               wake=self._wake_relay)
         # Whatever can be checked is checked before anything starts: a failure is one line and leaves nothing.
+        if self.tls is not None:
+            if self.broker_url is not None and self.tls.http is False:
+                raise ServerError("an attached Mosquitto's TLS listeners are the site's own: --tls-* with "
+                                  "--broker-url only serves HTTPS (--http-tls)")
+            try:
+                self.tls = await asyncio.to_thread(self.tls.checked)
+            except TlsError as exc:
+                raise ServerError(str(exc)) from None
         if self.http_bind is not None:
             _probe_bind("HTTP", *self.http_bind)
         if self.broker_url is None:  # (an attached Mosquitto may start after us: it loads the snapshot we write)
@@ -396,6 +413,8 @@ class EmbeddedServer:
                                               on_spawn=self.presence.restarted)
         await self.supervisor.end_orphan()  # a Mosquitto left by a killed service holds our port
         _probe_bind("MQTT", host, port)
+        if self.tls is not None:
+            _probe_bind("MQTT over TLS", *self.tls.bind)
 
     def _mosquitto_run_as(self) -> privileges.RunAs | None:
         """The user a root-started Mosquitto drops to, or None (it runs as this process does). The default
@@ -440,15 +459,23 @@ class EmbeddedServer:
                 plugin = privileges.shared_copy(self.run_as, plugin, self.files.plugin)
             if self.persistence:
                 self.files.persistence.mkdir(mode=0o700, exist_ok=True)
+            tls_listener = None
+            if self.tls is not None:
+                tls_host, tls_port = self.tls.bind
+                self.mqtt_tls = (tls_host, tls_port or free_port(tls_host))
+                tls_listener = mconf.listener_line(*self.mqtt_tls)
             mconf.write_private(self.files.conf, mconf.render_conf(
                 listener=mconf.listener_line(host, port), registry_plugin=plugin, secret=secret,
                 snapshot=self.files.snapshot, socket=self.socket_path,
                 user=self.run_as.name if self.run_as is not None else mconf.current_user(),
                 persistence=self.files.persistence if self.persistence else None, include=self._include,
-                max_packet_size=self.max_packet_size, max_connections=self.max_connections))
+                max_packet_size=self.max_packet_size, max_connections=self.max_connections,
+                tls_listener=tls_listener, tls_options=self.tls.mosquitto_lines() if self.tls else None))
             if self.run_as is not None:
+                # tls init's files beside the database too (never the CA key); the site's own are the site's
+                ours = [p for p in (self.tls.files() if self.tls else []) if p.parent == self.files.conf.parent]
                 privileges.hand_over(self.run_as, folder=self.files.conf.parent,
-                                     readable=[self.files.conf, secret, self.files.snapshot],
+                                     readable=[self.files.conf, secret, self.files.snapshot, *ours],
                                      writable_folder=self.files.persistence if self.persistence else None)
         except (OSError, ValueError) as exc:
             raise ServerError(f"cannot write Mosquitto's configuration: {exc}") from None
@@ -459,7 +486,9 @@ class EmbeddedServer:
         except MosquittoError as exc:
             raise ServerError(str(exc)) from None
         self.broker = f"mosquitto {self.version}, supervised"
-        log.info(f"mqtt: {self.broker}, listening on {host}:{port}")
+        log.info(f"mqtt: {self.broker}, listening on {host}:{port}"
+                 + ("" if self.plain_mqtt else " (loopback only, for the service)")
+                 + (f", TLS on {self.mqtt_tls[0]}:{self.mqtt_tls[1]}" if self.mqtt_tls else ""))
         return host, port
 
     async def _start_http(self) -> None:
@@ -468,13 +497,14 @@ class EmbeddedServer:
         host, port = self.http_bind
         api = RegisterAPI(self.reg, wake=self._wake_relay, granted=self._granted_over_http,
                           health=self.health, limits=self.http_limits)
-        listener = api.listener(host, port)  # timeouts, connection limit, one log line per refusal
+        https = self.tls.context if self.tls is not None and self.tls.http else None
+        listener = api.listener(host, port, ssl=https)  # timeouts, connection limit, one log line per refusal
         try:
             self.http_host, self.http_port = await listener.start()
         except OSError as exc:
             raise _bind_error("HTTP", host, port, exc) from None
         self._parts.push_async_callback(listener.stop)
-        log.info(f"http listening on {self.http_host}:{self.http_port}")
+        log.info(f"{'https' if https else 'http'} listening on {self.http_host}:{self.http_port}")
 
     async def _stop_relay(self) -> None:
         relay, self._relay = self._relay, None  # late knocks and wakes find no relay: nothing to apply
@@ -501,8 +531,16 @@ class EmbeddedServer:
             pass  # said by the snapshot loop already
 
     # -- the broker's state ----------------------------------------------------------------------------------
+    @property
+    def tls_address(self) -> str | None:
+        """Where devices connect over TLS (``mqtts://HOST:PORT`` as they would write it), or None."""
+        if self.mqtt_tls is None:
+            return None
+        host, port = self.mqtt_tls
+        return f"mqtts://{f'[{host}]' if ':' in host else host}:{port}"
+
     def health(self) -> dict:
-        return {"broker": self.broker, "broker_state": self.broker_state,
+        return {"broker": self.broker, "broker_state": self.broker_state, "mqtt_tls": self.tls_address,
                 "database": self.database_problem or "ok", "changes": self.service_problem() or "ok"}
 
     def service_problem(self) -> str | None:
@@ -546,7 +584,8 @@ class EmbeddedServer:
 
         body = {"service": "client-registry", "version": version("client-registry"), "broker": self.broker,
                 "state": state, "time": time.time(),
-                "http": f"{self.http_host}:{self.http_port}" if self.http_port else None}
+                "http": f"{self.http_host}:{self.http_port}" if self.http_port else None,
+                "mqtt_tls": self.tls_address}
         self.link.publish(STATUS_TOPIC, json.dumps(body).encode(), qos=1, retain=True)
 
     def _broker_changed(self, state: str) -> None:
@@ -661,7 +700,7 @@ class StderrLines(logging.Handler):
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
-async def _serve(reg: Any, mqtt_bind: str, http_bind: str, options: dict) -> int:
+async def _serve(reg: Any, mqtt_bind: str | None, http_bind: str, options: dict) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in STOP_SIGNALS:
@@ -672,8 +711,11 @@ async def _serve(reg: Any, mqtt_bind: str, http_bind: str, options: dict) -> int
     try:
         async with EmbeddedServer(reg, mqtt_bind, http_bind, **options) as srv:
             lines.show()
-            log.info(f"client-registry serving: mqtt {srv.mqtt_host}:{srv.mqtt_port} ({srv.broker}), "
-                     f"http {srv.http_host}:{srv.http_port}, database {getattr(reg, 'location', '?')}, "
+            mqtt = f"mqtt {srv.mqtt_host}:{srv.mqtt_port}" + ("" if srv.plain_mqtt else " (loopback only)")
+            tls = f", {srv.tls_address}" if srv.tls_address else ""
+            http = "https" if srv.tls is not None and srv.tls.http else "http"
+            log.info(f"client-registry serving: {mqtt}{tls} ({srv.broker}), "
+                     f"{http} {srv.http_host}:{srv.http_port}, database {getattr(reg, 'location', '?')}, "
                      f"credentials beside it")
             await stop.wait()
             log.info("client-registry shutting down")
@@ -693,12 +735,14 @@ async def _serve(reg: Any, mqtt_bind: str, http_bind: str, options: dict) -> int
     return 0
 
 
-def serve_main(db: str | None, mqtt_bind: str = DEFAULT_MQTT_BIND, http_bind: str = DEFAULT_HTTP_BIND,
+def serve_main(db: str | None, mqtt_bind: str | None = DEFAULT_MQTT_BIND, http_bind: str = DEFAULT_HTTP_BIND,
                config: Any = None, **options: Any) -> int:
+    """``mqtt_bind`` None: no plain listener on the network (``--mqtt-bind none``), TLS only."""
     from store import StoreError, open_registry
 
     try:
-        parse_bind(mqtt_bind, 1883)
+        if mqtt_bind is not None:
+            parse_bind(mqtt_bind, 1883)
         parse_bind(http_bind, 8080)
         if options.get("broker_url"):
             parse_mqtt_url(options["broker_url"])

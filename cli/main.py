@@ -11,7 +11,7 @@ import click
 from store import InvalidValueError, StoreError
 from tui.read_your_writes import APPLY_TIMEOUT, until_applied
 
-from . import audit, dashboard, requests, roles, rules, serve, users, window
+from . import audit, dashboard, requests, roles, rules, serve, tls, users, window
 from .shared import EXIT_USAGE, db_option, fail, mqtt_option
 
 STORE_ONLY_EVENTS = ("rule.",)
@@ -72,6 +72,6 @@ def main(ctx, db, mqtt, no_embed, http_bind):
         ctx.invoke(dashboard.dashboard, no_embed=no_embed, http_bind=http_bind or "127.0.0.1:8080")
 
 
-for _group in (window, requests, users, roles, rules, audit, serve, dashboard):
+for _group in (window, requests, users, roles, rules, audit, serve, tls, dashboard):
     for _command in _group.COMMANDS:
         main.add_command(_command)

@@ -7,13 +7,14 @@ import click
 
 from broker.mosquitto.config import MAX_CONNECTIONS, MAX_PACKET_SIZE, MIN_PACKET_SIZE
 
-from .shared import db_option, fail
+from .shared import EXIT_USAGE, db_option, fail
 
 
 @click.command()
 @db_option
 @click.option("--mqtt-bind", default="0.0.0.0:1883", show_default=True, metavar="HOST:PORT",
-              help="Where the MQTT broker listens.")
+              help="Where the MQTT broker listens in plain text; `none`: only over TLS (the service then uses a "
+                   "loopback-only listener of its own).")
 @click.option("--http-bind", default="127.0.0.1:8080", show_default=True, metavar="HOST:PORT",
               help="Where the HTTP registration API listens.")
 @click.option("--mosquitto", "mosquitto", default=None, metavar="PATH",
@@ -36,16 +37,38 @@ from .shared import db_option, fail
               metavar="N", help="Supervised Mosquitto: connections at once on its listener (the open-files limit bounds it too).")
 @click.option("--mosquitto-user", default=None, metavar="NAME",
               help="Run as root: the user the supervised Mosquitto drops to (default: mosquitto, if it exists).")
+@click.option("--tls", "tls_init", is_flag=True,
+              help="Add a TLS listener with the files `tls init` made beside the database (site CA, server "
+                   "certificate, CRL).")
+@click.option("--tls-cert", default=None, metavar="FILE", help="Add a TLS listener with this server certificate "
+              "(PEM, its chain after it).")
+@click.option("--tls-key", default=None, metavar="FILE", help="The server certificate's private key (PEM).")
+@click.option("--tls-ca", default=None, metavar="FILE",
+              help="The CA that signs device certificates (needed by --tls-require-certificate).")
+@click.option("--mqtt-tls-bind", default=None, metavar="HOST:PORT",
+              help="Where the TLS listener listens (default 0.0.0.0:8883).")
+@click.option("--tls-require-certificate", is_flag=True,
+              help="Every device on the TLS listener presents a certificate signed by the CA (certificate devices).")
+@click.option("--http-tls", is_flag=True, help="Serve the HTTP registration API over HTTPS with the same certificate.")
 @click.pass_context
 def serve(ctx, db, mqtt_bind, http_bind, mosquitto, mosquitto_include, broker_url, plugin_socket, socket_group,
-          per_address_limit, max_pending, max_packet_size, max_connections, mosquitto_user):
+          per_address_limit, max_pending, max_packet_size, max_connections, mosquitto_user, tls_init, tls_cert,
+          tls_key, tls_ca, mqtt_tls_bind, tls_require_certificate, http_tls):
     """Run Mosquitto under the registry, the event relay and the HTTP API (until SIGINT, SIGTERM or SIGHUP)."""
     from broker.mosquitto.privileges import AUTO
     from broker.server import serve_main
     from store import RegistryConfig
+    from store.location import resolve
 
+    location = resolve(db or ctx.find_root().params.get("db"))
+    tls = tls_settings(location, tls_init, tls_cert, tls_key, tls_ca, mqtt_tls_bind, tls_require_certificate,
+                       http_tls)
+    plain = None if mqtt_bind.strip().lower() == "none" else mqtt_bind
+    if plain is None and (tls is None or broker_url):
+        raise fail("--mqtt-bind none leaves devices nowhere to connect: add a TLS listener (--tls or --tls-cert)",
+                   EXIT_USAGE)
     config = RegistryConfig(per_peer_per_minute=per_address_limit, max_pending=max_pending)
-    ctx.exit(serve_main(db or ctx.find_root().params.get("db"), mqtt_bind, http_bind, config=config,
+    ctx.exit(serve_main(location, plain, http_bind, config=config, tls=tls,
                         mosquitto=mosquitto, mosquitto_include=mosquitto_include, broker_url=broker_url,
                         plugin_socket=plugin_socket, socket_group=socket_group, max_packet_size=max_packet_size,
                         max_connections=max_connections, mosquitto_user=mosquitto_user or AUTO))
@@ -111,6 +134,38 @@ def mosquitto_config(ctx, db, conf_d, secret_path, plugin, socket_path, listener
     click.echo("then:", err=True)
     for step in plan.steps:
         click.echo(f"  {step}", err=True)
+
+
+def tls_settings(location, tls_init, cert, key, ca, bind, require_certificate, http_tls):
+    """The TLS listener serve's options ask for (files are checked when the server starts), or None."""
+    from pathlib import Path
+
+    from broker.address import AddressError, parse_bind
+    from broker.certificates import TlsFiles
+    from broker.tls import TLS_PORT, TlsSettings
+
+    if tls_init and (cert or key):
+        raise fail("--tls uses the files `tls init` made: leave out --tls-cert and --tls-key", EXIT_USAGE)
+    if not tls_init and not cert:
+        if key or ca or bind or require_certificate or http_tls:
+            raise fail("a TLS listener needs a certificate: --tls (the `tls init` files) or --tls-cert and "
+                       "--tls-key", EXIT_USAGE)
+        return None
+    if cert and not key:
+        raise fail("--tls-cert needs --tls-key", EXIT_USAGE)
+    try:
+        address = parse_bind(bind, TLS_PORT) if bind else ("0.0.0.0", TLS_PORT)
+    except AddressError as exc:
+        raise fail(str(exc), EXIT_USAGE) from None
+    options = {"bind": address, "require_certificate": require_certificate, "http": http_tls}
+    if tls_init:
+        settings = TlsSettings.of_database(location, **options)
+        return settings if ca is None else TlsSettings(settings.cert, settings.key, Path(ca), None, **options)
+    ours = TlsFiles.for_database(location)
+    own_ca = Path(ca) if ca else None
+    # the registry's CA (tls init's) signs and revokes device certificates: its CRL goes with it
+    crl = ours.crl if own_ca is not None and own_ca.resolve() == ours.ca_cert.resolve() else None
+    return TlsSettings(Path(cert), Path(key), own_ca, crl, **options)
 
 
 COMMANDS = (serve, mosquitto_config)
