@@ -9,6 +9,8 @@ from urllib.parse import unquote, urlsplit
 
 ANY_HOST = "0.0.0.0"
 MQTT_PORT = 1883
+MQTTS_PORT = 8883
+TLS_SCHEMES = ("mqtts", "ssl", "tls")  # (ssl:// and tls:// as paho's and Mosquitto's tools write them)
 
 
 class AddressError(ValueError):
@@ -46,17 +48,20 @@ class MqttURL:
     port: int = MQTT_PORT
     username: str | None = None
     password: str | None = None
+    tls: bool = False  # mqtts://
 
 
 def parse_mqtt_url(url: str) -> MqttURL:
-    """``mqtt://user:pass@host:port`` (``tcp://`` too; every part optional, ``host:port`` also works)."""
+    """``mqtt://user:pass@host:port`` (``tcp://`` too; every part optional, ``host:port`` also works);
+    ``mqtts://`` is the same over TLS, port 8883 by default."""
     parts = urlsplit(url if "://" in url else f"mqtt://{url}")
-    if parts.scheme not in ("mqtt", "tcp"):
-        raise AddressError(f"unsupported MQTT URL {url!r}: use mqtt://HOST:PORT")
+    if parts.scheme not in ("mqtt", "tcp", *TLS_SCHEMES):
+        raise AddressError(f"unsupported MQTT URL {url!r}: use mqtt://HOST:PORT or mqtts://HOST:PORT")
     try:
         port = parts.port
     except ValueError:
         raise AddressError(f"invalid port in {url!r}") from None
-    return MqttURL(parts.hostname or "127.0.0.1", port or MQTT_PORT,
+    tls = parts.scheme in TLS_SCHEMES
+    return MqttURL(parts.hostname or "127.0.0.1", port or (MQTTS_PORT if tls else MQTT_PORT),
                    unquote(parts.username) if parts.username else None,
-                   unquote(parts.password) if parts.password else None)
+                   unquote(parts.password) if parts.password else None, tls)

@@ -9,7 +9,7 @@ import click
 
 from store import StoreError, open_registry
 
-from .shared import db_option, mqtt_option
+from .shared import db_option, mqtt_ca_option, mqtt_option
 
 
 @click.command()
@@ -18,13 +18,16 @@ from .shared import db_option, mqtt_option
 @click.option("--no-embed", is_flag=True, help="Never start an embedded broker; keep retrying the given one.")
 @click.option("--http-bind", default="127.0.0.1:8080", show_default=True, metavar="HOST:PORT",
               help="Where the embedded server's HTTP API listens (only when it is embedded; `none`: no HTTP API).")
+@mqtt_ca_option
 @click.pass_context
-def dashboard(ctx, db=None, mqtt=None, no_embed=False, http_bind="127.0.0.1:8080"):
+def dashboard(ctx, db=None, mqtt=None, no_embed=False, http_bind="127.0.0.1:8080", mqtt_ca=None):
     """Open the keyboard-driven dashboard (also what `client-registry` alone does)."""
     from tui.launch import run_dashboard
 
-    mqtt = mqtt or ctx.find_root().params.get("mqtt") or os.environ.get("CLIENT_REGISTRY_MQTT")
-    ctx.exit(run_dashboard(db or ctx.find_root().params.get("db"), mqtt, embed=not no_embed, http_bind=http_bind))
+    root = ctx.find_root().params
+    mqtt = mqtt or root.get("mqtt") or os.environ.get("CLIENT_REGISTRY_MQTT")
+    ctx.exit(run_dashboard(db or root.get("db"), mqtt, embed=not no_embed, http_bind=http_bind,
+                           mqtt_ca=mqtt_ca or root.get("mqtt_ca")))
 
 
 @click.command()

@@ -12,7 +12,7 @@ from store import InvalidValueError, StoreError
 from tui.read_your_writes import APPLY_TIMEOUT, until_applied
 
 from . import audit, dashboard, requests, roles, rules, serve, tls, users, window
-from .shared import EXIT_USAGE, db_option, fail, mqtt_option
+from .shared import EXIT_USAGE, db_option, fail, mqtt_ca_option, mqtt_option
 
 STORE_ONLY_EVENTS = ("rule.",)
 
@@ -58,18 +58,20 @@ def wait_until_applied(ctx: click.Context) -> None:
 @click.group(cls=RegistryGroup, invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @db_option
 @mqtt_option
+@mqtt_ca_option
 @click.option("--no-embed", is_flag=True, help="Dashboard: never start an embedded broker.")
 @click.option("--http-bind", default=None, metavar="HOST:PORT",
               help="Dashboard: where the embedded server's HTTP API listens (default 127.0.0.1:8080; `none`).")
 @click.version_option(package_name="client-registry")
 @click.pass_context
-def main(ctx, db, mqtt, no_embed, http_bind):
+def main(ctx, db, mqtt, mqtt_ca, no_embed, http_bind):
     """Admit self-registering MQTT devices: unlock, watch requests, grant or deny.
 
     With no command, opens the dashboard (its options may come first). --db and --mqtt may come before or
     after any command."""
     if ctx.invoked_subcommand is None:
-        ctx.invoke(dashboard.dashboard, no_embed=no_embed, http_bind=http_bind or "127.0.0.1:8080")
+        ctx.invoke(dashboard.dashboard, no_embed=no_embed, http_bind=http_bind or "127.0.0.1:8080",
+                   mqtt_ca=mqtt_ca)
 
 
 for _group in (window, requests, users, roles, rules, audit, serve, tls, dashboard):

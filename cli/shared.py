@@ -57,6 +57,13 @@ def mqtt_option(func):
              "dashboard.")(func)
 
 
+def mqtt_ca_option(func):
+    return click.option(
+        "--mqtt-ca", "mqtt_ca", default=None, metavar="FILE",
+        help="For an mqtts:// broker: the CA its certificate is checked against (default: the site CA `tls "
+             "init` made beside the database, else the system's).")(func)
+
+
 def confirm(question: str, yes: bool, reversible: bool = False) -> None:
     """Ask before a destructive or multi-target change. Without a terminal nobody can answer, and a script that
     did not say --yes must not get a change it did not see: refuse, naming --yes (a ``reversible`` one, such as

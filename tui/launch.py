@@ -39,8 +39,24 @@ class LaunchError(Exception):
         self.code = code
 
 
+def tls_ca(db: str | None, mqtt_ca: str | None) -> str | None:
+    """The CA an mqtts:// broker's certificate is checked against: ``--mqtt-ca``, else the site CA `tls init`
+    made beside the database, else None (the system's CAs)."""
+    from broker.certificates import TlsFiles
+    from store.location import resolve
+
+    ca = mqtt_ca or str(TlsFiles.for_database(resolve(db)).ca_cert)
+    try:
+        with open(ca, "rb"):
+            return ca
+    except OSError as exc:
+        if mqtt_ca:
+            raise LaunchError(f"cannot read {mqtt_ca} ({exc.strerror}): --mqtt-ca") from None
+        return None
+
+
 def prepare_dashboard(db: str | None, mqtt: str | None, *, embed: bool = True,
-                      http_bind: str | None = "127.0.0.1:8080"):
+                      http_bind: str | None = "127.0.0.1:8080", mqtt_ca: str | None = None):
     """Open the store, find the broker (or start the embedded one), build the app.
 
     Returns ``(app, reg, embedded)``; the caller runs the app, then stops ``embedded`` and closes ``reg``.
@@ -51,13 +67,16 @@ def prepare_dashboard(db: str | None, mqtt: str | None, *, embed: bool = True,
         target = MqttTarget.parse(mqtt)
     except ValueError as exc:
         raise LaunchError(str(exc), 2) from None
+    if target.tls:
+        target = MqttTarget.parse(mqtt, tls_ca(db, mqtt_ca))
     try:
         reg = open_registry(db)
     except StoreError as exc:
         raise LaunchError(str(exc)) from None
     embedded = None
     try:
-        if embed and target.host in LOCAL_HOSTS and not broker_answers(target.host, target.port):
+        # (the embedded server has no TLS listener: an mqtts:// URL names a `serve` that runs)
+        if embed and not target.tls and target.host in LOCAL_HOSTS and not broker_answers(target.host, target.port):
             # An explicit --mqtt URL says where to listen; by default, like `serve`, on every interface.
             embedded = start_embedded(db, target, http_bind, bind_host=target.host if mqtt else "0.0.0.0")
         target = console_target(reg, target)
@@ -71,10 +90,10 @@ def prepare_dashboard(db: str | None, mqtt: str | None, *, embed: bool = True,
 
 
 def run_dashboard(db: str | None, mqtt: str | None, *, embed: bool = True,
-                  http_bind: str | None = "127.0.0.1:8080") -> int:
+                  http_bind: str | None = "127.0.0.1:8080", mqtt_ca: str | None = None) -> int:
     """What ``client-registry`` and ``client-registry dashboard`` run. Returns the exit code."""
     try:
-        app, reg, embedded = prepare_dashboard(db, mqtt, embed=embed, http_bind=http_bind)
+        app, reg, embedded = prepare_dashboard(db, mqtt, embed=embed, http_bind=http_bind, mqtt_ca=mqtt_ca)
     except LaunchError as exc:
         print(f"client-registry: {exc}", file=sys.stderr)
         return exc.code

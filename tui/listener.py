@@ -19,7 +19,7 @@ import queue
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import paho.mqtt.client as mqtt
 from textual.message import Message
@@ -43,22 +43,29 @@ class MqttTarget:
     port: int = 1883
     username: str | None = None
     password: str | None = None
+    tls: bool = False  # mqtts://: the broker's certificate is checked against ``ca`` (else the system's CAs)
+    ca: str | None = None
 
     @classmethod
-    def parse(cls, url: str | None) -> MqttTarget:
-        """Parse ``mqtt://user:pass@host:port`` (every part optional; ``host:port`` also works); ValueError
-        (broker.address.AddressError) with one line when it cannot be used."""
+    def parse(cls, url: str | None, ca: str | None = None) -> MqttTarget:
+        """Parse ``mqtt://user:pass@host:port`` or ``mqtts://...`` (every part optional; ``host:port`` also
+        works); ValueError (broker.address.AddressError) with one line when it cannot be used."""
         if not url:
             return cls()
         parts = parse_mqtt_url(url)
-        return cls(parts.host, parts.port, parts.username, parts.password)
+        return cls(parts.host, parts.port, parts.username, parts.password, parts.tls, ca if parts.tls else None)
 
     def with_credentials(self, username: str, password: str) -> MqttTarget:
-        return MqttTarget(self.host, self.port, username, password)
+        return replace(self, username=username, password=password)
 
     @property
     def address(self) -> str:
-        return f"{self.host}:{self.port}"
+        return f"{'mqtts://' if self.tls else ''}{self.host}:{self.port}"
+
+    def secure(self, client: mqtt.Client) -> None:
+        """Over TLS when the URL said mqtts:// (the host name checked against the broker's certificate)."""
+        if self.tls:
+            client.tls_set(ca_certs=self.ca)
 
 
 class _Client(mqtt.Client):
@@ -193,6 +200,7 @@ class EventListener:
         )
         if self.target.username:
             client.username_pw_set(self.target.username, self.target.password)
+        self.target.secure(client)
         client.reconnect_delay_set(self.backoff_first, self.backoff_max)
         client.on_connect = self._on_connect
         client.on_subscribe = self._on_subscribe
