@@ -81,7 +81,7 @@ class RegistryApp(App[None]):
         self._stop_listener = threading.Event()
         self.listener_done = threading.Event()  # set when the listener thread has really returned
         self.listener_state = "off" if mqtt_target is None else "connecting"
-        self.service_status: tuple[str, str, str] = ("", "", "")  # (broker, state, http) from $registry/v1/status
+        self.service_status: tuple[str, str, str, str] = ("", "", "", "")  # (broker, state, http, tls): the status
         self.keymap_problem: str | None = None
         self._keymap_file = keymap_file
         self.count_other_sessions: Callable[[], int | None] = self._other_sessions
@@ -164,7 +164,7 @@ class RegistryApp(App[None]):
         dashboard.set_broker_state(message.state, message.detail, message.retry_in)
 
     def on_service_status(self, message: ServiceStatus) -> None:
-        self.service_status = (message.broker, message.state, message.http)
+        self.service_status = (message.broker, message.state, message.http, message.tls)
         if self.dashboard.is_mounted:
             self.dashboard.set_service_status(*self.service_status)
 

@@ -145,7 +145,7 @@ class EventListener:
                 if status.get("service") != "client-registry":
                     raise ValueError("not a client-registry status")
                 self.post(ServiceStatus(str(status.get("broker") or ""), str(status.get("state") or ""),
-                                        str(status.get("http") or "")))
+                                        str(status.get("http") or ""), str(status.get("mqtt_tls") or "")))
             except (ValueError, AttributeError, UnicodeDecodeError):
                 self.post(ServiceStatus("", "absent"))
             return

@@ -64,14 +64,16 @@ class ListenerState(Message):
 
 class ServiceStatus(Message):
     """The registry service's retained status (``$registry/v1/status``): which broker it drives, and
-    whether the service is running or stopped, and where its HTTP API serves ("" when it has none). State
-    "absent": the broker carries no such status, so no registry service is behind it."""
+    whether the service is running or stopped, where its HTTP API serves ("" when it has none) and its TLS
+    listener (``mqtts://HOST:PORT``, "" when none). State "absent": the broker carries no such status, so no
+    registry service is behind it."""
 
-    def __init__(self, broker: str, state: str, http: str = "") -> None:
+    def __init__(self, broker: str, state: str, http: str = "", tls: str = "") -> None:
         super().__init__()
         self.broker = broker
         self.state = state
         self.http = http
+        self.tls = tls
 
 
 class EventsBatch(Message):

@@ -195,6 +195,8 @@ def test_devices_register_and_connect_over_tls_only(tls_served, tmp_path):
     try:
         wait_until(lambda: any(isinstance(m, ServiceStatus) and m.state == "running" for m in heard), timeout=10,
                    message=f"the service's status over mqtts:// ({heard})")
+        status = next(m for m in heard if isinstance(m, ServiceStatus))
+        assert status.tls == f"mqtts://127.0.0.1:{tls_port}"  # what the dashboard's header names
     finally:
         stop.set()
         thread.join(10)

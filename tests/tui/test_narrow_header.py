@@ -48,3 +48,11 @@ def test_labels_go_before_the_points():
 def test_the_embedded_broker_names_its_version():
     line = shown(running(embedded=True), 120)
     assert "mosquitto 2.0.11 · embedded broker: stops when you quit" in line
+
+
+def test_the_tls_listener_is_named_and_goes_first_when_narrow():
+    state = running(service_tls="mqtts://0.0.0.0:8883")
+    assert "TLS mqtts://0.0.0.0:8883" in shown(state, 160)
+    line = shown(state, 100)  # its label goes first, then its address before the HTTP API's
+    assert "mqtts://0.0.0.0:8883" in line and "TLS " not in line and "127.0.0.1:8080" in line, line
+    assert "127.0.0.1:8080" in shown(state, 60) and "…" not in shown(state, 60)

@@ -164,7 +164,7 @@ class DashboardScreen(Screen):
         self.header_state.embedded = self.app.embedded
         self.header_state.broker = self.app.listener_state
         (self.header_state.service_broker, self.header_state.service_state,
-         self.header_state.service_http) = self.app.service_status
+         self.header_state.service_http, self.header_state.service_tls) = self.app.service_status
         self.header_state.broker_address = self.app.mqtt_target.address if self.app.mqtt_target else ""
         self.sync = EventSync(self.reg, on_delta=lambda delta: self.post_message(SyncDelta(delta)))
         self.note_window()
@@ -418,10 +418,11 @@ class DashboardScreen(Screen):
             self._ticking = True
             self._sync("tick")  # read-only: the status, and the changelog (when no broker relays events)
 
-    def set_service_status(self, broker: str, state: str, http: str = "") -> None:
+    def set_service_status(self, broker: str, state: str, http: str = "", tls: str = "") -> None:
         self.header_state.service_broker = broker
         self.header_state.service_state = state
         self.header_state.service_http = http
+        self.header_state.service_tls = tls
         self.refresh_header()
 
     def set_broker_state(self, state: str, detail: str = "", retry_in: float | None = None) -> None:

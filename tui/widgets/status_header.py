@@ -41,6 +41,7 @@ class HeaderState:
     service_broker: str = ""  # from the service's retained status: "mosquitto 2.0.11, supervised"
     service_state: str = ""  # running | stopped | absent (no registry service behind this broker) | "" (not yet)
     service_http: str = ""  # where the service's HTTP API serves ("" when it has none)
+    service_tls: str = ""  # its TLS listener for devices (mqtts://HOST:PORT, "" when none)
     service_problem: str = ""  # the running server cannot do its job (Status.server_problem), "" when well
 
 
@@ -145,6 +146,10 @@ def render_broker(state: HeaderState, width: int = 0) -> Text:
         ]
         # the least needed first: "broker", "API", a repeated address, the service's label, "HTTP"
         steps = [0, 3, *([0] if repeated else []), 2, 2, 2, 0, 3, 2]
+        if state.service_tls:  # the TLS listener's label goes first, its address before the service's words
+            tls = printable(state.service_tls, 60)
+            parts.append(((f" · TLS {tls}", f" · {tls}", ""), "dim"))
+            steps = [4, *steps[:-3], 4, *steps[-3:]]
         words = fit_parts(parts, width - text.cell_len if width else 0, steps)
         for (_, style), said in zip(parts, words):
             text.append(said, style=style)
