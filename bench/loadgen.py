@@ -31,6 +31,7 @@ import random
 import resource
 import select
 import socket
+import ssl
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -240,7 +241,7 @@ class Attempt:
         e.handlers[self.fd] = self
         e.inflight.add(self)
         try:  # on loopback the handshake is usually complete by now: skip the wait for writability
-            s.send(self.packet)
+            self._opened()
         except BlockingIOError:
             e.ep.register(self.fd, EPOLLOUT)
             return
@@ -248,15 +249,23 @@ class Attempt:
             e.ep.register(self.fd, EPOLLOUT)
             self.fail(f"send: {exc.strerror}")
             return
+        e.ep.register(self.fd, EPOLLIN)
+
+    def _opened(self) -> None:
+        """The TCP connection is open: send CONNECT (BlockingIOError: not writable yet)."""
+        self.sock.send(self.packet)
         self.t_sent = now()
         self.state = WAITING
-        e.ep.register(self.fd, EPOLLIN)
+
+    def _received(self, data: bytes) -> bytes | None:
+        """What the server's bytes carry of MQTT (TlsAttempt: once decrypted); None: nothing yet."""
+        return data
 
     def event(self, mask: int) -> None:
         state = self.state
         if state == WAITING:
             try:
-                data = self.sock.recv(64)
+                data = self.sock.recv(4096)
             except BlockingIOError:
                 return
             except OSError as exc:
@@ -264,6 +273,13 @@ class Attempt:
                 return
             if not data:
                 self.fail("closed before CONNACK")
+                return
+            try:
+                data = self._received(data)
+            except OSError as exc:  # (ssl.SSLError: a refused or broken handshake)
+                self.fail(f"tls: {exc}")
+                return
+            if data is None:
                 return
             buf = self.buf + data
             if len(buf) < 4:
@@ -277,14 +293,12 @@ class Attempt:
                 self.fail(f"connect: {os.strerror(err)}")
                 return
             try:
-                self.sock.send(self.packet)
+                self._opened()
             except BlockingIOError:
                 return
             except OSError as exc:
                 self.fail(f"send: {exc.strerror}")
                 return
-            self.t_sent = now()
-            self.state = WAITING
             self.engine.ep.modify(self.fd, EPOLLIN)
         elif state == HELD:
             try:
@@ -339,6 +353,62 @@ class Attempt:
             with contextlib.suppress(OSError):
                 self.sock.send(DISCONNECT)
         self._close()
+
+
+class TlsAttempt(Attempt):
+    """The same CONNECT over TLS: the handshake (an ``ssl.SSLObject`` over memory buffers, so the epoll loop
+    stays the only I/O), then CONNECT and CONNACK encrypted. ``t_sent`` is when the handshake ended. For
+    storms (``keep``): a kept connection's later bytes (TLS 1.3 session tickets) are read and dropped, and
+    ``close()`` just closes (the server sees it)."""
+
+    __slots__ = ("tls", "bio_in", "bio_out", "unsent")
+
+    def __init__(self, engine: Engine, packet: bytes, on_done: Callable[[Attempt], None], *,
+                 context: ssl.SSLContext, **options) -> None:
+        super().__init__(engine, packet, on_done, **options)
+        assert self.keep, "TlsAttempt is for storms (kept connections)"
+        self.bio_in, self.bio_out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.tls = context.wrap_bio(self.bio_in, self.bio_out, server_hostname=engine.addr[0])
+        self.unsent = b""
+
+    def _flush(self) -> None:
+        data = self.unsent + self.bio_out.read()
+        if data:
+            try:
+                sent = self.sock.send(data)
+            except BlockingIOError:  # not connected yet: sent when the socket is writable (_opened again)
+                self.unsent = data
+                raise
+            self.unsent = data[sent:]  # (a handshake's flight fits a loopback socket's buffer)
+
+    def _opened(self) -> None:
+        if not self._step():
+            self.state = WAITING  # for the server's flight (t_sent still 0: the handshake goes on)
+
+    def close(self) -> None:
+        self._close()
+
+    def _step(self) -> bool:
+        """Advance the handshake; True once it is done and CONNECT is sent."""
+        try:
+            self.tls.do_handshake()
+        except ssl.SSLWantReadError:
+            self._flush()
+            return False
+        self.tls.write(self.packet)
+        self._flush()
+        self.t_sent = now()
+        self.state = WAITING
+        return True
+
+    def _received(self, data: bytes) -> bytes | None:
+        self.bio_in.write(data)
+        if self.t_sent == 0.0 and not self._step():
+            return None
+        try:
+            return self.tls.read(4096) or None
+        except ssl.SSLWantReadError:
+            return None
 
 
 class Subscriber:
@@ -441,9 +511,9 @@ def closed_loop(engine: Engine, make: Callable[[int], tuple[bytes, str | None]],
 
 
 def storm(engine: Engine, items: list[tuple[bytes, str | None]], *, limit_s: float, timeout: float = 10.0,
-          backoff: tuple[float, float] = (0.5, 1.0)) -> dict:
+          backoff: tuple[float, float] = (0.5, 1.0), attempt: Callable[..., Attempt] = Attempt) -> dict:
     """All devices start at once and keep their connection; a device refused or timed out retries after a
-    random ``backoff``. Times are seconds since the start."""
+    random ``backoff``. Times are seconds since the start. ``attempt``: e.g. a TlsAttempt with its context."""
     t0 = now()
     connected_at: list[float] = []
     held: list[Attempt] = []
@@ -457,7 +527,7 @@ def storm(engine: Engine, items: list[tuple[bytes, str | None]], *, limit_s: flo
 
     def start(i: int) -> None:
         packet, source = items[i]
-        a = Attempt(engine, packet, on_done, source=source, keep=True, key=i)
+        a = attempt(engine, packet, on_done, source=source, keep=True, key=i)
         a.on_drop = on_drop
         a.start()
 

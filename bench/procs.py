@@ -98,17 +98,24 @@ def client_registry_command() -> list[str]:
     return [sys.executable, "-c", "import sys; from cli.main import main; sys.argv[0] = 'client-registry'; main()"]
 
 
-def plain_conf(kind: str, port: int, workdir: Path) -> str:
+def plain_conf(kind: str, port: int, workdir: Path, tls_port: int | None = None) -> str:
     """What ``serve`` would write (``render_conf``), with the registry plugin's lines replaced by dynamic
-    security (``dynsec``) or a password file (``passwd``): same listener, log, persistence and user."""
+    security (``dynsec``) or a password file (``passwd``): same listener, log, persistence and user (and with
+    ``tls_port`` the TLS listener ``serve --tls`` adds, on the tls init files in ``workdir``)."""
     from broker.mosquitto import config as mconf
 
     from . import dynsec_baseline
 
     fake = {"registry_plugin": Path("/bench/registry_plugin.so"), "secret": Path("/bench/registry.secret"),
             "snapshot": Path("/bench/registry.accounts.snapshot"), "socket": Path("/bench/registry.sock")}
+    tls = {}
+    if tls_port is not None:
+        from broker.tls import TlsSettings
+
+        tls = {"tls_listener": mconf.listener_line("127.0.0.1", tls_port),
+               "tls_options": TlsSettings.of_database(str(workdir / "registry.db")).mosquitto_lines()}
     text = mconf.render_conf(listener=mconf.listener_line("127.0.0.1", port), user=mconf.current_user(),
-                             persistence=workdir / "mosquitto-data", **fake)
+                             persistence=workdir / "mosquitto-data", **fake, **tls)
     lines = text.splitlines()
     registry_lines = mconf.plugin_lines(fake["registry_plugin"], secret=fake["secret"],
                                         snapshot=fake["snapshot"], socket=fake["socket"])
@@ -164,10 +171,11 @@ def _alive(pid: int) -> bool:
 class Server:
     """One server under test, started from the files in ``workdir`` (see bench/state.py)."""
 
-    def __init__(self, kind: str, workdir: Path) -> None:
+    def __init__(self, kind: str, workdir: Path, *, tls: bool = False) -> None:
         self.kind = kind
         self.workdir = workdir
         self.port = free_port()
+        self.tls_port = free_port() if tls else None  # a TLS listener too, on the tls init files in workdir
         self.proc: subprocess.Popen | None = None
         self.pids: dict[str, int] = {}
         self.log_path = workdir / ("serve.log" if kind == "registry" else "mosquitto.log")
@@ -181,10 +189,11 @@ class Server:
 
     def _command(self) -> list[str]:
         if self.kind == "registry":
+            tls = ["--tls", "--mqtt-tls-bind", f"127.0.0.1:{self.tls_port}"] if self.tls_port else []
             return [*client_registry_command(), "--db", str(self.db), "serve", "--mqtt-bind",
-                    f"127.0.0.1:{self.port}", "--http-bind", f"127.0.0.1:{free_port()}"]
+                    f"127.0.0.1:{self.port}", "--http-bind", f"127.0.0.1:{free_port()}", *tls]
         conf = self.workdir / "mosquitto.conf"
-        conf.write_text(plain_conf(self.kind, self.port, self.workdir))
+        conf.write_text(plain_conf(self.kind, self.port, self.workdir, self.tls_port))
         return [find_mosquitto() or "mosquitto", "-c", str(conf)]
 
     def _answers(self) -> bool:
