@@ -361,7 +361,7 @@ class TlsAttempt(Attempt):
     storms (``keep``): a kept connection's later bytes (TLS 1.3 session tickets) are read and dropped, and
     ``close()`` just closes (the server sees it)."""
 
-    __slots__ = ("tls", "bio_in", "bio_out", "unsent")
+    __slots__ = ("bio_in", "bio_out", "tls", "unsent")
 
     def __init__(self, engine: Engine, packet: bytes, on_done: Callable[[Attempt], None], *,
                  context: ssl.SSLContext, **options) -> None:
