@@ -9,7 +9,7 @@ import click
 
 from store import StoreError, open_registry
 
-from .shared import db_option, mqtt_ca_option, mqtt_option
+from .shared import db_option, fail, mqtt_ca_option, mqtt_option
 
 
 @click.command()
@@ -40,11 +40,13 @@ def dashboard(ctx, db=None, mqtt=None, no_embed=False, http_bind="127.0.0.1:8080
                    "mqtt://127.0.0.1:1883; only its host and port are used).")
 @click.option("--until-admitted", is_flag=True, help="Exit once every device got in (default: keep running).")
 @db_option
+@mqtt_ca_option
 @click.pass_context
-def simulate(ctx, devices, prefix, mqtt, until_admitted, db):
+def simulate(ctx, devices, prefix, mqtt, until_admitted, db, mqtt_ca):
     """Run simulated devices that knock like real firmware and print their pairing codes. Once in, each says
     what it may use: its grants as the registry's database here holds them (--db), checked against the broker."""
     from store.validation import username_problem
+    from tui.launch import LaunchError, tls_ca
     from tui.simulate import run_simulation
 
     if prefix is not None and username_problem(f"{prefix}-0000"):
@@ -52,8 +54,12 @@ def simulate(ctx, devices, prefix, mqtt, until_admitted, db):
     root = ctx.find_root().params  # --db and --mqtt may come before the command, as for every other one
     mqtt = mqtt or root.get("mqtt") or "mqtt://127.0.0.1:1883"
     db = db or root.get("db")
+    try:
+        ca = tls_ca(db, mqtt_ca or root.get("mqtt_ca"))
+    except LaunchError as exc:
+        raise fail(str(exc)) from None
     raise click.exceptions.Exit(run_simulation(devices, mqtt, until_admitted=until_admitted, prefix=prefix,
-                                               grants=local_grants(db)))
+                                               grants=local_grants(db), ca=ca))
 
 
 def local_grants(db: str | None):

@@ -115,6 +115,7 @@ class Simulator:
             client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=device.client_id,
                                  protocol=mqtt.MQTTv311, userdata=(result, got))
             client.username_pw_set(device.username, device.password)
+            self.target.secure(client)
             client.on_connect = _on_connect
             client.on_subscribe = _on_subscribe
             client.on_disconnect = _on_disconnect
@@ -212,9 +213,10 @@ class Simulator:
 
 
 def run_simulation(devices: int, mqtt_url: str | None, *, until_admitted: bool = False, prefix: str | None = None,
-                   grants: GrantsLookup | None = None) -> int:
+                   grants: GrantsLookup | None = None, ca: str | None = None) -> int:
+    """``ca``: for an mqtts:// URL, the CA the broker's certificate is checked against (tui.launch.tls_ca)."""
     try:
-        target = MqttTarget.parse(mqtt_url)
+        target = MqttTarget.parse(mqtt_url, ca)
     except ValueError as exc:
         print(f"client-registry: {exc}", file=sys.stderr)
         return 2

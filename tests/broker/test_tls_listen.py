@@ -202,6 +202,18 @@ def test_devices_register_and_connect_over_tls_only(tls_served, tmp_path):
         thread.join(10)
     assert not any(isinstance(m, ListenerState) and m.state == "refused" for m in heard)
 
+    # `simulate` over mqtts:// (the tls init CA beside the database): its device knocks over TLS, gets in.
+    sim = subprocess.Popen([CLI, "--db", db, "simulate", "-n", "1", "--prefix", "simtls", "--until-admitted",
+                            "--mqtt", f"mqtts://127.0.0.1:{tls_port}"], stdout=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: "simtls-" in cli(db, "requests").stdout, timeout=15, message="the simulated knock")
+        assert cli(db, "grant", "simtls-*", "--yes").returncode == 0
+        assert sim.wait(30) == 0
+        assert "got in" in sim.stdout.read()
+    finally:
+        sim.kill()
+        sim.wait()
+
 
 def test_mqtts_urls():
     url = parse_mqtt_url("mqtts://dash:pw@broker.example")
