@@ -42,7 +42,7 @@ def _site() -> TlsFiles:
 
 
 def _with_site(workdir: Path, site: TlsFiles) -> None:
-    for source, target in zip(site.all(), TlsFiles.for_database(str(workdir / "registry.db")).all()):
+    for source, target in zip(site.all(), TlsFiles.for_database(str(workdir / "registry.db")).all(), strict=True):
         shutil.copy2(source, target)
 
 
@@ -77,7 +77,7 @@ def run(quick: bool = False) -> dict:
     for rep in range(size["reps"]):
         for kind in (KINDS if rep % 2 == 0 else KINDS[::-1]):
             runs[kind].append(_one(kind, site, items, size, rep))
-    pairs = [a["all_connected_s"] / b["all_connected_s"] for a, b in zip(runs["registry"], runs["passwd"])
+    pairs = [a["all_connected_s"] / b["all_connected_s"] for a, b in zip(runs["registry"], runs["passwd"], strict=True)
              if a["all_connected_s"] and b["all_connected_s"]]
     return {"sizes": size, "runs": runs,
             "all_connected_s": {k: [r["all_connected_s"] for r in v] for k, v in runs.items()},
