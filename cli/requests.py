@@ -13,6 +13,7 @@ from .shared import (
     WATCH_EVERY,
     actor,
     age,
+    certificate_days_option,
     confirm,
     db_option,
     echo_json,
@@ -106,16 +107,19 @@ def print_requests(rows, as_json: bool) -> None:
 @click.option("--requested", is_flag=True,
               help="Also give the permissions and roles the device asked for (HTTP requests); --permission wins "
                    "for the same pattern.")
-@click.option("--force", is_flag=True, help="Grant a conflicting request; its rivals are denied.")
+@click.option("--force", is_flag=True, help="Grant a conflicting request (its rivals are denied), a re-key or a "
+                                            "certificate rotation.")
+@certificate_days_option
 @yes_option
 @click.pass_context
-def grant(ctx, db, items, permissions, roles, requested, force, yes):
-    """Create users from pending requests, with exactly the password the device sent.
+def grant(ctx, db, items, permissions, roles, requested, force, certificate_days, yes):
+    """Create users from pending requests, with exactly the password the device sent (or bound to the
+    certificate it presented; a CSR request is signed by the site CA, which the device fetches).
 
     A NAME with * ? or [ ] (quote it: 'sensor-*') selects every pending request whose name matches: they are
     listed, and granted after you confirm (--yes for scripts)."""
     template = parse_permission_options(permissions)
-    reg = registry(ctx, db)
+    reg = registry(ctx, db, certificate_days=certificate_days)
     results = reg.grant(expand_name_patterns(reg, items, yes), template, actor=actor(), force=force,
                         requested=requested, roles=roles)
     report(results)

@@ -7,7 +7,7 @@ import click
 
 from broker.mosquitto.config import MAX_CONNECTIONS, MAX_PACKET_SIZE, MIN_PACKET_SIZE
 
-from .shared import db_option, fail
+from .shared import certificate_days_option, db_option, fail
 
 
 @click.command()
@@ -36,9 +36,10 @@ from .shared import db_option, fail
               metavar="N", help="Supervised Mosquitto: connections at once on its listener (the open-files limit bounds it too).")
 @click.option("--mosquitto-user", default=None, metavar="NAME",
               help="Run as root: the user the supervised Mosquitto drops to (default: mosquitto, if it exists).")
+@certificate_days_option
 @click.pass_context
 def serve(ctx, db, mqtt_bind, http_bind, mosquitto, mosquitto_include, broker_url, plugin_socket, socket_group,
-          per_address_limit, max_pending, max_packet_size, max_connections, mosquitto_user):
+          per_address_limit, max_pending, max_packet_size, max_connections, mosquitto_user, certificate_days):
     """Run Mosquitto under the registry, the event relay and the HTTP API (until SIGINT, SIGTERM or SIGHUP)."""
     from broker.mosquitto.privileges import AUTO
     from broker.server import serve_main
@@ -48,7 +49,8 @@ def serve(ctx, db, mqtt_bind, http_bind, mosquitto, mosquitto_include, broker_ur
     ctx.exit(serve_main(db or ctx.find_root().params.get("db"), mqtt_bind, http_bind, config=config,
                         mosquitto=mosquitto, mosquitto_include=mosquitto_include, broker_url=broker_url,
                         plugin_socket=plugin_socket, socket_group=socket_group, max_packet_size=max_packet_size,
-                        max_connections=max_connections, mosquitto_user=mosquitto_user or AUTO))
+                        max_connections=max_connections, mosquitto_user=mosquitto_user or AUTO,
+                        certificate_days=certificate_days))
 
 
 @click.command("mosquitto-config")
