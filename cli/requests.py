@@ -65,25 +65,33 @@ def requests(ctx, db, include_all, as_json, watch):
 
 
 def print_requests(rows, as_json: bool) -> None:
+    from store.certificate_text import certificate_fields, request_identity
     from store.names import code_point, suspicious_characters
 
     if as_json:
         return echo_json([r.as_dict() for r in rows])  # "marks": why a name may pass for another one
     now = time.time()
     # A name that may pass for another one (mixed scripts, invisible or look-alike characters) gets ⚠, the
-    # code points of its odd characters, and its marks under the table.
+    # code points of its odd characters, and its marks under the table. CERT: csr (it sent a CSR) or cert (it
+    # presented a certificate; CODE is then its fingerprint's), with what to compare under the table.
     table(
-        ["ID", "USERNAME", "CLIENT ID", "PEER", "SOURCE", "TRIES", "LAST SEEN", "CODE", "STATUS", "LOOK-ALIKE"],
+        ["ID", "USERNAME", "CLIENT ID", "PEER", "SOURCE", "TRIES", "LAST SEEN", "CODE", "CERT", "STATUS",
+         "LOOK-ALIKE"],
         [[str(r.id), ("⚠ " if r.marks else "") + printable(r.username, 40), printable(r.client_id, 30),
           printable(r.peer), r.source, str(r.attempts), age(r.last_seen, now), r.pairing_code or "-",
-          r.label + (f" by {printable(r.decided_by)}" if r.deciding_rule is not None else ""),
+          request_identity(r) or "-", r.label + (f" by {printable(r.decided_by)}" if r.deciding_rule is not None else ""),
           " ".join(map(code_point, suspicious_characters(r.username))) or "-"]
          for r in rows],
     )
     marked = [r for r in rows if r.marks]
     asking = [r for r in rows if (r.requested_roles or r.requested_permissions) and r.status == "pending"]
-    if marked or asking:
+    certified = [r for r in rows if request_identity(r) and r.status == "pending"]
+    if marked or asking or certified:
         click.echo()
+    for r in certified:
+        click.echo(f"#{r.id} {printable(r.username, 40)} ({request_identity(r)}):")
+        for label, value in certificate_fields(r):
+            click.echo(f"    {label:<12} {printable(value, 300)}")
     for r in marked:
         click.echo(f"⚠ #{r.id} {printable(r.username, 40)}: {printable('; '.join(r.marks))}")
     for r in asking:  # granted with `grant --requested`
