@@ -8,9 +8,10 @@ from rich.text import Text
 from textual.binding import Binding
 from textual.message import Message
 
+from store.certificate_text import request_identity
 from store.durations import ago
 from store.request_filter import BY_RULE, request_matches, request_order_key, shown_label
-from store.views import CONFLICT, REKEY
+from store.views import CONFLICT, REKEY, ROTATION
 
 from ..safe import name_text, safe_text
 from .base_table import Column, OrderedTable
@@ -19,6 +20,7 @@ STATUS_STYLE = {
     "pending": "bold yellow",
     CONFLICT: "bold #ff6b6b",
     REKEY: "bold #ff6b6b",
+    ROTATION: "bold #ff6b6b",
     "granted": "#5fd75f",
     BY_RULE: "bold #5fd7ff",
     "denied": "#ff8787",
@@ -239,7 +241,8 @@ class RequestsTable(OrderedTable):
             "username": name_text(req.username),  # ⚠ and the odd characters lit for a look-alike name
             "client_id": safe_text(req.client_id),
             "peer": safe_text(req.peer),
-            "source": Text(str(req.source)),
+            # a certificate request says how it identifies (csr: over HTTP; cert: presented over TLS)
+            "source": Text(request_identity(req) or str(req.source), style="bold cyan" if request_identity(req) else ""),
             "attempts": Text(str(req.attempts), justify="right"),
             "first_seen": Text(ago(req.first_seen, now), justify="right"),
             "last_seen": Text(ago(req.last_seen, now), justify="right"),
