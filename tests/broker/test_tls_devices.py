@@ -43,7 +43,7 @@ def _free_port() -> int:
 
 
 def cli(db: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([CLI, *args, "--db", db], capture_output=True, text=True, timeout=30)
+    return subprocess.run([CLI, *args, "--db", db], capture_output=True, text=True, timeout=30, check=False)
 
 
 @pytest.fixture
