@@ -246,3 +246,26 @@ def test_a_csr_as_json_with_context_and_no_site_ca(server, admin_reg, tmp_path):
     assert refused.returncode == 1
     assert refused.stderr.count("\n") == 1 and "client-registry tls init" in refused.stderr, refused.stderr
     assert hashlib.sha256(b"").hexdigest() not in refused.stderr
+
+
+def test_an_approval_rule_grants_a_csr_at_its_first_post(tls_server, site, tls_port, admin_reg, tmp_path):
+    """The service signs in the transaction that records the CSR: the first answer is 201 with the
+    certificate, and the account is in Mosquitto before it."""
+    admin_reg.add_rule("meter-*", permissions=["meters/{username}/#=write"], actor="test")
+    admin_reg.unlock(300, actor="op")
+    tls_server.applied(admin_reg)
+    key, request = openssl_csr(tmp_path, "meter-4")
+    code, body = post_csr(tls_server.http_port, request.read_bytes())
+    assert code == 201, body
+    cert = tmp_path / "meter-4.crt"
+    cert.write_text(body["certificate"])
+    device = Device("meter-4", key, cert, x509.load_pem_x509_certificate(body["certificate"].encode()))
+    ok = pub(tls_port, site, device, "meter-4", password="")  # at once: no wait for the relay
+    assert ok.returncode == 0, ok.stderr
+
+
+def test_certificate_days_out_of_range_is_a_usage_error(db_path):
+    assert cli(db_path, "init").returncode == 0
+    for days in ("0", "3651", "soon"):
+        refused = cli(db_path, "grant", "x-1", "--certificate-days", days)
+        assert refused.returncode == 2 and "--certificate-days" in refused.stderr
