@@ -26,12 +26,12 @@ from cryptography.x509.oid import NameOID
 from broker import certificates as ca_files
 from broker.mosquitto.config import listener_line
 from tests.broker.conftest import ServerThread, wait_until
-from tests.plugin.test_tls import REFUSED_V5, Device, make_device, paho_connect, pub
+from tests.plugin.test_tls import Device, make_device, paho_connect, pub
 from tests.store.test_certificates import info_with_cn_bytes, signed
 
 CLI = str(Path(sys.executable).parent / "client-registry")
 PASSWORD = "device-password"  # what tests.plugin.test_tls's clients send by default
-NOT_AUTHORIZED = 135
+NOT_AUTHORIZED = 135  # the CONNACK reason (and mosquitto_pub exit code) of a refusal by the plugin
 
 
 def _free_port() -> int:
