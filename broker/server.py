@@ -59,8 +59,8 @@ from typing import Any
 from store.event_topics import STATUS_TOPIC
 
 from . import logs
-from .certificates import DEVICE_DAYS, TlsFiles
 from .address import AddressError, parse_bind, parse_mqtt_url
+from .certificates import DEVICE_DAYS, TlsFiles
 from .http_api import RegisterAPI
 from .logins import Logins
 from .mosquitto import config as mconf
