@@ -84,7 +84,7 @@ class CsrEndpoint:
             assert data is not None
             try:
                 response, username = await self._decide(data, peer)
-            except Exception as exc:  # noqa: BLE001 - a bug or the database gone: one log line, 500 in JSON
+            except Exception as exc:  # a bug or the database gone: one log line, 500 in JSON
                 log.error(f"http csr from {peer}: 500 {exc!r}")
                 return _answer(500, error="internal", message="internal error; see the server log")
         else:
@@ -100,7 +100,8 @@ class CsrEndpoint:
     async def _decide(self, data: dict[str, Any], peer: str) -> tuple[web.Response, str | None]:
         problem = self.health().get("database", "ok")
         if problem != "ok":
-            return _answer(503, error="unavailable", message=f"the registry cannot record requests now: {problem}"), None
+            why = f"the registry cannot record requests now: {problem}"
+            return _answer(503, error="unavailable", message=why), None
         res = await asyncio.to_thread(self.reg.record_csr, data["csr"], None, peer,
                                       requested_permissions=data.get("permissions"), context=data.get("context"),
                                       requested_roles=data.get("roles"))

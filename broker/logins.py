@@ -85,7 +85,7 @@ class Logins:
         results = await loop.run_in_executor(self.db, self.reg.login_many, [attempt for _, attempt in attempts])
         if any(r.accepted or (r.attempt is not None and r.attempt.outcome == "granted") for r in results):
             await self.catch_up()  # granted by a rule, or granted meanwhile: the account goes in now
-        for (proto, (username, _password, client_id, peer, *_)), result in zip(attempts, results):
+        for (proto, (username, _password, client_id, peer, *_)), result in zip(attempts, results, strict=True):
             self._decided(proto, username, client_id, peer, result)
 
     def _attempt(self, item: wire.Attempt) -> tuple[str, Attempt] | None:

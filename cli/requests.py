@@ -79,7 +79,8 @@ def print_requests(rows, as_json: bool) -> None:
          "LOOK-ALIKE"],
         [[str(r.id), ("⚠ " if r.marks else "") + printable(r.username, 40), printable(r.client_id, 30),
           printable(r.peer), r.source, str(r.attempts), age(r.last_seen, now), r.pairing_code or "-",
-          request_identity(r) or "-", r.label + (f" by {printable(r.decided_by)}" if r.deciding_rule is not None else ""),
+          request_identity(r) or "-",
+          r.label + (f" by {printable(r.decided_by)}" if r.deciding_rule is not None else ""),
           " ".join(map(code_point, suspicious_characters(r.username))) or "-"]
          for r in rows],
     )

@@ -201,7 +201,8 @@ def _hostile() -> list[tuple[str, bytes, int, str]]:
 
     good = x509.load_pem_x509_csr(csr(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sensor-1")])))
     other = ec.generate_private_key(ec.SECP256R1())
-    two = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "a-one"), x509.NameAttribute(NameOID.COMMON_NAME, "a-two")])
+    two = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "a-one"),
+                     x509.NameAttribute(NameOID.COMMON_NAME, "a-two")])
     return [
         ("huge", b"-----BEGIN CERTIFICATE REQUEST-----\n" + b"A" * 20_000, 413, "at most 16,384 are accepted"),
         ("garbage", b"\x00\xffnot a csr", 400, "not a PKCS#10 certificate signing request"),

@@ -32,7 +32,8 @@ REQUEST = st.fixed_dictionaries({
 })
 
 # what an operator types: a word of a label, part of a field, or anything
-FILTER = st.sampled_from(["pending", "conflict", "re-key", "rotation", "granted", "by rule", "rule", "rule:", "rule:fleet",
+FILTER = st.sampled_from(["pending", "conflict", "re-key", "rotation", "granted", "by rule", "rule", "rule:",
+                          "rule:fleet",
                           "denied", "expired", "mqtt", "HTTP", "10.0", "op", "admin", "registry", "%", "_", "by",
                           "e", "É"]) | TEXT
 

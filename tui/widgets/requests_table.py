@@ -235,6 +235,7 @@ class RequestsTable(OrderedTable):
     def row_cells(self, req: Any) -> dict[str, Any]:
         key = str(req.id)
         label = shown_label(req)
+        identity = request_identity(req)
         now = self.now()
         return {
             "mark": Text("●", style="bold cyan") if key in self.selected else Text(" "),
@@ -242,7 +243,7 @@ class RequestsTable(OrderedTable):
             "client_id": safe_text(req.client_id),
             "peer": safe_text(req.peer),
             # a certificate request says how it identifies (csr: over HTTP; cert: presented over TLS)
-            "source": Text(request_identity(req) or str(req.source), style="bold cyan" if request_identity(req) else ""),
+            "source": Text(identity or str(req.source), style="bold cyan" if identity else ""),
             "attempts": Text(str(req.attempts), justify="right"),
             "first_seen": Text(ago(req.first_seen, now), justify="right"),
             "last_seen": Text(ago(req.last_seen, now), justify="right"),
