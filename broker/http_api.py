@@ -1,4 +1,5 @@
-"""The HTTP API (explicit flow): ``POST /api/client-registry/register`` and ``GET /healthz``.
+"""The HTTP API (explicit flow): ``POST /api/client-registry/register``, ``POST /api/client-registry/csr``
+(devices that identify by certificate: broker/csr_api.py) and ``GET /healthz``.
 
 Status codes: 423 locked, 202 pending (body has the pairing code), 201 granted (body lists the permissions; at the
 first request already when an approval rule admits it),
@@ -32,6 +33,8 @@ from aiohttp import web
 from store.device_text import quoted
 from store.throttle import WRONG_PASSWORD_WINDOW, WRONG_PASSWORDS_PER_NAME, WRONG_PASSWORDS_PER_PEER, WrongPasswords
 from store.validation import registration_problem
+
+from .csr_api import CSR_PATH, CsrEndpoint
 
 REGISTER_PATH = "/api/client-registry/register"
 MAX_BODY = 64 * 1024
@@ -158,6 +161,7 @@ class RegisterAPI:
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY, middlewares=[_in_request], logger=_QUIET)
         app.router.add_post(REGISTER_PATH, self.register)
+        app.router.add_post(CSR_PATH, CsrEndpoint(self.reg, self.read_body, self.wake, self.granted, self.health).post)
         app.router.add_get("/healthz", self.healthz)
         return app
 
@@ -180,24 +184,31 @@ class RegisterAPI:
             return _answer(503, status="error", message=str(exc), **broker)
         return _answer(200, status="ok", unlocked=status.unlocked, pending=status.pending, **broker)
 
-    async def register(self, request: web.Request) -> web.Response:
+    async def read_body(self, request: web.Request, what: str) -> bytes | web.Response:
+        """The whole body within the time limit, or the answer (413, 408, 400) already logged."""
         peer = request.remote or "?"
         timeout = self.limits.body_timeout
         try:
-            raw = await asyncio.wait_for(request.read(), timeout)
+            return await asyncio.wait_for(request.read(), timeout)
         except web.HTTPRequestEntityTooLarge:
-            log.info(f"http register from {peer}: 413 body over {MAX_BODY} bytes")
+            log.info(f"http {what} from {peer}: 413 body over {MAX_BODY} bytes")
             return _answer(413, error="too_large", message=f"body must not exceed {MAX_BODY} bytes")
         except TimeoutError:
-            log.info(f"http register from {peer}: 408 body not received within {timeout:g} s; connection closed")
+            log.info(f"http {what} from {peer}: 408 body not received within {timeout:g} s; connection closed")
             response = _answer(408, error="timeout", message=f"the body must arrive within {timeout:g} s")
             response.force_close()
             return response
         except Exception as exc:  # the client went away, or sent a broken chunked body
-            log.info(f"http register from {peer}: 400 body could not be read ({type(exc).__name__})")
+            log.info(f"http {what} from {peer}: 400 body could not be read ({type(exc).__name__})")
             response = _answer(400, error="malformed", field="body", message="the body could not be read")
             response.force_close()
             return response
+
+    async def register(self, request: web.Request) -> web.Response:
+        peer = request.remote or "?"
+        raw = await self.read_body(request, "register")
+        if isinstance(raw, web.Response):
+            return raw
         data, problem = _parse(raw, self.limits.max_json_depth)
         if problem is not None:
             log.info(f"http register from {peer}: 400 {_summary(problem)}")

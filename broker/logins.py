@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from typing import Any
 
+from store.certificates import PresentedCertificate
 from store.device_text import quoted
 
 from .log_text import Refusals
@@ -20,7 +21,20 @@ from .plugin_socket import WAKE_MARK
 
 log = logging.getLogger(__name__)
 
-Attempt = tuple[str, str, str | None, str | None, str]  # username, password, client id, peer, source
+# username, password, client id, peer, source, the certificate presented (TLS)
+Attempt = tuple[str, str, str | None, str | None, str, PresentedCertificate | None]
+SOURCES = {wire.UNKNOWN: "mqtt", wire.REKEY: "mqtt-rekey", wire.NEW_CERTIFICATE: "mqtt-certificate"}
+
+
+def presented(block: wire.Certificate | None) -> PresentedCertificate | None:
+    """The certificate block of an attempt as the store takes it: the fingerprint as hex, subject and issuer
+    decoded from UTF-8 (Mosquitto verified the certificate against the site CA; a byte that is not UTF-8
+    becomes U+FFFD rather than failing the batch, and is shown escaped like any device string)."""
+    if block is None:
+        return None
+    return PresentedCertificate(block.fingerprint.hex(), block.subject.decode("utf-8", "replace"),
+                                block.issuer.decode("utf-8", "replace"), block.serial,
+                                float(block.not_before), float(block.not_after))
 
 
 class Logins:
@@ -71,7 +85,7 @@ class Logins:
         results = await loop.run_in_executor(self.db, self.reg.login_many, [attempt for _, attempt in attempts])
         if any(r.accepted or (r.attempt is not None and r.attempt.outcome == "granted") for r in results):
             await self.catch_up()  # granted by a rule, or granted meanwhile: the account goes in now
-        for (proto, (username, _password, client_id, peer, _)), result in zip(attempts, results):
+        for (proto, (username, _password, client_id, peer, *_)), result in zip(attempts, results, strict=True):
             self._decided(proto, username, client_id, peer, result)
 
     def _attempt(self, item: wire.Attempt) -> tuple[str, Attempt] | None:
@@ -87,7 +101,7 @@ class Logins:
         if problem:
             self.refusals(f"mqtt refuse user={quoted(username)} from {peer or '?'} ({proto}): not recorded, {problem}")
             return None
-        return proto, (username, password, client_id, peer, "mqtt-rekey" if item.kind == wire.REKEY else "mqtt")
+        return proto, (username, password, client_id, peer, SOURCES[item.kind], presented(item.certificate))
 
     def _decided(self, proto: str, username: str, client_id: str | None, peer: str | None, result: Any) -> None:
         where = f"user={quoted(username)} client={quoted(client_id)} from {peer or '?'} ({proto})"

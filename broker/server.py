@@ -65,6 +65,7 @@ from store.event_topics import STATUS_TOPIC
 
 from . import logs
 from .address import AddressError, parse_bind, parse_mqtt_url
+from .certificates import DEVICE_DAYS, TlsFiles
 from .http_api import RegisterAPI
 from .logins import Logins
 from .mosquitto import config as mconf
@@ -82,6 +83,7 @@ from .mosquitto.supervisor import (
 )
 from .plugin_socket import PluginSocket
 from .relay import EventRelay
+from .revocation import RevocationList
 from .tls import TlsError, TlsSettings
 
 __all__ = ["EmbeddedServer", "ServerError", "serve_main"]
@@ -206,6 +208,7 @@ class EmbeddedServer:
         self.supervisor: MosquittoSupervisor | None = None
         self.link: BrokerLink | None = None
         self.accounts: PluginAccounts | None = None
+        self.crl: RevocationList | None = None  # the TLS listener's crlfile, rewritten on revocations
         self._socket: PluginSocket | None = None
         self._relay: EventRelay | None = None
         self._logins: Logins | None = None
@@ -311,6 +314,10 @@ class EmbeddedServer:
         snapshot = self.files.snapshot if self.broker_url is None else snapshot_beside(self.socket_path)
         self.accounts = PluginAccounts(self.reg, None, service=service, snapshot_path=snapshot,
                                        group=self._socket.group if self._socket else None)  # 0640 for that group
+        self.crl = RevocationList(self.reg, TlsFiles.for_database(self.reg.location), self._db_pool,
+                                  reload=self._reload_mosquitto if self.broker_url is None else None,
+                                  group=self._socket.group if self._socket else None)
+        await self.crl.write()  # what was revoked while no service ran, before Mosquitto reads the file
         # Item 4 (issue 16): the relay follows the changelog from before this full read, so a grant committed
         # while the service starts is applied too (not left for the minute's reconcile).
         since = await asyncio.to_thread(self.reg.last_event_id)
@@ -638,8 +645,15 @@ class EmbeddedServer:
             await self._relay.catch_up()
 
     async def _apply_event(self, events: list[Any]) -> None:
-        if self.accounts is not None and self.accounts.link is not None:
-            await self.accounts.apply(events)
+        try:
+            if self.accounts is not None and self.accounts.link is not None:
+                await self.accounts.apply(events)  # a revoked user's account goes first (and its sessions)
+        finally:  # the CRL whatever became of the accounts' batch (the relay logs that)
+            if self.crl is not None:
+                await self.crl.apply(events)
+
+    def _reload_mosquitto(self) -> bool:
+        return self.supervisor is not None and self.supervisor.reload()
 
     async def _record_presence(self, changes: dict, reset_at: float | None) -> bool:
         if self.database_problem:  # opening the path now would create an empty database in its place
@@ -736,9 +750,11 @@ async def _serve(reg: Any, mqtt_bind: str | None, http_bind: str, options: dict)
 
 
 def serve_main(db: str | None, mqtt_bind: str | None = DEFAULT_MQTT_BIND, http_bind: str = DEFAULT_HTTP_BIND,
-               config: Any = None, **options: Any) -> int:
+               config: Any = None, certificate_days: int = DEVICE_DAYS, **options: Any) -> int:
     """``mqtt_bind`` None: no plain listener on the network (``--mqtt-bind none``), TLS only."""
-    from store import StoreError, open_registry
+    from store import StoreError
+
+    from .signing import open_signing_registry
 
     try:
         if mqtt_bind is not None:
@@ -750,7 +766,7 @@ def serve_main(db: str | None, mqtt_bind: str | None = DEFAULT_MQTT_BIND, http_b
         sys.stderr.write(f"client-registry: {exc}\n")
         return 2
     try:
-        reg = open_registry(db, config=config)
+        reg = open_signing_registry(db, config=config, certificate_days=certificate_days)
     except StoreError as exc:
         sys.stderr.write(f"client-registry: {exc}\n")
         return 1

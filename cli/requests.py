@@ -13,6 +13,7 @@ from .shared import (
     WATCH_EVERY,
     actor,
     age,
+    certificate_days_option,
     confirm,
     db_option,
     echo_json,
@@ -64,25 +65,34 @@ def requests(ctx, db, include_all, as_json, watch):
 
 
 def print_requests(rows, as_json: bool) -> None:
+    from store.certificate_text import certificate_fields, request_identity
     from store.names import code_point, suspicious_characters
 
     if as_json:
         return echo_json([r.as_dict() for r in rows])  # "marks": why a name may pass for another one
     now = time.time()
     # A name that may pass for another one (mixed scripts, invisible or look-alike characters) gets ⚠, the
-    # code points of its odd characters, and its marks under the table.
+    # code points of its odd characters, and its marks under the table. CERT: csr (it sent a CSR) or cert (it
+    # presented a certificate; CODE is then its fingerprint's), with what to compare under the table.
     table(
-        ["ID", "USERNAME", "CLIENT ID", "PEER", "SOURCE", "TRIES", "LAST SEEN", "CODE", "STATUS", "LOOK-ALIKE"],
+        ["ID", "USERNAME", "CLIENT ID", "PEER", "SOURCE", "TRIES", "LAST SEEN", "CODE", "CERT", "STATUS",
+         "LOOK-ALIKE"],
         [[str(r.id), ("⚠ " if r.marks else "") + printable(r.username, 40), printable(r.client_id, 30),
           printable(r.peer), r.source, str(r.attempts), age(r.last_seen, now), r.pairing_code or "-",
+          request_identity(r) or "-",
           r.label + (f" by {printable(r.decided_by)}" if r.deciding_rule is not None else ""),
           " ".join(map(code_point, suspicious_characters(r.username))) or "-"]
          for r in rows],
     )
     marked = [r for r in rows if r.marks]
     asking = [r for r in rows if (r.requested_roles or r.requested_permissions) and r.status == "pending"]
-    if marked or asking:
+    certified = [r for r in rows if request_identity(r) and r.status == "pending"]
+    if marked or asking or certified:
         click.echo()
+    for r in certified:
+        click.echo(f"#{r.id} {printable(r.username, 40)} ({request_identity(r)}):")
+        for label, value in certificate_fields(r):
+            click.echo(f"    {label:<12} {printable(value, 300)}")
     for r in marked:
         click.echo(f"⚠ #{r.id} {printable(r.username, 40)}: {printable('; '.join(r.marks))}")
     for r in asking:  # granted with `grant --requested`
@@ -106,16 +116,19 @@ def print_requests(rows, as_json: bool) -> None:
 @click.option("--requested", is_flag=True,
               help="Also give the permissions and roles the device asked for (HTTP requests); --permission wins "
                    "for the same pattern.")
-@click.option("--force", is_flag=True, help="Grant a conflicting request; its rivals are denied.")
+@click.option("--force", is_flag=True, help="Grant a conflicting request (its rivals are denied), a re-key or a "
+                                            "certificate rotation.")
+@certificate_days_option
 @yes_option
 @click.pass_context
-def grant(ctx, db, items, permissions, roles, requested, force, yes):
-    """Create users from pending requests, with exactly the password the device sent.
+def grant(ctx, db, items, permissions, roles, requested, force, certificate_days, yes):
+    """Create users from pending requests, with exactly the password the device sent (or bound to the
+    certificate it presented; a CSR request is signed by the site CA, which the device fetches).
 
     A NAME with * ? or [ ] (quote it: 'sensor-*') selects every pending request whose name matches: they are
     listed, and granted after you confirm (--yes for scripts)."""
     template = parse_permission_options(permissions)
-    reg = registry(ctx, db)
+    reg = registry(ctx, db, certificate_days=certificate_days)
     results = reg.grant(expand_name_patterns(reg, items, yes), template, actor=actor(), force=force,
                         requested=requested, roles=roles)
     report(results)

@@ -7,7 +7,7 @@ import click
 
 from broker.mosquitto.config import MAX_CONNECTIONS, MAX_PACKET_SIZE, MIN_PACKET_SIZE
 
-from .shared import EXIT_USAGE, db_option, fail
+from .shared import EXIT_USAGE, certificate_days_option, db_option, fail
 
 
 @click.command()
@@ -50,10 +50,11 @@ from .shared import EXIT_USAGE, db_option, fail
 @click.option("--tls-require-certificate", is_flag=True,
               help="Every device on the TLS listener presents a certificate signed by the CA (certificate devices).")
 @click.option("--http-tls", is_flag=True, help="Serve the HTTP registration API over HTTPS with the same certificate.")
+@certificate_days_option
 @click.pass_context
 def serve(ctx, db, mqtt_bind, http_bind, mosquitto, mosquitto_include, broker_url, plugin_socket, socket_group,
           per_address_limit, max_pending, max_packet_size, max_connections, mosquitto_user, tls_init, tls_cert,
-          tls_key, tls_ca, mqtt_tls_bind, tls_require_certificate, http_tls):
+          tls_key, tls_ca, mqtt_tls_bind, tls_require_certificate, http_tls, certificate_days):
     """Run Mosquitto under the registry, the event relay and the HTTP API (until SIGINT, SIGTERM or SIGHUP)."""
     from broker.mosquitto.privileges import AUTO
     from broker.server import serve_main
@@ -71,7 +72,8 @@ def serve(ctx, db, mqtt_bind, http_bind, mosquitto, mosquitto_include, broker_ur
     ctx.exit(serve_main(location, plain, http_bind, config=config, tls=tls,
                         mosquitto=mosquitto, mosquitto_include=mosquitto_include, broker_url=broker_url,
                         plugin_socket=plugin_socket, socket_group=socket_group, max_packet_size=max_packet_size,
-                        max_connections=max_connections, mosquitto_user=mosquitto_user or AUTO))
+                        max_connections=max_connections, mosquitto_user=mosquitto_user or AUTO,
+                        certificate_days=certificate_days))
 
 
 @click.command("mosquitto-config")

@@ -10,7 +10,8 @@ import sys
 
 import click
 
-from store import open_registry
+from broker.certificates import DEVICE_DAYS, MAX_DEVICE_DAYS
+from broker.signing import open_signing_registry
 from store.device_text import printable
 from store.durations import ago
 from store.views import ItemResult
@@ -43,6 +44,13 @@ def db_option(func):
 
 def json_option(func):
     return click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")(func)
+
+
+def certificate_days_option(func):
+    return click.option(
+        "--certificate-days", type=click.IntRange(1, MAX_DEVICE_DAYS), default=DEVICE_DAYS, show_default=True,
+        metavar="DAYS", help="How long a certificate signed for a granted CSR request is valid (never past the "
+                             "site CA's own).")(func)
 
 
 def yes_option(func):
@@ -78,12 +86,13 @@ def confirm(question: str, yes: bool, reversible: bool = False) -> None:
         raise fail("nothing changed")
 
 
-def registry(ctx: click.Context, db: str | None, *, create: bool = False):
+def registry(ctx: click.Context, db: str | None, *, create: bool = False, certificate_days: int = DEVICE_DAYS):
     """Open the registry named by this command's --db, else the group's --db. Only `init` creates one: a
-    mistyped path is an error, never a new empty registry that no server uses."""
+    mistyped path is an error, never a new empty registry that no server uses. A granted CSR request is
+    signed by the site CA beside the database (broker/signing.py), valid ``certificate_days``."""
     root = ctx.find_root()
     location = db or root.params.get("db")
-    reg = open_registry(location, create=create)
+    reg = open_signing_registry(location, create=create, certificate_days=certificate_days)
     ctx.call_on_close(reg.close)
     ctx.meta["registry"] = reg
     ctx.meta["events_before"] = reg.last_event_id()

@@ -7,6 +7,7 @@ import time
 
 import click
 
+from store.certificate_text import user_binding
 from store.device_text import printable
 from store.durations import last_connected
 from store.topics import ACCESS_VALUES
@@ -42,7 +43,8 @@ def users(ctx, db, as_json):
     now = time.time()
     table(
         ["USERNAME", "FLAGS", "ONLINE", "LAST CONNECTED", "ROLES", "PERMISSIONS", "CREATED"],
-        [[printable(u.name, 40), ",".join(f for f, on in (("admin", u.admin), ("disabled", u.disabled)) if on) or "-",
+        [[printable(u.name, 40), ",".join(f for f, on in (("admin", u.admin), ("disabled", u.disabled),
+                                                           (user_binding(u), bool(user_binding(u)))) if on) or "-",
           online_word(presence[u.name]), last_connected(presence[u.name], now),
           ",".join(u.roles) or "-", permissions_text(u.permissions),
           f"{age(u.created_at, now)} by {printable(u.created_by)} ({u.created_how})"] for u in rows],

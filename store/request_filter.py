@@ -12,7 +12,7 @@ from typing import Any
 
 import peewee as pw
 
-from .views import CONFLICT, REKEY, RULE_ACTOR_PREFIX, request_label
+from .views import CONFLICT, REKEY, ROTATION, RULE_ACTOR_PREFIX, request_label
 
 BY_RULE = "by rule"  # the label of a request an approval rule granted (the dashboard's z undoes it)
 
@@ -21,10 +21,10 @@ _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrst
 
 def shown_label(req: Any) -> str:
     """A request's label as the dashboard shows it: ``by rule`` when an approval rule granted it, else
-    ``RequestView.label`` (its status, or ``re-key``/``conflict`` while pending)."""
+    ``RequestView.label`` (its status, or ``re-key``/``rotation``/``conflict`` while pending)."""
     if req.status == "granted" and (req.decided_by or "").startswith(RULE_ACTOR_PREFIX):
         return BY_RULE
-    return request_label(req.status, req.conflict, req.rekey)
+    return request_label(req.status, req.conflict, req.rekey, req.rotation)
 
 
 def _fold(text: str) -> str:
@@ -52,6 +52,7 @@ def match_clause(R: Any, text: str | None) -> Any:
     label = pw.Case(None, [
         ((R.status == "granted") & R.decided_by.startswith(RULE_ACTOR_PREFIX), BY_RULE),
         ((R.status == "pending") & (R.rekey == True), REKEY),  # noqa: E712 - SQL, not Python
+        ((R.status == "pending") & (R.rotation == True), ROTATION),  # noqa: E712
         ((R.status == "pending") & (R.conflict == True), CONFLICT),  # noqa: E712
     ], R.status)
     clause = label.contains(text)

@@ -6,7 +6,8 @@ import socket
 import sys
 from typing import Any
 
-from store import StoreError, open_registry
+from broker.signing import open_signing_registry
+from store import StoreError
 from store.console import ensure_console_account, read_console_credentials
 
 from .listener import MqttTarget
@@ -70,7 +71,7 @@ def prepare_dashboard(db: str | None, mqtt: str | None, *, embed: bool = True,
     if target.tls:
         target = MqttTarget.parse(mqtt, tls_ca(db, mqtt_ca))
     try:
-        reg = open_registry(db)
+        reg = open_signing_registry(db)
     except StoreError as exc:
         raise LaunchError(str(exc)) from None
     embedded = None
@@ -116,7 +117,7 @@ def start_embedded(db: str | None, target: MqttTarget, http_bind: str | None, *,
     if http_bind is not None and http_bind.strip().lower() in ("", "none", "off"):
         http_bind = None
     try:
-        return EmbeddedBroker(lambda: open_registry(db), mqtt_bind, http_bind).start()
+        return EmbeddedBroker(lambda: open_signing_registry(db), mqtt_bind, http_bind).start()
     except Exception as exc:  # ServerError or StoreError: one line
         message = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
         hint = " (choose another with --http-bind HOST:PORT, or --http-bind none)" if "HTTP" in message else ""

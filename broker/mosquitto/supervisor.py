@@ -337,6 +337,18 @@ class MosquittoSupervisor:
             attempt += 1
             self._set("running")
 
+    def reload(self) -> bool:
+        """SIGHUP: Mosquitto reloads its configuration (a TLS listener's ``crlfile`` among it). False when
+        none is running (the next one reads the files as they are)."""
+        proc = self.proc
+        if proc is None or proc.returncode is not None or self.state != "running":
+            return False
+        try:
+            os.kill(proc.pid, signal.SIGHUP)
+        except ProcessLookupError:
+            return False
+        return True
+
     async def stop(self) -> None:
         self._stopping = True
         if self._task is not None:

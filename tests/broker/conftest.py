@@ -13,6 +13,7 @@ import pytest
 
 from broker.plugin_socket import wake
 from broker.server import EmbeddedServer
+from broker.signing import open_signing_registry
 from store import open_registry
 from tests.waits import wait_until
 
@@ -35,7 +36,7 @@ class ServerThread:
 
     async def _main(self) -> None:
         self._stop = asyncio.Event()
-        self.reg = open_registry(self.db)
+        self.reg = open_signing_registry(self.db)  # as serve opens it: a CSR granted here is signed
         try:
             async with EmbeddedServer(self.reg, "127.0.0.1:0", "127.0.0.1:0", log=self.lines.append,
                                       **self.server_kwargs) as srv:

@@ -27,11 +27,13 @@ REQUEST = st.fixed_dictionaries({
     "status": st.sampled_from(["pending", "granted", "denied", "expired"]),
     "conflict": st.booleans(),
     "rekey": st.booleans(),
+    "rotation": st.booleans(),
     "decided_by": st.none() | st.sampled_from(["op", "admin", "rule:fleet", "rule:Sensors", "registry"]),
 })
 
 # what an operator types: a word of a label, part of a field, or anything
-FILTER = st.sampled_from(["pending", "conflict", "re-key", "granted", "by rule", "rule", "rule:", "rule:fleet",
+FILTER = st.sampled_from(["pending", "conflict", "re-key", "rotation", "granted", "by rule", "rule", "rule:",
+                          "rule:fleet",
                           "denied", "expired", "mqtt", "HTTP", "10.0", "op", "admin", "registry", "%", "_", "by",
                           "e", "É"]) | TEXT
 

@@ -13,6 +13,7 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Label, Static
 
+from store.certificate_text import certificate_fields, user_binding
 from store.device_text import printable
 
 from ..safe import LOOKALIKE_MARKER, LOOKALIKE_STYLE, name_text, safe_text, stamp
@@ -71,6 +72,8 @@ def name_marks_lines(marks: Iterable[str]) -> list[tuple[str, Any]]:
 def request_details(req: Any, events: Iterable[Any]) -> Text:
     status = req.status + (" (re-key: a new password for an existing user; granting it replaces the user's)"
                            if getattr(req, "rekey", False) else
+                           " (rotation: another certificate for an existing user; granting it binds the user to it)"
+                           if getattr(req, "rotation", False) else
                            " (conflict: another password was tried for this name)" if req.conflict else "")
     text = field_lines([
         ("request", f"#{req.id}"),
@@ -86,6 +89,7 @@ def request_details(req: Any, events: Iterable[Any]) -> Text:
         ("last seen", stamp(req.last_seen)),
         ("decided by", req.decided_by or "—"),
         ("decided at", stamp(req.decided_at)),
+        *certificate_fields(req),  # what to compare with the device before granting (escaped: safe_text)
     ])
     text.append("\nRequested permissions\n", style="bold underline")
     if req.requested_permissions:
@@ -129,6 +133,7 @@ def user_details(user: Any, events: Iterable[Any], presence: Any = None, why_not
         ("created", stamp(user.created_at)),
         ("created by", user.created_by),
         ("created how", user.created_how),
+        *([("certificate", f"{user_binding(user)}: {user.certificate}")] if user_binding(user) else []),
     ])
     text.append("\nPermissions\n", style="bold underline")
     for line in perms.splitlines():

@@ -184,7 +184,9 @@ class GrantModal(Dialog):
                                      id="requested")
             if any(r.needs_force for r in self.targets):
                 rekey = any(getattr(r, "rekey", False) for r in self.targets)
+                rotation = any(getattr(r, "rotation", False) for r in self.targets)
                 yield DialogCheckbox("Force: the new password replaces the user's" if rekey else
+                                     "Force: the new certificate replaces the user's" if rotation else
                                      "Force: this password wins, its rivals are denied", value=False, id="force")
             yield from self.buttons("Grant", "success")
 

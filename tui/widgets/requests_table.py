@@ -8,9 +8,10 @@ from rich.text import Text
 from textual.binding import Binding
 from textual.message import Message
 
+from store.certificate_text import request_identity
 from store.durations import ago
 from store.request_filter import BY_RULE, request_matches, request_order_key, shown_label
-from store.views import CONFLICT, REKEY
+from store.views import CONFLICT, REKEY, ROTATION
 
 from ..safe import name_text, safe_text
 from .base_table import Column, OrderedTable
@@ -19,6 +20,7 @@ STATUS_STYLE = {
     "pending": "bold yellow",
     CONFLICT: "bold #ff6b6b",
     REKEY: "bold #ff6b6b",
+    ROTATION: "bold #ff6b6b",
     "granted": "#5fd75f",
     BY_RULE: "bold #5fd7ff",
     "denied": "#ff8787",
@@ -233,13 +235,15 @@ class RequestsTable(OrderedTable):
     def row_cells(self, req: Any) -> dict[str, Any]:
         key = str(req.id)
         label = shown_label(req)
+        identity = request_identity(req)
         now = self.now()
         return {
             "mark": Text("●", style="bold cyan") if key in self.selected else Text(" "),
             "username": name_text(req.username),  # ⚠ and the odd characters lit for a look-alike name
             "client_id": safe_text(req.client_id),
             "peer": safe_text(req.peer),
-            "source": Text(str(req.source)),
+            # a certificate request says how it identifies (csr: over HTTP; cert: presented over TLS)
+            "source": Text(identity or str(req.source), style="bold cyan" if identity else ""),
             "attempts": Text(str(req.attempts), justify="right"),
             "first_seen": Text(ago(req.first_seen, now), justify="right"),
             "last_seen": Text(ago(req.last_seen, now), justify="right"),

@@ -8,6 +8,7 @@ from rich.text import Text
 from textual.binding import Binding
 from textual.message import Message
 
+from store.certificate_text import user_binding
 from store.device_text import printable
 from store.durations import ago, last_connected
 
@@ -100,6 +101,9 @@ class UsersTable(OrderedTable):
             flags.append(("admin", "bold magenta"))
         if user.disabled:
             flags.append(("disabled", "bold #ff6b6b"))
+        binding = user_binding(user)
+        if binding:
+            flags.append((binding, "bold cyan"))
         flag_text = Text()
         for i, (word, style) in enumerate(flags):
             if i:
