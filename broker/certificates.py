@@ -201,6 +201,9 @@ def load_ca(files: TlsFiles) -> SiteCA:
         raise CertificateError(f"cannot read {exc.filename} ({exc.strerror})") from None
     except (ValueError, TypeError):
         raise CertificateError(f"{files.ca_cert} or {files.ca_key} is not a PEM certificate and key") from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey):
+        raise CertificateError(f"{files.ca_key} holds an unsupported key ({type(key).__name__}): the site CA's key "
+                               "must be EC, RSA or Ed25519")
     if certificate.public_key().public_bytes(serialization.Encoding.DER,
                                              serialization.PublicFormat.SubjectPublicKeyInfo) != \
             key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo):

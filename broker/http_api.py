@@ -72,7 +72,7 @@ def _answer(code: int, /, *, retry_after: int = 60, **body: Any) -> web.Response
 
 
 def _summary(response: web.Response) -> str:
-    body = json.loads(response.body)
+    body = json.loads(response.text or "{}")
     summary = body.get("status") or body.get("error") or ""  # never the pairing code: it narrows the password
     if response.status == 400:
         summary += f" ({body.get('field')}: {body.get('message')})"

@@ -35,7 +35,7 @@ def describe(seconds: float) -> str:
     if seconds % DAY == 0 and seconds >= DAY:
         days = seconds // DAY
         return f"{days} day{'s' if days != 1 else ''}"
-    parts = []
+    parts: list[str] = []
     for unit, size in (("d", DAY), ("h", HOUR), ("m", MINUTE), ("s", 1)):
         if seconds >= size or (unit == "s" and not parts):
             parts.append(f"{seconds // size}{unit}")

@@ -11,6 +11,7 @@ import grp
 import os
 import pwd
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -111,7 +112,7 @@ def prepare(location: str, *, conf_d: Path = DEFAULT_CONF_D, plugin: Path = DEFA
             socket: Path = DEFAULT_SOCKET, secret: Path = DEFAULT_SECRET, listener: str = "listener 1883",
             write_conf: bool = False, db: str = "", broker_url: str = "mqtt://127.0.0.1:1883",
             password_file_site: bool = False, site_conf: Path | None = DEFAULT_SITE_CONF,
-            site_files: list[Path] = ()) -> AttachPlan:
+            site_files: Sequence[Path] = ()) -> AttachPlan:
     """Build the plugin, copy the secret, list the site's account files (and write the snippet when
     ``write_conf``). Files that already hold what would be written are left alone."""
     from store.location import companion

@@ -225,12 +225,12 @@ class PluginAccounts:
                 for name, record in records.items():
                     self._put(name, record)
                 began = time.monotonic()
-                answer = await self._send(_chunks(self.records.values(), [wire.window_record(until)]))
-                if answer is None or not self._agrees(answer):
+                loaded = await self._send(_chunks(self.records.values(), [wire.window_record(until)]))
+                if loaded is None or not self._agrees(loaded):
                     # The plugin holds accounts the registry does not: start it afresh.
-                    answer = await self._send(_chunks(self.records.values(),
+                    loaded = await self._send(_chunks(self.records.values(),
                                                       [wire.RESET_RECORD, wire.window_record(until)]))
-                if answer is None or not self._agrees(answer):
+                if loaded is None or not self._agrees(loaded):
                     raise LinkError("the registry plugin's state still differs after a full load")
                 log.info(f"plugin: {len(self.records)} accounts loaded into Mosquitto in "
                          f"{(time.monotonic() - began) * 1000:.0f} ms")

@@ -213,7 +213,7 @@ def parse_datagram(data: bytes) -> Attempt | Knocks | Presence:
     r = _Reader(data, 4)
     if magic == ATTEMPT_MAGIC:
         protocol, kind = r.u8(), r.u8()
-        fields = [r.str() for _ in range(4)]
+        username, password, client_id, peer = r.str(), r.str(), r.str(), r.str()
         certificate = None
         if r.offset < len(data):  # the optional certificate block
             if r.u8() != ord("C"):
@@ -225,7 +225,7 @@ def parse_datagram(data: bytes) -> Attempt | Knocks | Presence:
         r.end()
         if kind not in (UNKNOWN, REKEY, NEW_CERTIFICATE):
             raise WireError("unknown attempt kind")
-        return Attempt(protocol, kind, *fields, certificate=certificate)
+        return Attempt(protocol, kind, username, password, client_id, peer, certificate)
     if magic == KNOCKS_MAGIC:
         total = r.u32()
         names = tuple((r.str(), r.u32()) for _ in range(r.u16()))

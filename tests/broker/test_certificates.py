@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, ed448
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from broker import certificates as ca_files
@@ -118,6 +118,21 @@ def test_load_ca_says_what_is_wrong_in_one_line(files, tmp_path):
         ca_files.load_ca(files)
     assert "BEGIN" not in repr(ca_files.load_ca(other))
 
+
+def test_load_ca_refuses_a_ca_key_it_cannot_sign_with(files):
+    """A site CA whose key is of a kind the registry does not sign with (Ed448 here) is refused in one line."""
+    key = ed448.Ed448PrivateKey.generate()
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "odd CA")])
+    now = dt.datetime.now(dt.UTC)
+    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                   .serial_number(1).not_valid_before(now).not_valid_after(now + dt.timedelta(days=1))
+                   .sign(key, None))
+    files.ca_cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    files.ca_key.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption()))
+    with pytest.raises(ca_files.CertificateError, match=r"tls-ca\.key holds an unsupported key \(Ed448PrivateKey\): "
+                                                        "the site CA's key must be EC, RSA or Ed25519"):
+        ca_files.load_ca(files)
 
 def test_a_server_database_keeps_its_files_in_the_data_directory(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
