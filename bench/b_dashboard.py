@@ -194,10 +194,10 @@ def tables_notes(r: dict) -> list[str]:
            " (`Registry.request_page`), so this is mostly the app's start."]
     for rate, sides in r["floods"].items():
         b, n = sides["before"], sides["now"]
-        out.append(f"- **{rate} new requests/s**: key p99 {n['p99_ms']:.1f} ms now against {b['p99_ms']:.1f} ms with the"
-                   f" DataTable (p50 {n['p50_ms']:.1f} against {b['p50_ms']:.1f} ms, max {n['max_ms']:.0f} against"
-                   f" {b['max_ms']:.0f} ms; requests {n['rows_start']} -> {n['rows_end']} and {b['rows_start']} ->"
-                   f" {b['rows_end']}).")
+        out.append(f"- **{rate} new requests/s**: key p99 {n['p99_ms']:.1f} ms now against {b['p99_ms']:.1f} ms"
+                   f" with the DataTable (p50 {n['p50_ms']:.1f} against {b['p50_ms']:.1f} ms, max {n['max_ms']:.0f}"
+                   f" against {b['max_ms']:.0f} ms; requests {n['rows_start']} -> {n['rows_end']} and"
+                   f" {b['rows_start']} -> {b['rows_end']}).")
     out.append("- **Reading it**: each p99 is of 100 presses (10 a second for 10 s), so about the second-slowest press;"
                " on this shared 2-core machine, where `serve` takes most of a core at 500/s, single runs of the same"
                " code differ by 10-20 ms there: compare the two rows of one run.")

@@ -1,9 +1,9 @@
 """The service's datagram socket: the registry plugin's reports (attempts of names it does not know, knock
 counts, presence: plugin_protocol.md, parsed by plugin_wire) and the CLI's wake.
 
-The wake is v1's layout: magic ``CRK1``, one byte (255), then four empty fields (a u16 length 0 each). The receiver parses every datagram and queues it for one worker, so a flood costs
-a bounded queue, never unbounded tasks; when the queue is full the datagram is dropped (the device was refused
-anyway) and counted.
+The wake is v1's layout: magic ``CRK1``, one byte (255), then four empty fields (a u16 length 0 each). The receiver
+parses every datagram and queues it for one worker, so a flood costs a bounded queue, never unbounded tasks; when the
+queue is full the datagram is dropped (the device was refused anyway) and counted.
 """
 
 from __future__ import annotations

@@ -1,12 +1,12 @@
 """The event relay: Event rows (written by any process) -> the broker's projection, then MQTT messages.
 
 It polls ``Registry.events(since=...)`` every ``interval`` seconds (default 0.1 s, so an event written by another
-process is out well within 250 ms of its commit), and at once when :meth:`EventRelay.wake` is called (the
-plugins and the HTTP API call it after a decision of this process that wrote an event). The reads run in the
-relay's own one-thread executor. For each event it drops the Registry's cached answers the event changed
-(``invalidate_for``), lets the broker apply the batch (``apply``: one batch of account changes for the
-registry plugin; revocation disconnects there) and then publishes each with QoS 1 as JSON to ``$registry/v1/events/<kind>``: when a dashboard sees
-``request.granted`` the device's next CONNECT already succeeds.
+process is out well within 250 ms of its commit), and at once when :meth:`EventRelay.wake` is called (the plugins and
+the HTTP API call it after a decision of this process that wrote an event). The reads run in the relay's own one-thread
+executor. For each event it drops the Registry's cached answers the event changed (``invalidate_for``), lets the broker
+apply the batch (``apply``: one batch of account changes for the registry plugin; revocation disconnects there) and then
+publishes each with QoS 1 as JSON to ``$registry/v1/events/<kind>``: when a dashboard sees ``request.granted`` the
+device's next CONNECT already succeeds.
 """
 
 from __future__ import annotations

@@ -57,7 +57,7 @@ import sys
 import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, suppress
 from pathlib import Path
 from typing import Any
 
@@ -260,10 +260,8 @@ class EmbeddedServer:
             self._parts.callback(logs.ROOT.removeHandler, handler)
 
         def unset() -> None:
-            try:
+            with suppress(ValueError):  # stopped from another task than the one that started it
                 logs.serving.reset(token)
-            except ValueError:  # stopped from another task than the one that started it
-                pass
 
         self._parts.callback(unset)
 
@@ -532,10 +530,8 @@ class EmbeddedServer:
 
     async def _save_snapshot(self) -> None:
         assert self.accounts is not None
-        try:
+        with suppress(OSError):  # said by the snapshot loop already
             await self.accounts.write_snapshot()
-        except OSError:
-            pass  # said by the snapshot loop already
 
     # -- the broker's state ----------------------------------------------------------------------------------
     @property

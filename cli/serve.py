@@ -32,9 +32,11 @@ from .shared import EXIT_USAGE, certificate_days_option, db_option, fail
 @click.option("--max-pending", type=click.IntRange(min=1), default=10_000, show_default=True, metavar="N",
               help="Pending requests in all; more are refused.")
 @click.option("--max-packet-size", type=click.IntRange(min=MIN_PACKET_SIZE), default=MAX_PACKET_SIZE,
-              show_default=True, metavar="BYTES", help="Supervised Mosquitto: larger MQTT packets close the connection unread.")
+              show_default=True, metavar="BYTES",
+              help="Supervised Mosquitto: larger MQTT packets close the connection unread.")
 @click.option("--max-connections", type=click.IntRange(min=1), default=MAX_CONNECTIONS, show_default=True,
-              metavar="N", help="Supervised Mosquitto: connections at once on its listener (the open-files limit bounds it too).")
+              metavar="N",
+              help="Supervised Mosquitto: connections at once on its listener (the open-files limit bounds it too).")
 @click.option("--mosquitto-user", default=None, metavar="NAME",
               help="Run as root: the user the supervised Mosquitto drops to (default: mosquitto, if it exists).")
 @click.option("--tls", "tls_init", is_flag=True,

@@ -19,6 +19,7 @@ from .views import (
 
 __all__ = [
     "AttemptResult", "BusyError", "EventView", "Grants", "InvalidValueError", "ItemResult", "LoginResult",
-    "PresenceSnapshot", "RefusedError", "Registry", "RegistryConfig", "RequestView", "RoleView", "Status", "StoreError", "UserPresence", "UserView",
+    "PresenceSnapshot", "RefusedError", "Registry", "RegistryConfig", "RequestView", "RoleView", "Status", "StoreError",
+    "UserPresence", "UserView",
     "open_registry", "pairing_code",
 ]

@@ -5,10 +5,10 @@ the rule's permission template and roles. A part of :class:`store.registry.Regis
   operator's own grant code (``Decisions.grant_one``): the same rows and the same ``request.granted`` event
   (actor ``rule:<name>``, detail ``rule`` and ``rule_id``), so the broker side provisions it exactly as a
   manual grant, and the device's next CONNECT succeeds.
-- **Matching**: a username glob (``store.name_patterns``, as bulk grants use: case-sensitive, on the NFC name
-  as stored), optionally a peer network (CIDR, IPv4 or IPv6; an IPv4-mapped IPv6 peer counts as IPv4), the
-  protocol (``mqtt``/``http``) and a client-id glob (a request without a client id never matches one). The oldest matching rule with
-  room left admits the device. Only new requests: a request pending before the rule existed waits for an
+- **Matching**: a username glob (``store.name_patterns``, as bulk grants use: case-sensitive, on the NFC name as
+  stored), optionally a peer network (CIDR, IPv4 or IPv6; an IPv4-mapped IPv6 peer counts as IPv4), the protocol
+  (``mqtt``/``http``) and a client-id glob (a request without a client id never matches one). The oldest matching rule
+  with room left admits the device. Only new requests: a request pending before the rule existed waits for an
   operator.
 - **Roles**: a rule grants its roles (names checked when it is added); if one of them has been removed since,
   the request waits for a person instead.
@@ -143,7 +143,8 @@ class ApprovalRules(Part):
             try:
                 peer_network = str(_network(peer_network.strip()))
             except ValueError:
-                raise InvalidValueError(f"{peer_network!r} is not a network (write e.g. 10.0.0.0/8 or fd00::/8)") from None
+                raise InvalidValueError(f"{peer_network!r} is not a network (write e.g. 10.0.0.0/8 or fd00::/8)"
+                                        ) from None
         try:
             template = list(dict(parse_permission(p) for p in permissions).items())
         except ValueError as exc:
@@ -156,7 +157,8 @@ class ApprovalRules(Part):
                 raise RefusedError(f"a rule named {name!r} exists: remove it or give this one another name")
             row = R.create(name=name, pattern=pattern, peer_network=peer_network, protocol=protocol,
                            client_id_pattern=client_id_pattern, permissions=json.dumps(template),
-                           roles=json.dumps(role_names), admit_limit=limit, expires_at=None if expires_in is None else now + expires_in,
+                           roles=json.dumps(role_names), admit_limit=limit,
+                           expires_at=None if expires_in is None else now + expires_in,
                            created_at=now, created_by=actor)
             self.base.event(actor, "rule.added", name, rule_id=row.id, pattern=pattern, peer_network=peer_network,
                             protocol=protocol, client_id_pattern=client_id_pattern, limit=limit,

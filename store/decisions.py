@@ -162,7 +162,7 @@ class Decisions(Part):
         found = cursor.fetchone()
         if found is None:
             raise RefusedError(f"no request #{request_id}")
-        row = SimpleNamespace(**dict(zip([c[0] for c in cursor.description], found)))
+        row = SimpleNamespace(**dict(zip([c[0] for c in cursor.description], found, strict=True)))
         row.conflict, row.rekey, row.rotation = bool(row.conflict), bool(row.rekey), bool(row.rotation)
         return row
 

@@ -208,8 +208,9 @@ def make_models(db: pw.Database) -> SimpleNamespace:
 
     return SimpleNamespace(
         Meta=Meta, User=User, Permission=Permission, Request=Request, Window=Window, Knock=Knock,
-        Throttle=Throttle, ApprovalRule=ApprovalRule, Presence=Presence, Event=Event, Role=Role, SiteAccount=SiteAccount,
-        RolePermission=RolePermission, UserRole=UserRole, RevokedCertificate=RevokedCertificate,
+        Throttle=Throttle, ApprovalRule=ApprovalRule, Presence=Presence, Event=Event, Role=Role,
+        SiteAccount=SiteAccount, RolePermission=RolePermission, UserRole=UserRole,
+        RevokedCertificate=RevokedCertificate,
         all=[Meta, User, Permission, Request, Window, Knock, Throttle, ApprovalRule, Presence, SiteAccount, Event, Role,
              RolePermission, UserRole, RevokedCertificate],
     )

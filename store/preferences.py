@@ -1,6 +1,6 @@
-"""What the registry remembers for each operator (not rules): the last permission template and roles they
-granted with, so the next grant dialog starts from them. Kept in the database's ``meta`` table, so every dashboard on the
-registry sees it. A part of :class:`store.registry.Registry`, the one entry point."""
+"""What the registry remembers for each operator (not rules): the last permission template and roles they granted with,
+so the next grant dialog starts from them. Kept in the database's ``meta`` table, so every dashboard on the registry
+sees it. A part of :class:`store.registry.Registry`, the one entry point."""
 
 from __future__ import annotations
 

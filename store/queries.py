@@ -125,10 +125,10 @@ class Queries(Part):
         text = 'SELECT "id", "time", "actor", "kind", "subject", "detail" FROM "events" WHERE "id" > ?'
         params: list[Any] = [since]
         if subject is not None:
-            text, params = text + ' AND "subject" = ?', params + [subject]
+            text, params = text + ' AND "subject" = ?', [*params, subject]
         text += ' ORDER BY "id"'
         if limit:
-            text, params = text + " LIMIT ?", params + [int(limit)]
+            text, params = text + " LIMIT ?", [*params, int(limit)]
         return [EventView(id=i, time=t, actor=a, kind=k, subject=s, detail=json.loads(d) if d else {})
                 for i, t, a, k, s, d in run_sql(self.db, text, tuple(params))]
 

@@ -227,7 +227,8 @@ class LoginResult:
     """What :meth:`Registry.login` decided for one CONNECT."""
 
     accepted: bool
-    outcome: str  # accepted | refused (wrong password) | disabled (right password) | not_credentials | an AttemptResult outcome
+    # accepted | refused (wrong password) | disabled (right password) | not_credentials | an AttemptResult outcome
+    outcome: str
     reason: str
     attempt: AttemptResult | None = None  # set when the name was not a user and the attempt was recorded
 

@@ -7,6 +7,7 @@ accounts, its service account included, live in the plugin. `serve --broker-url`
 
 from __future__ import annotations
 
+import contextlib
 import grp
 import os
 import pwd
@@ -83,10 +84,8 @@ def install_file(path: Path, data: bytes, *, mode: int, group: str | None = None
             os.chmod(tmp, st.st_mode & 0o7777)
         else:
             if group is not None:
-                try:
+                with contextlib.suppress(KeyError, PermissionError):  # said in the steps
                     os.chown(tmp, -1, grp.getgrnam(group).gr_gid)
-                except (KeyError, PermissionError):
-                    pass  # said in the steps
             os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:

@@ -1,6 +1,6 @@
-"""The service's own MQTT connection to Mosquitto (the service account): the registry plugin's control
-messages with their answers, and event publications. paho runs its network loop on its own thread and reconnects by itself;
-asyncio callers await futures resolved from that thread."""
+"""The service's own MQTT connection to Mosquitto (the service account): the registry plugin's control messages with
+their answers, and event publications. paho runs its network loop on its own thread and reconnects by itself; asyncio
+callers await futures resolved from that thread."""
 
 from __future__ import annotations
 

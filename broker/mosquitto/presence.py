@@ -2,8 +2,9 @@
 its accounts, a disconnection is Mosquitto's ``MOSQ_EVT_DISCONNECT`` of such a client (plugin_protocol.md,
 "Presence"). Sessions are counted per user and written to the store in batches.
 
-Sessions are kept by client id, as Mosquitto keeps them: a device that takes its own session over (the same
-client id) is reported as a new login and no end of the old one. Only names that are registry users are recorded (the store drops the others).
+Sessions are kept by client id, as Mosquitto keeps them: a device that takes its own session over (the same client id)
+is reported as a new login and no end of the old one. Only names that are registry users are recorded (the store drops
+the others).
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ with a prefix, restarted with backoff when it dies, stopped with the service."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import logging
 import os
@@ -84,10 +85,9 @@ def raise_open_files(wanted: int) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
     if soft != resource.RLIM_INFINITY and soft < target:
-        try:
+        # If refused, Mosquitto refuses connections beyond the current limit.
+        with contextlib.suppress(OSError, ValueError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-        except (OSError, ValueError):
-            pass  # Mosquitto then refuses connections beyond the current limit
 
 
 LINE_MAX = 64 * 1024  # output lines are cut here (Mosquitto's own are at most 999 bytes)
@@ -232,10 +232,8 @@ class MosquittoSupervisor:
         # outlives a service killed with SIGKILL, so the fleet keeps working until the service is back;
         # without (a dashboard that embeds it), it ends with its parent, e.g. when the terminal is closed.
         read_end, write_end = os.pipe()
-        try:
+        with contextlib.suppress(OSError):  # a lower limit on this machine: the default 64 KiB
             fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
-        except OSError:  # a lower limit on this machine: the default 64 KiB
-            pass
         try:
             proc = await asyncio.create_subprocess_exec(
                 *command(self.binary, self.conf, outlive=self.outlive), stdin=subprocess.DEVNULL,
@@ -291,10 +289,8 @@ class MosquittoSupervisor:
                 break
             if await asyncio.to_thread(port_answers, self.host, self.port):
                 return
-            try:
+            with contextlib.suppress(TimeoutError):  # still running: ask the port again
                 await asyncio.wait_for(proc.wait(), 0.05)
-            except TimeoutError:
-                pass
         await asyncio.sleep(2 * PUMP_EVERY)  # let the last output lines arrive
         errors = [line for line in self._tail if "rror" in line] or list(self._tail)[-1:]
         reason = errors[-1] if errors else f"exit code {proc.returncode}"

@@ -5,11 +5,11 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Input, Label, Static
@@ -51,10 +51,12 @@ class DialogCheckbox(Checkbox, inherit_bindings=False):
     """A checkbox in a dialog: space ticks it, enter confirms the dialog (Textual's Checkbox toggles on enter
     too, so ticking Force and pressing enter used to untick it and leave the dialog open)."""
 
-    BINDINGS = [Binding("space", "toggle_button", "Toggle", show=False, id="dialog-toggle",
-                        tooltip="Tick or untick the checkbox (Force, requested permissions)"),
-                Binding("enter", "screen.ok", "Confirm", show=False, id="dialog-confirm",
-                        tooltip="Confirm the dialog, also from a checkbox")]
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("space", "toggle_button", "Toggle", show=False, id="dialog-toggle",
+                tooltip="Tick or untick the checkbox (Force, requested permissions)"),
+        Binding("enter", "screen.ok", "Confirm", show=False, id="dialog-confirm",
+                tooltip="Confirm the dialog, also from a checkbox"),
+    ]
 
 
 class ErrorLabel(Label):
@@ -70,8 +72,9 @@ class ErrorLabel(Label):
 class Dialog(ModalScreen):
     """Shared look and keys: escape cancels."""
 
-    BINDINGS = [Binding("escape", "cancel", "Cancel", id="dialog-cancel",
-                        tooltip="Cancel: close the dialog, nothing changes")]
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "cancel", "Cancel", id="dialog-cancel", tooltip="Cancel: close the dialog, nothing changes"),
+    ]
 
     def action_cancel(self) -> None:
         self.dismiss(None)
@@ -220,8 +223,10 @@ class GrantModal(Dialog):
 class ConfirmModal(Dialog):
     """Yes or no. ``y``/enter confirm, ``n``/escape cancel."""
 
-    BINDINGS = [Binding("y", "ok", "Yes", id="confirm-yes", tooltip="Yes (as enter on the confirm button)"),
-                Binding("n", "cancel", "No", id="confirm-no", tooltip="No (as escape)")]
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("y", "ok", "Yes", id="confirm-yes", tooltip="Yes (as enter on the confirm button)"),
+        Binding("n", "cancel", "No", id="confirm-no", tooltip="No (as escape)"),
+    ]
 
     def __init__(self, title: str, body: Text | str, ok_label: str = "Confirm", ok_variant: str = "error") -> None:
         super().__init__()

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, ClassVar
 
 from rich.text import Text
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.message import Message
 
 from store.durations import ago
@@ -36,12 +36,12 @@ class AuditTable(OrderedTable):
             super().__init__()
             self.event = event
 
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("enter", "details", "Details", show=False, id="event-details",
                 tooltip="The event and the history of its subject"),
     ]
 
-    COLUMNS = [
+    COLUMNS: ClassVar[list[Column]] = [
         Column("id", "#", 5, min_total=76),
         Column("age", "age", 5),
         Column("actor", "actor", 8, flex=0.25),

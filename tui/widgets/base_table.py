@@ -11,13 +11,13 @@ batch re-rendered every visible cell (docs/benchmarks.md, the dashboard section)
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, ClassVar
 
 from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
 from textual import events
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.cache import LRUCache
 from textual.geometry import Region, Size
 from textual.message import Message
@@ -58,7 +58,7 @@ class OrderedTable(ScrollView, can_focus=True):
     filter matches (``filter_text``, or ``matches`` itself).
     """
 
-    COMPONENT_CLASSES = {"ordered-table--header", "ordered-table--cursor"}
+    COMPONENT_CLASSES: ClassVar[set[str]] = {"ordered-table--header", "ordered-table--cursor"}
 
     # The looks of Textual's DataTable, which these tables were until they outgrew it.
     DEFAULT_CSS = """
@@ -97,10 +97,10 @@ class OrderedTable(ScrollView, can_focus=True):
     }
     """
 
-    COLUMNS: list[Column] = []
+    COLUMNS: ClassVar[list[Column]] = []
 
     # Moving, as in k9s, lazygit and htop; the arrows and page keys as in every table.
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("up", "cursor_up", "Up", show=False),
         Binding("down", "cursor_down", "Down", show=False),
         Binding("pageup", "page_up", "Page up", show=False),

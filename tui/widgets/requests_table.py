@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from rich.text import Text
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.message import Message
 
 from store.certificate_text import request_identity
@@ -87,7 +87,7 @@ class RequestsTable(OrderedTable):
     WINDOW = 1000  # rows held at most
     STEP = 500  # rows the window moves by when paging
 
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("space", "toggle_select", "Select", id="select",
                 tooltip="Select or unselect the request under the cursor (the cursor stays)"),
         Binding("a", "select_pending", "All", id="select-all", tooltip="Select every pending request shown"),
@@ -95,7 +95,8 @@ class RequestsTable(OrderedTable):
                 tooltip="Select every pending request whose name matches a pattern (sensor-*), beyond the rows shown"),
         Binding("g", "grant", "Grant", id="grant",
                 tooltip="Grant the selection (or the request under the cursor): asks for permissions and roles"),
-        Binding("d", "deny", "Deny", id="deny", tooltip="Deny the selection (or the request under the cursor), asks first"),
+        Binding("d", "deny", "Deny", id="deny",
+                tooltip="Deny the selection (or the request under the cursor), asks first"),
         Binding("z", "undo_rule", "Undo rule", show=False, id="undo-rule",
                 tooltip="On a request an approval rule granted (by rule): remove every user that rule admitted in "
                         "this window (asks first)"),
@@ -103,7 +104,7 @@ class RequestsTable(OrderedTable):
                 tooltip="Every field of the request (its id, context, requested permissions) and its history"),
     ]
 
-    COLUMNS = [
+    COLUMNS: ClassVar[list[Column]] = [
         Column("mark", " ", 1),
         Column("username", "username", 8, flex=0.4),
         Column("client_id", "client id", 6, flex=0.25),

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from rich.text import Text
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.message import Message
 
 from store.durations import ago
@@ -33,16 +33,17 @@ class RolesTable(OrderedTable):
     class DetailsRequested(RoleMessage):
         pass
 
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("n", "add_role", "New role", id="role-add", tooltip="Create a role (a named set of permissions)"),
         Binding("p", "edit_permissions", "Permissions", id="role-permissions",
                 tooltip="Edit the role's permissions: every member's change at once"),
-        Binding("delete", "remove", "Remove", id="role-remove", tooltip="Remove the role (asks first, naming its members)"),
+        Binding("delete", "remove", "Remove", id="role-remove",
+                tooltip="Remove the role (asks first, naming its members)"),
         Binding("enter", "details", "Details", show=False, id="role-details",
                 tooltip="The role's permissions, members and history"),
     ]
 
-    COLUMNS = [
+    COLUMNS: ClassVar[list[Column]] = [
         Column("name", "role", 8, flex=0.3),
         Column("members", "members", 7),
         Column("permissions", "permissions", 11, flex=0.7),

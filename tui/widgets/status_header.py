@@ -151,7 +151,7 @@ def render_broker(state: HeaderState, width: int = 0) -> Text:
             parts.append(((f" · TLS {tls}", f" · {tls}", ""), "dim"))
             steps = [4, *steps[:-3], 4, *steps[-3:]]
         words = fit_parts(parts, width - text.cell_len if width else 0, steps)
-        for (_, style), said in zip(parts, words):
+        for (_, style), said in zip(parts, words, strict=True):
             text.append(said, style=style)
         return text
     where_now = f" {state.broker_address} " if below(width, COMPACT) else (

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from rich.text import Text
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.message import Message
 
 from store.certificate_text import user_binding
@@ -54,7 +54,7 @@ class UsersTable(OrderedTable):
     class DetailsRequested(UserMessage):
         pass
 
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("p", "edit_permissions", "Permissions", id="permissions",
                 tooltip="Edit the user's roles and own topic permissions"),
         Binding("x", "toggle_disabled", "Disable", id="disable", tooltip="Disable or enable the user"),
@@ -63,7 +63,7 @@ class UsersTable(OrderedTable):
                 tooltip="Every field and the history of the user"),
     ]
 
-    COLUMNS = [
+    COLUMNS: ClassVar[list[Column]] = [
         Column("name", "name", 10, flex=0.45),
         Column("flags", "flags", 8),
         Column("connected", "connected", 9),
