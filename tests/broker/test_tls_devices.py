@@ -1,14 +1,17 @@
-"""Certificate devices through the running service, end to end, with real clients: a site CA beside the
-database, the service's Mosquitto with a TLS listener (`require_certificate true`, `crlfile`) added by
-`--mosquitto-include` as a site would write it, keys and CSRs made by `openssl req` (the device's key never
-leaves its folder), the CSR posted over HTTP, granted by `client-registry grant` in its own process, the
-certificate fetched and used by `mosquitto_pub --cafile --cert --key`; the implicit flow with paho over TLS;
-a binding refused with another certificate, a rotation granted with force; revocation by the CRL within 1 s
-and after a restart; hostile CSRs refused with one line."""
+"""Certificate devices through `serve` as a site runs it, end to end, with real clients: `client-registry tls init`
+makes the site CA beside the database, `serve --tls --tls-require-certificate --http-tls` adds the TLS listener
+(`require_certificate true`, `crlfile`) beside the plain one and serves the API over HTTPS; keys and CSRs made by
+`openssl req` (the device's key never leaves its folder), the CSR posted over HTTPS, granted by `client-registry
+grant` in its own process, the certificate fetched and used by `mosquitto_pub --cafile --cert --key`; the
+implicit flow with paho over TLS; a binding refused with another certificate, a rotation granted with force;
+revocation by the CRL within 1 s and after a restart; hostile CSRs refused with one line."""
 
 from __future__ import annotations
 
 import json
+import os
+import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -23,19 +26,15 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from broker import certificates as ca_files
-from broker.mosquitto.config import listener_line
-from tests.broker.conftest import ServerThread, wait_until
 from tests.plugin.test_tls import Device, make_device, paho_connect, pub
 from tests.store.test_certificates import info_with_cn_bytes, signed
+from tests.waits import wait_until
 
 CLI = str(Path(sys.executable).parent / "client-registry")
-PASSWORD = "device-password"  # what tests.plugin.test_tls's clients send by default
 NOT_AUTHORIZED = 135  # the CONNACK reason (and mosquitto_pub exit code) of a refusal by the plugin
 
 
 def _free_port() -> int:
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -47,36 +46,62 @@ def cli(db: str, *args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture
 def site(db_path) -> ca_files.TlsFiles:
-    files = ca_files.TlsFiles.for_database(db_path)
-    ca_files.init_files(files, ["localhost", "127.0.0.1"])
-    return files
+    made = cli(db_path, "tls", "init", "--name", "localhost", "--name", "127.0.0.1")
+    assert made.returncode == 0, made.stderr
+    return ca_files.TlsFiles.for_database(db_path)
+
+
+class Served:
+    """`client-registry serve --tls --tls-require-certificate --http-tls` in its own process, on fixed free ports
+    (a restart keeps them), its log in a file."""
+
+    def __init__(self, db: str) -> None:
+        self.db = db
+        self.mqtt_port, self.tls_port, self.http_port = _free_port(), _free_port(), _free_port()
+        self.log_path = Path(db).with_name("serve.log")
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> Served:
+        # as root, Mosquitto stays root: it would drop to `mosquitto`, who cannot enter pytest's 0700 folders
+        user = ["--mosquitto-user", "root"] if os.geteuid() == 0 else []
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        with open(self.log_path, "a") as out:
+            self.proc = subprocess.Popen(
+                [CLI, "--db", self.db, "serve", "--tls", "--tls-require-certificate", "--http-tls",
+                 "--mqtt-bind", f"127.0.0.1:{self.mqtt_port}", "--mqtt-tls-bind", f"127.0.0.1:{self.tls_port}",
+                 "--http-bind", f"127.0.0.1:{self.http_port}", *user],
+                stdout=out, stderr=subprocess.STDOUT, env=env)
+        starts = self.log().count("client-registry serving")
+        wait_until(lambda: self.log().count("client-registry serving") > starts or self.proc.poll() is not None,
+                   timeout=30, message="serve to start")
+        assert self.proc.poll() is None, self.log()
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text() if self.log_path.exists() else ""
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            assert self.proc.wait(30) == 0, self.log()[-2000:]
 
 
 @pytest.fixture
-def tls_port() -> int:
-    return _free_port()
-
-
-def start(db_path: str, site: ca_files.TlsFiles, tls_port: int) -> ServerThread:
-    """The service, with the TLS listener a site adds to its Mosquitto (until `serve --tls-*` does it)."""
-    include = Path(db_path).with_name("tls.conf")
-    include.write_text("\n".join([listener_line("127.0.0.1", tls_port), *site.listener_options(),
-                                  "set_tcp_nodelay true"]) + "\n")
-    return ServerThread(db_path, mosquitto_include=str(include)).start()
-
-
-@pytest.fixture
-def tls_server(db_path, site, tls_port):
-    server = start(db_path, site, tls_port)
+def served(db_path, site):
+    server = Served(db_path).start()
     yield server
     server.stop()
 
 
-def post_csr(port: int, body: bytes, content_type: str = "application/pkcs10") -> tuple[int, dict]:
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/api/client-registry/csr", data=body,
+def post_csr(port: int, body: bytes, ca: Path | None, content_type: str = "application/pkcs10") -> tuple[int, dict]:
+    """A CSR posted over HTTPS, the server's certificate checked against ``ca`` as a device does (None: plain
+    HTTP)."""
+    scheme = "http" if ca is None else "https"
+    request = urllib.request.Request(f"{scheme}://127.0.0.1:{port}/api/client-registry/csr", data=body,
                                      headers={"Content-Type": content_type}, method="POST")
+    context = None if ca is None else ssl.create_default_context(cafile=str(ca))
     try:
-        with urllib.request.urlopen(request, timeout=10) as answer:
+        with urllib.request.urlopen(request, timeout=10, context=context) as answer:
             return answer.status, json.loads(answer.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())
@@ -104,90 +129,90 @@ def refused_by_tls(result: subprocess.CompletedProcess) -> bool:
 
 
 def test_csr_posted_granted_by_the_cli_fetched_connects_and_is_revoked_within_a_second_and_after_a_restart(
-        db_path, site, tls_port, admin_reg, tmp_path):
-    server = start(db_path, site, tls_port)
-    try:
-        key, request = openssl_csr(tmp_path, "pump-7")
-        assert post_csr(server.http_port, request.read_bytes())[0] == 423  # locked
-        admin_reg.unlock(300, actor="op")
-        code, body = post_csr(server.http_port, request.read_bytes())
-        assert code == 202, body
-        assert body["pairing_code"] == printed_pairing_code(request)
-        shown = cli(db_path, "requests")
-        assert "pump-7" in shown.stdout and body["pairing_code"] in shown.stdout and "csr" in shown.stdout
+        served, site, tmp_path):
+    db, ca, tls_port = served.db, site.ca_cert, served.tls_port
+    key, request = openssl_csr(tmp_path, "pump-7")
+    assert post_csr(served.http_port, request.read_bytes(), ca)[0] == 423  # locked
+    assert cli(db, "unlock").returncode == 0
+    code, body = post_csr(served.http_port, request.read_bytes(), ca)
+    assert code == 202, body
+    assert body["pairing_code"] == printed_pairing_code(request)
+    shown = cli(db, "requests")
+    assert "pump-7" in shown.stdout and body["pairing_code"] in shown.stdout and "csr" in shown.stdout
 
-        granted = cli(db_path, "grant", "pump-7", "-p", "plant/{username}/#=readWrite", "--certificate-days", "30")
-        assert granted.returncode == 0, granted.stderr
-        code, body = post_csr(server.http_port, request.read_bytes())  # the device polls with the same CSR
-        assert code == 201, body
-        certificate = x509.load_pem_x509_certificate(body["certificate"].encode())
-        assert certificate.subject.rfc4514_string() == "CN=pump-7"
-        assert 29 <= (certificate.not_valid_after_utc - certificate.not_valid_before_utc).days <= 30
-        assert body["ca"] == site.ca_cert.read_text()
-        cert = tmp_path / "pump-7.crt"
-        cert.write_text(body["certificate"])
-        device = Device("pump-7", key, cert, certificate)
-        wait_until(lambda: server.srv.accounts.has_account("pump-7"), message="pump-7's account")
-        ok = pub(tls_port, site, device, "pump-7", password="")
-        assert ok.returncode == 0, ok.stderr
-        users = cli(db_path, "users")
-        assert "pump-7" in users.stdout and "cert-only" in users.stdout
+    granted = cli(db, "grant", "pump-7", "-p", "plant/{username}/#=readWrite", "--certificate-days", "30")
+    assert granted.returncode == 0, granted.stderr
+    code, body = post_csr(served.http_port, request.read_bytes(), ca)  # the device polls with the same CSR
+    assert code == 201, body
+    certificate = x509.load_pem_x509_certificate(body["certificate"].encode())
+    assert certificate.subject.rfc4514_string() == "CN=pump-7"
+    assert 29 <= (certificate.not_valid_after_utc - certificate.not_valid_before_utc).days <= 30
+    assert body["ca"] == ca.read_text()
+    cert = tmp_path / "pump-7.crt"
+    cert.write_text(body["certificate"])
+    device = Device("pump-7", key, cert, certificate)
+    wait_until(lambda: pub(tls_port, site, device, "pump-7", password="").returncode == 0,
+               message="pump-7 admitted by its certificate")
+    users = cli(db, "users")
+    assert "pump-7" in users.stdout and "cert-only" in users.stdout
+    plain = subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(served.mqtt_port), "-V", "5", "-u", "pump-7",
+                            "-P", "", "-t", "t", "-m", "x"], capture_output=True, text=True, timeout=30, check=False)
+    assert plain.returncode == NOT_AUTHORIZED  # on the plain listener there is no certificate to admit it
 
-        disabled = cli(db_path, "user", "disable", "pump-7", "--yes")
-        assert disabled.returncode == 0, disabled.stderr
-        since = time.monotonic()
-        wait_until(lambda: refused_by_tls(pub(tls_port, site, device, "pump-7", password="")), timeout=1.0,
-                   message="the device's TLS handshake refused (CRL reloaded)")
-        took = time.monotonic() - since
-        assert any("mosquitto reloads it" in line for line in server.lines), server.lines[-5:]
-        print(f"revocation refused the handshake {took * 1000:.0f} ms after `user disable` returned")
-    finally:
-        server.stop()
+    disabled = cli(db, "user", "disable", "pump-7", "--yes")
+    assert disabled.returncode == 0, disabled.stderr
+    since = time.monotonic()
+    wait_until(lambda: refused_by_tls(pub(tls_port, site, device, "pump-7", password="")), timeout=1.0,
+               message="the device's TLS handshake refused (CRL reloaded)")
+    took = time.monotonic() - since
+    assert "mosquitto reloads it" in served.log()
+    print(f"revocation refused the handshake {took * 1000:.0f} ms after `user disable` returned")
 
-    server = start(db_path, site, tls_port)  # a restart: the CRL on disk still refuses the certificate
-    try:
-        assert refused_by_tls(pub(tls_port, site, device, "pump-7", password=""))
-    finally:
-        server.stop()
-    # reinstated while no service runs (the CLI, which saw one a moment ago, says it did not apply it: exit 1)
-    assert "enabled pump-7" in cli(db_path, "user", "enable", "pump-7").stdout
-    server = start(db_path, site, tls_port)
-    try:  # ... so the service's start rewrites the CRL before its Mosquitto reads it
-        ok = pub(tls_port, site, device, "pump-7", password="")
-        assert ok.returncode == 0, ok.stderr
-    finally:
-        server.stop()
+    served.stop()
+    served.start()  # a restart: the CRL on disk still refuses the certificate
+    assert refused_by_tls(pub(tls_port, site, device, "pump-7", password=""))
+    served.stop()
+    # reinstated while no service runs (the CLI, which saw one a moment ago, says it did not apply it)
+    assert "enabled pump-7" in cli(db, "user", "enable", "pump-7").stdout
+    served.start()  # ... so the service's start rewrites the CRL before its Mosquitto reads it
+    ok = pub(tls_port, site, device, "pump-7", password="")
+    assert ok.returncode == 0, ok.stderr
 
 
-def test_a_certificate_device_in_the_implicit_flow_is_bound_and_rotated(tls_server, site, tls_port, admin_reg,
-                                                                         tmp_path):
+def requests_after_knocks(knock, admin_reg, found, message: str):
+    """Knock until the service reports the attempt (the plugin learns of an unlock a moment after the CLI's)."""
+    def knocked():
+        assert knock() == NOT_AUTHORIZED
+        return next((r for r in admin_reg.requests() if found(r)), None)
+    return wait_until(knocked, message=message)
+
+
+def test_a_certificate_device_in_the_implicit_flow_is_bound_and_rotated(served, site, admin_reg, tmp_path):
+    db, tls_port = served.db, served.tls_port
     cam = make_device(site, tmp_path, "cam-1")  # a certificate the site's CA signed (not by a CSR here)
-    admin_reg.unlock(300, actor="op")
-    tls_server.applied(admin_reg)
-    assert paho_connect(tls_port, site, cam, "cam-1") == NOT_AUTHORIZED  # recorded, waiting for the operator
-    request = wait_until(lambda: next(iter(admin_reg.requests()), None), message="cam-1's request")
-    assert request.username == "cam-1" and request.certificate == cam.fingerprint.hex()
+    assert cli(db, "unlock").returncode == 0
+    request = requests_after_knocks(lambda: paho_connect(tls_port, site, cam, "cam-1"), admin_reg,
+                                    lambda r: r.username == "cam-1", "cam-1's request")
+    assert request.certificate == cam.fingerprint.hex()
     assert request.pairing_code == cam.fingerprint.hex()[:8]
     assert request.certificate_info["subject"] == "CN=cam-1"
-    shown = json.loads(cli(tls_server.db, "requests", "--json").stdout)[0]
+    shown = json.loads(cli(db, "requests", "--json").stdout)[0]
     assert shown["certificate"] == cam.fingerprint.hex() and not shown["csr"]
-    details = cli(tls_server.db, "requests")
+    details = cli(db, "requests")
     assert "cert" in details.stdout and "CN=cam-1" in details.stdout
 
-    assert admin_reg.grant(["cam-1"], actor="op")[0].ok
-    wait_until(lambda: tls_server.srv.accounts.has_account("cam-1"), message="cam-1's account")
-    assert paho_connect(tls_port, site, cam, "cam-1") == 0
-    assert "cert" in cli(tls_server.db, "users").stdout.split("cam-1", 1)[1].splitlines()[0]
+    assert cli(db, "grant", "cam-1").returncode == 0
+    wait_until(lambda: paho_connect(tls_port, site, cam, "cam-1") == 0, message="cam-1 admitted")
+    assert "cert" in cli(db, "users").stdout.split("cam-1", 1)[1].splitlines()[0]
 
     twin = make_device(site, tmp_path, "cam-1", tag="-new")  # a replaced device: same name and password
-    assert paho_connect(tls_port, site, twin, "cam-1") == NOT_AUTHORIZED  # the binding refuses it ...
-    rotation = wait_until(lambda: next((r for r in admin_reg.requests() if r.rotation), None),
-                          message="a rotation request")  # ... and, unlocked, reports it as a rotation
+    rotation = requests_after_knocks(lambda: paho_connect(tls_port, site, twin, "cam-1"), admin_reg,
+                                     lambda r: r.rotation, "a rotation request")  # the binding refuses it
     assert rotation.certificate == twin.fingerprint.hex()
-    assert "rotation" in cli(tls_server.db, "requests").stdout
-    assert cli(tls_server.db, "requests").stdout.count("rotation") >= 1
-    assert not admin_reg.grant([str(rotation.id)], actor="op")[0].ok  # needs force
-    assert cli(tls_server.db, "grant", str(rotation.id), "--force").returncode == 0
+    assert "rotation" in cli(db, "requests").stdout
+    refused = cli(db, "grant", str(rotation.id))
+    assert refused.returncode == 1 and "force" in refused.stderr, refused.stderr
+    assert cli(db, "grant", str(rotation.id), "--force").returncode == 0
     wait_until(lambda: paho_connect(tls_port, site, twin, "cam-1") == 0, message="the new certificate admitted")
     assert paho_connect(tls_port, site, cam, "cam-1") == NOT_AUTHORIZED  # the old one no longer
 
@@ -217,19 +242,18 @@ def _hostile() -> list[tuple[str, bytes, int, str]]:
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
-def test_hostile_csrs_are_refused_over_http_with_one_line(server, admin_reg):
-    admin_reg.unlock(300, actor="op")
-    server.applied(admin_reg)
+def test_hostile_csrs_are_refused_over_https_with_one_line(served, site, admin_reg):
+    assert cli(served.db, "unlock").returncode == 0
     for what, body, status, said in _hostile():
-        code, answer = post_csr(server.http_port, body)
+        code, answer = post_csr(served.http_port, body, site.ca_cert)
         assert code == status, (what, answer)
         assert said in answer["message"] and "\n" not in answer["message"], (what, answer)
-    code, answer = post_csr(server.http_port, json.dumps({"csr": 5}).encode(), "application/json")
+    code, answer = post_csr(served.http_port, json.dumps({"csr": 5}).encode(), site.ca_cert, "application/json")
     assert code == 400 and answer["field"] == "csr"
-    code, answer = post_csr(server.http_port, b'{"csr": "x", ', "application/json")
+    code, answer = post_csr(served.http_port, b'{"csr": "x", ', site.ca_cert, "application/json")
     assert code == 400 and answer["error"] == "malformed"
     assert admin_reg.requests() == []  # nothing recorded
-    refusals = [line for line in server.lines if line.startswith("http csr")]
+    refusals = [line.split(" ", 1)[1] for line in served.log().splitlines() if " http csr" in line]
     assert len(refusals) == 9 and all("\n" not in line for line in refusals)
 
 
@@ -239,7 +263,7 @@ def test_a_csr_as_json_with_context_and_no_site_ca(server, admin_reg, tmp_path):
     admin_reg.unlock(300, actor="op")
     server.applied(admin_reg)
     body = json.dumps({"csr": request.read_text(), "context": {"site": "hall 2"}}).encode()
-    code, answer = post_csr(server.http_port, body, "application/json")
+    code, answer = post_csr(server.http_port, body, None, "application/json")
     assert code == 202 and answer["pairing_code"] == printed_pairing_code(request)
     assert admin_reg.requests()[0].context == {"site": "hall 2"}
     refused = cli(server.db, "grant", "valve-3")
@@ -247,19 +271,18 @@ def test_a_csr_as_json_with_context_and_no_site_ca(server, admin_reg, tmp_path):
     assert refused.stderr.count("\n") == 1 and "client-registry tls init" in refused.stderr, refused.stderr
 
 
-def test_an_approval_rule_grants_a_csr_at_its_first_post(tls_server, site, tls_port, admin_reg, tmp_path):
+def test_an_approval_rule_grants_a_csr_at_its_first_post(served, site, admin_reg, tmp_path):
     """The service signs in the transaction that records the CSR: the first answer is 201 with the
     certificate, and the account is in Mosquitto before it."""
-    admin_reg.add_rule("meter-*", permissions=["meters/{username}/#=write"], actor="test")
-    admin_reg.unlock(300, actor="op")
-    tls_server.applied(admin_reg)
+    assert cli(served.db, "rule", "add", "meter-*", "-p", "meters/{username}/#=write").returncode == 0
+    assert cli(served.db, "unlock").returncode == 0
     key, request = openssl_csr(tmp_path, "meter-4")
-    code, body = post_csr(tls_server.http_port, request.read_bytes())
+    code, body = post_csr(served.http_port, request.read_bytes(), site.ca_cert)
     assert code == 201, body
     cert = tmp_path / "meter-4.crt"
     cert.write_text(body["certificate"])
     device = Device("meter-4", key, cert, x509.load_pem_x509_certificate(body["certificate"].encode()))
-    ok = pub(tls_port, site, device, "meter-4", password="")  # at once: no wait for the relay
+    ok = pub(served.tls_port, site, device, "meter-4", password="")  # at once: no wait for the relay
     assert ok.returncode == 0, ok.stderr
 
 
