@@ -62,14 +62,12 @@ class Served:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> Served:
-        # as root, Mosquitto stays root: it would drop to `mosquitto`, who cannot enter pytest's 0700 folders
-        user = ["--mosquitto-user", "root"] if os.geteuid() == 0 else []
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         with open(self.log_path, "a") as out:
             self.proc = subprocess.Popen(
                 [CLI, "--db", self.db, "serve", "--tls", "--tls-require-certificate", "--http-tls",
                  "--mqtt-bind", f"127.0.0.1:{self.mqtt_port}", "--mqtt-tls-bind", f"127.0.0.1:{self.tls_port}",
-                 "--http-bind", f"127.0.0.1:{self.http_port}", *user],
+                 "--http-bind", f"127.0.0.1:{self.http_port}"],
                 stdout=out, stderr=subprocess.STDOUT, env=env)
         starts = self.log().count("client-registry serving")
         wait_until(lambda: self.log().count("client-registry serving") > starts or self.proc.poll() is not None,
