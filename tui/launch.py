@@ -78,6 +78,7 @@ def prepare_dashboard(db: str | None, mqtt: str | None, *, embed: bool = True,
     try:
         # (the embedded server has no TLS listener: an mqtts:// URL names a `serve` that runs)
         if embed and not target.tls and target.host in LOCAL_HOSTS and not broker_answers(target.host, target.port):
+            refuse_a_second_server(db, target)
             # An explicit --mqtt URL says where to listen; by default, like `serve`, on every interface.
             embedded = start_embedded(db, target, http_bind, bind_host=target.host if mqtt else "0.0.0.0")
         target = console_target(reg, target)
@@ -105,6 +106,20 @@ def run_dashboard(db: str | None, mqtt: str | None, *, embed: bool = True,
         if embedded is not None:
             embedded.stop()
         reg.close()
+
+
+def refuse_a_second_server(db: str | None, target: MqttTarget) -> None:
+    """A service already runs this database's Mosquitto elsewhere than the URL (`serve --mqtt-bind none`, or
+    another port): an embedded server would take over its files and stop its Mosquitto."""
+    from broker.mosquitto.config import MosquittoFiles
+    from broker.mosquitto.supervisor import running_mosquitto
+    from store.location import resolve
+
+    pid = running_mosquitto(MosquittoFiles(resolve(db)).conf)
+    if pid is not None:
+        raise LaunchError(f"a service runs this database's Mosquitto (pid {pid}) but nothing answers on "
+                          f"{target.address}: give its address with --mqtt (mqtts://HOST:8883 for its TLS "
+                          f"listener)")
 
 
 def start_embedded(db: str | None, target: MqttTarget, http_bind: str | None, *, bind_host: str | None = None):

@@ -30,6 +30,17 @@ READY_TIMEOUT = 10.0
 BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 
 
+def running_mosquitto(conf: Path) -> int | None:
+    """The pid of a Mosquitto running on ``conf`` (a service's, or one it left running), from the pid file
+    beside it; None when there is none."""
+    try:
+        pid = int(conf.with_suffix(".pid").read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (OSError, ValueError):
+        return None
+    return pid if str(conf).encode() in cmdline else None
+
+
 class MosquittoError(Exception):
     """Mosquitto cannot be found or started; str() is one line for the operator."""
 
@@ -207,17 +218,13 @@ class MosquittoSupervisor:
 
     @property
     def pid_file(self) -> Path:
-        return self.conf.with_suffix(".pid")
+        return self.conf.with_suffix(".pid")  # (read by running_mosquitto)
 
     async def end_orphan(self) -> None:
         """A Mosquitto left running by a service that was killed (it kept serving the fleet meanwhile) is
         stopped before a new one starts on the same configuration."""
-        try:
-            pid = int(self.pid_file.read_text().strip())
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except (OSError, ValueError):
-            return
-        if str(self.conf).encode() not in cmdline:
+        pid = running_mosquitto(self.conf)
+        if pid is None:
             return
         log.info(f"mosquitto: stopping the one left running by an earlier service (pid {pid})")
         os.kill(pid, signal.SIGTERM)

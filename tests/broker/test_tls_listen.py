@@ -266,3 +266,16 @@ def _answers(port: int) -> bool:
     except OSError:
         return False
 
+
+
+def test_the_dashboard_does_not_embed_a_second_server_beside_a_tls_only_service(tls_served, tmp_path):
+    """Nothing answers on 127.0.0.1:1883 (`--mqtt-bind none`), yet the database's Mosquitto runs: the dashboard
+    says where to connect instead of taking over the service's files and stopping its Mosquitto."""
+    from tui.launch import LaunchError, prepare_dashboard
+
+    db, tls_port, _http_port, _log = tls_served
+    conf = (tmp_path / "registry.mosquitto.conf").read_text()
+    with pytest.raises(LaunchError, match=r"a service runs this database's Mosquitto .* --mqtt \(mqtts://"):
+        prepare_dashboard(db, None, http_bind="none")
+    assert (tmp_path / "registry.mosquitto.conf").read_text() == conf
+    assert pub_tls(tls_port, tmp_path / "registry.tls-ca.pem", "nobody", "pw-123456").returncode == 5  # running
