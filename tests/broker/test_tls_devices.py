@@ -63,16 +63,16 @@ class Served:
 
     def start(self) -> Served:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
+        starts = self.log().count("client-registry serving")
         with open(self.log_path, "a") as out:
-            self.proc = subprocess.Popen(
+            proc = self.proc = subprocess.Popen(
                 [CLI, "--db", self.db, "serve", "--tls", "--tls-require-certificate", "--http-tls",
                  "--mqtt-bind", f"127.0.0.1:{self.mqtt_port}", "--mqtt-tls-bind", f"127.0.0.1:{self.tls_port}",
                  "--http-bind", f"127.0.0.1:{self.http_port}"],
                 stdout=out, stderr=subprocess.STDOUT, env=env)
-        starts = self.log().count("client-registry serving")
-        wait_until(lambda: self.log().count("client-registry serving") > starts or self.proc.poll() is not None,
+        wait_until(lambda: self.log().count("client-registry serving") > starts or proc.poll() is not None,
                    timeout=30, message="serve to start")
-        assert self.proc.poll() is None, self.log()
+        assert proc.poll() is None, self.log()
         return self
 
     def log(self) -> str:
