@@ -121,6 +121,13 @@ def printed_pairing_code(request: Path) -> str:
     return out.split()[0][:8]
 
 
+def plain_pub(port: int, username: str, password: str) -> int:
+    """mosquitto_pub on the plain listener: its exit code (0 published, 135 refused by the plugin)."""
+    return subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(port), "-V", "5", "-u", username,
+                           "-P", password, "-t", "t", "-m", "x"],
+                          capture_output=True, timeout=30, check=False).returncode
+
+
 def refused_by_tls(result: subprocess.CompletedProcess) -> bool:
     """The handshake failed: not a CONNACK refusal by the plugin (135), not a success."""
     return result.returncode not in (0, NOT_AUTHORIZED)
@@ -153,9 +160,12 @@ def test_csr_posted_granted_by_the_cli_fetched_connects_and_is_revoked_within_a_
                message="pump-7 admitted by its certificate")
     users = cli(db, "users")
     assert "pump-7" in users.stdout and "cert-only" in users.stdout
-    plain = subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(served.mqtt_port), "-V", "5", "-u", "pump-7",
-                            "-P", "", "-t", "t", "-m", "x"], capture_output=True, text=True, timeout=30, check=False)
-    assert plain.returncode == NOT_AUTHORIZED  # on the plain listener there is no certificate to admit it
+    assert plain_pub(served.mqtt_port, "pump-7", "") == NOT_AUTHORIZED  # no certificate to admit it on 1883
+    # ... where devices with passwords and no certificate knock and connect as before
+    assert plain_pub(served.mqtt_port, "meter-9", "meter-password") == NOT_AUTHORIZED
+    wait_until(lambda: "meter-9" in cli(db, "requests").stdout, message="meter-9's knock on the plain listener")
+    assert cli(db, "grant", "meter-9").returncode == 0
+    wait_until(lambda: plain_pub(served.mqtt_port, "meter-9", "meter-password") == 0, message="meter-9 admitted")
 
     disabled = cli(db, "user", "disable", "pump-7", "--yes")
     assert disabled.returncode == 0, disabled.stderr
