@@ -44,9 +44,15 @@ class Logins(Part):
                 return LoginResult(False, "disabled", "the user is disabled")
             if verdict == "ok" and source != "mqtt-certificate":
                 return LoginResult(True, "accepted", "password verified")
-            if verdict == "ok":  # the broker says: right password, another certificate or none
+            # The broker says: right password, another certificate or none. A user the registry signed a
+            # certificate for has no password here ("wrong"), the empty one in the broker.
+            if source == "mqtt-certificate":
                 if certificate is None:
-                    return LoginResult(False, "refused", "the user is bound to a client certificate; none presented")
+                    return LoginResult(False, "refused", "the user is bound to a client certificate; none presented: "
+                                                         "plain MQTT, or a TLS listener not requiring certificates")
+                if verdict != "ok":
+                    return LoginResult(False, "refused", "the user identifies by the certificate the registry "
+                                                         "signed; another presented")
                 attempt = self.registration.record_rotation(username, password, certificate, client_id, peer, "mqtt")
                 return LoginResult(False, attempt.outcome, attempt.reason, attempt)
             if source == "mqtt-rekey":  # the broker says: a device of this name, unlocked, another password

@@ -161,6 +161,8 @@ def test_csr_posted_granted_by_the_cli_fetched_connects_and_is_revoked_within_a_
     users = cli(db, "users")
     assert "pump-7" in users.stdout and "cert-only" in users.stdout
     assert plain_pub(served.mqtt_port, "pump-7", "") == NOT_AUTHORIZED  # no certificate to admit it on 1883
+    wait_until(lambda: any("user='pump-7'" in line and "none presented" in line for line in served.log().splitlines()),
+               message="the log saying why pump-7 was refused")
     # ... where devices with passwords and no certificate knock and connect as before
     assert plain_pub(served.mqtt_port, "meter-9", "meter-password") == NOT_AUTHORIZED
     wait_until(lambda: "meter-9" in cli(db, "requests").stdout, message="meter-9's knock on the plain listener")
