@@ -160,9 +160,13 @@ def test_csr_posted_granted_by_the_cli_fetched_connects_and_is_revoked_within_a_
                message="pump-7 admitted by its certificate")
     users = cli(db, "users")
     assert "pump-7" in users.stdout and "cert-only" in users.stdout
+    other = make_device(site, tmp_path, "pump-7", tag="-other")  # the site CA's too, but not the one granted
+    assert pub(tls_port, site, other, "pump-7", password="").returncode == NOT_AUTHORIZED
+    wait_until(lambda: any("user='pump-7'" in line and "another presented" in line
+                           for line in served.log().splitlines()), message="the log saying why it was refused")
     assert plain_pub(served.mqtt_port, "pump-7", "") == NOT_AUTHORIZED  # no certificate to admit it on 1883
-    wait_until(lambda: any("user='pump-7'" in line and "none presented" in line for line in served.log().splitlines()),
-               message="the log saying why pump-7 was refused")
+    wait_until(lambda: any("user='pump-7'" in line and "none presented" in line
+                           for line in served.log().splitlines()), message="the log saying why pump-7 was refused")
     # ... where devices with passwords and no certificate knock and connect as before
     assert plain_pub(served.mqtt_port, "meter-9", "meter-password") == NOT_AUTHORIZED
     wait_until(lambda: "meter-9" in cli(db, "requests").stdout, message="meter-9's knock on the plain listener")
