@@ -225,7 +225,7 @@ def test_a_certificate_device_in_the_implicit_flow_is_bound_and_rotated(served, 
     assert rotation.certificate == twin.fingerprint.hex()
     assert "rotation" in cli(db, "requests").stdout
     refused = cli(db, "grant", str(rotation.id))
-    assert refused.returncode == 1 and "force" in refused.stderr, refused.stderr
+    assert refused.returncode == 1 and "(--force)" in refused.stderr, refused.stderr
     assert cli(db, "grant", str(rotation.id), "--force").returncode == 0
     wait_until(lambda: paho_connect(tls_port, site, twin, "cam-1") == 0, message="the new certificate admitted")
     assert paho_connect(tls_port, site, cam, "cam-1") == NOT_AUTHORIZED  # the old one no longer
