@@ -580,6 +580,13 @@ class EmbeddedServer:
                     f"database: {problem}; not admitting new requests until it is back" if problem
                     else "database: back; admitting new requests again")
 
+    def _http_address(self) -> str | None:
+        """Where the HTTP API serves, as the dashboard's header shows it: HOST:PORT, https://HOST:PORT over TLS."""
+        if not self.http_port:
+            return None
+        https = self.tls is not None and self.tls.http
+        return f"{'https://' if https else ''}{self.http_host}:{self.http_port}"
+
     def _publish_status(self, state: str) -> None:
         if self.link is None:
             return
@@ -587,8 +594,7 @@ class EmbeddedServer:
 
         body = {"service": "client-registry", "version": version("client-registry"), "broker": self.broker,
                 "state": state, "time": time.time(),
-                "http": f"{self.http_host}:{self.http_port}" if self.http_port else None,
-                "mqtt_tls": self.tls_address}
+                "http": self._http_address(), "mqtt_tls": self.tls_address}
         self.link.publish(STATUS_TOPIC, json.dumps(body).encode(), qos=1, retain=True)
 
     def _broker_changed(self, state: str) -> None:

@@ -197,6 +197,7 @@ def test_devices_register_and_connect_over_tls_only(tls_served, tmp_path):
                    message=f"the service's status over mqtts:// ({heard})")
         status = next(m for m in heard if isinstance(m, ServiceStatus))
         assert status.tls == f"mqtts://127.0.0.1:{tls_port}"  # what the dashboard's header names
+        assert status.http.startswith("https://")  # --http-tls: the header says the API is HTTPS
     finally:
         stop.set()
         thread.join(10)
