@@ -27,6 +27,7 @@ from textual.binding import Binding, BindingsMap, BindingType
 from textual.screen import Screen
 from textual.worker import get_current_worker
 
+from store import Registry
 from store.device_text import printable
 from store.location import config_dir
 
@@ -62,7 +63,7 @@ class RegistryApp(App[None]):
 
     def __init__(
         self,
-        reg: Any,
+        reg: Registry,
         *,
         mqtt_target: MqttTarget | None = None,
         clock: Callable[[], float] | None = None,

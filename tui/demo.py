@@ -7,9 +7,7 @@ fixed passwords, times from the clock).
 
 from __future__ import annotations
 
-from typing import Any
-
-from store import open_registry
+from store import Registry, open_registry
 from store.durations import UNLOCK_DEFAULT
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
@@ -26,7 +24,7 @@ class DemoClock:
         self.now += seconds
 
 
-def build_demo(db: str, clock: DemoClock | None = None) -> tuple[Any, DemoClock]:
+def build_demo(db: str, clock: DemoClock | None = None) -> tuple[Registry, DemoClock]:
     """Fill ``db`` with a believable session; returns ``(registry, clock)`` with the clock 'now'."""
     clock = clock or DemoClock()
     reg = open_registry(db, clock=clock)

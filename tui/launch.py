@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import socket
 import sys
-from typing import Any
 
 from broker.signing import open_signing_registry
-from store import StoreError
+from store import Registry, StoreError
 from store.console import ensure_console_account, read_console_credentials
 
 from .listener import MqttTarget
@@ -24,7 +23,7 @@ def broker_answers(host: str, port: int, timeout: float = 0.5) -> bool:
         return False
 
 
-def console_target(reg: Any, target: MqttTarget) -> MqttTarget:
+def console_target(reg: Registry, target: MqttTarget) -> MqttTarget:
     """Fill in the console account's credentials unless the URL gave some."""
     if target.username:
         return target

@@ -1,17 +1,21 @@
-"""Typed messages posted by the listener worker thread to the app.
+"""Typed messages posted by worker threads: the listener's to the app, the dashboard's workers to their screen.
 
-The worker never touches widgets: it only posts these (``post_message`` is
-thread-safe) and the app reacts on its own thread.
+A worker never touches widgets or sets attributes of a screen: it only posts these (``post_message`` is
+thread-safe) and the app or screen reacts on its own thread.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from rich.text import Text
 from textual.message import Message
 
-from store import BusyError
+from store import BusyError, EventView, PresenceSnapshot, RequestView
+
+if TYPE_CHECKING:  # tui.sync imports RelayedEvent from here
+    from .sync import Delta, Page
 
 
 @dataclass(frozen=True)
@@ -38,7 +42,7 @@ class RelayedEvent:
         )
 
     @classmethod
-    def from_view(cls, view: Any) -> RelayedEvent:
+    def from_view(cls, view: EventView) -> RelayedEvent:
         return cls(
             id=int(view.id),
             time=float(view.time),
@@ -88,7 +92,7 @@ class EventsBatch(Message):
 class SyncDelta(Message):
     """What changed in the registry (``tui.sync.Delta``), in event order."""
 
-    def __init__(self, delta: Any) -> None:
+    def __init__(self, delta: Delta) -> None:
         super().__init__()
         self.delta = delta
 
@@ -96,7 +100,7 @@ class SyncDelta(Message):
 class PageLoaded(Message):
     """A window of requests read for paging or a new filter; ``then`` is the cursor move that asked for it."""
 
-    def __init__(self, page: Any, cursor: str | None, then: str | None) -> None:
+    def __init__(self, page: Page, cursor: str | None, then: str | None) -> None:
         super().__init__()
         self.page = page
         self.cursor = cursor
@@ -108,7 +112,7 @@ class WriteDone(Message):
     what the store returned; ``context`` is what the screen attached when it asked; ``applied`` is whether the
     running server applied it to the broker (``Registry.wait_applied``: applied, no_server, timeout)."""
 
-    def __init__(self, op: str, result: Any, context: Any = None, applied: str = "applied") -> None:
+    def __init__(self, op: str, result: object, context: object = None, applied: str = "applied") -> None:
         super().__init__()
         self.op = op
         self.result = result
@@ -119,7 +123,7 @@ class WriteDone(Message):
 class StoreFailed(Message):
     """A store call was refused or the database could not be used; ``busy``: another process holds its lock."""
 
-    def __init__(self, op: str, message: str, busy: bool = False, context: Any = None) -> None:
+    def __init__(self, op: str, message: str, busy: bool = False, context: object = None) -> None:
         super().__init__()
         self.op = op
         self.message = message
@@ -127,7 +131,7 @@ class StoreFailed(Message):
         self.context = context
 
     @classmethod
-    def of(cls, op: str, exc: Exception, context: Any = None) -> StoreFailed:
+    def of(cls, op: str, exc: Exception, context: object = None) -> StoreFailed:
         """The message for a StoreError raised by ``op`` (busy when it is a BusyError)."""
         return cls(op, str(exc), busy=isinstance(exc, BusyError), context=context)
 
@@ -135,7 +139,7 @@ class StoreFailed(Message):
 class DetailsLoaded(Message):
     """The details panel's content, read from the store."""
 
-    def __init__(self, title: Any, body: Any) -> None:
+    def __init__(self, title: Text | str, body: Text) -> None:
         super().__init__()
         self.title = title
         self.body = body
@@ -144,7 +148,7 @@ class DetailsLoaded(Message):
 class MatchesLoaded(Message):
     """The pending requests a name pattern matched (Registry.pending_matching)."""
 
-    def __init__(self, pattern: str, requests: list[Any]) -> None:
+    def __init__(self, pattern: str, requests: list[RequestView]) -> None:
         super().__init__()
         self.pattern = pattern
         self.requests = requests
@@ -153,6 +157,34 @@ class MatchesLoaded(Message):
 class PresenceLoaded(Message):
     """Who is online (``store.PresenceSnapshot``), read for the Users view."""
 
-    def __init__(self, snapshot: Any) -> None:
+    def __init__(self, snapshot: PresenceSnapshot) -> None:
         super().__init__()
         self.snapshot = snapshot
+
+
+class GrantDefaults(Message):
+    """The operator's last grant template and roles (``Registry.last_template``, ``last_roles``), read on a
+    resync to pre-fill the grant dialog; empty when none is remembered."""
+
+    def __init__(self, template: str, roles: list[str]) -> None:
+        super().__init__()
+        self.template = template
+        self.roles = roles
+
+
+class Writing(Message):
+    """The writes worker started a change (``op``), or finished the one it ran (``op`` None); ``since`` is when
+    it started (``time.monotonic``), for the "database busy" line."""
+
+    def __init__(self, op: str | None, since: float = 0.0) -> None:
+        super().__init__()
+        self.op = op
+        self.since = since
+
+
+class Synced(Message):
+    """A sync worker finished (``op``: resync, receive, poll, tick), whether or not the store answered."""
+
+    def __init__(self, op: str) -> None:
+        super().__init__()
+        self.op = op

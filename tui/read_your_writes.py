@@ -3,12 +3,12 @@ registry (it applies the change to the broker now, not at its next poll) and wai
 
 from __future__ import annotations
 
-from typing import Any
+from store import Registry
 
 APPLY_TIMEOUT = 1.0  # seconds a change waits for the running server to apply it to the broker
 
 
-def until_applied(reg: Any, event_id: int | None = None) -> str:
+def until_applied(reg: Registry, event_id: int | None = None) -> str:
     """"applied", "no_server" or "timeout" (store.Registry.wait_applied) for ``event_id`` (default: the
     newest event, i.e. the change just made)."""
     from broker.plugin_socket import SOCKET_NAME, wake

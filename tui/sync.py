@@ -18,7 +18,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+
+from store import Registry, RequestView, RoleView, Status, UserView
 
 from .messages import RelayedEvent
 
@@ -37,7 +38,7 @@ class Window:
 
 @dataclass(frozen=True)
 class Page:
-    items: list
+    items: list[RequestView]
     total: int
     offset: int
     match: str | None
@@ -49,13 +50,13 @@ class Delta:
 
     last_event_id: int
     events: list[RelayedEvent] = field(default_factory=list)
-    requests: dict[str, Any] = field(default_factory=dict)  # changed requests by id (as str)
+    requests: dict[str, RequestView] = field(default_factory=dict)  # changed requests by id (as str)
     gone: list[str] = field(default_factory=list)  # requests that no longer exist
     total: int | None = None  # requests matching the window's filter
     page: Page | None = None  # set when the window must be read again (or on a resync)
-    users: list | None = None  # every user, when any changed
-    roles: list | None = None  # every role, when any (or its members) changed
-    status: Any = None  # store.Status
+    users: list[UserView] | None = None  # every user, when any changed
+    roles: list[RoleView] | None = None  # every role, when any (or its members) changed
+    status: Status | None = None
     full: bool = False
 
     @property
@@ -63,7 +64,7 @@ class Delta:
         return not self.events and not self.full
 
 
-def read_page(reg: Any, window: Window) -> Page:
+def read_page(reg: Registry, window: Window) -> Page:
     """One window of requests; when it fell off the end (rows were removed), the last one."""
     items, total = reg.request_page(window.size, window.start, match=window.match, expire=False)
     offset = window.start
@@ -74,7 +75,7 @@ def read_page(reg: Any, window: Window) -> Page:
 
 
 class EventSync:
-    def __init__(self, reg: Any, backlog: int = AUDIT_BACKLOG, on_delta: Callable[[Delta], None] | None = None):
+    def __init__(self, reg: Registry, backlog: int = AUDIT_BACKLOG, on_delta: Callable[[Delta], None] | None = None):
         self.reg = reg
         self.backlog = backlog
         self.last_event_id = 0

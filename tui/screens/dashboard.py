@@ -16,31 +16,35 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
+from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import ContentSwitcher, Input, Label, Static
 from textual.worker import get_current_worker
 
-from store import StoreError
+from store import ItemResult, RequestView, RoleView, Status, StoreError
 from store.database import BUSY_TIMEOUT_MS
 from store.device_text import printable
 from store.durations import MINUTE, UNLOCK_DEFAULT
 
 from ..messages import (
     DetailsLoaded,
+    GrantDefaults,
     MatchesLoaded,
     PageLoaded,
     PresenceLoaded,
     RelayedEvent,
     StoreFailed,
     SyncDelta,
+    Synced,
     WriteDone,
+    Writing,
 )
 from ..read_your_writes import APPLY_TIMEOUT, until_applied
 from ..safe import name_text, safe_text
@@ -69,13 +73,14 @@ AUDIT_KEEP = 5000  # the audit view drops older rows beyond this (the CLI `log` 
 VIEW_KEYS = [key for key, _ in VIEWS]
 BUSY_AFTER = 0.5  # a change waiting this long for the database is said on screen
 PRESENCE_EVERY = 2  # ticks (seconds) between reads of who is online, while the Users view shows
+T = TypeVar("T")
 
 
 @dataclass
 class PendingWrite:
     op: str
-    call: Callable[[], Any]
-    context: Any = None
+    call: Callable[[], object]
+    context: object = None
 
 
 class DashboardScreen(Screen):
@@ -99,9 +104,9 @@ class DashboardScreen(Screen):
 
     def __init__(self) -> None:
         super().__init__()
-        self.targets: list[Any] = []  # what the last grant dialog was opened for
+        self.targets: list[RequestView] = []  # what the last grant dialog was opened for
         self.header_state = HeaderState()
-        self.status: Any = None  # the last store.Status read
+        self.status: Status | None = None  # the last read
         self.sync: EventSync | None = None
         self.window = Window()  # what the requests table holds, for the workers (replaced, never mutated)
         self._writes: deque[PendingWrite] = deque()
@@ -166,12 +171,16 @@ class DashboardScreen(Screen):
         (self.header_state.service_broker, self.header_state.service_state,
          self.header_state.service_http, self.header_state.service_tls) = self.app.service_status
         self.header_state.broker_address = self.app.mqtt_target.address if self.app.mqtt_target else ""
-        self.sync = EventSync(self.reg, on_delta=lambda delta: self.post_message(SyncDelta(delta)))
+        self.sync = EventSync(self.reg, on_delta=self.post_delta)
         self.note_window()
         self.resync()  # the tables fill their rows when they first get a size
         self.requests_table.focus()
         self.set_interval(1.0, self.tick, name="tick")
         self.set_interval(0.25, self.refresh_busy, name="busy")
+
+    def post_delta(self, delta: Delta) -> None:
+        """EventSync's ``on_delta``, called on a sync worker's thread."""
+        self.post_message(SyncDelta(delta))
 
     # -- reading, in workers -------------------------------------------------------------------------
     def note_window(self) -> None:
@@ -192,23 +201,48 @@ class DashboardScreen(Screen):
 
     @work(thread=True, group="sync", exit_on_error=False)
     def _sync(self, op: str, events: list[RelayedEvent] | None = None) -> None:
-        sync = self.sync
         try:
-            if op == "resync":
-                self.last_template = self.reg.last_template(self.app.actor) or self.last_template
-                self.last_roles = self.reg.last_roles(self.app.actor) or self.last_roles
-                sync.resync(self.window)
-            elif op == "receive":
-                sync.receive(events or [], self.window)
-            elif op == "tick" and self.header_state.broker == "connected":
-                sync.status()  # the relay brings the events (once the broker enforces them)
-            else:
-                sync.poll(self.window, status=True)
-        except StoreError as exc:
-            self.post_message(StoreFailed.of(op, exc))
+            self.post_store_call(op, partial(self._sync_step, op, events))
         finally:
-            if op == "tick":
-                self._ticking = False
+            self.post_message(Synced(op))
+
+    def _sync_step(self, op: str, events: list[RelayedEvent] | None) -> None:
+        """One sync, on a worker thread: EventSync posts the ``SyncDelta``."""
+        sync = self.sync
+        assert sync is not None  # set on mount, before any worker starts
+        if op == "resync":
+            actor = self.app.actor
+            self.post_message(GrantDefaults(self.reg.last_template(actor), self.reg.last_roles(actor)))
+            sync.resync(self.window)
+        elif op == "receive":
+            sync.receive(events or [], self.window)
+        elif op == "tick" and self.header_state.broker == "connected":
+            sync.status()  # the relay brings the events (once the broker enforces them)
+        else:
+            sync.poll(self.window, status=True)
+
+    def post_store_call(self, op: str, call: Callable[[], T], done: Callable[[T], Message] | None = None, *,
+                        context: object = None, unless_cancelled: bool = True) -> None:
+        """Run a store call on this worker thread, then post ``done(result)``, or ``StoreFailed`` with the
+        store's one-line error. ``unless_cancelled``: post nothing once a newer worker of the same exclusive
+        group cancelled this one (its answer supersedes)."""
+        try:
+            result = call()
+        except StoreError as exc:
+            self.post_message(StoreFailed.of(op, exc, context=context))
+            return
+        if done is not None and not (unless_cancelled and get_current_worker().is_cancelled):
+            self.post_message(done(result))
+
+    @on(GrantDefaults)
+    def grant_defaults(self, message: GrantDefaults) -> None:
+        self.last_template = message.template or self.last_template
+        self.last_roles = message.roles or self.last_roles
+
+    @on(Synced)
+    def synced(self, message: Synced) -> None:
+        if message.op == "tick":
+            self._ticking = False
 
     @on(SyncDelta)
     def apply_delta(self, message: SyncDelta) -> None:
@@ -259,13 +293,7 @@ class DashboardScreen(Screen):
 
     @work(thread=True, exclusive=True, group="page", exit_on_error=False)
     def _load_page(self, window: Window, cursor: str | None, then: str | None) -> None:
-        try:
-            page = read_page(self.reg, window)
-        except StoreError as exc:
-            self.post_message(StoreFailed.of("page", exc))
-            return
-        if not get_current_worker().is_cancelled:
-            self.post_message(PageLoaded(page, cursor, then))
+        self.post_store_call("page", partial(read_page, self.reg, window), lambda page: PageLoaded(page, cursor, then))
 
     @on(PageLoaded)
     def page_loaded(self, message: PageLoaded) -> None:
@@ -311,24 +339,34 @@ class DashboardScreen(Screen):
         # by whichever runs, under one lock, so no change is lost and they apply in the order they were asked.
         with self._write_lock:
             while self._writes:
-                pending = self._writes.popleft()
-                self.writing = (pending.op, time.monotonic())
-                try:
-                    result = pending.call()
-                except StoreError as exc:
-                    self.post_message(StoreFailed.of(pending.op, exc, context=pending.context))
-                except Exception as exc:  # a bug must not end the dashboard
-                    self.post_message(StoreFailed(pending.op, f"{type(exc).__name__}: {exc}", context=pending.context))
-                else:
-                    # Read your writes: the server applies it now (not at its next poll); "done" is said once
-                    # the broker enforces it, or that no server did within 1 s.
-                    try:
-                        applied = until_applied(self.reg)
-                    except StoreError:
-                        applied = "timeout"
-                    self.post_message(WriteDone(pending.op, result, pending.context, applied))
-                finally:
-                    self.writing = None
+                self._write(self._writes.popleft())
+
+    def _write(self, pending: PendingWrite) -> None:
+        """One change, on the writes worker's thread: ``WriteDone`` or ``StoreFailed``, between two ``Writing``."""
+        self.post_message(Writing(pending.op, time.monotonic()))
+        try:
+            self.post_store_call(pending.op, partial(self._apply, pending.call),
+                                 lambda outcome: WriteDone(pending.op, outcome[0], pending.context, outcome[1]),
+                                 context=pending.context, unless_cancelled=False)
+        except Exception as exc:  # a bug must not end the dashboard, nor stop the queue
+            self.post_message(StoreFailed(pending.op, f"{type(exc).__name__}: {exc}", context=pending.context))
+        finally:
+            self.post_message(Writing(None))
+
+    def _apply(self, call: Callable[[], object]) -> tuple[object, str]:
+        """Make a change, then wait until the running server applied it: (result, ``WriteDone.applied``)."""
+        result = call()
+        # Read your writes: the server applies it now (not at its next poll); "done" is said once the broker
+        # enforces it, or that no server did within 1 s.
+        try:
+            applied = until_applied(self.reg)
+        except StoreError:
+            applied = "timeout"
+        return result, applied
+
+    @on(Writing)
+    def writing_changed(self, message: Writing) -> None:
+        self.writing = (message.op, message.since) if message.op is not None else None
 
     @on(WriteDone)
     def write_done(self, message: WriteDone) -> None:
@@ -378,13 +416,7 @@ class DashboardScreen(Screen):
     # -- who is online (Users view) --------------------------------------------------------------------
     @work(thread=True, exclusive=True, group="presence", exit_on_error=False)
     def read_presence(self) -> None:
-        try:
-            snapshot = self.reg.presence()
-        except StoreError as exc:
-            self.post_message(StoreFailed.of("presence", exc))
-            return
-        if not get_current_worker().is_cancelled:
-            self.post_message(PresenceLoaded(snapshot))
+        self.post_store_call("presence", self.reg.presence, PresenceLoaded)
 
     @on(PresenceLoaded)
     def presence_loaded(self, message: PresenceLoaded) -> None:
@@ -438,14 +470,14 @@ class DashboardScreen(Screen):
     def action_lock(self) -> None:
         self.write("lock", self.reg.lock, actor=self.app.actor)
 
-    def done_unlock(self, status: Any, context: Any) -> None:
+    def done_unlock(self, status: Status, context: object) -> None:
         self.status = status
         minutes = int((status.remaining + 59) // 60)
         self.app.notify(f"Registry unlocked for {minutes} min: devices may knock now", timeout=3)
         self.refresh_header()
         self.refresh_bindings()
 
-    def done_lock(self, status: Any, context: Any) -> None:
+    def done_lock(self, status: Status, context: object) -> None:
         self.status = status
         self.app.notify("Registry locked", timeout=3)
         self.refresh_header()
@@ -533,10 +565,10 @@ class DashboardScreen(Screen):
         known = sorted(self.roles_table.model)
         self.app.push_screen(GrantModal(targets, self.last_template, self.last_roles, known), done)
 
-    def grant(self, targets: list[Any], choice: GrantChoice) -> None:
+    def grant(self, targets: list[RequestView], choice: GrantChoice) -> None:
         reg, actor = self.reg, self.app.actor
 
-        def grant_and_remember() -> list[Any]:
+        def grant_and_remember() -> list[ItemResult]:
             results = reg.grant([r.id for r in targets], choice.permissions, actor=actor, force=choice.force,
                                 requested=choice.include_requested, roles=choice.roles)
             if any(r.ok for r in results):
@@ -548,7 +580,7 @@ class DashboardScreen(Screen):
         self.last_roles = list(choice.roles)
         self.write("grant", grant_and_remember)
 
-    def done_grant(self, results: list[Any], context: Any) -> None:
+    def done_grant(self, results: list[ItemResult], context: object) -> None:
         self.report(results, "Granted")
         self.requests_table.clear_selection()
 
@@ -562,12 +594,8 @@ class DashboardScreen(Screen):
 
     @work(thread=True, exclusive=True, group="match", exit_on_error=False)
     def _match_pending(self, pattern: str) -> None:
-        try:
-            matched = self.reg.pending_matching(pattern)
-        except StoreError as exc:
-            self.post_message(StoreFailed.of("match", exc))
-            return
-        self.post_message(MatchesLoaded(pattern, matched))
+        self.post_store_call("match", partial(self.reg.pending_matching, pattern),
+                             partial(MatchesLoaded, pattern), unless_cancelled=False)
 
     @on(MatchesLoaded)
     def matches_loaded(self, message: MatchesLoaded) -> None:
@@ -623,11 +651,11 @@ class DashboardScreen(Screen):
 
         self.app.push_screen(ConfirmModal(f"Deny {n} request{'s' if n != 1 else ''}?", body, "Deny"), done)
 
-    def done_deny(self, results: list[Any], context: Any) -> None:
+    def done_deny(self, results: list[ItemResult], context: object) -> None:
         self.report(results, "Denied")
         self.requests_table.clear_selection()
 
-    def report(self, results: list[Any], verb: str) -> None:
+    def report(self, results: list[ItemResult], verb: str) -> None:
         ok = [r for r in results if r.ok]
         failed = [r for r in results if not r.ok]
         if ok:
@@ -652,31 +680,33 @@ class DashboardScreen(Screen):
 
     @work(thread=True, exclusive=True, group="details", exit_on_error=False)
     def _load_details(self, kind: str, item: Any) -> None:
+        self.post_store_call("details", partial(self._read_details, kind, item),
+                             lambda parts: DetailsLoaded(*parts), unless_cancelled=False)
+
+    def _read_details(self, kind: str, item: Any) -> tuple[Text | str, Text]:
+        """The details panel's title and body, read fresh on a worker thread."""
         reg = self.reg
-        try:
-            if kind == "request":
-                fresh = reg.request(item.id) or item
-                title = Text(f"Request #{fresh.id} ")
-                title.append_text(safe_text(fresh.username, 50))
-                body = request_details(fresh, reg.events(subject=fresh.username))
-            elif kind == "user":
-                fresh = reg.user(item.name) or item
-                title = Text("User ")
-                title.append_text(safe_text(fresh.name, 50))
-                seen = reg.presence()
-                body = user_details(fresh, reg.events(subject=fresh.name), seen.of(fresh.name, fresh.created_at),
-                                    seen.why_not)
-            elif kind == "role":
-                fresh = reg.role(item.name) or item
-                title = Text(f"Role {fresh.name}")
-                body = role_details(fresh, reg.role_members(fresh.name), reg.events(subject=fresh.name))
-            else:
-                title = f"Event #{item.id}"
-                body = event_details(item, reg.events(subject=item.subject) if item.subject else [])
-        except StoreError as exc:
-            self.post_message(StoreFailed.of("details", exc))
-            return
-        self.post_message(DetailsLoaded(title, body))
+        title: Text | str
+        if kind == "request":
+            fresh = reg.request(item.id) or item
+            title = Text(f"Request #{fresh.id} ")
+            title.append_text(safe_text(fresh.username, 50))
+            body = request_details(fresh, reg.events(subject=fresh.username))
+        elif kind == "user":
+            fresh = reg.user(item.name) or item
+            title = Text("User ")
+            title.append_text(safe_text(fresh.name, 50))
+            seen = reg.presence()
+            body = user_details(fresh, reg.events(subject=fresh.name), seen.of(fresh.name, fresh.created_at),
+                                seen.why_not)
+        elif kind == "role":
+            fresh = reg.role(item.name) or item
+            title = Text(f"Role {fresh.name}")
+            body = role_details(fresh, reg.role_members(fresh.name), reg.events(subject=fresh.name))
+        else:
+            title = f"Event #{item.id}"
+            body = event_details(item, reg.events(subject=item.subject) if item.subject else [])
+        return title, body
 
     @on(DetailsLoaded)
     def details_loaded(self, message: DetailsLoaded) -> None:
@@ -734,7 +764,7 @@ class DashboardScreen(Screen):
         self.app.push_screen(TextModal("New role", "Create", "e.g. sensors (letters, digits, . _ -)",
                                        check=role_name_problem), done)
 
-    def done_add_role(self, role: Any, name: str) -> None:
+    def done_add_role(self, role: RoleView, name: str) -> None:
         self.app.notify(f"Role {name} created: p gives it permissions; grant with it from the grant dialog",
                         timeout=5, markup=False)
 

@@ -13,9 +13,11 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Label, Static
 
+from store import EventView, RequestView, RoleView, UserPresence, UserView
 from store.certificate_text import certificate_fields, user_binding
 from store.device_text import printable
 
+from ..messages import RelayedEvent
 from ..safe import LOOKALIKE_MARKER, LOOKALIKE_STYLE, name_text, safe_text, stamp
 
 
@@ -46,7 +48,7 @@ def json_block(value: Any) -> Text:
     return text
 
 
-def history(events: Iterable[Any]) -> Text:
+def history(events: Iterable[EventView]) -> Text:
     text = Text()
     for ev in events:
         text.append(f"  #{ev.id:<6} {stamp(ev.time)}  ", style="dim")
@@ -69,7 +71,7 @@ def name_marks_lines(marks: Iterable[str]) -> list[tuple[str, Any]]:
             for i, mark in enumerate(marks)]
 
 
-def request_details(req: Any, events: Iterable[Any]) -> Text:
+def request_details(req: RequestView, events: Iterable[EventView]) -> Text:
     status = req.status + (" (re-key: a new password for an existing user; granting it replaces the user's)"
                            if getattr(req, "rekey", False) else
                            " (rotation: another certificate for an existing user; granting it binds the user to it)"
@@ -106,7 +108,7 @@ def request_details(req: Any, events: Iterable[Any]) -> Text:
     return text
 
 
-def presence_lines(presence: Any, why_not: str | None) -> list[tuple[str, Any]]:
+def presence_lines(presence: UserPresence, why_not: str | None) -> list[tuple[str, Any]]:
     """Online or not, and the last connection and disconnection the broker reported."""
     if presence.online is None:
         online = f"unknown ({why_not})" if why_not else "unknown"
@@ -122,7 +124,8 @@ def presence_lines(presence: Any, why_not: str | None) -> list[tuple[str, Any]]:
     ]
 
 
-def user_details(user: Any, events: Iterable[Any], presence: Any = None, why_not: str | None = None) -> Text:
+def user_details(user: UserView, events: Iterable[EventView], presence: UserPresence | None = None,
+                 why_not: str | None = None) -> Text:
     perms = "\n".join(f"{p} = {a}" for p, a in user.permissions) or "none"
     text = field_lines([
         ("name", user.name),
@@ -145,7 +148,7 @@ def user_details(user: Any, events: Iterable[Any], presence: Any = None, why_not
     return text
 
 
-def role_details(role: Any, members: list[str], events: Iterable[Any]) -> Text:
+def role_details(role: RoleView, members: list[str], events: Iterable[EventView]) -> Text:
     text = field_lines([
         ("role", role.name),
         ("members", str(len(members))),
@@ -170,7 +173,7 @@ def role_details(role: Any, members: list[str], events: Iterable[Any]) -> Text:
     return text
 
 
-def event_details(ev: Any, events: Iterable[Any]) -> Text:
+def event_details(ev: RelayedEvent, events: Iterable[EventView]) -> Text:
     text = field_lines([
         ("event", f"#{ev.id}"),
         ("time", stamp(ev.time)),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -14,6 +14,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Checkbox, Input, Label, Static
 
+from store import RequestView
 from store.device_text import printable
 from store.durations import MINUTE, UNLOCK_DEFAULT, parse_duration
 from store.topics import ACCESS_VALUES
@@ -147,7 +148,7 @@ class Dialog(ModalScreen):
 class GrantModal(Dialog):
     """Lists the requests to grant and asks for an optional permission template."""
 
-    def __init__(self, targets: Sequence[Any], template: str = "", roles: Sequence[str] = (),
+    def __init__(self, targets: Sequence[RequestView], template: str = "", roles: Sequence[str] = (),
                  known_roles: Sequence[str] = ()) -> None:
         super().__init__()
         self.targets = list(targets)

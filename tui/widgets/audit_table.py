@@ -11,6 +11,7 @@ from textual.message import Message
 
 from store.durations import ago
 
+from ..messages import RelayedEvent
 from ..safe import safe_text
 from .base_table import Column, OrderedTable
 
@@ -32,7 +33,7 @@ def detail_summary(detail: dict) -> str:
 
 class AuditTable(OrderedTable):
     class DetailsRequested(Message):
-        def __init__(self, event: Any) -> None:
+        def __init__(self, event: RelayedEvent) -> None:
             super().__init__()
             self.event = event
 

@@ -8,6 +8,7 @@ from rich.text import Text
 from textual.binding import Binding, BindingType
 from textual.message import Message
 
+from store import RequestView
 from store.certificate_text import request_identity
 from store.durations import ago
 from store.request_filter import BY_RULE, request_matches, request_order_key, shown_label
@@ -46,14 +47,14 @@ class RequestsTable(OrderedTable):
     class GrantRequested(Message):
         """Grant these pending requests (the screen asks for permissions first)."""
 
-        def __init__(self, targets: list[Any]) -> None:
+        def __init__(self, targets: list[RequestView]) -> None:
             super().__init__()
             self.targets = targets
 
     class DenyRequested(Message):
         """Deny these pending requests (the screen asks first)."""
 
-        def __init__(self, targets: list[Any]) -> None:
+        def __init__(self, targets: list[RequestView]) -> None:
             super().__init__()
             self.targets = targets
 
@@ -68,7 +69,7 @@ class RequestsTable(OrderedTable):
             self.rule = rule
 
     class DetailsRequested(Message):
-        def __init__(self, request: Any) -> None:
+        def __init__(self, request: RequestView) -> None:
             super().__init__()
             self.request = request
 

@@ -8,6 +8,7 @@ from rich.text import Text
 from textual.binding import Binding, BindingType
 from textual.message import Message
 
+from store import RoleView
 from store.durations import ago
 
 from ..safe import safe_text
@@ -17,7 +18,7 @@ from .users_table import format_permissions
 
 class RolesTable(OrderedTable):
     class RoleMessage(Message):
-        def __init__(self, role: Any) -> None:
+        def __init__(self, role: RoleView) -> None:
             super().__init__()
             self.role = role
 

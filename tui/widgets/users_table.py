@@ -8,6 +8,7 @@ from rich.text import Text
 from textual.binding import Binding, BindingType
 from textual.message import Message
 
+from store import PresenceSnapshot, UserView
 from store.certificate_text import user_binding
 from store.device_text import printable
 from store.durations import ago, last_connected
@@ -38,7 +39,7 @@ def how_word(how: str) -> str:
 
 class UsersTable(OrderedTable):
     class UserMessage(Message):
-        def __init__(self, user: Any) -> None:
+        def __init__(self, user: UserView) -> None:
             super().__init__()
             self.user = user
 
@@ -73,7 +74,7 @@ class UsersTable(OrderedTable):
         Column("by", "by", 8, min_total=100, flex=0.2),
     ]
 
-    presence: Any = None  # the last store.PresenceSnapshot read (the screen refreshes it while this view shows)
+    presence: PresenceSnapshot | None = None  # the last read (the screen refreshes it while this view shows)
 
     def presence_cell(self, user: Any) -> Text:
         """``● online``, or when it last connected (``3m ago``, ``never``, ``unknown``)."""
@@ -85,7 +86,7 @@ class UsersTable(OrderedTable):
         word = last_connected(seen, self.app.clock())
         return Text(word, style="dim" if word in ("never", "unknown") else "")
 
-    def show_presence(self, snapshot: Any) -> None:
+    def show_presence(self, snapshot: PresenceSnapshot) -> None:
         self.presence = snapshot
         self.refresh_visible_cells()
 
