@@ -66,6 +66,7 @@ class EventRelay:
         self.applied_id = 0
         self.in_step = in_step
         self._task: asyncio.Task[None] | None = None
+        self._beat_task: asyncio.Task[None] | None = None
         self._own_pool = executor is None
         self._pool: Executor = executor or ThreadPoolExecutor(max_workers=1, thread_name_prefix="cr-relay")
         self._wake = asyncio.Event()
@@ -92,12 +93,14 @@ class EventRelay:
         self.last_id = await self._read(self.reg.last_event_id) if since is None else since
         self.applied_id = self.last_id
         self._task = asyncio.create_task(self._run(), name="client-registry-relay")
+        self._beat_task = asyncio.create_task(self._beat(), name="client-registry-alive")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        for task in (self._task, self._beat_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self._task = self._beat_task = None
         if self._own_pool:
             self._pool.shutdown(wait=False, cancel_futures=True)
 
@@ -122,6 +125,19 @@ class EventRelay:
                         await self._wake.wait()
                 except TimeoutError:
                     pass
+
+    async def _beat(self) -> None:
+        """That this server is alive, noted on its own when catch_up has not for NOTE_EVERY s: catch_up may
+        wait up to 10 s for the plugin to take a batch (COMMAND_TIMEOUT), or behind the housekeeping in the
+        relay's thread, and a server silent for SERVER_ALIVE (5 s) looks gone to every other process."""
+        while True:
+            await asyncio.sleep(NOTE_EVERY / 2)
+            if time.monotonic() - self._noted_at < NOTE_EVERY:
+                continue
+            try:
+                await asyncio.to_thread(self.reg.note_alive)  # not the relay's thread: it may be the one busy
+            except Exception as exc:  # the database is locked or away: the relay says so
+                log.debug(f"cannot note that the server is alive: {exc}")
 
     async def catch_up(self) -> int:
         """Handle the events committed so far (up to 500); returns how many. Callers that must act after

@@ -215,6 +215,7 @@ class Registry:
 
     # what the running server notes, and its housekeeping
     note_applied = _Forward("_server", ServerNotes.note_applied)
+    note_alive = _Forward("_server", ServerNotes.note_alive)
     housekeeping = _Forward("_server", ServerNotes.housekeeping)
     note_problem = _Forward("_server", ServerNotes.note_problem)
     note_limits = _Forward("_server", ServerNotes.note_limits)

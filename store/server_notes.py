@@ -27,6 +27,13 @@ class ServerNotes(Part):
             self.base.meta(SERVER_SEEN, repr(self.base.clock()))
 
     @guarded
+    def note_alive(self) -> None:
+        """The server is running, whatever it waits for meanwhile (a plugin slow to take a batch): a command
+        waiting in another process then hears "timeout" (not applied yet), not "no_server"."""
+        with self.base.write():
+            self.base.meta(SERVER_SEEN, repr(self.base.clock()))
+
+    @guarded
     def housekeeping(self) -> None:
         """What the running server does every 2 s besides noting that it is alive: a window that ran out is
         closed in the audit log (Window.close_expired), and a WAL scrub that a reader kept busy is done."""

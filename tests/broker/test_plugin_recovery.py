@@ -118,3 +118,39 @@ def _answers(port: int) -> bool:
         return connack(port, "probe-name") is not None
     except OSError:
         return False
+
+
+def test_a_slow_plugin_does_not_make_the_running_server_look_gone(tmp_path):
+    """Mosquitto paused (SIGSTOP) for longer than the CLI's liveness window: the relay waits for the plugin's
+    answer, but the server still notes that it is alive, so a command waiting to read its write says "timeout"
+    (the server is running, the change not applied yet), never "no_server"; resumed, the change is applied."""
+    db = str(tmp_path / "registry.db")
+    proc = start(db)
+    reg = None
+    pid = paused = None
+    try:
+        port, _, _ = wait_serving(proc)
+        pid = int((tmp_path / "registry.mosquitto.pid").read_text())
+        reg = open_registry(db)
+        pending(reg, ["slow-1"])
+        assert reg.wait_applied(reg.last_event_id(), 10.0) == "applied"
+        os.kill(pid, signal.SIGSTOP)
+        paused = pid
+        assert reg.grant(["slow-1"], actor="test")[0].ok
+        assert reg.wait_applied(reg.last_event_id(), 7.0) == "timeout"  # past SERVER_ALIVE (5 s)
+        os.kill(pid, signal.SIGCONT)
+        paused = None
+        assert reg.wait_applied(reg.last_event_id(), 30.0) == "applied"
+        wait_until(lambda: connack(port, "slow-1") == 0, message="slow-1 admitted once Mosquitto runs again")
+    finally:
+        if paused is not None:
+            os.kill(paused, signal.SIGCONT)
+        if reg is not None:
+            reg.close()
+        proc.terminate()  # stops its Mosquitto too
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            if pid is not None:
+                os.kill(pid, signal.SIGKILL)
