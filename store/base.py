@@ -94,11 +94,11 @@ class Base:
         """Called after a committed pairing code or verifier was cleared (grant, deny, expiry, user removal;
         once per command, not per row): its old bytes leave the WAL too (database.scrub_wal). If a reader kept
         the WAL busy, meta ``scrub_due`` says so to whichever process comes next: the server's housekeeping
-        calls this with ``cleared=False`` every 2 s and does it then."""
+        calls this with ``cleared=False`` every 2 s and does it then (without waiting for a reader)."""
         flagged = run_sql(self.db, 'SELECT 1 FROM "meta" WHERE "key" = ?', (SCRUB_DUE,)).fetchone() is not None
         if not (cleared or self._scrub_due or flagged):
             return
-        self._scrub_due = not scrub_wal(self.db)
+        self._scrub_due = not scrub_wal(self.db, wait=cleared)  # a retry (every 2 s) holds no writer off
         if self._scrub_due != flagged:  # written after the truncation: this frame holds no secret
             with self.write():
                 if self._scrub_due:

@@ -182,14 +182,24 @@ def _upgrade(db: pw.Database, models, found: int) -> None:
     models.Meta.update(value=str(SCHEMA_VERSION)).where(models.Meta.key == "schema_version").execute()
 
 
-def scrub_wal(db: pw.Database) -> bool:
+def scrub_wal(db: pw.Database, *, wait: bool = True) -> bool:
     """After a secret (a pairing code) was cleared: secure_delete zeroes it in the page, but the WAL still holds
     the page's older versions until it is reset, and a reset only overwrites from the start. Copy every frame
     into the file and truncate the WAL to 0 bytes. False when a reader still used an old frame (busy after
-    the busy timeout): the caller tries again later. A server database (PostgreSQL) keeps its own WAL."""
+    the busy timeout, at once without ``wait``): the caller tries again later. While the checkpoint waits for a
+    reader it holds off every writer, so a retry that comes again soon does not wait. A server database
+    (PostgreSQL) keeps its own WAL."""
     if not isinstance(db, pw.SqliteDatabase):
         return True
-    busy, _, _ = db.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    if wait:
+        busy, _, _ = db.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        return busy == 0
+    timeout = int(db.execute_sql("PRAGMA busy_timeout").fetchone()[0])
+    db.execute_sql("PRAGMA busy_timeout = 0")
+    try:
+        busy, _, _ = db.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    finally:
+        db.execute_sql(f"PRAGMA busy_timeout = {timeout}")
     return busy == 0
 
 
