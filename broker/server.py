@@ -345,7 +345,7 @@ class EmbeddedServer:
                 await asyncio.to_thread(self.link.start, ATTACH_WAIT, patient=True)
         except LinkError as exc:
             if self.supervisor is not None:  # what the plugin said it loaded is the likely reason
-                said = self.supervisor.last_line("registry_plugin")
+                said = await self.supervisor.said("registry_plugin")
                 hint = f" (mosquitto said: {said})" if said else ""
             else:
                 hint = " (did you install `client-registry mosquitto-config`?)"

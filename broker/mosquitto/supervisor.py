@@ -102,6 +102,7 @@ def raise_open_files(wanted: int) -> None:
 
 
 LINE_MAX = 64 * 1024  # output lines are cut here (Mosquitto's own are at most 999 bytes)
+SAID_WAIT = 5.0  # seconds `said` waits for a line Mosquitto wrote before the refusal being explained
 PUMP_EVERY = 0.05  # seconds between two looks of the event loop at what the reader thread kept
 PIPE_SIZE = 1 << 20  # what the output pipe holds while the reader thread waits for the GIL
 BUFFER_BYTES = 4 << 20  # what the reader thread keeps for the loop; beyond, lines are dropped and counted
@@ -288,6 +289,14 @@ class MosquittoSupervisor:
     def last_line(self, containing: str) -> str | None:
         """The newest of its recent output lines holding ``containing`` (escaped, as logged)."""
         return next((line for line in reversed(self._tail) if containing in line), None)
+
+    async def said(self, containing: str, within: float = SAID_WAIT) -> str | None:
+        """``last_line`` once it has come: what Mosquitto wrote just before it refused us (its plugin's words
+        at start) reaches the tail through the reader thread and the pump a moment later, later under load."""
+        deadline = time.monotonic() + within
+        while (line := self.last_line(containing)) is None and time.monotonic() < deadline:
+            await asyncio.sleep(PUMP_EVERY)
+        return line
 
     async def _ready(self, proc: asyncio.subprocess.Process) -> None:
         deadline = time.monotonic() + READY_TIMEOUT
