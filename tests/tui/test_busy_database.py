@@ -14,6 +14,19 @@ from tui.app import RegistryApp
 from .conftest import loaded, wait_for
 
 
+def record_notices(app) -> list[str]:
+    """Every notice the app posts, as it posts it: one on screen for 8 s may be gone when a slowed test looks."""
+    posted: list[str] = []
+    notify = app.notify
+
+    def recording(message, *args, **kwargs):
+        posted.append(str(message))
+        return notify(message, *args, **kwargs)
+
+    app.notify = recording
+    return posted
+
+
 def busy_line(app) -> str:
     line = app.screen_stack[0].query_one("#busy", Static)
     return str(line.render()) if line.display else ""
@@ -21,6 +34,7 @@ def busy_line(app) -> str:
 
 async def test_locked_database_leaves_keys_responsive_with_a_busy_line(reg, db_path):
     app = RegistryApp(reg)
+    notices = record_notices(app)
     async with app.run_test(size=(100, 30)) as pilot:
         await loaded(pilot)
         dash = app.screen_stack[0]
@@ -42,7 +56,7 @@ async def test_locked_database_leaves_keys_responsive_with_a_busy_line(reg, db_p
             await pilot.press("escape")
             # the busy timeout (5 s) ends the wait: one clear line, nothing changed, the app still runs
             await wait_for(pilot, lambda: dash.writing is None, timeout=15, message="the write gave up")
-            assert any("locked" in n.message for n in app._notifications)
+            assert any("locked" in notice for notice in notices), notices
             assert "database busy" in busy_line(app)
             assert not reg.status().unlocked
             while time.monotonic() - locked_at < 10:  # the rest of the 10 s: keys still work
