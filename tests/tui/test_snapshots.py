@@ -114,7 +114,11 @@ async def grant_dialog_in_sight(pilot, *keys):
     shrinks after a layout, and again after an error message takes rows)."""
     await connected(pilot)
     await pilot.press(*keys)
-    pilot.app.clear_notifications()  # "N pending requests match": would cover the dialog's corner
+    # The match runs in a worker: once its "N pending requests match" notice is up (the selection is made
+    # then), clear it, or it would cover the dialog's corner (a notice cleared too early came back later).
+    await wait_for(pilot, lambda: any(" match " in str(n.message) for n in pilot.app._notifications),
+                   message="the match notice")
+    pilot.app.clear_notifications()
     await pilot.press("g")
     await wait_for(pilot, lambda: pilot.app.screen.query("#ok"), message="the grant dialog")
 
