@@ -6,6 +6,7 @@ Update after an intended change with: pytest tests/tui/test_snapshots.py --snaps
 from __future__ import annotations
 
 import pytest
+from textual.widgets import Input
 
 from tui.app import RegistryApp
 from tui.demo import build_demo
@@ -24,6 +25,15 @@ def demo(tmp_path):
 
 def make_app(reg, clock):
     return RegistryApp(reg, clock=clock, actor="alice@dashboard")
+
+
+async def steady_cursor(pilot):
+    """The focused input's cursor blinks every 0.5 s: a snapshot taken later than that (a loaded machine) caught
+    it hidden. Stop the blink with the cursor shown: a key shows it again (``Input._restart_blink``)."""
+    focused = pilot.app.focused
+    if isinstance(focused, Input):
+        focused.cursor_blink = False
+        await pilot.press("end")  # where typing left it, or at 0 in an empty input
 
 
 async def connected(pilot):
@@ -70,6 +80,7 @@ def test_grant_dialog(snap_compare, demo, size):
     async def run_before(pilot):
         await connected(pilot)
         await pilot.press("a", "g", *"devices/{username}/#=readWrite")
+        await steady_cursor(pilot)
         await pilot.pause()
 
     assert snap_compare(make_app(*demo), run_before=run_before, terminal_size=size)
@@ -138,6 +149,7 @@ def test_grant_dialog_of_many_at_60x20(snap_compare, many, selected):
 
     async def run_before(pilot):
         await grant_dialog_in_sight(pilot, "+", *pattern, "enter")
+        await steady_cursor(pilot)
         await pilot.pause()
 
     assert snap_compare(make_app(*many), run_before=run_before, terminal_size=(60, 20))
@@ -150,6 +162,7 @@ def test_grant_dialog_with_a_conflict_error_at_60x20(snap_compare, many):
         await wait_for(pilot, lambda: "tick Force" in str(pilot.app.screen.query_one("#error").render()),
                        message="the conflict error")
         await wait_for(pilot, in_sight, message="the buttons still on screen")
+        await steady_cursor(pilot)
         await pilot.pause()
 
     assert snap_compare(make_app(*many), run_before=run_before, terminal_size=(60, 20))
