@@ -35,6 +35,15 @@ async def session(out: Path, size: tuple[int, int], suffix: str) -> list[Path]:
             dash.header_state.broker_address = "127.0.0.1:1883"
             dash.set_broker_state("connected")
 
+            async def until(done, what: str, timeout: float = 30.0) -> None:
+                """The grant runs in a worker and its events arrive by the next sync: wait for them, so that no
+                picture catches a half-done change (a busy line, "1 new above")."""
+                deadline = time.monotonic() + timeout
+                while not done():
+                    if time.monotonic() > deadline:
+                        raise SystemExit(f"make_screenshots: {what} did not happen within {timeout:g} s")
+                    await pilot.pause(0.05)
+
             async def shot(name: str) -> None:
                 await pilot.pause()
                 path = out / f"{name}{suffix}.svg"
@@ -46,7 +55,9 @@ async def session(out: Path, size: tuple[int, int], suffix: str) -> list[Path]:
             await pilot.press("g", *"devices/{username}/#=readWrite")
             await shot("grant")
             await pilot.press("enter")
-            await pilot.pause()
+            await until(lambda: not dash._writes and dash.writing is None, "the grant")
+            await until(lambda: any(ev.kind == "request.granted" for ev in dash.audit_table.model.values()),
+                        "the grant's events in the audit view")
             await pilot.press("ctrl+home", "enter")
             await shot("details")
             await pilot.press("escape", "slash", *"door")
