@@ -9,7 +9,7 @@ import click
 
 from store import StoreError, open_registry
 
-from .shared import db_option, fail, mqtt_ca_option, mqtt_option
+from .shared import database, db_option, fail, mqtt_ca_option, mqtt_option
 
 
 @click.command()
@@ -26,7 +26,7 @@ def dashboard(ctx, db=None, mqtt=None, no_embed=False, http_bind="127.0.0.1:8080
 
     root = ctx.find_root().params
     mqtt = mqtt or root.get("mqtt") or os.environ.get("CLIENT_REGISTRY_MQTT")
-    ctx.exit(run_dashboard(db or root.get("db"), mqtt, embed=not no_embed, http_bind=http_bind,
+    ctx.exit(run_dashboard(database(ctx, db), mqtt, embed=not no_embed, http_bind=http_bind,
                            mqtt_ca=mqtt_ca or root.get("mqtt_ca")))
 
 
@@ -53,7 +53,7 @@ def simulate(ctx, devices, prefix, mqtt, until_admitted, db, mqtt_ca):
         raise click.BadParameter(username_problem(f"{prefix}-0000"), param_hint="--prefix")
     root = ctx.find_root().params  # --db and --mqtt may come before the command, as for every other one
     mqtt = mqtt or root.get("mqtt") or "mqtt://127.0.0.1:1883"
-    db = db or root.get("db")
+    db = database(ctx, db)
     try:
         ca = tls_ca(db, mqtt_ca or root.get("mqtt_ca"))
     except LaunchError as exc:

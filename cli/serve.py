@@ -7,7 +7,7 @@ import click
 
 from broker.mosquitto.config import MAX_CONNECTIONS, MAX_PACKET_SIZE, MIN_PACKET_SIZE
 
-from .shared import EXIT_USAGE, certificate_days_option, db_option, fail
+from .shared import EXIT_USAGE, certificate_days_option, database, db_option, fail
 
 
 @click.command()
@@ -63,7 +63,7 @@ def serve(ctx, db, mqtt_bind, http_bind, mosquitto, mosquitto_include, broker_ur
     from store import RegistryConfig
     from store.location import resolve
 
-    location = resolve(db or ctx.find_root().params.get("db"))
+    location = resolve(database(ctx, db))
     tls = tls_settings(location, tls_init, tls_cert, tls_key, tls_ca, mqtt_tls_bind, tls_require_certificate,
                        http_tls)
     plain = None if mqtt_bind.strip().lower() == "none" else mqtt_bind
@@ -116,7 +116,7 @@ def mosquitto_config(ctx, db, conf_d, secret_path, plugin, socket_path, listener
         host, port = parse_bind(listener, 1883)
     except AddressError as exc:
         raise fail(str(exc)) from None
-    location = resolve(db or ctx.find_root().params.get("db"))
+    location = resolve(database(ctx, db))
     try:
         plan = prepare(location, conf_d=Path(conf_d), secret=Path(secret_path),
                        plugin=Path(plugin), socket=Path(socket_path), listener=listener_line(host, port),

@@ -86,13 +86,16 @@ def confirm(question: str, yes: bool, reversible: bool = False) -> None:
         raise fail("nothing changed")
 
 
+def database(ctx: click.Context, db: str | None) -> str | None:
+    """The --db given to this command, else the group's (it may come before or after the command)."""
+    return db or ctx.find_root().params.get("db")
+
+
 def registry(ctx: click.Context, db: str | None, *, create: bool = False, certificate_days: int = DEVICE_DAYS):
     """Open the registry named by this command's --db, else the group's --db. Only `init` creates one: a
     mistyped path is an error, never a new empty registry that no server uses. A granted CSR request is
     signed by the site CA beside the database (broker/signing.py), valid ``certificate_days``."""
-    root = ctx.find_root()
-    location = db or root.params.get("db")
-    reg = open_signing_registry(location, create=create, certificate_days=certificate_days)
+    reg = open_signing_registry(database(ctx, db), create=create, certificate_days=certificate_days)
     ctx.call_on_close(reg.close)
     ctx.meta["registry"] = reg
     ctx.meta["events_before"] = reg.last_event_id()

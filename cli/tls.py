@@ -9,7 +9,7 @@ import socket
 
 import click
 
-from .shared import EXIT_USAGE, db_option, fail
+from .shared import EXIT_USAGE, database, db_option, fail
 
 
 @click.group()
@@ -34,7 +34,8 @@ def tls_init(ctx, db, names):
         if not _host_ok(host):
             raise fail(f"invalid --name {host!r}: a host name (letters, digits, '-', '.') or an IP address",
                        EXIT_USAGE)
-    location = resolve(db or ctx.find_root().params.get("db"))
+    given = database(ctx, db)
+    location = resolve(given)
     files = TlsFiles.for_database(location)
     # A root serve runs Mosquitto as `mosquitto`, which reads the certificate, key and CRL (not the CA key)
     user = privileges.default_user()
@@ -50,7 +51,7 @@ def tls_init(ctx, db, names):
     click.echo(f"server certificate: {files.server_cert}  for {', '.join(hosts)}")
     click.echo(f"server key:         {files.server_key}")
     click.echo(f"revocation list:    {files.crl}")
-    db_flag = f" --db {shlex.quote(location)}" if db or ctx.find_root().params.get("db") else ""
+    db_flag = f" --db {shlex.quote(location)}" if given else ""
     click.echo("next:")
     click.echo(f"  client-registry serve{db_flag} --tls --http-tls")
     click.echo(f"  mosquitto_pub --cafile {shlex.quote(str(files.ca_cert))} -h {shlex.quote(hosts[0])} -p 8883 "

@@ -7,7 +7,7 @@ import click
 from store.device_text import printable
 from store.durations import MINUTE, UNLOCK_DEFAULT, UNLOCK_LONGEST, countdown
 
-from .shared import actor, db_option, echo_json, json_option, registry
+from .shared import actor, database, db_option, echo_json, json_option, registry
 
 
 @click.command()
@@ -17,7 +17,7 @@ def init(ctx, db):
     """Create a registry database (and its secret) at --db, or say it exists."""
     from store.location import resolve, sqlite_path
 
-    location = resolve(db or ctx.find_root().params.get("db"))
+    location = resolve(database(ctx, db))
     path = sqlite_path(location)
     existed = path is not None and path.exists()
     reg = registry(ctx, db, create=True)
