@@ -43,12 +43,17 @@ def users(ctx, db, as_json):
     now = time.time()
     table(
         ["USERNAME", "FLAGS", "ONLINE", "LAST CONNECTED", "ROLES", "PERMISSIONS", "CREATED"],
-        [[printable(u.name, 40), ",".join(f for f, on in (("admin", u.admin), ("disabled", u.disabled),
-                                                           (user_binding(u), bool(user_binding(u)))) if on) or "-",
+        [[printable(u.name, 40), user_flags(u),
           online_word(presence[u.name]), last_connected(presence[u.name], now),
           ",".join(u.roles) or "-", permissions_text(u.permissions),
           f"{age(u.created_at, now)} by {printable(u.created_by)} ({u.created_how})"] for u in rows],
     )
+
+
+def user_flags(u) -> str:
+    """``admin,disabled,cert-only``: what is set on a user ("-": nothing)."""
+    flags = ("admin" if u.admin else None, "disabled" if u.disabled else None, user_binding(u))
+    return ",".join(f for f in flags if f) or "-"
 
 
 def online_word(presence) -> str:
