@@ -132,7 +132,7 @@ def grant(ctx, db, items, permissions, roles, requested, force, certificate_days
     reg = registry(ctx, db, certificate_days=certificate_days)
     results = reg.grant(expand_name_patterns(reg, items, yes), template, actor=actor(), force=force,
                         requested=requested, roles=roles)
-    report([replace(r, message=f"{r.message} (--force)") if r.message.endswith("confirm with force") else r
+    report([replace(r, message=f"{r.message} (--force)") if r.needs_force else r
             for r in results])  # the store's refusal names the choice; here it is an option
 
 

@@ -106,7 +106,8 @@ class Decisions(Part):
             if rivals and not force:
                 return ItemResult(item, False, (
                     f"request #{row.id} ({row.username}) conflicts with #"
-                    f"{', #'.join(str(r) for r in rivals)}: confirm with force"), RequestView.of(row))
+                    f"{', #'.join(str(r) for r in rivals)}: confirm with force"), RequestView.of(row),
+                    needs_force=True)
             existing = self.base.user_row(row.username) if row.rekey or row.rotation or \
                 self.base.is_user(row.username) else None
             if existing is not None and row.rekey:
@@ -186,7 +187,8 @@ class Decisions(Part):
         if not force:
             return ItemResult(item, False, (
                 f"request #{row.id} ({row.username}) is a new password for an existing user (a re-flashed or "
-                f"replaced device?): confirm with force"), RequestView.of(row))
+                f"replaced device?): confirm with force"), RequestView.of(row),
+                needs_force=True)
         self.m.User.update(verifier=row.verifier).where(self.m.User.id == user.id).execute()
         R.update(status="granted", decided_by=actor, decided_at=now, pairing_code=None).where(R.id == row.id).execute()
         self.base.event(actor, "user.password_changed", row.username, request_id=row.id, rekey=True)
@@ -201,7 +203,8 @@ class Decisions(Part):
         if not force:
             return ItemResult(item, False, (
                 f"request #{row.id} ({row.username}) binds an existing user to another certificate (a renewed or "
-                f"replaced device?): confirm with force"), RequestView.of(row))
+                f"replaced device?): confirm with force"), RequestView.of(row),
+                needs_force=True)
         run_sql(self.db, 'UPDATE "users" SET "certificate" = ? WHERE "id" = ?', (row.certificate, user.id))
         run_sql(self.db, 'UPDATE "requests" SET "status" = \'granted\', "decided_by" = ?, "decided_at" = ?, '
                          '"pairing_code" = NULL WHERE "id" = ?', (actor, now, row.id))

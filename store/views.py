@@ -254,6 +254,7 @@ class ItemResult:
     ok: bool
     message: str
     request: RequestView | None = None
+    needs_force: bool = False  # refused only for want of force (a conflict, a re-key, a rotation)
 
 
 def _with_permission_dicts(data: dict) -> dict:
