@@ -29,7 +29,7 @@ from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.oid import NameOID
 
 from .errors import InvalidValueError
-from .validation import nfc_problem, reserved_problem, text_problem, username_problem
+from .validation import nfc_problem, normalise_username, reserved_problem, text_problem, username_problem
 
 MAX_CSR_BYTES = 16 * 1024  # an RSA-8192 CSR in PEM with a long subject is about 5 KiB
 MAX_SUBJECT_CHARS = 1024
@@ -235,4 +235,4 @@ def _subject(request: x509.CertificateSigningRequest) -> tuple[str, str]:
     for problem in (username_problem(username), nfc_problem(username), reserved_problem(username)):
         if problem:
             raise CsrRefused(f"the CSR's common name is not a valid username: {problem}")
-    return unicodedata.normalize("NFC", username), text
+    return normalise_username(username), text  # NFC already (nfc_problem)

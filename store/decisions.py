@@ -183,19 +183,20 @@ class Decisions(Part):
     def _grant_rekey(self, item: str, row: Any, user: Any, actor: str, force: bool, now: float) -> ItemResult:
         """A re-key request (inside grant_one's transaction): with force the user's password becomes the one
         the device sent, and its live sessions are disconnected; its permissions and roles stay as they are."""
-        R = self.m.Request
         if not force:
             return ItemResult(item, False, (
                 f"request #{row.id} ({row.username}) is a new password for an existing user (a re-flashed or "
                 f"replaced device?): confirm with force"), RequestView.of(row),
                 needs_force=True)
-        self.m.User.update(verifier=row.verifier).where(self.m.User.id == user.id).execute()
-        R.update(status="granted", decided_by=actor, decided_at=now, pairing_code=None).where(R.id == row.id).execute()
+        run_sql(self.db, 'UPDATE "users" SET "verifier" = ? WHERE "id" = ?', (row.verifier, user.id))
+        run_sql(self.db, 'UPDATE "requests" SET "status" = \'granted\', "decided_by" = ?, "decided_at" = ?, '
+                         '"pairing_code" = NULL WHERE "id" = ?', (actor, now, row.id))
         self.base.event(actor, "user.password_changed", row.username, request_id=row.id, rekey=True)
         self.base.event(actor, "request.granted", row.username, request_id=row.id, rekey=True, permissions=[], roles=[])
         self.cache.invalidate(row.username)
+        row.status, row.decided_by, row.decided_at, row.pairing_code = "granted", actor, now, None
         return ItemResult(item, True, f"re-keyed {row.username} (request #{row.id}): its new password is in effect",
-                          RequestView.of(R.get_by_id(row.id)))
+                          RequestView.of(row))
 
     def _grant_rotation(self, item: str, row: Any, user: Any, actor: str, force: bool, now: float) -> ItemResult:
         """A rotation request (inside grant_one's transaction): with force the user is bound to the certificate
