@@ -10,7 +10,7 @@ there; a CA of the site's is the site's to revoke with.
 from __future__ import annotations
 
 import ssl
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .certificates import TlsFiles
@@ -57,8 +57,7 @@ class TlsSettings:
                 ssl.create_default_context(cafile=str(self.ca))
             except ssl.SSLError:
                 raise TlsError(f"{self.ca} holds no PEM CA certificate") from None
-        return TlsSettings(self.cert, self.key, self.ca, self.crl, self.bind, self.require_certificate,
-                           self.http, context)
+        return replace(self, context=context)
 
     def mosquitto_lines(self) -> list[str]:
         """The options that follow this listener's ``listener`` line. No ``use_identity_as_username``: with it
