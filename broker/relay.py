@@ -110,6 +110,7 @@ class EventRelay:
             self._wake.clear()  # before the read: a wake during the read makes the next wait return at once
             try:
                 handled = await self.catch_up()
+                await self._housekeep()
                 failing = False
             except asyncio.CancelledError:
                 raise
@@ -158,10 +159,15 @@ class EventRelay:
                 await self._read(self.reg.note_applied, event_id=self.applied_id)
                 self._noted_at, self._unnoted, self._woken = now, False, False
                 self._noted_id = self.applied_id
-            if now - self._housekept_at >= NOTE_EVERY:  # a window that ran out, a WAL scrub left due
-                await self._read(self.reg.housekeeping)
-                self._housekept_at = now
             return len(events)
+
+    async def _housekeep(self) -> None:
+        """The registry's housekeeping (a window that ran out, a WAL scrub left due) at most every NOTE_EVERY s,
+        from the relay's own loop: never on a caller's catch_up (a device's grant waits for that one)."""
+        now = time.monotonic()
+        if now - self._housekept_at >= NOTE_EVERY:
+            await self._read(self.reg.housekeeping)
+            self._housekept_at = now
 
     async def handle(self, events: list[Any]) -> None:
         """Apply a batch of events to the broker (one batch of changes), then publish each."""

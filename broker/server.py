@@ -502,7 +502,7 @@ class EmbeddedServer:
         host, port = self.http_bind
         api = RegisterAPI(self.reg, wake=self._wake_relay, granted=self._granted_over_http,
                           health=self.health, limits=self.http_limits)
-        https = self.tls.context if self.tls is not None and self.tls.http else None
+        https = self.tls.context if self.tls is not None and self.https else None
         listener = api.listener(host, port, ssl=https)  # timeouts, connection limit, one log line per refusal
         try:
             self.http_host, self.http_port = await listener.start()
@@ -534,6 +534,11 @@ class EmbeddedServer:
             await self.accounts.write_snapshot()
 
     # -- the broker's state ----------------------------------------------------------------------------------
+    @property
+    def https(self) -> bool:
+        """The HTTP API is served over HTTPS (``tls`` with ``http=True``)."""
+        return self.tls is not None and self.tls.http
+
     @property
     def tls_address(self) -> str | None:
         """Where devices connect over TLS (``mqtts://HOST:PORT`` as they would write it), or None."""
@@ -584,8 +589,7 @@ class EmbeddedServer:
         """Where the HTTP API serves, as the dashboard's header shows it: HOST:PORT, https://HOST:PORT over TLS."""
         if not self.http_port:
             return None
-        https = self.tls is not None and self.tls.http
-        return f"{'https://' if https else ''}{self.http_host}:{self.http_port}"
+        return f"{'https://' if self.https else ''}{self.http_host}:{self.http_port}"
 
     def _publish_status(self, state: str) -> None:
         if self.link is None:
@@ -729,7 +733,7 @@ async def _serve(reg: Any, mqtt_bind: str | None, http_bind: str, options: dict)
             lines.show()
             mqtt = f"mqtt {srv.mqtt_host}:{srv.mqtt_port}" + ("" if srv.plain_mqtt else " (loopback only)")
             tls = f", {srv.tls_address}" if srv.tls_address else ""
-            http = "https" if srv.tls is not None and srv.tls.http else "http"
+            http = "https" if srv.https else "http"
             log.info(f"client-registry serving: {mqtt}{tls} ({srv.broker}), "
                      f"{http} {srv.http_host}:{srv.http_port}, database {getattr(reg, 'location', '?')}, "
                      f"credentials beside it")

@@ -10,12 +10,13 @@ there; a CA of the site's is the site's to revoke with.
 from __future__ import annotations
 
 import ssl
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from .address import ANY_HOST, MQTTS_PORT
 from .certificates import TlsFiles
 
-TLS_PORT = 8883
+TLS_PORT = MQTTS_PORT
 
 
 class TlsError(ValueError):
@@ -28,7 +29,7 @@ class TlsSettings:
     key: Path
     ca: Path | None = None  # the CA device certificates are checked against (and clients told to trust)
     crl: Path | None = None  # Mosquitto's crlfile: only with the registry's own CA
-    bind: tuple[str, int] = ("0.0.0.0", TLS_PORT)
+    bind: tuple[str, int] = (ANY_HOST, TLS_PORT)
     require_certificate: bool = False  # every device presents a certificate signed by ``ca``
     http: bool = False  # the registration API over HTTPS too
     context: ssl.SSLContext | None = field(default=None, compare=False, repr=False)
@@ -57,8 +58,7 @@ class TlsSettings:
                 ssl.create_default_context(cafile=str(self.ca))
             except ssl.SSLError:
                 raise TlsError(f"{self.ca} holds no PEM CA certificate") from None
-        return TlsSettings(self.cert, self.key, self.ca, self.crl, self.bind, self.require_certificate,
-                           self.http, context)
+        return replace(self, context=context)
 
     def mosquitto_lines(self) -> list[str]:
         """The options that follow this listener's ``listener`` line. No ``use_identity_as_username``: with it

@@ -30,11 +30,16 @@ READY_TIMEOUT = 10.0
 BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 
 
+def pid_file_of(conf: Path) -> Path:
+    """Where the service writes the pid of the Mosquitto it runs on ``conf``."""
+    return conf.with_suffix(".pid")
+
+
 def running_mosquitto(conf: Path) -> int | None:
     """The pid of a Mosquitto running on ``conf`` (a service's, or one it left running), from the pid file
     beside it; None when there is none."""
     try:
-        pid = int(conf.with_suffix(".pid").read_text().strip())
+        pid = int(pid_file_of(conf).read_text().strip())
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except (OSError, ValueError):
         return None
@@ -219,7 +224,7 @@ class MosquittoSupervisor:
 
     @property
     def pid_file(self) -> Path:
-        return self.conf.with_suffix(".pid")  # (read by running_mosquitto)
+        return pid_file_of(self.conf)
 
     async def end_orphan(self) -> None:
         """A Mosquitto left running by a service that was killed (it kept serving the fleet meanwhile) is
