@@ -8,7 +8,10 @@ are: callers escape them (``printable``, ``safe_text``)."""
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .views import UserView
 
 CSR, CERT, CERT_ONLY = "csr", "cert", "cert-only"
 
@@ -20,11 +23,11 @@ def request_identity(req: Any) -> str | None:
     return CERT if getattr(req, "certificate", None) else None
 
 
-def user_binding(user: Any) -> str | None:
-    """``cert-only``, ``cert`` or None."""
-    if getattr(user, "certificate_serial", None):
+def user_binding(user: UserView) -> str | None:
+    """``cert-only`` (``UserView.certificate_only``), ``cert`` or None."""
+    if user.certificate_only:
         return CERT_ONLY
-    return CERT if getattr(user, "certificate", None) else None
+    return CERT if user.certificate else None
 
 
 def _day(moment: Any) -> str:

@@ -136,7 +136,7 @@ def user_details(user: UserView, events: Iterable[EventView], presence: UserPres
         ("created", stamp(user.created_at)),
         ("created by", user.created_by),
         ("created how", user.created_how),
-        *([("certificate", f"{user_binding(user)}: {user.certificate}")] if user_binding(user) else []),
+        *([("certificate", f"{binding}: {user.certificate}")] if (binding := user_binding(user)) else []),
     ])
     text.append("\nPermissions\n", style="bold underline")
     for line in perms.splitlines():
